@@ -1,0 +1,35 @@
+"""The pure numerical core: exact solution, sampling, order parameters (no I/O, YAML or plotting).
+
+See docs/core-api.md for the interface and ../shared/THEORY.md for the mathematics.
+"""
+
+from phasediag.core.flow import (
+    FlowState,
+    Invariants,
+    Problem,
+    alignment_of,
+    flow_state,
+    invariants,
+    ntk_change,
+    relaxation_time,
+    t_learn,
+)
+from phasediag.core.gd import GD_CODE, GD_OUTCOMES, GDResult, gd_outcome, gd_state
+from phasediag.core.gram import Gram, explicit_gram, sample_gram, typical_gram
+from phasediag.core.phases import (
+    MECHANISM,
+    PHASE_CODE,
+    PHASES,
+    REGIME,
+    OrderParameters,
+    classify,
+    classify_order,
+    order_parameters,
+)
+
+__all__ = [
+    "FlowState", "Invariants", "Problem", "alignment_of", "flow_state", "invariants", "ntk_change",
+    "relaxation_time", "t_learn", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
+    "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
+    "OrderParameters", "classify", "classify_order", "order_parameters",
+]

@@ -1,0 +1,95 @@
+"""Order parameters and phase labels at a finite point (THEORY section 6).
+
+Codes index `PHASES`. THEORY names "kernel, aligning" but not its mirror image: with imbalanced layers and
+|m0| > |m*| the layers can turn *away* from each other while the NTK stays put (e.g. kappa = 1,
+eta_u = 1e3, eta_w = 1e-3, d = 10, sigma^2 = 1, m* = 0.1: |zeta| 0.3 -> 0.01 with ntk_change ~ 1e-7), so
+"kernel_disaligning" is a label too, chosen by the same larger-amount rule as the feature-learning mechanisms.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from phasediag.core.flow import Invariants, alignment_of, flow_state, ntk_change
+
+PHASES = (
+    "kernel",
+    "kernel_aligning",
+    "kernel_disaligning",
+    "alignment",
+    "disalignment",
+    "rescaling",
+    "saddle",
+)
+PHASE_CODE = {name: code for code, name in enumerate(PHASES)}
+# coarse regime and mechanism of each label (mechanism None: nothing beyond the regime)
+REGIME = {
+    "kernel": "kernel", "kernel_aligning": "kernel", "kernel_disaligning": "kernel",
+    "alignment": "feature_learning", "disalignment": "feature_learning", "rescaling": "feature_learning",
+    "saddle": "saddle",
+}
+MECHANISM = {
+    "kernel": None, "kernel_aligning": "alignment", "kernel_disaligning": "disalignment",
+    "alignment": "alignment", "disalignment": "disalignment", "rescaling": "rescaling", "saddle": None,
+}
+
+
+class OrderParameters(NamedTuple):
+    """Continuous order parameters of a point over the horizon [0, T].
+
+    ntk_change = Theta(T)/Theta0 - 1; alignment_init/final = zeta(0), zeta(T) (signed cosines);
+    alignment_gain = |zeta_T| - min|zeta| and disalignment = |zeta_0| - min|zeta| over the path (min|zeta| = 0
+    if m crosses 0; both 0 when G = 0, where the layers stay parallel); not_converged: excess loss at T above
+    1% of the initial excess (only for finite T and m0 != m*).
+    """
+
+    ntk_change: np.ndarray
+    alignment_init: np.ndarray
+    alignment_final: np.ndarray
+    alignment_gain: np.ndarray
+    disalignment: np.ndarray
+    not_converged: np.ndarray
+
+
+def order_parameters(inv: Invariants, horizon=np.inf) -> OrderParameters:
+    """Order parameters of every point at training horizon T = `horizon` (steps; inf = end of training)."""
+    final = flow_state(inv, horizon)
+    zeta0 = alignment_of(inv, inv.m0)
+    zeta_T = final.alignment
+    crosses = inv.m0 * final.m < 0
+    min_abs = np.where(crosses, 0.0, np.minimum(np.abs(zeta0), np.abs(zeta_T)))
+    rotates = inv.gram.G > 0
+    gain = np.where(rotates, np.abs(zeta_T) - min_abs, 0.0)
+    dis = np.where(rotates, np.abs(zeta0) - min_abs, 0.0)
+    loss0 = 0.5 * inv.input_var * (inv.m0 - inv.teacher) ** 2
+    not_converged = np.isfinite(horizon) & (inv.m0 != inv.teacher) & (final.loss > 0.01 * loss0)
+    return OrderParameters(
+        ntk_change=ntk_change(inv, horizon), alignment_init=zeta0, alignment_final=zeta_T,
+        alignment_gain=gain, disalignment=dis, not_converged=np.asarray(not_converged),
+    )
+
+
+def classify_order(
+    inv: Invariants, op: OrderParameters, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
+) -> np.ndarray:
+    """Phase codes (into PHASES) from precomputed order parameters (rules of THEORY section 6)."""
+    mechanism_alignment = op.alignment_gain >= op.disalignment
+    rotated = np.maximum(op.alignment_gain, op.disalignment) >= alignment_threshold
+    kernel = np.abs(op.ntk_change) < ntk_threshold
+    code = np.where(
+        kernel,
+        np.where(rotated, np.where(mechanism_alignment, PHASE_CODE["kernel_aligning"],
+                                   PHASE_CODE["kernel_disaligning"]), PHASE_CODE["kernel"]),
+        np.where(rotated, np.where(mechanism_alignment, PHASE_CODE["alignment"], PHASE_CODE["disalignment"]),
+                 PHASE_CODE["rescaling"]),
+    )
+    return np.where(inv.saddle, PHASE_CODE["saddle"], code).astype(np.int8)
+
+
+def classify(
+    inv: Invariants, horizon=np.inf, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
+) -> np.ndarray:
+    """Phase code of every point (int8 array indexing PHASES) at the given horizon and thresholds."""
+    return classify_order(inv, order_parameters(inv, horizon), ntk_threshold, alignment_threshold)
