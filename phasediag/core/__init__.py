@@ -13,6 +13,7 @@ from phasediag.core.flow import (
     ntk_change,
     relaxation_time,
     t_learn,
+    with_time_axis,
 )
 from phasediag.core.gd import GD_CODE, GD_OUTCOMES, GDResult, gd_outcome, gd_state
 from phasediag.core.gram import Gram, explicit_gram, sample_gram, typical_gram
@@ -29,7 +30,7 @@ from phasediag.core.phases import (
 
 __all__ = [
     "FlowState", "Invariants", "Problem", "alignment_of", "flow_state", "invariants", "ntk_change",
-    "relaxation_time", "t_learn", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
+    "relaxation_time", "t_learn", "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
     "OrderParameters", "classify", "classify_order", "order_parameters",
 ]

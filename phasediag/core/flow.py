@@ -143,6 +143,14 @@ def invariants(problem: Problem) -> Invariants:
     )
 
 
+def with_time_axis(inv: Invariants) -> Invariants:
+    """The same Invariants with a trailing length-1 axis, to broadcast points against a 1-D time array."""
+    def expand(x):
+        return type(x)(*(np.asarray(y)[..., None] for y in x)) if isinstance(x, tuple) else np.asarray(x)[..., None]
+
+    return Invariants(*(expand(x) for x in inv))
+
+
 class _Clock(NamedTuple):
     """Time-dependent factors: E = exp(-lambda t), Dq = (1 - E)/Q (2 c a t when Q = 0)."""
 

@@ -27,12 +27,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.flow import FlowState, Invariants, alignment_of
+from phasediag.core.flow import FlowState, Invariants, with_time_axis
 
 GD_OUTCOMES = ("converges", "catapult", "diverges", "oscillates", "stalls")
 GD_CODE = {name: code for code, name in enumerate(GD_OUTCOMES)}
 _UNDECIDED = -1
 _DIVERGENCE_FACTOR = 1e12
+_CHECK_EVERY = 16
 
 
 class GDResult(NamedTuple):
@@ -106,43 +107,54 @@ def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True) -
     """Run exact GD from every point until its outcome is decided (vectorized, early stopping per point).
 
     With `settle`, converging points keep stepping until m = m* to rounding (or max_steps), so the returned
-    state is the end of training. Shapes: all fields have the points' broadcast shape.
+    state is the end of training. Certificates are checked every `_CHECK_EVERY` steps (they stay true once
+    true), the divergence bound at every step; `steps` is the step of the check that decided or settled the
+    point. Shapes: all fields have the points' broadcast shape.
     """
     k, alpha, beta, shape = _flatten(inv)
     n = alpha.size
     scale = np.ones(n)
     loss0 = (alpha - beta - k.m_star) ** 2
+    inv_loss0 = np.where(loss0 > 0, 1.0 / np.where(loss0 > 0, loss0, 1.0), 0.0)
     peak = np.ones(n)
     outcome = np.full(n, _UNDECIDED, dtype=np.int8)
-    steps = np.zeros(n, dtype=np.int64)
+    steps = np.full(n, max_steps, dtype=np.int64)
     active = np.arange(n)
+    # working copies of the active points (compacted at each check)
+    a_, b_, p_, pk, il, code = alpha.copy(), beta.copy(), scale.copy(), peak.copy(), inv_loss0, outcome.copy()
+    sub = k
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         for step in range(max_steps + 1):
-            sub = _Flat(*(x[active] for x in k))
-            a_, b_, p_ = alpha[active], beta[active], scale[active]
-            loss = (a_ - b_ - sub.m_star) ** 2
-            ratio = np.where(loss0[active] > 0, loss / np.where(loss0[active] > 0, loss0[active], 1.0), 1.0)
-            peak[active] = np.maximum(peak[active], ratio)
-            code = np.where(outcome[active] == _UNDECIDED, _decide(a_, b_, p_, sub, peak[active]),
-                            outcome[active])
-            outcome[active] = code
-            settled = _settled(a_, b_, sub.m_star) | (code == GD_CODE["diverges"])
-            done = (code != _UNDECIDED) & ((not settle) | settled | (code == GD_CODE["stalls"]))
-            steps[active[done]] = step
-            active = active[~done]
-            if active.size == 0 or step == max_steps:
+            pk = np.maximum(pk, (a_ - b_ - sub.m_star) ** 2 * il)
+            blown = ~(a_ + b_ <= sub.bound)
+            if step % _CHECK_EVERY == 0 or step == max_steps or np.any(blown):
+                undecided = code == _UNDECIDED
+                code = np.where(undecided, _decide(a_, b_, p_, sub, pk), code)
+                settled = _settled(a_, b_, sub.m_star, sub.a * sub.c) | (code == GD_CODE["diverges"])
+                done = (code != _UNDECIDED) & ((not settle) | settled | (code == GD_CODE["stalls"]))
+                finished = active[done]
+                alpha[finished], beta[finished], scale[finished] = a_[done], b_[done], p_[done]
+                peak[finished], outcome[finished], steps[finished] = pk[done], code[done], step
+                keep = ~done
+                active = active[keep]
+                a_, b_, p_, pk, il, code = a_[keep], b_[keep], p_[keep], pk[keep], il[keep], code[keep]
+                sub = _Flat(*(x[active] for x in k))
+                if active.size == 0:
+                    break
+            if step == max_steps:
                 break
-            alpha[active], beta[active], scale[active] = _step(
-                alpha[active], beta[active], scale[active], k.a[active], k.c[active], k.m_star[active]
-            )
-    steps[active] = max_steps
+            a_, b_, p_ = _step(a_, b_, p_, sub.a, sub.c, sub.m_star)
+    alpha[active], beta[active], scale[active], peak[active], outcome[active] = a_, b_, p_, pk, code
     outcome[outcome == _UNDECIDED] = GD_CODE["oscillates"]
     return GDResult(*(x.reshape(shape) for x in (outcome, steps, alpha, beta, scale, peak)))
 
 
-def _settled(alpha, beta, m_star) -> np.ndarray:
-    """m = m* to within a few roundings of alpha + beta."""
-    return np.abs(alpha - beta - m_star) <= 4.0 * np.finfo(float).eps * (alpha + beta + np.abs(m_star))
+def _settled(alpha, beta, m_star, ca) -> np.ndarray:
+    """m = m* to a few roundings of alpha + beta, or so close that a step (relative change 2 c a |m - m*| of
+    alpha and beta) no longer moves them in float64: float GD has stopped."""
+    gap = np.abs(alpha - beta - m_star)
+    eps = np.finfo(float).eps
+    return (gap <= 4.0 * eps * (alpha + beta + np.abs(m_star))) | (2.0 * ca * gap <= eps)
 
 
 def _state(inv: Invariants, alpha, beta, scale) -> FlowState:
@@ -201,7 +213,7 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
         diverged[:, position] = end.outcome.ravel() == GD_CODE["diverges"]
     out_shape = shape + (steps.size,)
     alpha_r, beta_r, scale_r = (x.reshape(out_shape) for x in records)
-    state = _state(_with_step_axis(inv), alpha_r, beta_r, scale_r)
+    state = _state(with_time_axis(inv), alpha_r, beta_r, scale_r)
     bad = diverged.reshape(out_shape)
     blown = {f: np.where(bad, np.inf, getattr(state, f)) for f in ("ntk", "norm_u2", "norm_w2", "loss")}
     state = state._replace(m=np.where(bad, np.copysign(np.inf, state.m), state.m), **blown)
@@ -215,11 +227,3 @@ def _kernel_gd(inv: Invariants, steps: np.ndarray, out_shape) -> np.ndarray:
         decay = np.power(factor, steps)
     lin = np.asarray(inv.teacher)[..., None] + np.asarray(inv.m0 - inv.teacher)[..., None] * decay
     return np.broadcast_to(lin, out_shape).copy()
-
-
-def _with_step_axis(inv: Invariants) -> Invariants:
-    """The same Invariants with a trailing length-1 axis, to broadcast against (..., len(steps))."""
-    def expand(x):
-        return type(x)(*(np.asarray(y)[..., None] for y in x)) if isinstance(x, tuple) else np.asarray(x)[..., None]
-
-    return Invariants(*(expand(x) for x in inv))
