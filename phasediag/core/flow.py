@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.gram import Gram, difference_of_products
+from phasediag.core.gram import Gram, _two_product, difference_of_products
 
 
 class Problem(NamedTuple):
@@ -47,7 +47,8 @@ class Invariants(NamedTuple):
     h = g^2/4 = alpha beta; m0 = kappa V; s0 = hypot(m0, g) = Theta0/(2c); Q = hypot(m*, g) = Theta_inf/(2c);
     alpha0, beta0 = (s0 +- m0)/2; alpha_inf, beta_inf = (Q +- m*)/2; a_hat, b_hat = alpha_inf/Q, beta_inf/Q
     (1/2 each when Q = 0); rate = lambda = 2 c a Q (final exponential rate, 1/steps); saddle: g = 0 and
-    m0 m* <= 0 (m can never reach m*).
+    m0 m* <= 0 (m can never reach m*); gap = m* - kappa V and m0_lo = kappa V - m0 from an error-free
+    product, so m* - m0 stays accurate when m0 ~ m*.
     """
 
     output_scale: np.ndarray
@@ -72,6 +73,8 @@ class Invariants(NamedTuple):
     b_hat: np.ndarray
     rate: np.ndarray
     saddle: np.ndarray
+    gap: np.ndarray
+    m0_lo: np.ndarray
 
     @property
     def ntk_init(self) -> np.ndarray:
@@ -126,7 +129,7 @@ def invariants(problem: Problem) -> Invariants:
     ntk_imbalance = (kappa * kappa) * difference_of_products(lr_w, U, lr_u, W)
     g = np.hypot(np.abs(ntk_imbalance) / (2.0 * c), kappa * np.sqrt(G))
     h = 0.25 * g * g
-    m0 = kappa * V
+    m0, m0_lo = _two_product(kappa, V)  # kappa V = m0 + m0_lo exactly
     s0 = np.hypot(m0, g)
     Q = np.hypot(m_star, g)
     alpha0, beta0 = split(m0, s0, h)
@@ -140,6 +143,7 @@ def invariants(problem: Problem) -> Invariants:
         c=c, c2=c2, ntk_imbalance=ntk_imbalance, g=g, h=h, m0=m0, s0=s0, Q=Q,
         alpha0=alpha0, beta0=beta0, alpha_inf=alpha_inf, beta_inf=beta_inf, a_hat=a_hat, b_hat=b_hat,
         rate=2.0 * c * a * Q, saddle=(g == 0) & (m0 * m_star <= 0),
+        gap=(m_star - m0) - m0_lo, m0_lo=m0_lo,
     )
 
 
@@ -180,53 +184,76 @@ def _alpha_beta(inv: Invariants, clk: _Clock):
     return alpha, beta, den_a, den_b
 
 
-def _m_minus_teacher(inv: Invariants, clk: _Clock, den_a, den_b) -> np.ndarray:
-    """m(t) - m* as a product of one signed and several positive factors (valid off the saddle):
-    E (m0 - m*)/(s0 + Q) [(alpha0 + alpha_inf)/den_a + (beta0 + beta_inf)/den_b]."""
-    bracket = _ratio(inv.alpha0 + inv.alpha_inf, den_a) + _ratio(inv.beta0 + inv.beta_inf, den_b)
-    return clk.E * _ratio(inv.m0 - inv.teacher, inv.s0 + inv.Q) * bracket
+class _Path(NamedTuple):
+    """Evaluation at times t: alpha, beta >= 0, best m, and m - m*, m - m0 each as accurate products."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    m: np.ndarray
+    m_err: np.ndarray
+    to_end: np.ndarray
+    from_start: np.ndarray
 
 
-def _m_minus_start(inv: Invariants, clk: _Clock, den_a, den_b) -> np.ndarray:
-    """m(t) - m0 = Dq (m* - m0) [alpha0/den_a + beta0/den_b]: positive factors, exact at t = 0."""
-    dq = np.where(np.isfinite(clk.Dq), clk.Dq, 0.0)  # Dq = inf only at Q = 0, t = inf (not used there)
-    return dq * (inv.teacher - inv.m0) * (_ratio(inv.alpha0, den_a) + _ratio(inv.beta0, den_b))
-
-
-def _slope(inv: Invariants, clk: _Clock, alpha, beta, den_a, den_b):
-    """m(t) and m(t) - m*, each from the form with the smallest rounding error (THEORY section 8):
-    alpha - beta (error ~ ulp (alpha + beta)), m* + (m - m*) (~ ulp (|m*| + |m - m*|), off the saddle), or
-    m0 + (m - m0) (~ ulp (|m0| + |m - m0|), while Dq is finite)."""
-    m_direct = alpha - beta
-    to_end = _m_minus_teacher(inv, clk, den_a, den_b)
-    from_start = _m_minus_start(inv, clk, den_a, den_b)
-    err_direct = alpha + beta
-    err_end = np.where(inv.saddle, np.inf, np.abs(inv.teacher) + np.abs(to_end))
-    err_start = np.where(np.isfinite(clk.Dq), np.abs(inv.m0) + np.abs(from_start), np.inf)
-    m = np.where(
-        (err_end <= err_direct) & (err_end <= err_start), inv.teacher + to_end,
-        np.where(err_start <= err_direct, inv.m0 + from_start, m_direct),
+def _evaluate(inv: Invariants, t) -> _Path:
+    clk = _clock(inv, t)
+    alpha, beta, den_a, den_b = _alpha_beta(inv, clk)
+    # m - m* = -E (m* - m0)/(s0 + Q) [(alpha0 + alpha_inf)/den_a + (beta0 + beta_inf)/den_b] off the saddle
+    # (on it a denominator can vanish with E; there alpha or beta is identically 0 and alpha - beta is exact)
+    off = ~inv.saddle
+    bracket = _ratio(inv.alpha0 + inv.alpha_inf, np.where(off, den_a, 1.0)) + _ratio(
+        inv.beta0 + inv.beta_inf, np.where(off, den_b, 1.0))
+    to_end = np.where(off, -clk.E * _ratio(inv.gap, inv.s0 + inv.Q) * bracket, alpha - beta - inv.teacher)
+    # m - m0 = Dq (m* - m0) [alpha0/den_a + beta0/den_b]: exact at t = 0; Dq = inf only at Q = 0, t = inf
+    finite = np.isfinite(clk.Dq)
+    dq = np.where(finite, clk.Dq, 0.0)
+    from_start = dq * inv.gap * (_ratio(inv.alpha0, den_a) + _ratio(inv.beta0, den_b))
+    from_start = np.where(finite, from_start, alpha - beta - inv.m0)
+    # pick the form of m with the smallest rounding error (THEORY section 8)
+    candidates = (
+        (alpha - beta, alpha + beta),
+        (inv.teacher + to_end, np.where(off, np.abs(inv.teacher) + np.abs(to_end), np.inf)),
+        (inv.m0 + from_start, np.where(finite, np.abs(inv.m0) + np.abs(from_start), np.inf)),
     )
-    diff = np.where(inv.saddle, m - inv.teacher, to_end)
-    return m, diff
+    m, m_err = _best(candidates)
+    return _Path(alpha, beta, m, m_err, to_end, from_start)
+
+
+def _best(candidates):
+    """The value whose error estimate is smallest, elementwise, and that estimate."""
+    value, err = candidates[0]
+    for v, e in candidates[1:]:
+        better = e < err
+        value, err = np.where(better, v, value), np.where(better, e, err)
+    return value, err
+
+
+def layer_norms(lr_u, lr_w, c2, imbalance, kappa_sqrt_g, m, ntk):
+    """|u|^2 = eta_u (Theta + c^2 Delta)/(2c^2), |w|^2 = eta_w (Theta - c^2 Delta)/(2c^2) (imbalance = c^2 Delta);
+    the smaller one (the -c^2|Delta| side) as 2 eta r (r / (Theta + c^2 |Delta|)), r = hypot(m, kappa sqrt(G)):
+    free of cancellation, and of underflow where m^2 would underflow."""
+    big = (ntk + np.abs(imbalance)) / (2.0 * c2)
+    r = np.hypot(m, kappa_sqrt_g)
+    small = 2.0 * r * _ratio(r, ntk + np.abs(imbalance))
+    u_big = imbalance >= 0
+    return lr_u * np.where(u_big, big, small), lr_w * np.where(u_big, small, big)
 
 
 def _norms(inv: Invariants, m, ntk):
-    """|u|^2 = eta_u (Theta + c^2 Delta)/(2c^2), |w|^2 = eta_w (Theta - c^2 Delta)/(2c^2); the one with the
-    minus sign as 2 eta (m^2 + kappa^2 G)/(Theta + c^2 |Delta|) (no cancellation)."""
-    imb = inv.ntk_imbalance
-    big = (ntk + np.abs(imb)) / (2.0 * inv.c2)
-    small = _ratio(2.0 * (m * m + inv.output_scale**2 * inv.gram.G), ntk + np.abs(imb))
-    u_big = imb >= 0
-    norm_u2 = inv.lr_u * np.where(u_big, big, small)
-    norm_w2 = inv.lr_w * np.where(u_big, small, big)
-    return norm_u2, norm_w2
+    return layer_norms(inv.lr_u, inv.lr_w, inv.c2, inv.ntk_imbalance, inv.output_scale * np.sqrt(inv.gram.G), m, ntk)
+
+
+def cosine(m, kappa_sqrt_g, m0) -> np.ndarray:
+    """zeta = m / hypot(m, kappa sqrt(G)). With G = 0 the layers are parallel: zeta = sign(m), or sign(m0)
+    where m has underflowed to 0 (it never changes sign then); 0 when m = m0 = 0 (a zero layer: 0/0)."""
+    r = np.hypot(m, kappa_sqrt_g)
+    parallel = np.where(m != 0, np.sign(m), np.sign(m0))
+    return np.where(r > 0, m / np.where(r > 0, r, 1.0), np.where(kappa_sqrt_g == 0, parallel, 0.0))
 
 
 def alignment_of(inv: Invariants, m) -> np.ndarray:
-    """zeta = cos(u, w) = m / hypot(m, kappa sqrt(G)); defined as 0 when m = 0 and G = 0 (a zero layer)."""
-    r = np.hypot(m, inv.output_scale * np.sqrt(inv.gram.G))
-    return np.where(r > 0, m / np.where(r > 0, r, 1.0), 0.0)
+    """zeta = cos(u, w) = m / hypot(m, kappa sqrt(G)) at slope m (see `cosine` for G = 0)."""
+    return cosine(m, inv.output_scale * np.sqrt(inv.gram.G), inv.m0)
 
 
 def flow_state(inv: Invariants, t) -> FlowState:
@@ -235,45 +262,37 @@ def flow_state(inv: Invariants, t) -> FlowState:
     Shapes: the broadcast of the Invariants arrays with t (e.g. points[..., None] with t of shape (T,)).
     """
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        clk = _clock(inv, t)
-        alpha, beta, den_a, den_b = _alpha_beta(inv, clk)
-        m, diff = _slope(inv, clk, alpha, beta, den_a, den_b)
-        ntk = 2.0 * inv.c * (alpha + beta)
-        norm_u2, norm_w2 = _norms(inv, m, ntk)
+        path = _evaluate(inv, t)
+        ntk = 2.0 * inv.c * (path.alpha + path.beta)
+        norm_u2, norm_w2 = _norms(inv, path.m, ntk)
         x = _times_zero_safe(inv.input_var * inv.ntk_init, np.asarray(t, dtype=float))
         decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
-        m_lin = np.where(decay < 0.5, inv.teacher + (inv.m0 - inv.teacher) * decay,
-                         inv.m0 - (inv.m0 - inv.teacher) * -np.expm1(-x))
+        m_lin = np.where(decay < 0.5, inv.teacher - inv.gap * decay, inv.m0 + inv.gap * -np.expm1(-x))
         return FlowState(
-            m=m, ntk=ntk, alignment=alignment_of(inv, m), norm_u2=norm_u2, norm_w2=norm_w2,
-            loss=0.5 * inv.input_var * diff * diff, m_lin=m_lin,
+            m=path.m, ntk=ntk, alignment=alignment_of(inv, path.m), norm_u2=norm_u2, norm_w2=norm_w2,
+            loss=0.5 * inv.input_var * path.to_end**2, m_lin=m_lin,
         )
 
 
 def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
-    """Theta(t)/Theta0 - 1, with relative accuracy ~1e-14 however small it is (off a sign crossing of m).
-
-    Formula (g > 0): Dq (m* - m0) [s0 m* Dq + m0 (1 + E)] / (2 s0 den_a den_b), a product of positive
-    factors and one signed bracket that can only cancel when m0 and m* have opposite signs. For g = 0 one of
-    alpha, beta vanishes and (alpha - alpha0)/alpha0 = Dq (m* - m0)/den_a directly. For Q = 0 (m* = 0,
-    g = 0: algebraic decay m = m0/(1 + x), x = 2 c a |m0| t) it is -x/(1 + x). Defined as 0 when Theta0 = 0.
+    """Theta(t)/Theta0 - 1 = (m - m0)(m + m0) / (s0 (s + s0)) (NTK law), relative accuracy ~1e-14 however
+    small it is: m - m0 is a product of positive factors and m + m0 is taken from whichever of
+    m + m0, (m - m*) + (m* + m0), (m - m0) + 2 m0 rounds least (it can only cancel when m0 m* < 0, near the
+    time m = -m0 where the NTK passes back through Theta0). Defined as 0 when Theta0 = 0.
     """
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        clk = _clock(inv, t)
-        _, _, den_a, den_b = _alpha_beta(inv, clk)
-        shift = inv.teacher - inv.m0
-        both = inv.h > 0
-        dq = np.where(both, clk.Dq, 0.0)  # finite: h > 0 implies Q > 0
-        two_sided = dq * shift * (inv.s0 * inv.teacher * dq + inv.m0 * (1.0 + clk.E)) / np.where(
-            both, 2.0 * inv.s0 * den_a * den_b, 1.0
-        )
-        dq = np.where(~both & (inv.Q > 0), clk.Dq, 0.0)
-        one_sided = shift * np.where(inv.m0 >= 0, _ratio(dq, den_a), -_ratio(dq, den_b))
-        x = _times_zero_safe(2.0 * inv.c * inv.input_var * np.abs(inv.m0), np.asarray(t, dtype=float))
-        finite = np.isfinite(x)
-        algebraic = np.where(finite, -np.where(finite, x, 0.0) / (1.0 + np.where(finite, x, 0.0)), -1.0)
-        out = np.where(both, two_sided, np.where(inv.Q > 0, one_sided, algebraic))
-        return np.where(inv.s0 > 0, out, 0.0)
+        path = _evaluate(inv, t)
+        eps = np.finfo(float).eps
+        sum_teacher_m0 = (inv.teacher + inv.m0) + inv.m0_lo
+        m_plus_m0, _ = _best((
+            (path.m + inv.m0, path.m_err + eps * (np.abs(path.m) + np.abs(inv.m0))),
+            (path.to_end + sum_teacher_m0, np.where(inv.saddle, np.inf, eps * (
+                np.abs(path.to_end) + np.abs(sum_teacher_m0) + np.abs(inv.teacher)))),
+            (path.from_start + 2.0 * inv.m0, eps * (np.abs(path.from_start) + 2.0 * np.abs(inv.m0))),
+        ))
+        s = path.alpha + path.beta
+        den = inv.s0 * (s + inv.s0)
+        return np.where(den > 0, path.from_start * m_plus_m0 / np.where(den > 0, den, 1.0), 0.0)
 
 
 def relaxation_time(inv: Invariants) -> np.ndarray:
@@ -296,7 +315,7 @@ def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         flip = np.where(inv.m0 < 0, -1.0, 1.0)
         m0, m_star = flip * inv.m0, flip * inv.teacher
-        m_t = m_star + r * (m0 - m_star)
+        m_t = m_star - r * (flip * inv.gap)
         s_t = np.hypot(m_t, inv.g)
         alpha0, _ = split(m0, inv.s0, inv.h)
         alpha_inf, beta_inf = split(m_star, inv.Q, inv.h)
@@ -317,4 +336,4 @@ def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
         far = reachable & ~near
         t_far = -np.log(np.where(far, E, 0.5)) / np.where(far, inv.rate, 1.0)
         out = np.where(near, t_near, np.where(far, t_far, np.inf))
-        return np.where(inv.m0 == inv.teacher, 0.0, out)
+        return np.where(inv.gap == 0, 0.0, out)

@@ -2,9 +2,11 @@
 
 With p = u/sqrt(eta_u), q = w/sqrt(eta_w) one GD step is p' = p - c r q, q' = q - c r p, so
 alpha = c|p + q|^2/4 and beta = c|p - q|^2/4 obey exactly
-    alpha' = alpha (1 - c r)^2,   beta' = beta (1 + c r)^2,   r = a (alpha - beta - m*),
-and the Gram determinant and imbalance scale by P^2 and P, P = prod (1 - c^2 r^2). A GD trajectory at any
-width costs O(steps). The outcome of a run is decided per point with early stopping:
+    alpha' = alpha (1 - c r)^2,   beta' = beta (1 + c r)^2,   r = a (m - m*),
+the Gram determinant and imbalance scale by P^2 and P, P = prod (1 - c^2 r^2), and the distance to the
+teacher obeys delta' = delta (1 - a Theta + a^2 c^2 delta m) with delta = m - m*. delta is carried as its
+own variable: r taken from alpha - beta would lose every digit when alpha ~ beta >> |m - m*| (kernel regime,
+large initialization). A GD trajectory at any width costs O(steps). The outcome of a run is decided per point with early stopping:
 
 - diverges: alpha + beta exceeds 1e12 times max(s0, Q, 1/(a c)) (a converging catapult peaks near 1/(a c));
 - converges / catapult: a certificate that the loss never rises again and m -> m* holds (below), or m = m*
@@ -27,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.flow import FlowState, Invariants, with_time_axis
+from phasediag.core.flow import FlowState, Invariants, cosine, flow_state, layer_norms, with_time_axis
 
 GD_OUTCOMES = ("converges", "catapult", "diverges", "oscillates", "stalls")
 GD_CODE = {name: code for code, name in enumerate(GD_OUTCOMES)}
@@ -38,13 +40,14 @@ _CHECK_EVERY = 16
 
 class GDResult(NamedTuple):
     """Outcome of exact GD per point: `outcome` codes into GD_OUTCOMES, `steps` taken until decided (or until
-    settled, for converging runs), the state there (alpha, beta, P), and `loss_peak` = max excess loss /
-    initial excess loss over the run (1 when nothing rose; 0/0 := 1)."""
+    settled, for converging runs), the state there (alpha, beta, delta = m - m*, P), and `loss_peak` = max
+    excess loss / initial excess loss over the run (1 when nothing rose; 0/0 := 1)."""
 
     outcome: np.ndarray
     steps: np.ndarray
     alpha: np.ndarray
     beta: np.ndarray
+    delta: np.ndarray
     scale: np.ndarray
     loss_peak: np.ndarray
 
@@ -60,8 +63,20 @@ class _Flat(NamedTuple):
     bound: np.ndarray
 
 
-def _flatten(inv: Invariants) -> tuple[_Flat, np.ndarray, np.ndarray, tuple]:
-    shape = np.broadcast_shapes(inv.c.shape, inv.alpha0.shape, inv.teacher.shape)
+class _State(NamedTuple):
+    """The exact GD state: alpha, beta >= 0, delta = m - m*, Gram scale P."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    delta: np.ndarray
+    scale: np.ndarray
+
+    def take(self, index) -> "_State":
+        return _State(*(x[index] for x in self))
+
+
+def _flatten(inv: Invariants) -> tuple[_Flat, _State, tuple]:
+    shape = np.broadcast_shapes(inv.c.shape, inv.alpha0.shape, inv.teacher.shape, inv.gap.shape)
 
     def flat(x):
         return np.broadcast_to(x, shape).ravel().astype(float)
@@ -70,22 +85,39 @@ def _flatten(inv: Invariants) -> tuple[_Flat, np.ndarray, np.ndarray, tuple]:
     s0, Q = flat(inv.s0), flat(inv.Q)
     bound = _DIVERGENCE_FACTOR * np.maximum(np.maximum(s0, Q), 1.0 / (a * c))
     consts = _Flat(a, c, m_star, flat(inv.g), np.broadcast_to(inv.saddle, shape).ravel(), bound)
-    return consts, flat(inv.alpha0), flat(inv.beta0), shape
+    start = _State(flat(inv.alpha0), flat(inv.beta0), -flat(inv.gap), np.ones(a.size))
+    return consts, start, shape
 
 
-def _step(alpha, beta, scale, a, c, m_star):
-    """One exact GD step of (alpha, beta) and the Gram scale factor P."""
-    cr = c * a * (alpha - beta - m_star)
-    return alpha * (1.0 - cr) ** 2, beta * (1.0 + cr) ** 2, scale * ((1.0 - cr) * (1.0 + cr))
+def _slope(st: _State, m_star) -> np.ndarray:
+    """m from alpha - beta or m* + delta, whichever rounds less (THEORY section 8)."""
+    direct = st.alpha - st.beta
+    via_teacher = m_star + st.delta
+    return np.where(np.abs(m_star) + np.abs(st.delta) < st.alpha + st.beta, via_teacher, direct)
 
 
-def _decide(alpha, beta, scale, k: _Flat, loss_ratio) -> np.ndarray:
+def _step(st: _State, k: _Flat) -> _State:
+    """One exact GD step."""
+    cr = k.c * k.a * st.delta
+    ntk = 2.0 * k.c * (st.alpha + st.beta)
+    m = _slope(st, k.m_star)
+    factor = (1.0 - k.a * ntk) + k.a * k.c * cr * m
+    shrink = (1.0 - cr) * (1.0 + cr)
+    return _State(
+        st.alpha * (1.0 - cr) ** 2,
+        st.beta * (1.0 + cr) ** 2,
+        st.delta * factor,
+        np.where(k.g0 > 0, st.scale * shrink, st.scale),  # P only matters where g > 0 (else G = Delta = 0)
+    )
+
+
+def _decide(st: _State, k: _Flat, loss_ratio) -> np.ndarray:
     """Outcome code of each point at the current state, or _UNDECIDED."""
     a, c, m_star = k.a, k.c, k.m_star
-    s = alpha + beta
-    m = alpha - beta
-    delta = np.abs(m - m_star)
-    g = k.g0 * np.abs(scale)
+    s = st.alpha + st.beta
+    m = _slope(st, m_star)
+    delta = np.abs(st.delta)
+    g = k.g0 * np.abs(st.scale)
     cr = c * a * delta
     wobble = (a * c) ** 2 * delta * (np.abs(m_star) + delta)
     cert_a = (
@@ -95,9 +127,9 @@ def _decide(alpha, beta, scale, k: _Flat, loss_ratio) -> np.ndarray:
     )
     big_m = np.maximum(np.abs(m), np.abs(m_star))
     cert_b = ~k.saddle & (cr < 1.0) & (2.0 * a * c * np.hypot(big_m, g) + (a * c) ** 2 * delta * big_m < 1.0)
-    stall = k.saddle & (c * a * (np.abs(m) + np.abs(m_star)) < 2.0) & (m * m_star <= 0)
-    converging = cert_a | cert_b | (m == m_star)  # r = 0 exactly: a fixed point, even an unstable one
-    out = np.full(alpha.shape, _UNDECIDED, dtype=np.int8)
+    stall = k.saddle & (((c * a * (np.abs(m) + np.abs(m_star)) < 2.0) & (m * m_star <= 0)) | (s == 0))
+    converging = cert_a | cert_b | (st.delta == 0)  # delta = 0: a fixed point, even an unstable one
+    out = np.full(s.shape, _UNDECIDED, dtype=np.int8)
     out = np.where(converging, np.where(loss_ratio > 1.0, GD_CODE["catapult"], GD_CODE["converges"]), out)
     out = np.where(stall, GD_CODE["stalls"], out)
     return np.where(~np.isfinite(s) | (s > k.bound), GD_CODE["diverges"], out).astype(np.int8)
@@ -111,66 +143,60 @@ def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True) -
     true), the divergence bound at every step; `steps` is the step of the check that decided or settled the
     point. Shapes: all fields have the points' broadcast shape.
     """
-    k, alpha, beta, shape = _flatten(inv)
-    n = alpha.size
-    scale = np.ones(n)
-    loss0 = (alpha - beta - k.m_star) ** 2
-    inv_loss0 = np.where(loss0 > 0, 1.0 / np.where(loss0 > 0, loss0, 1.0), 0.0)
+    k, state, shape = _flatten(inv)
+    n = state.alpha.size
+    final = _State(*(x.copy() for x in state))
+    delta0 = np.where(state.delta != 0, state.delta, np.inf)  # loss ratio (delta/delta0)^2; 0 when delta0 = 0
     peak = np.ones(n)
     outcome = np.full(n, _UNDECIDED, dtype=np.int8)
     steps = np.full(n, max_steps, dtype=np.int64)
     active = np.arange(n)
-    # working copies of the active points (compacted at each check)
-    a_, b_, p_, pk, il, code = alpha.copy(), beta.copy(), scale.copy(), peak.copy(), inv_loss0, outcome.copy()
-    sub = k
+    st, sub, pk, d0, code = state, k, peak.copy(), delta0, outcome.copy()
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         for step in range(max_steps + 1):
-            pk = np.maximum(pk, (a_ - b_ - sub.m_star) ** 2 * il)
-            blown = ~(a_ + b_ <= sub.bound)
+            pk = np.maximum(pk, np.minimum(np.abs(st.delta / d0), 1e150) ** 2)
+            blown = ~(st.alpha + st.beta <= sub.bound)
             if step % _CHECK_EVERY == 0 or step == max_steps or np.any(blown):
-                undecided = code == _UNDECIDED
-                code = np.where(undecided, _decide(a_, b_, p_, sub, pk), code)
-                settled = _settled(a_, b_, sub.m_star, sub.a * sub.c) | (code == GD_CODE["diverges"])
+                code = np.where(code == _UNDECIDED, _decide(st, sub, pk), code)
+                settled = _settled(st, sub) | (code == GD_CODE["diverges"])
                 done = (code != _UNDECIDED) & ((not settle) | settled | (code == GD_CODE["stalls"]))
                 finished = active[done]
-                alpha[finished], beta[finished], scale[finished] = a_[done], b_[done], p_[done]
+                for full, part in zip(final, st):
+                    full[finished] = part[done]
                 peak[finished], outcome[finished], steps[finished] = pk[done], code[done], step
                 keep = ~done
                 active = active[keep]
-                a_, b_, p_, pk, il, code = a_[keep], b_[keep], p_[keep], pk[keep], il[keep], code[keep]
+                st, pk, d0, code = st.take(keep), pk[keep], d0[keep], code[keep]
                 sub = _Flat(*(x[active] for x in k))
                 if active.size == 0:
                     break
             if step == max_steps:
                 break
-            a_, b_, p_ = _step(a_, b_, p_, sub.a, sub.c, sub.m_star)
-    alpha[active], beta[active], scale[active], peak[active], outcome[active] = a_, b_, p_, pk, code
+            st = _step(st, sub)
+    for full, part in zip(final, st):
+        full[active] = part
+    peak[active], outcome[active] = pk, code
     outcome[outcome == _UNDECIDED] = GD_CODE["oscillates"]
-    return GDResult(*(x.reshape(shape) for x in (outcome, steps, alpha, beta, scale, peak)))
+    fields = (outcome, steps, final.alpha, final.beta, final.delta, final.scale, peak)
+    return GDResult(*(x.reshape(shape) for x in fields))
 
 
-def _settled(alpha, beta, m_star, ca) -> np.ndarray:
-    """m = m* to a few roundings of alpha + beta, or so close that a step (relative change 2 c a |m - m*| of
-    alpha and beta) no longer moves them in float64: float GD has stopped."""
-    gap = np.abs(alpha - beta - m_star)
+def _settled(st: _State, k: _Flat) -> np.ndarray:
+    """m = m* to a few roundings, or so close that a step (relative change 2 c a |m - m*| of alpha and
+    beta) no longer moves alpha and beta in float64: float GD has stopped."""
+    gap = np.abs(st.delta)
     eps = np.finfo(float).eps
-    return (gap <= 4.0 * eps * (alpha + beta + np.abs(m_star))) | (2.0 * ca * gap <= eps)
+    return (gap <= 4.0 * eps * (st.alpha + st.beta + np.abs(k.m_star))) | (2.0 * k.c * k.a * gap <= eps)
 
 
-def _state(inv: Invariants, alpha, beta, scale) -> FlowState:
+def _state(inv: Invariants, st: _State) -> FlowState:
     """FlowState from the GD variables (Gram determinant G P^2 and imbalance c^2 Delta P)."""
-    m = alpha - beta
-    ntk = 2.0 * inv.c * (alpha + beta)
-    imb = inv.ntk_imbalance * scale
-    G = inv.gram.G * scale * scale
-    big = (ntk + np.abs(imb)) / (2.0 * inv.c2)
-    den = ntk + np.abs(imb)
-    small = np.where(den > 0, 2.0 * (m * m + inv.output_scale**2 * G) / np.where(den > 0, den, 1.0), 0.0)
-    norm_u2 = inv.lr_u * np.where(imb >= 0, big, small)
-    norm_w2 = inv.lr_w * np.where(imb >= 0, small, big)
-    r = np.hypot(m, inv.output_scale * np.sqrt(G))
-    zeta = np.where(r > 0, m / np.where(r > 0, r, 1.0), 0.0)
-    loss = 0.5 * inv.input_var * (m - inv.teacher) ** 2
+    m = _slope(st, inv.teacher)
+    ntk = 2.0 * inv.c * (st.alpha + st.beta)
+    kappa_sqrt_g = inv.output_scale * np.sqrt(inv.gram.G) * np.abs(st.scale)  # G scales by P^2
+    norm_u2, norm_w2 = layer_norms(inv.lr_u, inv.lr_w, inv.c2, inv.ntk_imbalance * st.scale, kappa_sqrt_g, m, ntk)
+    zeta = cosine(m, kappa_sqrt_g, inv.m0)
+    loss = 0.5 * inv.input_var * st.delta**2
     return FlowState(m=m, ntk=ntk, alignment=zeta, norm_u2=norm_u2, norm_w2=norm_w2, loss=loss, m_lin=m)
 
 
@@ -178,18 +204,18 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
     """Exact GD state after each number of steps in `steps` (sorted 1-D non-negative integers; np.inf means
     the end of training, as from `gd_outcome`). Shapes: points' broadcast shape + (len(steps),).
 
-    `m_lin` is the kernel prediction of GD with the frozen NTK: m* + (m0 - m*) (1 - a Theta0)^k. A run that
-    diverged reports m = +-inf and inf NTK, norms and loss from the first record past the divergence bound
-    (its alignment stays at the last finite value).
+    Step 0 is the initial state exactly. `m_lin` is the kernel prediction of GD with the frozen NTK:
+    m* + (m0 - m*) (1 - a Theta0)^k (inf where that geometric sequence blows up). A run that diverged reports
+    m = +-inf and inf NTK, norms and loss from the first record past the divergence bound (its alignment
+    stays at the last finite value).
     """
     steps = np.asarray(steps, dtype=float).ravel()
     finite = steps[np.isfinite(steps)]
     if np.any(steps < 0) or np.any(finite != np.floor(finite)) or np.any(np.diff(steps) < 0):
         raise ValueError("GD steps must be sorted non-negative integers (inf allowed last)")
-    k, alpha, beta, shape = _flatten(inv)
-    n = alpha.size
-    scale = np.ones(n)
-    records = np.empty((3, n, steps.size))
+    k, st, shape = _flatten(inv)
+    n = st.alpha.size
+    records = np.empty((4, n, steps.size))
     diverged = np.zeros((n, steps.size), dtype=bool)
     gone = np.zeros(n, dtype=bool)
     position = 0
@@ -197,33 +223,42 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         for step in range(last + 1):
             while position < steps.size and steps[position] == step:
-                records[:, :, position] = alpha, beta, scale
+                records[:, :, position] = st
                 diverged[:, position] = gone
                 position += 1
             if step == last:
                 break
             live = ~gone
-            alpha[live], beta[live], scale[live] = _step(
-                alpha[live], beta[live], scale[live], k.a[live], k.c[live], k.m_star[live]
-            )
-            gone |= alpha + beta > k.bound
+            stepped = _step(st.take(live), _Flat(*(x[live] for x in k)))
+            for full, part in zip(st, stepped):
+                full[live] = part
+            gone |= ~(st.alpha + st.beta <= k.bound)
     if position < steps.size:  # trailing inf: the end of training
         end = gd_outcome(inv, max_steps=max_steps)
-        records[:, :, position] = end.alpha.ravel(), end.beta.ravel(), end.scale.ravel()
+        records[:, :, position] = end.alpha.ravel(), end.beta.ravel(), end.delta.ravel(), end.scale.ravel()
         diverged[:, position] = end.outcome.ravel() == GD_CODE["diverges"]
     out_shape = shape + (steps.size,)
-    alpha_r, beta_r, scale_r = (x.reshape(out_shape) for x in records)
-    state = _state(with_time_axis(inv), alpha_r, beta_r, scale_r)
+    state = _state(with_time_axis(inv), _State(*(x.reshape(out_shape) for x in records)))
     bad = diverged.reshape(out_shape)
     blown = {f: np.where(bad, np.inf, getattr(state, f)) for f in ("ntk", "norm_u2", "norm_w2", "loss")}
     state = state._replace(m=np.where(bad, np.copysign(np.inf, state.m), state.m), **blown)
+    state = _exact_start(inv, state, steps == 0)
     return state._replace(m_lin=_kernel_gd(inv, steps, out_shape))
 
 
+def _exact_start(inv: Invariants, state: FlowState, at_zero: np.ndarray) -> FlowState:
+    """Records at step 0 are the initial state exactly (not a re-evaluation from alpha, beta)."""
+    if not np.any(at_zero):
+        return state
+    start = flow_state(inv, 0.0)
+    return FlowState(*(np.where(at_zero, np.asarray(s)[..., None], x) for s, x in zip(start, state)))
+
+
 def _kernel_gd(inv: Invariants, steps: np.ndarray, out_shape) -> np.ndarray:
-    """Frozen-NTK GD: m* + (m0 - m*) (1 - a Theta0)^k (inf where that geometric series blows up)."""
+    """Frozen-NTK GD: m* + (m0 - m*) (1 - a Theta0)^k (+-inf where that geometric sequence blows up)."""
     factor = 1.0 - np.asarray(inv.input_var * inv.ntk_init)[..., None]
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         decay = np.power(factor, steps)
-    lin = np.asarray(inv.teacher)[..., None] + np.asarray(inv.m0 - inv.teacher)[..., None] * decay
+        gap = np.asarray(inv.gap)[..., None]
+        lin = np.where(gap == 0, np.asarray(inv.teacher)[..., None], np.asarray(inv.teacher)[..., None] - gap * decay)
     return np.broadcast_to(lin, out_shape).copy()

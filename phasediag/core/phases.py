@@ -63,8 +63,8 @@ def order_parameters(inv: Invariants, horizon=np.inf) -> OrderParameters:
     rotates = inv.gram.G > 0
     gain = np.where(rotates, np.abs(zeta_T) - min_abs, 0.0)
     dis = np.where(rotates, np.abs(zeta0) - min_abs, 0.0)
-    loss0 = 0.5 * inv.input_var * (inv.m0 - inv.teacher) ** 2
-    not_converged = np.isfinite(horizon) & (inv.m0 != inv.teacher) & (final.loss > 0.01 * loss0)
+    loss0 = 0.5 * inv.input_var * inv.gap**2
+    not_converged = np.isfinite(horizon) & (inv.gap != 0) & (final.loss > 0.01 * loss0)
     return OrderParameters(
         ntk_change=ntk_change(inv, horizon), alignment_init=zeta0, alignment_final=zeta_T,
         alignment_gain=gain, disalignment=dis, not_converged=np.asarray(not_converged),

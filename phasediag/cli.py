@@ -1,0 +1,525 @@
+"""The ``phasediag`` command line.
+
+Kept thin and fast to start: only click is imported at module level. numpy, the numerical core, matplotlib,
+yaml and tqdm are imported inside the commands, so ``phasediag --help`` stays quick.
+
+Exit status: 0 success, 1 internal error (message only; set PHASEDIAG_DEBUG=1 for the traceback),
+2 bad input (a one-line message naming the option).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import click
+
+from phasediag import __version__
+
+DEBUG_ENV = "PHASEDIAG_DEBUG"
+
+# Formats matplotlib's Agg backend writes (checked before any computation; no suffix means PNG).
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf",
+                "raw", "rgba")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# parameter types (pure Python: no numpy at parse time)
+
+
+def _parse_float(text) -> float:
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    return float(str(text).strip())
+
+
+class RealType(click.ParamType):
+    """A float with a range check. ``minimum``/``strict`` bound it from below; ``allow_inf`` admits +inf."""
+
+    def __init__(self, minimum: float | None = None, *, strict: bool = False, allow_inf: bool = False,
+                 integer: bool = False):
+        self.minimum = minimum
+        self.strict = strict
+        self.allow_inf = allow_inf
+        self.integer = integer
+        if integer:
+            self.name = "integer"
+        elif minimum is None:
+            self.name = "float"
+        else:
+            self.name = ("float>" if strict else "float>=") + f"{minimum:g}"
+
+    def check(self, v: float, raw, fail) -> float:
+        if math.isnan(v):
+            fail(f"{raw!r} is NaN; a number is required")
+        if math.isinf(v) and not (self.allow_inf and v > 0):
+            fail(f"{raw!r} is not finite" + (" (only +inf is allowed)" if self.allow_inf else ""))
+        if self.minimum is not None:
+            if self.strict and not v > self.minimum:
+                fail(f"must be > {self.minimum:g}, got {raw}")
+            if not self.strict and not v >= self.minimum:
+                fail(f"must be >= {self.minimum:g}, got {raw}")
+        if self.integer and math.isfinite(v) and v != math.floor(v):
+            fail(f"must be an integer, got {raw}")
+        return v
+
+    def convert(self, value, param, ctx):
+        raw = value
+        if self.integer:  # exact for integers beyond 2^53 written out in full
+            try:
+                n = int(str(value).strip())
+            except ValueError:
+                pass
+            else:
+                if self.minimum is not None and n < self.minimum:
+                    self.fail(f"must be >= {self.minimum:g}, got {raw}", param, ctx)
+                return n
+        try:
+            v = _parse_float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        v = self.check(v, raw, lambda msg: self.fail(msg, param, ctx))
+        return int(v) if self.integer and math.isfinite(v) else v
+
+
+class RealListType(click.ParamType):
+    """A comma-separated list of numbers, each checked by ``element`` (a :class:`RealType`)."""
+
+    def __init__(self, element: RealType, *, length: int | None = None, name: str = "LIST"):
+        self.element = element
+        self.length = length
+        self.name = name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            items = [s for s in str(value).split(",")]
+        fail = lambda msg: self.fail(msg, param, ctx)  # noqa: E731
+        if any(str(s).strip() == "" for s in items):
+            fail(f"{value!r}: empty entry in the comma-separated list")
+        if self.length is not None and len(items) != self.length:
+            fail(f"{value!r}: expected {self.length} comma-separated numbers, got {len(items)}")
+        out = []
+        for s in items:
+            try:
+                v = _parse_float(s)
+            except (TypeError, ValueError):
+                fail(f"{str(s).strip()!r} is not a number (in {value!r})")
+            out.append(self.element.check(v, str(s).strip(), fail))
+        return out
+
+
+POSITIVE = RealType(0.0, strict=True)
+NONNEGATIVE = RealType(0.0)
+FINITE = RealType()
+WIDTH = RealType(1.0, integer=True)
+TIME = RealType(0.0, allow_inf=True)
+HORIZON = RealType(0.0, strict=True, allow_inf=True)
+TIMES = RealListType(TIME, name="T1,T2,...")
+GRAM = RealListType(FINITE, length=3, name="U,W,V")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the group: one-line errors, exit codes
+
+def _debug() -> bool:
+    """PHASEDIAG_DEBUG set (and not 0): let unexpected exceptions show their traceback."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class PhasediagGroup(click.Group):
+    """A click group whose errors are one line and whose unexpected exceptions exit 1 without a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            if isinstance(e, _NO_ARGS_IS_HELP):  # bare `phasediag` (click >= 8.2): show the help
+                e.show()
+                sys.exit(e.exit_code)
+            msg = " ".join(e.format_message().split())
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"Error: {msg}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            if _debug():
+                raise
+            detail = " ".join(str(e).split()) or type(e).__name__
+            click.echo(f"Error: internal error: {type(e).__name__}: {detail} "
+                       f"(set {DEBUG_ENV}=1 for the traceback)", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=PhasediagGroup, no_args_is_help=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "--version", prog_name="phasediag", message="%(prog)s %(version)s")
+def phasediag():
+    """Exact phase diagrams of training regimes (kernel / feature learning / saddle) of a two-layer linear
+    network, from the closed-form solution of its gradient flow and of discrete gradient descent.
+
+    Exit status: 0 success, 1 internal error, 2 bad input.
+    """
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag solve
+
+SOLVE_EPILOG = """\b
+Examples:
+  phasediag solve                                   # defaults: a feature-learning (alignment) point
+  phasediag solve --width 4000 --output-scale 0.00025 --lr-u 4000 --lr-w 0.00025 \\
+                  --init-var-u 1 --init-var-w 1 --seed 1 --t-max 10   # kernel, aligning
+  phasediag solve --seed 7 --teacher -2 --times 0,1,10,100,inf --json
+  phasediag solve --optimizer gd --lr-u 2.3 --lr-w 0.2 --plot outputs/catapult.png   # GD catapult
+"""
+
+
+@phasediag.command(epilog=SOLVE_EPILOG)
+@click.option("--width", type=WIDTH, default=100, show_default=True, help="Hidden width d (integer >= 1; 1e6 is accepted).")
+@click.option("--output-scale", type=POSITIVE, default=1.0, show_default=True, help="Output scale kappa > 0.")
+@click.option("--lr-u", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_u of the output layer u.")
+@click.option("--lr-w", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_w of the input layer w.")
+@click.option("--init-var-u", type=NONNEGATIVE, default=None, show_default="1/width",
+              help="Initial variance sigma_u^2 of u's entries (0 = zero-initialized layer).")
+@click.option("--init-var-w", type=NONNEGATIVE, default=None, show_default="1/width",
+              help="Initial variance sigma_w^2 of w's entries.")
+@click.option("--input-var", type=POSITIVE, default=1.0, show_default=True, help="Input variance a = E[x^2] > 0.")
+@click.option("--teacher", type=FINITE, default=1.0, show_default=True, help="Teacher slope m* = E[xy]/E[x^2].")
+@click.option("--gram", type=GRAM, default=None,
+              help="Initialize from an explicit Gram U=|u0|^2, W=|w0|^2, V=u0.w0 (needs V^2 <= U W).")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Initialize from an exact sample of (U, W, V) at this width (reproducible).")
+@click.option("--typical", is_flag=True, default=False,
+              help="Typical initialization U = d sigma_u^2, W = d sigma_w^2, V = 0 (the default).")
+@click.option("--times", type=TIMES, default=None,
+              help="Comma-separated times (GD: integer step counts), 'inf' for the end of training.")
+@click.option("--t-max", type=POSITIVE, default=None, show_default="100",
+              help="Log-spaced grid: last time. The grid is t=0 then POINTS-1 log-spaced times in [T_MIN, T_MAX].")
+@click.option("--t-min", type=POSITIVE, default=None, show_default="T_MAX/1000; GD: 1",
+              help="Log-spaced grid: first positive time.")
+@click.option("--points", type=click.IntRange(min=2), default=None, show_default="25",
+              help="Log-spaced grid: number of times including t=0 (GD: duplicates after rounding dropped).")
+@click.option("--optimizer", type=click.Choice(["flow", "gd"]), default="flow", show_default=True,
+              help="flow: exact gradient flow; gd: exact discrete gradient descent (times are step counts).")
+@click.option("--horizon", type=HORIZON, default=math.inf, show_default="inf",
+              help="Training horizon T for the final/phase block (GD: integer steps).")
+@click.option("--ntk-threshold", type=POSITIVE, default=0.1, show_default=True,
+              help="|ntk_change| at or above this means feature learning.")
+@click.option("--alignment-threshold", type=POSITIVE, default=0.1, show_default=True,
+              help="Alignment / disalignment at or above this counts.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (one line) instead of the table.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write a 2x2 figure (m, NTK, alignment, loss vs t) to FILE (.png, .pdf, .svg, ...).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (and the JSON with --json).")
+def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher, gram, seed, typical,
+          times, t_max, t_min, points, optimizer, horizon, ntk_threshold, alignment_threshold, as_json, plot,
+          quiet):
+    """Solve one hyperparameter point exactly: the trajectory m(t), NTK Theta(t), alignment zeta(t), layer
+    norms, excess loss and the kernel (frozen-NTK) prediction m_lin(t), then the end-of-training block
+    (phase label, tau, t_learn; with GD its outcome).
+
+    Defaults give a feature-learning point: typical initialization with U = W = 1 (init variances 1/width),
+    kappa = 1, eta = 0.1, a = 1, m* = 1, on t = 0 plus 24 log-spaced times in [0.1, 100].
+    """
+    chosen = [name for name, given in (("--gram", gram is not None), ("--seed", seed is not None),
+                                       ("--typical", typical)) if given]
+    if len(chosen) > 1:
+        raise click.UsageError(f"{' and '.join(chosen)} are mutually exclusive: choose one initialization")
+    init = {"--gram": "gram", "--seed": "seed"}.get(chosen[0], "typical") if chosen else "typical"
+    grid_opts = [name for name, v in (("--t-max", t_max), ("--t-min", t_min), ("--points", points))
+                 if v is not None]
+    if times is not None and grid_opts:
+        raise click.UsageError(f"--times conflicts with {', '.join(grid_opts)}: give a list or a grid, not both")
+    if plot is not None:
+        suffix = os.path.splitext(plot)[1][1:].lower()
+        if suffix and suffix not in PLOT_FORMATS:
+            raise click.BadParameter(f"unsupported figure format '.{suffix}' (use one of "
+                                     f"{', '.join(PLOT_FORMATS[:6])}, ...)", param_hint="'--plot'")
+
+    from phasediag.solve import DEFAULTS, InputError, NumericalRangeError, log_times, solve_point
+
+    try:
+        if times is None:
+            times = log_times(DEFAULTS["t_max"] if t_max is None else t_max,
+                              DEFAULTS["points"] if points is None else points,
+                              t_min, steps=optimizer == "gd")
+        result = solve_point(
+            width=width, output_scale=output_scale, lr_u=lr_u, lr_w=lr_w, init_var_u=init_var_u,
+            init_var_w=init_var_w, input_var=input_var, teacher=teacher, init=init, gram=gram, seed=seed,
+            times=times, optimizer=optimizer, horizon=horizon, ntk_threshold=ntk_threshold,
+            alignment_threshold=alignment_threshold,
+        )
+    except InputError as e:
+        raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
+    except NumericalRangeError as e:  # exit 1: valid but extreme inputs (or a core bug): say so plainly
+        if _debug():
+            raise
+        raise click.ClickException(str(e)) from None
+
+    if plot is not None:
+        from phasediag.plotting import trajectory_figure
+
+        try:
+            trajectory_figure(result, plot)
+        except OSError as e:
+            raise click.FileError(plot, hint=e.strerror or str(e)) from None
+
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result, allow_nan=False))
+    elif not quiet:
+        click.echo(format_result(result))
+    if plot is not None and not quiet:
+        click.echo(f"wrote {plot}", err=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# text output
+
+
+def _fmt(v, *, none="-") -> str:
+    if v is None:
+        return none
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.6g}"
+
+
+def format_table(result) -> str:
+    """The trajectory as an aligned text table: t, m, NTK, alignment, loss, m_lin (non-finite values: -)."""
+    cols = [("t", "t"), ("m", "m"), ("NTK", "ntk"), ("alignment", "alignment"), ("loss", "loss"),
+            ("m_lin", "m_lin")]
+    rows = [[_fmt(t, none="inf") for t in result["t"]]]
+    rows += [[_fmt(v) for v in result[key]] for _, key in cols[1:]]
+    widths = [max(len(head), *(len(s) for s in col)) for (head, _), col in zip(cols, rows)]
+    lines = ["  ".join(head.rjust(w) for (head, _), w in zip(cols, widths))]
+    for i in range(len(result["t"])):
+        lines.append("  ".join(col[i].rjust(w) for col, w in zip(rows, widths)))
+    return "\n".join(lines)
+
+
+def format_summary(result) -> str:
+    """A short block: initial state, state at the horizon, phase label, time scales (and the GD outcome)."""
+    p, ini, fin = result["params"], result["init"], result["final"]
+    how = {"typical": "typical", "seed": f"sampled, seed {p.get('seed')}", "gram": "explicit Gram"}[p["init"]]
+    horizon = "inf" if fin["horizon"] is None else _fmt(fin["horizon"])
+    mech = f" (mechanism: {fin['mechanism']})" if fin["mechanism"] else ""
+    th = fin["thresholds"]
+    lines = [
+        f"init:   U = {_fmt(ini['U'])}, W = {_fmt(ini['W'])}, V = {_fmt(ini['V'])} ({how}); "
+        f"m0 = {_fmt(ini['m'])}, NTK0 = {_fmt(ini['ntk'])}, alignment0 = {_fmt(ini['alignment'])}",
+        f"final:  (t = {horizon}{', GD' if p['optimizer'] == 'gd' else ''}) m = {_fmt(fin['m'])}, "
+        f"NTK = {_fmt(fin['ntk'])}, alignment = {_fmt(fin['alignment'])}, ntk_change = {_fmt(fin['ntk_change'])}",
+        f"phase:  {fin['phase'].replace('_', ' ')}{mech}  [label {fin['label']}; thresholds ntk {_fmt(th['ntk'])}, "
+        f"alignment {_fmt(th['alignment'])}]" + ("   (gradient-flow label)" if p["optimizer"] == "gd" else ""),
+        f"times:  tau = {_fmt(fin['tau'], none='inf')}, t_learn (90% of the excess loss gone) = "
+        f"{_fmt(fin['t_learn'], none='inf')}" + ("   (gradient flow)" if p["optimizer"] == "gd" else ""),
+    ]
+    if fin.get("not_converged"):
+        lines.append("note:   not converged at the horizon (excess loss above 1% of its initial value)")
+    if "gd_outcome" in fin:
+        lines.append(f"GD:     {fin['gd_outcome']}")
+    return "\n".join(lines)
+
+
+def format_result(result) -> str:
+    return format_table(result) + "\n\n" + format_summary(result)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sweeps: phasediag run / plot / export / merge
+
+
+class BadInput(click.ClickException):
+    """Bad config, bad results directory or bad option value found after parsing: exit status 2."""
+
+    exit_code = 2
+
+
+def _progress(quiet: bool):
+    """A tqdm bar on a terminal (stderr), nothing under --quiet or in batch jobs. Returns (start, update, close)."""
+    if quiet or not sys.stderr.isatty():
+        return None, None, lambda: None
+    from tqdm import tqdm
+
+    bar = {}
+
+    def start(total: int) -> None:
+        bar["tqdm"] = tqdm(total=total, unit="pt", unit_scale=True, leave=False, file=sys.stderr)
+
+    def update(k: int) -> None:
+        bar["tqdm"].update(k)
+
+    def close() -> None:
+        if "tqdm" in bar:
+            bar["tqdm"].close()
+
+    return start, update, close
+
+
+def _echo_summary(info: dict, as_json: bool, quiet: bool) -> None:
+    import json
+
+    if as_json:
+        click.echo(json.dumps(info, allow_nan=False))
+    elif not quiet:
+        if info.get("status") == "up to date":
+            click.echo(f"{info['out']}: up to date (config {info['config_hash']}), nothing to do")
+            return
+        t = info["timing"]
+        click.echo(f"{info['name']}: {info['grid_points']} points {tuple(info['shape'])} -> {info['out']} "
+                   f"(evaluated in {t['eval_s']:.3g} s)")
+        for name, counts in info.get("counts", {}).items():
+            click.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        for path in info["files"]:
+            click.echo(f"  wrote {path}")
+
+
+RUN_EPILOG = """\b
+Examples:
+  phasediag run configs/1_width_vs_init.yaml                 # -> outputs/width_vs_init/
+  phasediag run configs/7_gd_lr_vs_width.yaml --workers 2 --json
+  phasediag run big.yaml --shard 3/100 --out shards/3 && phasediag merge shards/* --out outputs/big
+"""
+
+
+@phasediag.command(epilog=RUN_EPILOG)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory.  [default: outputs/<name>/, or outputs/<name>/shard-K-of-N/]")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Evaluate only part K of N of the grid (cluster arrays); join the parts with 'merge'.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes evaluating chunks in parallel (results are bit-identical for any number).")
+@click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
+@click.option("--no-plot", is_flag=True, help="Write results.npz and meta.json only.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True,
+              help="Grid points per vectorized chunk (bounds memory; does not change any result).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (paths, counts, timings).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
+def run(config, out, shard, workers, resume, no_plot, chunk_size, as_json, quiet):
+    """Evaluate a YAML sweep CONFIG on its grid and write results.npz, meta.json and the figures.
+
+    Outputs are written under temporary names and renamed into place: an interrupted or failed run never
+    leaves a partial results.npz (finished chunks are kept in .partial-*/ for --resume).
+    """
+    from phasediag import runner
+    from phasediag.config import ConfigError
+
+    try:
+        shard_spec = runner.parse_shard(shard)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--shard'") from None
+    start, update, close = _progress(quiet or as_json)
+    try:
+        info = runner.run_config(config, out=out, shard=shard_spec, workers=workers, resume=resume,
+                                 plot=not no_plot, chunk_size=chunk_size, progress=update, progress_total=start)
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+    finally:
+        close()
+    _echo_summary(info, as_json, quiet)
+
+
+def _formats(value):
+    if value is None:
+        return None
+    from phasediag.config import FORMATS
+
+    items = [v.strip().lower() for v in value.split(",")]
+    bad = [v for v in items if v not in FORMATS]
+    if bad:
+        raise click.BadParameter(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}",
+                                 param_hint="'--formats'")
+    return items
+
+
+@phasediag.command("plot")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--formats", default=None, metavar="png,pdf,svg", help="Figure formats.  [default: the config's]")
+@click.option("--json", "as_json", is_flag=True, help="Print the written paths as a JSON list.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
+def plot_command(directory, formats, as_json, quiet):
+    """Re-render the figures of a results DIRECTORY (from results.npz and meta.json)."""
+    from phasediag import runner
+    from phasediag.results import ResultsError
+
+    formats = _formats(formats)
+    try:
+        paths = runner.plot_dir(directory, formats)
+    except ResultsError as e:
+        raise BadInput(str(e)) from None
+    _echo_paths(paths, as_json, quiet)
+
+
+def _echo_paths(paths, as_json: bool, quiet: bool) -> None:
+    import json
+
+    if as_json:
+        click.echo(json.dumps(paths))
+    elif not quiet:
+        for p in paths:
+            click.echo(f"wrote {p}")
+
+
+@phasediag.command("export")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--csv", "as_csv", is_flag=True, required=True, help="Write tidy CSV tables (one row per point).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="CSV path.  [default: DIRECTORY/<name>.csv; trajectories in <name>_trajectories.csv]")
+@click.option("--json", "as_json", is_flag=True, help="Print the written paths as a JSON list.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
+def export_command(directory, as_csv, out, as_json, quiet):
+    """Export a results DIRECTORY as tidy CSV: axis values and every metric per grid point."""
+    from phasediag import runner
+    from phasediag.results import ResultsError
+
+    try:
+        paths = runner.export_csv(directory, out)
+    except ResultsError as e:
+        raise BadInput(str(e)) from None
+    _echo_paths(paths, as_json, quiet)
+
+
+@phasediag.command("merge")
+@click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory of the joined result.")
+@click.option("--no-plot", is_flag=True, help="Do not draw the figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
+def merge_command(directories, out, no_plot, as_json, quiet):
+    """Join the shard DIRECTORIES of one config (written by 'run --shard K/N') into one result."""
+    from phasediag import runner
+    from phasediag.results import ResultsError
+
+    try:
+        info = runner.merge_dirs(list(directories), out, plot=not no_plot)
+    except ResultsError as e:
+        raise BadInput(str(e)) from None
+    _echo_summary(info, as_json, quiet)
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    return phasediag.main(args=argv, prog_name="phasediag")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,73 @@
+"""Small I/O helpers shared by the commands.
+
+Everything phasediag writes goes through :func:`atomic_path` / :func:`atomic_write`, so an interrupted
+job (a killed batch task, a full disk, an exception while drawing) never leaves a truncated result behind
+under the final name: the data are written to a temporary file in the destination's own directory and
+moved into place with :func:`os.replace`, which is atomic on POSIX file systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = ["atomic_path", "atomic_write"]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path``.
+
+    The caller writes the complete file to the yielded path (by name, e.g. ``savefig(tmp)``). If the body
+    raises, the temporary file is removed and ``path`` is left untouched. The temporary name keeps the
+    suffix of ``path`` (some writers choose the format from it) and starts with a dot.
+    The final file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
+    final = Path(path)
+    parent = final.parent
+    if make_parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a path component is a regular file
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent)) from None
+    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{final.name}.", suffix=f".tmp{final.suffix}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
+                 make_parents: bool = True) -> Iterator[IO]:
+    """Open a temporary file next to ``path`` for writing; on success flush, fsync and move it onto ``path``.
+
+    ``mode`` is ``"w"`` (text, default) or ``"wb"`` (binary). Usage::
+
+        with atomic_write("outputs/result.json") as fh:
+            json.dump(obj, fh)
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write: mode must be 'w' or 'wb', not {mode!r}")
+    with atomic_path(path, make_parents=make_parents) as tmp:
+        kwargs = {} if "b" in mode else {"encoding": encoding}
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
