@@ -1,0 +1,438 @@
+"""YAML sweep configs: loading with line numbers, validation, and the resolved form stored with results.
+
+Every error names the key path and its line (`model.lr_w (line 9): must be > 0 ...`). Plain YAML 1.1 reads
+`1e6` as a string; here every plain scalar that looks like a number is a number.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phasediag import expr
+
+MODEL_KEYS = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w")
+MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
+DATA_KEYS = ("input_var", "teacher", "noise_var")
+DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
+TOP_KEYS = ("name", "description", "sweep", "model", "data", "init", "train", "classify", "plot")
+RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
+FORMATS = ("png", "pdf", "svg")
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_INF = re.compile(r"^[-+]?\.?(inf|Inf|INF)(inity)?$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(ValueError):
+    """Bad config: the message names the key path and line."""
+
+
+def _fail(where: str, line: int | None, message: str) -> ConfigError:
+    return ConfigError(f"{where} (line {line}): {message}" if line else f"{where}: {message}")
+
+
+def _did_you_mean(key: str, allowed) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------- YAML with positions ----------
+
+@dataclass
+class Located:
+    """A YAML value with the line of its key or item (1-based) and its dotted path."""
+
+    value: Any
+    line: int
+    path: str
+
+
+def _scalar(node) -> Any:
+    import yaml
+
+    text = node.value
+    if node.style is not None:  # quoted or block scalar: text as written
+        return text
+    if node.tag not in _PLAIN_TAGS:  # explicit tags (!!python/..., !custom) are never constructed
+        raise yaml.YAMLError(f"line {node.start_mark.line + 1}: unsupported tag {node.tag}")
+    if text in ("", "~", "null", "Null", "NULL"):
+        return None
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if _NUMBER.match(text):
+        return float(text) if any(ch in text for ch in ".eE") else int(text)
+    if _INF.match(text):
+        return float("-inf") if text.startswith("-") else float("inf")
+    return text
+
+
+def _build(node, path: str) -> Located:
+    import yaml
+
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Located] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                raise _fail(path or "config", key_node.start_mark.line + 1, "keys must be names")
+            sub = f"{path}.{key}" if path else key
+            if key in out:
+                raise _fail(sub, key_node.start_mark.line + 1, "duplicate key")
+            item = _build(value_node, sub)
+            item.line = key_node.start_mark.line + 1
+            out[key] = item
+        return Located(out, line, path)
+    if isinstance(node, yaml.SequenceNode):
+        return Located([_build(item, f"{path}[{i}]") for i, item in enumerate(node.value)], line, path)
+    return Located(_scalar(node), line, path)
+
+
+def parse_yaml(text: str, source: str = "config") -> Located:
+    """Parse YAML into Located values; broken YAML raises ConfigError with its line."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        context = ""
+        if exc.context and exc.context_mark and exc.problem_mark:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise ConfigError(f"{source}: line {line}: broken YAML: {exc.problem or exc.context}{context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: broken YAML: {exc}") from None
+    if node is None:
+        raise ConfigError(f"{source}: the file is empty")
+    try:
+        return _build(node, "")
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+# ---------- typed accessors ----------
+
+def _mapping(item: Located, allowed, required=()) -> dict[str, Located]:
+    if not isinstance(item.value, dict):
+        raise _fail(item.path or "config", item.line, "must be a mapping (key: value)")
+    for key, sub in item.value.items():
+        if key not in allowed:
+            raise _fail(sub.path, sub.line, f"unknown key{_did_you_mean(key, allowed)}; "
+                                            f"allowed: {', '.join(allowed)}")
+    for key in required:
+        if key not in item.value:
+            where = f"{item.path!r} (line {item.line})" if item.path else "the top level"
+            raise ConfigError(f"{item.path + '.' if item.path else ''}{key}: is required, missing in {where}")
+    return item.value
+
+
+def _number(item: Located, *, positive=False, nonneg=False, allow_inf=False, integer=False) -> float:
+    value = item.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(item.path, item.line, f"must be a number, got {value!r}")
+    value = float(value)
+    if np.isnan(value) or (np.isinf(value) and not allow_inf):
+        raise _fail(item.path, item.line, f"must be a finite number, got {value}")
+    if positive and not value > 0:
+        raise _fail(item.path, item.line, f"must be > 0, got {value:g}")
+    if nonneg and value < 0:
+        raise _fail(item.path, item.line, f"must be >= 0, got {value:g}")
+    if integer and value != int(value):
+        raise _fail(item.path, item.line, f"must be an integer, got {value:g}")
+    return value
+
+
+def _string(item: Located) -> str:
+    if not isinstance(item.value, str):
+        raise _fail(item.path, item.line, f"must be text, got {item.value!r}")
+    return item.value
+
+
+# ---------- the config ----------
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept variable: its name, its 1-D values, and how they were written."""
+
+    name: str
+    values: np.ndarray
+    spec: dict
+    line: int
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A model/data/init value: a number or an expression of sweep variables (parsed)."""
+
+    path: str
+    line: int
+    text: str
+    tree: Any
+
+    def evaluate(self, variables) -> np.ndarray:
+        try:
+            return expr.evaluate(self.tree, variables)
+        except expr.ExpressionError as exc:
+            raise _fail(self.path, self.line, f"{self.text!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated sweep config. `resolved` is the plain-data form stored in meta.json."""
+
+    name: str
+    description: str
+    axes: tuple[Axis, ...]
+    model: dict[str, Quantity]
+    data: dict[str, Quantity]
+    init_kind: str  # typical | seeds | gram
+    seeds: int
+    seed: int
+    gram: tuple[Quantity, ...]
+    horizon: float
+    optimizer: str
+    times: np.ndarray | None
+    max_steps: int
+    ntk_threshold: float
+    alignment_threshold: float
+    plot: dict
+    resolved: dict = field(compare=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Grid shape: the sweep axes in order, then the seed axis when sampling."""
+        return tuple(len(a.values) for a in self.axes) + ((self.seeds,) if self.init_kind == "seeds" else ())
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.axes) + (("seed",) if self.init_kind == "seeds" else ())
+
+
+def _axis_values(item: Located) -> np.ndarray:
+    spec = _mapping(item, ("log", "lin", "values"))
+    if len(spec) != 1:
+        raise _fail(item.path, item.line, "give exactly one of log: [start, stop, num], lin: [start, stop, num], "
+                                          "values: [...]")
+    (kind, sub), = spec.items()
+    if not isinstance(sub.value, list) or not sub.value:
+        raise _fail(sub.path, sub.line, "must be a non-empty list")
+    if kind == "values":
+        values = np.array([_number(v) for v in sub.value])
+        if len(np.unique(values)) != len(values):
+            raise _fail(sub.path, sub.line, "values must be distinct")
+        return values
+    if len(sub.value) != 3:
+        raise _fail(sub.path, sub.line, f"must be [start, stop, num], got {len(sub.value)} items")
+    start, stop = (_number(v, positive=(kind == "log")) for v in sub.value[:2])
+    num = _number(sub.value[2], positive=True, integer=True)
+    if num > 1 and start == stop:
+        raise _fail(sub.path, sub.line, "start and stop must differ")
+    if kind == "log":
+        return np.logspace(np.log10(start), np.log10(stop), int(num))
+    return np.linspace(start, stop, int(num))
+
+
+def _quantity(item: Located, variables) -> Quantity:
+    value = item.value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _fail(item.path, item.line, f"must be a number or an expression, got {value!r}")
+    text = repr(float(value)) if not isinstance(value, str) else value
+    try:
+        tree = expr.parse(text) if isinstance(value, str) else float(value)
+        expr.check_names(tree, variables)
+    except expr.ExpressionError as exc:
+        raise _fail(item.path, item.line, str(exc)) from None
+    if not isinstance(value, str) and not np.isfinite(float(value)):
+        raise _fail(item.path, item.line, f"must be finite, got {value}")
+    return Quantity(item.path, item.line, text, tree)
+
+
+def _default_quantity(path: str, value: float) -> Quantity:
+    return Quantity(path, 0, repr(value), float(value))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML sweep config (raises ConfigError with key path and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return config_from_text(text, source=str(path))
+
+
+def config_from_text(text: str, source: str = "config") -> Config:
+    root = parse_yaml(text, source)
+    top = _mapping(root, TOP_KEYS, required=("name", "sweep", "model"))
+    name = _string(top["name"])
+    if not _FILE_NAME.match(name):
+        raise _fail("name", top["name"].line, "use letters, digits, '_', '-', '.' (it names output files)")
+    description = _string(top["description"]) if "description" in top else ""
+
+    sweep_item = top["sweep"]
+    sweep = _mapping(sweep_item, allowed=_AnyKey())
+    if not sweep:
+        raise _fail("sweep", sweep_item.line, "needs at least one variable (name: {log: [start, stop, num]})")
+    axes = []
+    for key, sub in sweep.items():
+        if not _NAME.match(key) or key in RESERVED or key in MODEL_KEYS or key in DATA_KEYS:
+            raise _fail(sub.path, sub.line, "sweep variable names must be identifiers other than "
+                                            f"{', '.join(sorted(RESERVED | set(MODEL_KEYS) | set(DATA_KEYS)))}")
+        axes.append(Axis(key, _axis_values(sub), _plain(sub), sub.line))
+    variables = [a.name for a in axes]
+
+    model_items = _mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
+    model = {key: _quantity(model_items[key], variables) if key in model_items
+             else _default_quantity(f"model.{key}", MODEL_DEFAULTS[key]) for key in MODEL_KEYS}
+    data_items = _mapping(top["data"], DATA_KEYS) if "data" in top else {}
+    data = {key: _quantity(data_items[key], variables) if key in data_items
+            else _default_quantity(f"data.{key}", DATA_DEFAULTS[key]) for key in DATA_KEYS}
+
+    init_kind, seeds, seed, gram = _init(top.get("init"), variables)
+    horizon, optimizer, times, max_steps = _train(top.get("train"))
+    ntk_threshold, alignment_threshold = _classify(top.get("classify"))
+    plot = _plot(top.get("plot"), variables)
+    config = Config(
+        name=name, description=description, axes=tuple(axes), model=model, data=data, init_kind=init_kind,
+        seeds=seeds, seed=seed, gram=gram, horizon=horizon, optimizer=optimizer, times=times,
+        max_steps=max_steps, ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, plot=plot,
+        resolved={},
+    )
+    config.resolved.update(_resolve(config))
+    return config
+
+
+class _AnyKey:
+    """`allowed` for mappings whose keys are user names (sweep variables)."""
+
+    def __contains__(self, key) -> bool:
+        return True
+
+    def __iter__(self):
+        return iter(())
+
+
+def _plain(item: Located) -> Any:
+    """Strip positions: Located tree -> plain Python data."""
+    if isinstance(item.value, dict):
+        return {k: _plain(v) for k, v in item.value.items()}
+    if isinstance(item.value, list):
+        return [_plain(v) for v in item.value]
+    return item.value
+
+
+def _init(item: Located | None, variables):
+    if item is None or item.value == "typical":
+        return "typical", 1, 0, ()
+    if isinstance(item.value, str):
+        raise _fail("init", item.line, f"unknown init {item.value!r}; use typical, {{seeds: N}} or "
+                                       "{gram: [U, W, V]}")
+    spec = _mapping(item, ("seeds", "seed", "gram"))
+    if "gram" in spec:
+        if "seeds" in spec or "seed" in spec:
+            raise _fail("init", item.line, "give either gram or seeds, not both")
+        entries = spec["gram"]
+        if not isinstance(entries.value, list) or len(entries.value) != 3:
+            raise _fail(entries.path, entries.line, "must be a list [U, W, V]")
+        return "gram", 1, 0, tuple(_quantity(e, variables) for e in entries.value)
+    if "seeds" not in spec:
+        raise ConfigError(f"init.seeds: is required (the number of sampled initializations per point), "
+                          f"missing in 'init' (line {item.line})")
+    seeds = int(_number(spec["seeds"], positive=True, integer=True))
+    seed = int(_number(spec["seed"], nonneg=True, integer=True)) if "seed" in spec else 0
+    if seed >= 2**63:
+        raise _fail("init.seed", spec["seed"].line, "must be below 2^63")
+    return "seeds", seeds, seed, ()
+
+
+def _train(item: Located | None):
+    spec = _mapping(item, ("horizon", "optimizer", "times", "max_steps")) if item is not None else {}
+    horizon = _number(spec["horizon"], positive=True, allow_inf=True) if "horizon" in spec else float("inf")
+    optimizer = _string(spec["optimizer"]) if "optimizer" in spec else "flow"
+    if optimizer not in ("flow", "gd"):
+        raise _fail("train.optimizer", spec["optimizer"].line, f"must be flow or gd, got {optimizer!r}")
+    max_steps = int(_number(spec["max_steps"], positive=True, integer=True)) if "max_steps" in spec else 100_000
+    times = None
+    if "times" in spec:
+        times = _axis_values(spec["times"])
+        if np.any(times < 0):
+            raise _fail("train.times", spec["times"].line, "times must be >= 0")
+        if optimizer == "gd":  # GD times are step counts
+            times = np.unique(np.round(times))
+        times = np.sort(times)
+    if optimizer == "gd" and np.isfinite(horizon) and horizon != int(horizon):
+        raise _fail("train.horizon", spec["horizon"].line, "with optimizer gd the horizon is a whole number of steps")
+    return horizon, optimizer, times, max_steps
+
+
+def _classify(item: Located | None):
+    spec = _mapping(item, ("ntk_threshold", "alignment_threshold")) if item is not None else {}
+    ntk = _number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
+    align = _number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec else 0.1
+    if align >= 1:
+        raise _fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
+    return ntk, align
+
+
+def _plot(item: Located | None, variables):
+    from phasediag.metrics import MAP_METRICS  # the registry of plottable metrics
+
+    spec = _mapping(item, ("x", "y", "maps", "formats")) if item is not None else {}
+    out: dict[str, Any] = {}
+    for axis in ("x", "y"):
+        if axis in spec:
+            name = _string(spec[axis])
+            if name not in variables:
+                raise _fail(f"plot.{axis}", spec[axis].line,
+                            f"{name!r} is not a sweep variable{_did_you_mean(name, variables)}; "
+                            f"sweep variables: {', '.join(variables)}")
+            out[axis] = name
+    if "x" in out and out.get("y") == out["x"]:
+        raise _fail("plot.y", spec["y"].line, "must differ from plot.x")
+    out.setdefault("x", variables[0])
+    if len(variables) > 1:
+        out.setdefault("y", next(v for v in variables if v != out["x"]))
+    for key, allowed in (("maps", MAP_METRICS), ("formats", FORMATS)):
+        if key in spec:
+            sub = spec[key]
+            if not isinstance(sub.value, list) or not sub.value:
+                raise _fail(sub.path, sub.line, "must be a non-empty list")
+            names = [_string(v) for v in sub.value]
+            for v, name in zip(sub.value, names):
+                if name not in allowed:
+                    raise _fail(v.path, v.line, f"unknown {key[:-1]} {name!r}{_did_you_mean(name, allowed)}; "
+                                                f"allowed: {', '.join(allowed)}")
+            out[key] = names
+    out.setdefault("maps", ["phase", "ntk_change", "alignment_final", "tau"])
+    out.setdefault("formats", ["png"])
+    return out
+
+
+def _resolve(config: Config) -> dict:
+    """Plain-data form of everything that determines the results (for meta.json and resume checks)."""
+    return {
+        "name": config.name,
+        "description": config.description,
+        "sweep": {a.name: a.spec for a in config.axes},
+        "model": {k: q.text for k, q in config.model.items()},
+        "data": {k: q.text for k, q in config.data.items()},
+        "init": ("typical" if config.init_kind == "typical" else
+                 {"seeds": config.seeds, "seed": config.seed} if config.init_kind == "seeds" else
+                 {"gram": [q.text for q in config.gram]}),
+        "train": {"horizon": "inf" if np.isinf(config.horizon) else config.horizon,
+                  "optimizer": config.optimizer, "max_steps": config.max_steps,
+                  "times": None if config.times is None else config.times.tolist()},
+        "classify": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
+        "plot": config.plot,
+    }

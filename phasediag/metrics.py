@@ -1,0 +1,116 @@
+"""Registry of per-point metrics: what a sweep stores, how each is computed from the core, how it is drawn.
+
+A metric is computed from a `PointSet` (the Invariants of a chunk of grid points plus lazily computed
+end-of-horizon quantities), so every metric of a chunk shares one evaluation of the closed form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+
+from phasediag import core
+
+
+@dataclass(frozen=True)
+class Metric:
+    """name: key in results.npz; label: axis/colour-bar text in THEORY notation; kind: continuous |
+    categorical | flag; log: drawn on a log scale of |value| (spans decades); threshold: the classify
+    setting drawn as a contour on its map (or None); optimizer: computed only for that optimizer (None: always)."""
+
+    name: str
+    label: str
+    kind: str
+    dtype: str
+    log: bool
+    compute: Callable[["PointSet"], np.ndarray]
+    threshold: str | None = None
+    optimizer: str | None = None
+
+
+class PointSet:
+    """A chunk of grid points: the core's Invariants and lazily evaluated results at the horizon."""
+
+    def __init__(self, inv: core.Invariants, horizon: float, ntk_threshold: float, alignment_threshold: float,
+                 max_steps: int = 100_000):
+        self.inv = inv
+        self.horizon = horizon
+        self.ntk_threshold = ntk_threshold
+        self.alignment_threshold = alignment_threshold
+        self.max_steps = max_steps
+
+    @cached_property
+    def order(self) -> core.OrderParameters:
+        return core.order_parameters(self.inv, self.horizon)
+
+    @cached_property
+    def final(self) -> core.FlowState:
+        return core.flow_state(self.inv, self.horizon)
+
+    @cached_property
+    def gd(self) -> core.GDResult:
+        return core.gd_outcome(self.inv, max_steps=self.max_steps)
+
+
+def _phase(p: PointSet) -> np.ndarray:
+    return core.classify_order(p.inv, p.order, p.ntk_threshold, p.alignment_threshold)
+
+
+def _solution_norm(p: PointSet) -> np.ndarray:
+    """kappa |u_T| |w_T| = sqrt(m_T^2 + kappa^2 G) (THEORY 5: large G means large norms)."""
+    return np.hypot(p.final.m, p.inv.output_scale * np.sqrt(p.inv.gram.G))
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("phase", "phase", "categorical", "int8", False, _phase),
+    Metric("ntk_init", r"initial NTK $\Theta_0$", "continuous", "float64", True, lambda p: p.inv.ntk_init),
+    Metric("ntk_final", r"final NTK $\Theta_T$", "continuous", "float64", True, lambda p: p.final.ntk),
+    Metric("ntk_change", r"NTK change $\Theta_T/\Theta_0 - 1$", "continuous", "float64", True,
+           lambda p: p.order.ntk_change, threshold="ntk_threshold"),
+    Metric("alignment_init", r"initial alignment $\zeta_0$", "continuous", "float64", False,
+           lambda p: p.order.alignment_init),
+    Metric("alignment_final", r"final alignment $\zeta_T$", "continuous", "float64", False,
+           lambda p: p.order.alignment_final),
+    Metric("alignment_gain", r"alignment $|\zeta_T| - \min|\zeta|$", "continuous", "float64", False,
+           lambda p: p.order.alignment_gain, threshold="alignment_threshold"),
+    Metric("disalignment", r"disalignment $|\zeta_0| - \min|\zeta|$", "continuous", "float64", False,
+           lambda p: p.order.disalignment, threshold="alignment_threshold"),
+    Metric("m_init", r"initial slope $m_0$", "continuous", "float64", False, lambda p: p.inv.m0),
+    Metric("m_final", r"final slope $m_T$", "continuous", "float64", False, lambda p: p.final.m),
+    Metric("loss_final", r"final excess loss $a(m_T - m^*)^2/2$", "continuous", "float64", True,
+           lambda p: p.final.loss),
+    Metric("norm_u2_final", r"$|u_T|^2$", "continuous", "float64", True, lambda p: p.final.norm_u2),
+    Metric("norm_w2_final", r"$|w_T|^2$", "continuous", "float64", True, lambda p: p.final.norm_w2),
+    Metric("solution_norm", r"solution norm $\kappa|u_T||w_T|$", "continuous", "float64", True, _solution_norm),
+    Metric("tau", r"relaxation time $\tau = 1/(a\Theta_\infty)$ [steps]", "continuous", "float64", True,
+           lambda p: core.relaxation_time(p.inv)),
+    Metric("t_learn", r"$t_{learn}$ (90% of excess loss gone) [steps]", "continuous", "float64", True,
+           lambda p: core.t_learn(p.inv)),
+    Metric("not_converged", "not converged at the horizon", "flag", "bool", False, lambda p: p.order.not_converged),
+    Metric("gram_U", r"$U = |u_0|^2$", "continuous", "float64", True, lambda p: p.inv.gram.U),
+    Metric("gram_W", r"$W = |w_0|^2$", "continuous", "float64", True, lambda p: p.inv.gram.W),
+    Metric("gram_V", r"$V = u_0 \cdot w_0$", "continuous", "float64", False, lambda p: p.inv.gram.V),
+    Metric("gd_outcome", "GD outcome", "categorical", "int8", False, lambda p: p.gd.outcome, optimizer="gd"),
+    Metric("gd_steps", "GD steps to decide", "continuous", "int64", True, lambda p: p.gd.steps, optimizer="gd"),
+    Metric("gd_loss_peak", "GD peak loss / initial loss", "continuous", "float64", True,
+           lambda p: p.gd.loss_peak, optimizer="gd"),
+    Metric("gd_ntk_final", r"final NTK under GD $\Theta$", "continuous", "float64", True,
+           lambda p: 2.0 * p.inv.c * (p.gd.alpha + p.gd.beta), optimizer="gd"),
+)}
+
+# categorical legends: code -> name
+LEGENDS = {"phase": core.PHASES, "gd_outcome": core.GD_OUTCOMES}
+
+# metrics a `plot.maps` entry may name
+MAP_METRICS = tuple(name for name, m in METRICS.items() if m.kind != "flag")
+
+# trajectory arrays (with train.times): grid shape + (len(times),)
+TRAJECTORY_FIELDS = ("m", "ntk", "alignment", "loss", "m_lin")
+
+
+def metrics_for(optimizer: str) -> list[Metric]:
+    """The metrics a sweep with this optimizer stores."""
+    return [m for m in METRICS.values() if m.optimizer in (None, optimizer)]

@@ -1,0 +1,265 @@
+"""Sweep execution: config -> grid -> core -> named result arrays, in bounded-size chunks.
+
+The grid is the Cartesian product of the sweep axes (then a seed axis with `init: {seeds: N}`), addressed
+by flat C-order index. A chunk is a contiguous range of flat indices; each point's numbers depend only on
+its own index (sampled initializations use a counter-based stream keyed by (seed, flat index)), so results
+are bit-identical whatever the chunk size, shard split or number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+import phasediag
+from phasediag import core
+from phasediag.config import Config, ConfigError, Quantity
+from phasediag.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
+from phasediag.results import SweepResult
+
+DEFAULT_CHUNK = 1 << 16
+_TRAJ_BUDGET = 1 << 21  # points x times per chunk for trajectory arrays (~16 MB per array)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (1-based): the flat range [start, stop) of an n-point grid."""
+
+    index: int
+    count: int
+
+    def bounds(self, n: int) -> tuple[int, int]:
+        return (self.index - 1) * n // self.count, self.index * n // self.count
+
+
+def grid_size(config: Config) -> int:
+    return int(np.prod(config.shape, dtype=np.int64))
+
+
+def config_hash(config: Config) -> str:
+    """Fingerprint of everything that determines the numbers (plot settings excluded)."""
+    numeric = {k: v for k, v in config.resolved.items() if k not in ("plot", "description")}
+    return hashlib.sha256(json.dumps(numeric, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def chunk_length(config: Config, chunk_size: int = DEFAULT_CHUNK) -> int:
+    if config.times is None:
+        return chunk_size
+    return max(1, min(chunk_size, _TRAJ_BUDGET // len(config.times)))
+
+
+def chunks(start: int, stop: int, length: int) -> Iterator[tuple[int, int]]:
+    for lo in range(start, stop, length):
+        yield lo, min(lo + length, stop)
+
+
+# ---------- model values on a chunk ----------
+
+def _variables(config: Config, flat: np.ndarray) -> dict[str, np.ndarray]:
+    position = np.unravel_index(flat, config.shape)
+    return {axis.name: axis.values[position[k]] for k, axis in enumerate(config.axes)}
+
+
+def _where_text(variables: dict[str, np.ndarray], i: int) -> str:
+    return ", ".join(f"{name}={values[i]:.6g}" for name, values in variables.items())
+
+
+def _require(q: Quantity, values: np.ndarray, ok: np.ndarray, rule: str, variables) -> None:
+    if not np.all(ok):
+        i = int(np.flatnonzero(~ok)[0])
+        at = f" at {_where_text(variables, i)}" if variables else ""
+        where = f"{q.path} (line {q.line})" if q.line else q.path
+        raise ConfigError(f"{where}: {q.text!r} {rule}, got {values[i]:.6g}{at}")
+
+
+def model_values(config: Config, flat: np.ndarray) -> tuple[dict[str, np.ndarray], core.Problem]:
+    """Evaluate and check every model/data/init quantity on the points `flat`; build the core Problem."""
+    variables = _variables(config, flat)
+    n = flat.size
+
+    def value(q: Quantity) -> np.ndarray:
+        return np.broadcast_to(q.evaluate(variables), (n,)).astype(float)
+
+    v = {key: value(q) for key, q in {**config.model, **config.data}.items()}
+    width = np.round(v["width"])
+    _require(config.model["width"], v["width"], (width >= 1) & (width <= 2.0**53),
+             "must round to a whole number in [1, 2^53]", variables)
+    for key in ("output_scale", "lr_u", "lr_w"):
+        _require(config.model[key], v[key], v[key] > 0, "must be > 0", variables)
+    for key in ("init_var_u", "init_var_w"):
+        _require(config.model[key], v[key], v[key] >= 0, "must be >= 0", variables)
+    _require(config.data["input_var"], v["input_var"], v["input_var"] > 0, "must be > 0", variables)
+    _require(config.data["noise_var"], v["noise_var"], v["noise_var"] >= 0, "must be >= 0", variables)
+    v["width"] = width
+    if config.init_kind == "gram":
+        U, W, V = (value(q) for q in config.gram)
+        _require(config.gram[0], U, U >= 0, "must be >= 0", variables)
+        _require(config.gram[1], W, W >= 0, "must be >= 0", variables)
+        _require(config.gram[2], V, V * V <= U * W * (1 + 1e-12), "needs V^2 <= U W", variables)
+        gram = core.explicit_gram(U, W, V)
+    elif config.init_kind == "seeds":
+        gram = core.sample_gram(width, v["init_var_u"], v["init_var_w"], seed=config.seed, index=flat)
+    else:
+        gram = core.typical_gram(width, v["init_var_u"], v["init_var_w"])
+    problem = core.Problem(v["output_scale"], v["lr_u"], v["lr_w"], v["input_var"], v["teacher"], gram)
+    return v, problem
+
+
+def validate(config: Config, chunk_size: int = DEFAULT_CHUNK) -> None:
+    """Check every grid point's model values before anything is computed or written (raises ConfigError)."""
+    n = grid_size(config)
+    for lo, hi in chunks(0, n, chunk_size):
+        model_values(config, np.arange(lo, hi))
+
+
+# ---------- evaluation ----------
+
+def evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarray]:
+    """All stored arrays for the flat points [start, stop): metrics shaped (n,), trajectories (n, T)."""
+    _, problem = model_values(config, np.arange(start, stop))
+    inv = core.invariants(problem)
+    points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps)
+    out = {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
+           for m in metrics_for(config.optimizer)}
+    if config.times is not None:
+        if config.optimizer == "gd":
+            state = core.gd_state(inv, config.times, max_steps=config.max_steps)
+        else:
+            state = core.flow_state(core.with_time_axis(inv), config.times)
+        for field in TRAJECTORY_FIELDS:
+            out[f"traj_{field}"] = np.broadcast_to(getattr(state, field), (stop - start, len(config.times)))
+    return out
+
+
+def _evaluate_task(args) -> tuple[int, int, dict[str, np.ndarray]]:
+    config, lo, hi = args
+    return lo, hi, evaluate_chunk(config, lo, hi)
+
+
+def _allocate(config: Config, n: int) -> dict[str, np.ndarray]:
+    arrays = {m.name: np.empty(n, dtype=m.dtype) for m in metrics_for(config.optimizer)}
+    if config.times is not None:
+        for field in TRAJECTORY_FIELDS:
+            arrays[f"traj_{field}"] = np.empty((n, len(config.times)))
+    return arrays
+
+
+def run(
+    config: Config,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    shard: Shard | None = None,
+    workers: int = 1,
+    checkpoint: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SweepResult:
+    """Evaluate the grid (or one shard of it). `checkpoint`: a directory where finished chunks are kept so an
+    interrupted run resumes without recomputing them; `progress(k)` is called with the points just done."""
+    started = time.perf_counter()
+    n = grid_size(config)
+    start, stop = shard.bounds(n) if shard else (0, n)
+    arrays = _allocate(config, stop - start)
+    length = chunk_length(config, chunk_size)
+    todo = []
+    for lo, hi in chunks(start, stop, length):
+        saved = _load_chunk(checkpoint, lo, hi)
+        if saved is not None:
+            _store(arrays, saved, lo - start, hi - start)
+            if progress:
+                progress(hi - lo)
+        else:
+            todo.append((config, lo, hi))
+    results = _execute(todo, workers)
+    for lo, hi, chunk in results:
+        _store(arrays, chunk, lo - start, hi - start)
+        _save_chunk(checkpoint, lo, hi, chunk)
+        if progress:
+            progress(hi - lo)
+    if shard is None:
+        arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
+    eval_s = time.perf_counter() - started
+    meta = build_meta(config, n, length, workers, shard, (start, stop), eval_s)
+    return SweepResult(coords=coordinates(config), arrays=arrays, meta=meta)
+
+
+def _execute(todo, workers: int):
+    if workers <= 1 or len(todo) <= 1:
+        return (_evaluate_task(task) for task in todo)
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+
+    def generate():
+        with pool:
+            yield from pool.map(_evaluate_task, todo)
+
+    return generate()
+
+
+def _store(arrays, chunk, lo: int, hi: int) -> None:
+    for name, values in chunk.items():
+        arrays[name][lo:hi] = values
+
+
+def _chunk_path(checkpoint: Path, lo: int, hi: int) -> Path:
+    return checkpoint / f"chunk-{lo:015d}-{hi:015d}.npz"
+
+
+def _load_chunk(checkpoint: Path | None, lo: int, hi: int):
+    if checkpoint is None:
+        return None
+    path = _chunk_path(checkpoint, lo, hi)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def _save_chunk(checkpoint: Path | None, lo: int, hi: int, chunk) -> None:
+    if checkpoint is not None:
+        from phasediag.results import write_npz
+
+        write_npz(_chunk_path(checkpoint, lo, hi), chunk)
+
+
+def coordinates(config: Config) -> dict[str, np.ndarray]:
+    coords = {axis.name: axis.values for axis in config.axes}
+    if config.init_kind == "seeds":
+        coords["seed"] = np.arange(config.seeds)
+    if config.times is not None:
+        coords["time"] = config.times
+    return coords
+
+
+def build_meta(config: Config, n: int, chunk: int, workers: int, shard: Shard | None, bounds, eval_s: float):
+    return {
+        "name": config.name,
+        "description": config.description,
+        "axes": list(config.axis_names),
+        "shape": list(config.shape),
+        "times": None if config.times is None else config.times.tolist(),
+        "grid_points": n,
+        "metrics": {m.name: {"label": m.label, "kind": m.kind, "log": m.log, "threshold": m.threshold}
+                    for m in metrics_for(config.optimizer)},
+        "legends": {k: list(v) for k, v in LEGENDS.items() if k in METRICS},
+        "thresholds": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
+        "config": config.resolved,
+        "config_hash": config_hash(config),
+        "version": phasediag.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "chunk_size": chunk,
+        "workers": workers,
+        "shard": None if shard is None else {"index": shard.index, "count": shard.count,
+                                             "start": bounds[0], "stop": bounds[1]},
+        "timing": {"eval_s": round(eval_s, 6)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
