@@ -120,5 +120,6 @@ def merge(shards: list[SweepResult]) -> SweepResult:
         arrays[name] = np.concatenate(parts, axis=0).reshape(shape + parts[0].shape[1:])
     meta = dict(first)
     meta["shard"] = None
-    meta["timing"] = {"shards_eval_s": [s.meta["timing"]["eval_s"] for s in ordered]}
+    shard_times = [s.meta["timing"]["eval_s"] for s in ordered]
+    meta["timing"] = {"eval_s": round(sum(shard_times), 6), "shards_eval_s": shard_times}
     return SweepResult(coords=ordered[0].coords, arrays=arrays, meta=meta)

@@ -1,0 +1,167 @@
+"""`phasediag run / plot / export / merge` end to end: outputs, exit codes, atomicity, determinism."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phasediag import results
+
+CONFIG = """\
+name: small
+description: a small test sweep
+sweep:
+  d: {log: [1, 1e4, 9]}
+  s: {log: [1e-6, 1, 7]}
+model:
+  width: d
+  output_scale: 1 / sqrt(d)
+  lr_u: 1
+  lr_w: 1
+  init_var_u: s
+  init_var_w: s
+data: {input_var: 1, teacher: 1}
+init: {seeds: 2, seed: 3}
+"""
+
+
+def phasediag(*args, cwd=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "phasediag", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def arrays(directory):
+    with np.load(Path(directory) / "results.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_run_writes_results_meta_and_figures(config, tmp_path):
+    out = tmp_path / "out"
+    info = json.loads(phasediag("run", config, "--out", out, "--json").stdout)
+    assert info["status"] == "done" and info["grid_points"] == 9 * 7 * 2 and info["shape"] == [9, 7, 2]
+    data = arrays(out)
+    assert data["phase"].shape == (9, 7, 2) and data["d"].shape == (9,) and data["seed"].tolist() == [0, 1]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["config"]["model"]["output_scale"] == "1 / sqrt(d)"
+    assert meta["version"] and meta["numpy"] and meta["timing"]["eval_s"] >= 0
+    assert meta["legends"]["phase"][0] == "kernel"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs and all(p.startswith("small__") for p in pngs) and set(meta["figures"]) == set(pngs)
+    assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert not list(out.glob(".*")), "no temporary or partial files may remain"
+
+
+def test_default_out_dir_and_quiet(config, tmp_path):
+    proc = phasediag("run", config, "--no-plot", "--quiet", cwd=tmp_path)
+    assert proc.stdout == "" and proc.stderr == ""
+    assert (tmp_path / "outputs/small/results.npz").is_file()
+
+
+def test_shards_merge_and_workers_equal_the_single_run(config, tmp_path):
+    phasediag("run", config, "--out", tmp_path / "single", "--no-plot")
+    phasediag("run", config, "--out", tmp_path / "workers", "--no-plot", "--workers", "2", "--chunk-size", "10")
+    for k in (1, 2, 3):
+        phasediag("run", config, "--shard", f"{k}/3", "--out", tmp_path / f"shard{k}", "--chunk-size", "7")
+    phasediag("merge", *(tmp_path / f"shard{k}" for k in (3, 1, 2)), "--out", tmp_path / "merged", "--no-plot")
+    single = (tmp_path / "single/results.npz").read_bytes()
+    assert (tmp_path / "workers/results.npz").read_bytes() == single
+    assert (tmp_path / "merged/results.npz").read_bytes() == single
+    bad = phasediag("merge", tmp_path / "shard1", tmp_path / "shard2", "--out", tmp_path / "m2", check=False)
+    assert bad.returncode == 2 and "missing [3]" in bad.stderr and "Traceback" not in bad.stderr
+    plot_shard = phasediag("plot", tmp_path / "shard1", check=False)
+    assert plot_shard.returncode == 2 and "merge" in plot_shard.stderr
+
+
+def test_plot_and_export_from_saved_results(config, tmp_path):
+    out = tmp_path / "out"
+    phasediag("run", config, "--out", out, "--no-plot")
+    assert not list(out.glob("*.png"))
+    paths = json.loads(phasediag("plot", out, "--formats", "png,svg", "--json").stdout)
+    assert any(p.endswith(".svg") for p in paths) and all(Path(p).is_file() for p in paths)
+    written = json.loads(phasediag("export", out, "--csv", "--json").stdout)
+    with open(written[0]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 9 * 7 * 2
+    data = arrays(out)
+    legend = json.loads((out / "meta.json").read_text())["legends"]["phase"]
+    i, j, k = 4, 2, 1
+    row = rows[(i * 7 + j) * 2 + k]
+    assert float(row["d"]) == data["d"][i] and float(row["s"]) == data["s"][j] and int(row["seed"]) == k
+    assert row["phase"] == legend[data["phase"][i, j, k]]
+    assert float(row["ntk_change"]) == data["ntk_change"][i, j, k]
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (("lr_w: 1", "lr_w: 1 - s"), "model.lr_w (line 10): '1 - s' must be > 0, got 0 at d=1, s=1"),
+        (("lr_w: 1", "lr_ww: 1"), "model.lr_ww (line 10): unknown key (did you mean 'lr_w'?)"),
+        (("{log: [1, 1e4, 9]}", "{log: [1, 1e4, 9]"), "line 5: broken YAML"),
+    ],
+)
+def test_bad_config_exit_2_one_line_nothing_written(tmp_path, edit, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(CONFIG.replace(*edit))
+    proc = phasediag("run", path, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2
+    assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [["--shard", "0/3"], ["--shard", "4/3"], ["--shard", "x"], ["--workers", "0"]])
+def test_bad_options_exit_2(config, tmp_path, args):
+    proc = phasediag("run", config, *args, "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_missing_results_directory_exit_2(tmp_path):
+    for command in (["plot", tmp_path / "nothing"], ["export", tmp_path / "nothing", "--csv"]):
+        proc = phasediag(*command, check=False)
+        assert proc.returncode == 2 and "no complete results" in proc.stderr
+
+
+def test_killed_run_leaves_no_results_and_resume_finishes_identically(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text(CONFIG.replace("{log: [1, 1e4, 9]}", "{log: [1, 1e4, 1000]}")
+                   .replace("{log: [1e-6, 1, 7]}", "{log: [1e-6, 1, 500]}"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "phasediag", "run", big, "--out", out, "--no-plot",
+                             "--chunk-size", "10000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob(".partial-*/chunk-*.npz"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob(".partial-*/chunk-*.npz")))
+    assert done_before >= 3, "the run should have finished some chunks before the kill"
+    assert not (out / "results.npz").exists() and not (out / "meta.json").exists()
+    phasediag("run", big, "--out", out, "--no-plot", "--chunk-size", "10000", "--resume")
+    assert not list(out.glob(".partial-*"))
+    phasediag("run", big, "--out", tmp_path / "fresh", "--no-plot", "--chunk-size", "10000")
+    assert (out / "results.npz").read_bytes() == (tmp_path / "fresh/results.npz").read_bytes()
+    again = json.loads(phasediag("run", big, "--out", out, "--resume", "--json").stdout)
+    assert again["status"] == "up to date"
+
+
+def test_results_load_round_trip(config, tmp_path):
+    phasediag("run", config, "--out", tmp_path / "o", "--no-plot")
+    r = results.load(tmp_path / "o")
+    assert r.axes == ["d", "s", "seed"] and set(r.coords) == {"d", "s", "seed"}
+    assert r.arrays["tau"].shape == (9, 7, 2) and not r.is_shard
