@@ -132,8 +132,9 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
 
 
 def _title(result: SweepResult, what: str, fixed: dict[str, int] | None = None) -> str:
-    seeds = f", {'mode' if what == 'phase' else 'median'} over {len(result.coords['seed'])} seeds" \
-        if "seed" in result.axes else ""
+    n = len(result.coords["seed"]) if "seed" in result.axes else 0
+    seeds = (f", {'mode' if what in ('phase', 'gd outcome') else 'median'} over {n} seeds" if n > 1
+             else ", one sampled initialization" if n == 1 else "")
     at = ", ".join(f"{a} = {result.coords[a][i]:.3g}" for a, i in (fixed or {}).items())
     return f"{result.meta['name']}: {what}{seeds}" + (f"\n({at})" if at else "")
 
