@@ -12,7 +12,6 @@ Run: cd /work/main && python3 -m pytest tests/test_closed_form_vs_simulation.py 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -30,36 +29,12 @@ from phasediag.core import (
     sample_gram,
 )
 from phasediag.simulate import Trace, gd_vectors, integrate_flow, sample_vectors
+from sim_cases import Case
 
 pytestmark = pytest.mark.filterwarnings("error")
 
 FLOW_TOL = 1e-9  # integrate_flow runs at rtol = 1e-12; observed agreement is 1e-11 or better
 GD_TOL = 1e-10  # exact GD map vs vector GD: both are exact up to rounding
-
-
-class Case(NamedTuple):
-    """One setup: width, init variances, kappa, layer rates, a, m*, seed; `opposite` forces m0 m* < 0."""
-
-    width: int
-    init_var_u: float
-    init_var_w: float
-    output_scale: float
-    lr_u: float
-    lr_w: float
-    input_var: float
-    teacher: float
-    seed: int
-    opposite: bool = False
-
-    def hyper(self) -> dict:
-        return dict(output_scale=self.output_scale, lr_u=self.lr_u, lr_w=self.lr_w,
-                    input_var=self.input_var, teacher=self.teacher)
-
-    def start(self) -> tuple[np.ndarray, np.ndarray]:
-        u0, w0 = sample_vectors(self.width, self.init_var_u, self.init_var_w, np.random.default_rng(self.seed))
-        if self.opposite and (u0 @ w0) * self.teacher > 0:
-            u0 = -u0
-        return u0, w0
 
 
 def closed_form(case: Case, u0: np.ndarray, w0: np.ndarray):

@@ -8,12 +8,13 @@ Run: cd /work/main && python3 -m pytest tests/test_simulate.py -q -W error
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from sim_cases import Case
 
 from phasediag.simulate import (
     DIVERGENCE_LIMIT,
@@ -28,40 +29,6 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 LAW_TOL = 1e-9  # relative; the flow integrator runs at rtol = 1e-12 (observed errors <= ~1e-11)
 ROUNDING = 1e-12  # relative; for identities that hold exactly in exact arithmetic, step by step
-
-
-class Case(NamedTuple):
-    """One training setup: initialization, hyperparameters, and whether to force m0 m* < 0."""
-
-    width: int
-    init_var_u: float
-    init_var_w: float
-    output_scale: float
-    lr_u: float
-    lr_w: float
-    input_var: float
-    teacher: float
-    seed: int
-    opposite: bool = False
-
-    def hyper(self) -> dict:
-        return dict(
-            output_scale=self.output_scale,
-            lr_u=self.lr_u,
-            lr_w=self.lr_w,
-            input_var=self.input_var,
-            teacher=self.teacher,
-        )
-
-    def start(self) -> tuple[np.ndarray, np.ndarray]:
-        u0, w0 = sample_vectors(self.width, self.init_var_u, self.init_var_w, np.random.default_rng(self.seed))
-        if self.opposite and (u0 @ w0) * self.teacher > 0:
-            u0 = -u0
-        return u0, w0
-
-    @property
-    def c(self) -> float:
-        return self.output_scale * np.sqrt(self.lr_u * self.lr_w)
 
 
 FLOW_CASES = {
