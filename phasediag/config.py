@@ -20,7 +20,8 @@ MODEL_KEYS = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
 DATA_KEYS = ("input_var", "teacher", "noise_var")
 DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
-TOP_KEYS = ("name", "description", "sweep", "model", "data", "init", "train", "classify", "plot")
+TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "plot")
+SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
 RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
 FORMATS = ("png", "pdf", "svg")
 
@@ -208,6 +209,13 @@ class Config:
     alignment_threshold: float
     plot: dict
     resolved: dict = field(compare=False)
+    mode: str = "finite"  # finite | scaling (model entries are {base, exp}: hyperparameter = base d^exp)
+    bases: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """What a sweep computes: "scaling" (width -> infinity), else the optimizer (flow | gd)."""
+        return "scaling" if self.mode == "scaling" else self.optimizer
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -275,6 +283,9 @@ def load_config(path: str | Path) -> Config:
 def config_from_text(text: str, source: str = "config") -> Config:
     root = parse_yaml(text, source)
     top = _mapping(root, TOP_KEYS, required=("name", "sweep", "model"))
+    mode = _string(top["mode"]) if "mode" in top else "finite"
+    if mode not in ("finite", "scaling"):
+        raise _fail("mode", top["mode"].line, f"must be finite or scaling, got {mode!r}")
     name = _string(top["name"])
     if not _FILE_NAME.match(name):
         raise _fail("name", top["name"].line, "use letters, digits, '_', '-', '.' (it names output files)")
@@ -292,9 +303,17 @@ def config_from_text(text: str, source: str = "config") -> Config:
         axes.append(Axis(key, _axis_values(sub), _plain(sub), sub.line))
     variables = [a.name for a in axes]
 
-    model_items = _mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
-    model = {key: _quantity(model_items[key], variables) if key in model_items
-             else _default_quantity(f"model.{key}", MODEL_DEFAULTS[key]) for key in MODEL_KEYS}
+    bases: dict[str, Quantity] = {}
+    if mode == "scaling":
+        for key in ("init", "train"):
+            if key in top:
+                raise _fail(key, top[key].line, "is not used with mode: scaling (the width goes to infinity; "
+                                                "phases follow from the exponents alone)")
+        model, bases = _scaling_model(top["model"], variables)
+    else:
+        model_items = _mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
+        model = {key: _quantity(model_items[key], variables) if key in model_items
+                 else _default_quantity(f"model.{key}", MODEL_DEFAULTS[key]) for key in MODEL_KEYS}
     data_items = _mapping(top["data"], DATA_KEYS) if "data" in top else {}
     data = {key: _quantity(data_items[key], variables) if key in data_items
             else _default_quantity(f"data.{key}", DATA_DEFAULTS[key]) for key in DATA_KEYS}
@@ -302,12 +321,12 @@ def config_from_text(text: str, source: str = "config") -> Config:
     init_kind, seeds, seed, gram = _init(top.get("init"), variables)
     horizon, optimizer, times, max_steps = _train(top.get("train"))
     ntk_threshold, alignment_threshold = _classify(top.get("classify"))
-    plot = _plot(top.get("plot"), variables)
+    plot = _plot(top.get("plot"), variables, mode)
     config = Config(
         name=name, description=description, axes=tuple(axes), model=model, data=data, init_kind=init_kind,
         seeds=seeds, seed=seed, gram=gram, horizon=horizon, optimizer=optimizer, times=times,
         max_steps=max_steps, ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, plot=plot,
-        resolved={},
+        resolved={}, mode=mode, bases=bases,
     )
     config.resolved.update(_resolve(config))
     return config
@@ -330,6 +349,25 @@ def _plain(item: Located) -> Any:
     if isinstance(item.value, list):
         return [_plain(v) for v in item.value]
     return item.value
+
+
+def _scaling_model(item: Located, variables) -> tuple[dict[str, Quantity], dict[str, Quantity]]:
+    """model.<key>: {base: b, exp: e} (hyperparameter = b d^e; base defaults to 1, a missing key is d^0)."""
+    items = _mapping(item, SCALING_KEYS)
+    exps, bases = {}, {}
+    for key in SCALING_KEYS:
+        if key not in items:
+            exps[key] = _default_quantity(f"model.{key}.exp", 0.0)
+            bases[key] = _default_quantity(f"model.{key}.base", 1.0)
+            continue
+        sub = items[key]
+        if not isinstance(sub.value, dict):
+            raise _fail(sub.path, sub.line, "with mode: scaling give {base: number, exp: number or expression}")
+        spec = _mapping(sub, ("base", "exp"), required=("exp",))
+        exps[key] = _quantity(spec["exp"], variables)
+        bases[key] = _quantity(spec["base"], variables) if "base" in spec else _default_quantity(
+            f"model.{key}.base", 1.0)
+    return exps, bases
 
 
 def _init(item: Located | None, variables):
@@ -385,9 +423,10 @@ def _classify(item: Located | None):
     return ntk, align
 
 
-def _plot(item: Located | None, variables):
-    from phasediag.metrics import MAP_METRICS  # the registry of plottable metrics
+def _plot(item: Located | None, variables, mode: str = "finite"):
+    from phasediag.metrics import MAP_METRICS, SCALING_MAPS  # the registries of plottable metrics
 
+    allowed_maps = SCALING_MAPS if mode == "scaling" else MAP_METRICS
     spec = _mapping(item, ("x", "y", "maps", "formats")) if item is not None else {}
     out: dict[str, Any] = {}
     for axis in ("x", "y"):
@@ -403,7 +442,7 @@ def _plot(item: Located | None, variables):
     out.setdefault("x", variables[0])
     if len(variables) > 1:
         out.setdefault("y", next(v for v in variables if v != out["x"]))
-    for key, allowed in (("maps", MAP_METRICS), ("formats", FORMATS)):
+    for key, allowed in (("maps", allowed_maps), ("formats", FORMATS)):
         if key in spec:
             sub = spec[key]
             if not isinstance(sub.value, list) or not sub.value:
@@ -414,13 +453,23 @@ def _plot(item: Located | None, variables):
                     raise _fail(v.path, v.line, f"unknown {key[:-1]} {name!r}{_did_you_mean(name, allowed)}; "
                                                 f"allowed: {', '.join(allowed)}")
             out[key] = names
-    out.setdefault("maps", ["phase", "ntk_change", "alignment_final", "tau"])
+    out.setdefault("maps", ["limit_phase", "rho_exp", "ntk_init_exp"] if mode == "scaling"
+                   else ["phase", "ntk_change", "alignment_final", "tau"])
     out.setdefault("formats", ["png"])
     return out
 
 
 def _resolve(config: Config) -> dict:
     """Plain-data form of everything that determines the results (for meta.json and resume checks)."""
+    if config.mode == "scaling":
+        return {
+            "name": config.name, "description": config.description, "mode": "scaling",
+            "sweep": {a.name: a.spec for a in config.axes},
+            "model": {k: {"base": config.bases[k].text, "exp": q.text} for k, q in config.model.items()},
+            "data": {k: q.text for k, q in config.data.items()},
+            "classify": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
+            "plot": config.plot,
+        }
     return {
         "name": config.name,
         "description": config.description,

@@ -101,16 +101,68 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            lambda p: 2.0 * p.inv.c * (p.gd.alpha + p.gd.beta), optimizer="gd"),
 )}
 
-# categorical legends: code -> name
-LEGENDS = {"phase": core.PHASES, "gd_outcome": core.GD_OUTCOMES}
+class ScalingPointSet:
+    """A chunk of exponent sets (k, su, sw, eu, ew) of `mode: scaling`: the limit exponents (THEORY 7) for
+    typical and for sampled initialization (they differ only in the exponent of the NTK change)."""
 
-# metrics a `plot.maps` entry may name
-MAP_METRICS = tuple(name for name, m in METRICS.items() if m.kind != "flag")
+    def __init__(self, k, su, sw, eu, ew):
+        self.exponents = (k, su, sw, eu, ew)
+        self.limit = core.limit_exponents(*self.exponents, init="typical")
+        self.limit_sampled = core.limit_exponents(*self.exponents, init="sampled")
+
+    @cached_property
+    def health(self) -> dict[str, np.ndarray]:
+        return core.limit_health(*self.exponents)
+
+
+def _exponent(field: str, label: str) -> Metric:
+    return Metric(f"{field}_exp", label, "continuous", "float64", False,
+                  lambda p: getattr(p.limit, field), optimizer="scaling")
+
+
+def _health(flag: str, label: str) -> Metric:
+    return Metric(flag, label, "flag", "bool", False, lambda p: p.health[flag], optimizer="scaling")
+
+
+def _input(i: int, key: str) -> Metric:
+    return Metric(f"{key}_exp", f"exponent of {key}", "continuous", "float64", False,
+                  lambda p: p.exponents[i], optimizer="scaling")
+
+
+SCALING_METRICS: dict[str, Metric] = {m.name: m for m in (
+    *(_input(i, key) for i, key in enumerate(("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w"))),
+    Metric("limit_phase", "phase as d -> infinity", "categorical", "int8", False,
+           lambda p: core.limit_phase(*p.exponents), optimizer="scaling"),
+    _exponent("ntk_init", r"exponent of $\Theta_0$"),
+    _exponent("ntk_final", r"exponent of $\Theta_\infty$"),
+    _exponent("c", r"exponent of $c = \kappa\sqrt{\eta_u\eta_w}$"),
+    _exponent("rho", r"exponent of $\rho = 2c|m^*|/\Theta_0$"),
+    _exponent("rho0", r"exponent of $\rho_0 = 2c|m_0|/\Theta_0$"),
+    _exponent("alignment", r"exponent of the alignment ratio $A$"),
+    _exponent("m0", r"exponent of $m_0$ (sampled init)"),
+    _exponent("ntk_change", r"exponent of $|\Theta_\infty/\Theta_0 - 1|$ (typical init)"),
+    _exponent("zeta_inf", r"exponent of $|\zeta_\infty|$"),
+    Metric("ntk_change_sampled_exp", r"exponent of $|\Theta_\infty/\Theta_0 - 1|$ (sampled init)", "continuous",
+           "float64", False, lambda p: p.limit_sampled.ntk_change, optimizer="scaling"),
+    _health("unstable", r"unstable ($\Theta_\infty$ grows with d)"),
+    _health("frozen", r"frozen ($\Theta_\infty$ vanishes with d)"),
+    _health("divergent_output", r"divergent initial output ($m_0$ grows with d)"),
+)}
+METRICS.update(SCALING_METRICS)
+
+# categorical legends: code -> name
+LEGENDS = {"phase": core.PHASES, "gd_outcome": core.GD_OUTCOMES, "limit_phase": core.LIMIT_PHASES}
+
+# metrics a `plot.maps` entry may name (finite-width sweeps; mode: scaling)
+MAP_METRICS = tuple(name for name, m in METRICS.items() if m.kind != "flag" and m.optimizer != "scaling")
+SCALING_MAPS = tuple(name for name, m in SCALING_METRICS.items() if m.kind != "flag")
 
 # trajectory arrays (with train.times): grid shape + (len(times),)
 TRAJECTORY_FIELDS = ("m", "ntk", "alignment", "loss", "m_lin")
 
 
-def metrics_for(optimizer: str) -> list[Metric]:
-    """The metrics a sweep with this optimizer stores."""
-    return [m for m in METRICS.values() if m.optimizer in (None, optimizer)]
+def metrics_for(kind: str) -> list[Metric]:
+    """The metrics a sweep stores: kind is "flow", "gd" (finite width) or "scaling" (exponents only)."""
+    if kind == "scaling":
+        return list(SCALING_METRICS.values())
+    return [m for m in METRICS.values() if m.optimizer in (None, kind)]

@@ -100,7 +100,10 @@ def run_config(
 
 def draw(result: results.SweepResult, out: Path, formats: list[str] | None = None) -> list[str]:
     """Render the config's figures into `out` (returns their paths)."""
-    from phasediag.maps import render_all
+    if result.meta.get("mode") == "scaling":
+        from phasediag.limit_maps import render_all
+    else:
+        from phasediag.maps import render_all
 
     started = time.perf_counter()
     paths = [str(p) for p in render_all(result, out, formats)]

@@ -116,19 +116,39 @@ def model_values(config: Config, flat: np.ndarray) -> tuple[dict[str, np.ndarray
 def validate(config: Config, chunk_size: int = DEFAULT_CHUNK) -> None:
     """Check every grid point's model values before anything is computed or written (raises ConfigError)."""
     n = grid_size(config)
+    check = scaling_values if config.mode == "scaling" else model_values
     for lo, hi in chunks(0, n, chunk_size):
-        model_values(config, np.arange(lo, hi))
+        check(config, np.arange(lo, hi))
 
 
 # ---------- evaluation ----------
 
+def scaling_values(config: Config, flat: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The exponents (k, su, sw, eu, ew) on the points `flat` of a `mode: scaling` grid (bases checked > 0)."""
+    from phasediag.config import SCALING_KEYS
+
+    variables = _variables(config, flat)
+    out = []
+    for key in SCALING_KEYS:
+        base = np.broadcast_to(config.bases[key].evaluate(variables), flat.shape)
+        _require(config.bases[key], base, base > 0, "must be > 0", variables)
+        out.append(np.broadcast_to(config.model[key].evaluate(variables), flat.shape).astype(float))
+    return tuple(out)
+
+
 def evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarray]:
     """All stored arrays for the flat points [start, stop): metrics shaped (n,), trajectories (n, T)."""
+    if config.mode == "scaling":
+        from phasediag.metrics import ScalingPointSet
+
+        points = ScalingPointSet(*scaling_values(config, np.arange(start, stop)))
+        return {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
+                for m in metrics_for("scaling")}
     _, problem = model_values(config, np.arange(start, stop))
     inv = core.invariants(problem)
     points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps)
     out = {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
-           for m in metrics_for(config.optimizer)}
+           for m in metrics_for(config.kind)}
     if config.times is not None:
         if config.optimizer == "gd":
             state = core.gd_state(inv, config.times, max_steps=config.max_steps)
@@ -145,7 +165,7 @@ def _evaluate_task(args) -> tuple[int, int, dict[str, np.ndarray]]:
 
 
 def _allocate(config: Config, n: int) -> dict[str, np.ndarray]:
-    arrays = {m.name: np.empty(n, dtype=m.dtype) for m in metrics_for(config.optimizer)}
+    arrays = {m.name: np.empty(n, dtype=m.dtype) for m in metrics_for(config.kind)}
     if config.times is not None:
         for field in TRAJECTORY_FIELDS:
             arrays[f"traj_{field}"] = np.empty((n, len(config.times)))
@@ -243,12 +263,13 @@ def build_meta(config: Config, n: int, chunk: int, workers: int, shard: Shard | 
     return {
         "name": config.name,
         "description": config.description,
+        "mode": config.mode,
         "axes": list(config.axis_names),
         "shape": list(config.shape),
         "times": None if config.times is None else config.times.tolist(),
         "grid_points": n,
         "metrics": {m.name: {"label": m.label, "kind": m.kind, "log": m.log, "threshold": m.threshold}
-                    for m in metrics_for(config.optimizer)},
+                    for m in metrics_for(config.kind)},
         "legends": {k: list(v) for k, v in LEGENDS.items() if k in METRICS},
         "thresholds": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
         "config": config.resolved,

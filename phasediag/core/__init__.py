@@ -27,10 +27,37 @@ from phasediag.core.phases import (
     classify_order,
     order_parameters,
 )
+from phasediag.core.scaling import (
+    CHECKED,
+    EXPONENT_NAMES,
+    HEALTH_FLAGS,
+    LIMIT_PHASES,
+    PARAMETRIZATIONS,
+    ExactLimit,
+    LimitExponents,
+    Parametrization,
+    ScalingExponents,
+    SlopeCheck,
+    check_exponents,
+    exact,
+    exact_exponents,
+    exact_limit,
+    exact_limit_exponents,
+    hyperparameters,
+    limit_exponents,
+    limit_health,
+    limit_phase,
+    loglog_slope,
+    parametrization,
+)
 
 __all__ = [
     "FlowState", "Invariants", "Problem", "alignment_of", "flow_state", "invariants", "ntk_change",
     "relaxation_time", "t_learn", "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
     "OrderParameters", "classify", "classify_order", "order_parameters",
+    "CHECKED", "EXPONENT_NAMES", "HEALTH_FLAGS", "LIMIT_PHASES", "PARAMETRIZATIONS", "ExactLimit",
+    "LimitExponents", "Parametrization", "ScalingExponents", "SlopeCheck", "check_exponents", "exact",
+    "exact_exponents", "exact_limit", "exact_limit_exponents", "hyperparameters", "limit_exponents",
+    "limit_health", "limit_phase", "loglog_slope", "parametrization",
 ]
