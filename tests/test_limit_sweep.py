@@ -104,3 +104,14 @@ def test_run_draws_the_diagram_with_boundaries(tmp_path):
     boundary = [c for c in ax.collections if isinstance(c, ContourSet) and list(c.levels) == [0.0]][0]
     vertices = np.concatenate([p.vertices for p in boundary.get_paths() if len(p.vertices)])
     np.testing.assert_allclose(vertices.sum(axis=1), -1.0, atol=1e-9)
+
+
+def test_scaling_shards_merge_bit_identically(tmp_path):
+    from phasediag import results
+
+    config = load(SCALING)
+    whole = sweep.run(config)
+    for k in (1, 2, 3):
+        results.save(sweep.run(config, shard=sweep.Shard(k, 3), chunk_size=100), tmp_path / f"s{k}")
+    merged = results.merge([results.load(tmp_path / f"s{k}") for k in (2, 3, 1)])
+    assert all(np.array_equal(whole.arrays[n], merged.arrays[n]) for n in whole.arrays)
