@@ -97,18 +97,21 @@ def _slope(st: _State, m_star) -> np.ndarray:
 
 
 def _step(st: _State, k: _Flat) -> _State:
-    """One exact GD step."""
+    """One exact GD step. delta' is taken from whichever form rounds less: delta times its factor
+    (cancels when a Theta ~ 1 + ..., e.g. a step that lands near m*) or (alpha' - beta') - m*."""
     cr = k.c * k.a * st.delta
     ntk = 2.0 * k.c * (st.alpha + st.beta)
     m = _slope(st, k.m_star)
-    factor = (1.0 - k.a * ntk) + k.a * k.c * cr * m
+    growth = k.a * k.c * cr * m
+    factor = (1.0 - k.a * ntk) + growth
+    alpha = st.alpha * (1.0 - cr) ** 2
+    beta = st.beta * (1.0 + cr) ** 2
+    err_product = np.abs(st.delta) * (1.0 + k.a * ntk + np.abs(growth))
+    err_direct = alpha + beta + np.abs(k.m_star)
+    delta = np.where(err_product <= err_direct, st.delta * factor, (alpha - beta) - k.m_star)
     shrink = (1.0 - cr) * (1.0 + cr)
-    return _State(
-        st.alpha * (1.0 - cr) ** 2,
-        st.beta * (1.0 + cr) ** 2,
-        st.delta * factor,
-        np.where(k.g0 > 0, st.scale * shrink, st.scale),  # P only matters where g > 0 (else G = Delta = 0)
-    )
+    # P only matters where g > 0 (else G = Delta = 0 and P could grow without bound)
+    return _State(alpha, beta, delta, np.where(k.g0 > 0, st.scale * shrink, st.scale))
 
 
 def _decide(st: _State, k: _Flat, loss_ratio) -> np.ndarray:
