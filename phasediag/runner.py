@@ -56,6 +56,28 @@ def _complete_and_current(out: Path, digest: str, shard: sweep.Shard | None) -> 
     return meta.get("config_hash") == digest and got == want
 
 
+def _available_memory() -> int:
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 62
+
+
+def _check_size(config: Config, shard: sweep.Shard | None) -> None:
+    """Refuse, before any work, a grid whose result arrays cannot fit in memory (suggest --shard)."""
+    n = sweep.grid_size(config)
+    start, stop = shard.bounds(n) if shard else (0, n)
+    need = sweep.result_bytes(config, stop - start)
+    have = _available_memory()
+    if need > 0.8 * have:
+        parts = int(np.ceil(need / (0.4 * have)))
+        raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays, "
+                          f"more than the {have / 1e9:.3g} GB of memory available; split it with --shard K/N "
+                          f"(N >= {parts}) and join the parts with 'phasediag merge', or make the sweep smaller")
+
+
 def run_config(
     config_path: str | Path,
     *,
@@ -71,7 +93,8 @@ def run_config(
     """Validate, evaluate, save and draw one config. Returns a JSON-ready summary."""
     started = time.perf_counter()
     config = load_config(config_path)
-    sweep.validate(config, chunk_size)  # every bad value is reported before anything is written
+    _check_size(config, shard)
+    sweep.validate(config, chunk_size, shard)  # every bad value is reported before anything is written
     out = Path(out) if out is not None else default_out(config, shard)
     digest = sweep.config_hash(config)
     if resume and _complete_and_current(out, digest, shard):

@@ -113,12 +113,22 @@ def model_values(config: Config, flat: np.ndarray) -> tuple[dict[str, np.ndarray
     return v, problem
 
 
-def validate(config: Config, chunk_size: int = DEFAULT_CHUNK) -> None:
-    """Check every grid point's model values before anything is computed or written (raises ConfigError)."""
+def validate(config: Config, chunk_size: int = DEFAULT_CHUNK, shard: Shard | None = None) -> None:
+    """Check every grid point's model values (of the shard) before anything is computed or written
+    (raises ConfigError)."""
     n = grid_size(config)
+    start, stop = shard.bounds(n) if shard else (0, n)
     check = scaling_values if config.mode == "scaling" else model_values
-    for lo, hi in chunks(0, n, chunk_size):
+    for lo, hi in chunks(start, stop, chunk_size):
         check(config, np.arange(lo, hi))
+
+
+def result_bytes(config: Config, points: int) -> int:
+    """Memory the result arrays of `points` grid points take (what a run must hold, and write)."""
+    per_point = sum(np.dtype(m.dtype).itemsize for m in metrics_for(config.kind))
+    if config.times is not None:
+        per_point += 8 * len(TRAJECTORY_FIELDS) * len(config.times)
+    return per_point * points
 
 
 # ---------- evaluation ----------

@@ -165,3 +165,12 @@ def test_results_load_round_trip(config, tmp_path):
     r = results.load(tmp_path / "o")
     assert r.axes == ["d", "s", "seed"] and set(r.coords) == {"d", "s", "seed"}
     assert r.arrays["tau"].shape == (9, 7, 2) and not r.is_shard
+
+
+def test_a_grid_too_large_for_memory_is_refused_at_once(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(CONFIG.replace("{log: [1, 1e4, 9]}", "{log: [1, 1e4, 100000]}")
+                    .replace("{log: [1e-6, 1, 7]}", "{log: [1e-6, 1, 100000]}"))
+    proc = phasediag("run", path, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and "--shard K/N" in proc.stderr and "GB of result arrays" in proc.stderr
+    assert not (tmp_path / "out").exists()
