@@ -141,3 +141,17 @@ def test_checkpointed_chunks_are_reused(tmp_path):
     again = sweep.run(config, chunk_size=20, checkpoint=tmp_path)
     assert np.all(again.arrays["tau"].reshape(-1)[:20] == 123.0)
     assert np.array_equal(again.arrays["tau"].reshape(-1)[20:], first.arrays["tau"].reshape(-1)[20:])
+
+
+def test_gd_sweeps_with_divergence_are_chunking_invariant():
+    # bundled config 7 at lower resolution: diverging points must not change when (or whether) other points
+    # of the same chunk are checked or settled
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "configs/7_gd_lr_vs_width.yaml").read_text()
+    config = load(text.replace("[0.05, 5, 121]", "[0.05, 5, 31]").replace("[1, 1e5, 101]", "[1, 1e5, 21]"))
+    whole = sweep.run(config)
+    outcomes = set(np.unique(whole.arrays["gd_outcome"]).tolist())
+    assert core.GD_CODE["diverges"] in outcomes and core.GD_CODE["catapult"] in outcomes
+    assert_same(whole, sweep.run(config, chunk_size=7))
+    assert_same(whole, sweep.run(config, chunk_size=5, workers=2))

@@ -159,10 +159,16 @@ def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True) -
         for step in range(max_steps + 1):
             pk = np.maximum(pk, np.minimum(np.abs(st.delta / d0), 1e150) ** 2)
             blown = ~(st.alpha + st.beta <= sub.bound)
-            if step % _CHECK_EVERY == 0 or step == max_steps or np.any(blown):
-                code = np.where(code == _UNDECIDED, _decide(st, sub, pk), code)
-                settled = _settled(st, sub) | (code == GD_CODE["diverges"])
-                done = (code != _UNDECIDED) & ((not settle) | settled | (code == GD_CODE["stalls"]))
+            scheduled = step % _CHECK_EVERY == 0 or step == max_steps
+            if scheduled or np.any(blown):
+                if scheduled:  # the same steps for every point, so a point's result never depends on others
+                    code = np.where(code == _UNDECIDED, _decide(st, sub, pk), code)
+                    settled = _settled(st, sub) | (code == GD_CODE["diverges"])
+                    done = (code != _UNDECIDED) & ((not settle) | settled | (code == GD_CODE["stalls"]))
+                else:
+                    done = np.zeros(blown.shape, dtype=bool)
+                code = np.where(blown, GD_CODE["diverges"], code)  # retire diverged points at once
+                done |= blown
                 finished = active[done]
                 for full, part in zip(final, st):
                     full[finished] = part[done]
