@@ -24,6 +24,7 @@ TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "tr
 SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
 RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
 FORMATS = ("png", "pdf", "svg")
+MAX_GD_STEPS = 1_000_000  # as `solve`: the exact GD map costs one vectorized step per step
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _INF = re.compile(r"^[-+]?\.?(inf|Inf|INF)(inity)?$")
@@ -401,13 +402,22 @@ def _train(item: Located | None):
     if optimizer not in ("flow", "gd"):
         raise _fail("train.optimizer", spec["optimizer"].line, f"must be flow or gd, got {optimizer!r}")
     max_steps = int(_number(spec["max_steps"], positive=True, integer=True)) if "max_steps" in spec else 100_000
+    if max_steps > MAX_GD_STEPS:
+        raise _fail("train.max_steps", spec["max_steps"].line, f"must be at most {MAX_GD_STEPS:,}, got {max_steps:,}")
     times = None
     if "times" in spec:
         times = _axis_values(spec["times"])
         if np.any(times < 0):
             raise _fail("train.times", spec["times"].line, "times must be >= 0")
         if optimizer == "gd":  # GD times are step counts
-            times = np.unique(np.round(times))
+            if np.any(times != np.round(times)):
+                bad = times[times != np.round(times)][0]
+                raise _fail("train.times", spec["times"].line, f"with optimizer gd times are whole numbers of "
+                                                               f"steps, got {bad:g} (use values: [...] or lin)")
+            if times.max() > MAX_GD_STEPS:
+                raise _fail("train.times", spec["times"].line, f"at most {MAX_GD_STEPS:,} GD steps (the exact map "
+                                                               f"costs O(steps)), got {times.max():g}")
+            times = np.unique(times)
         times = np.sort(times)
     if optimizer == "gd" and np.isfinite(horizon) and horizon != int(horizon):
         raise _fail("train.horizon", spec["horizon"].line, "with optimizer gd the horizon is a whole number of steps")

@@ -105,6 +105,9 @@ def test_unknown_top_level_key_and_broken_yaml():
         ("train: {horizon: -1}", "train.horizon (line 13): must be > 0"),
         ("train: {horizon: 10.5, optimizer: gd}", "whole number of steps"),
         ("train: {times: {log: [1, 10, 0]}}", "train.times.log[2] (line 13): must be > 0"),
+        ("train: {optimizer: gd, times: {values: [1.5, 3]}}", "train.times (line 13): with optimizer gd times are whole"),
+        ("train: {optimizer: gd, times: {values: [0, 1e9]}}", "train.times (line 13): at most 1,000,000 GD steps"),
+        ("train: {optimizer: gd, max_steps: 1e12}", "train.max_steps (line 13): must be at most 1,000,000"),
         ("classify: {alignment_threshold: 1.5}", "classify.alignment_threshold (line 13): must be in (0, 1)"),
         ("classify: {ntk_threshold: 0}", "classify.ntk_threshold (line 13): must be > 0"),
         ("plot: {x: q}", "plot.x (line 13): 'q' is not a sweep variable"),
@@ -118,7 +121,7 @@ def test_section_errors(section, expected):
 
 
 def test_sections_parse():
-    c = load(BASE + "init: {seeds: 5, seed: 42}\ntrain: {optimizer: gd, times: {log: [1, 1000, 50]}}\n")
+    c = load(BASE + "init: {seeds: 5, seed: 42}\ntrain: {optimizer: gd, times: {lin: [0, 1000, 51]}}\n")
     assert c.shape == (7, 4, 5) and c.axis_names == ("d", "s", "seed") and c.seed == 42
     assert np.all(c.times == np.round(c.times)) and len(np.unique(c.times)) == len(c.times)
     c = load(BASE + "init: {gram: [d, 2 * d, 0.5 * d]}\n")
