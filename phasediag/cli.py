@@ -201,7 +201,7 @@ Examples:
 @click.option("--teacher", type=FINITE, default=1.0, show_default=True, help="Teacher slope m* = E[xy]/E[x^2].")
 @click.option("--gram", type=GRAM, default=None,
               help="Initialize from an explicit Gram U=|u0|^2, W=|w0|^2, V=u0.w0 (needs V^2 <= U W).")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=None,
               help="Initialize from an exact sample of (U, W, V) at this width (reproducible).")
 @click.option("--typical", is_flag=True, default=False,
               help="Typical initialization U = d sigma_u^2, W = d sigma_w^2, V = 0 (the default).")

@@ -680,3 +680,12 @@ def test_console_script_is_installed():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout, parse_constant=_reject_constant)["t"] == [0.0, None]
+
+
+def test_seed_beyond_the_counter_range_is_bad_input():
+    from click.testing import CliRunner
+
+    from phasediag.cli import phasediag as group
+
+    result = CliRunner().invoke(group, ["solve", "--seed", str(2**63)])
+    assert result.exit_code == 2 and "--seed" in result.output
