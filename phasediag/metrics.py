@@ -43,12 +43,16 @@ class PointSet:
         self.max_steps = max_steps
 
     @cached_property
+    def _at_horizon(self) -> tuple[core.FlowState, np.ndarray]:
+        return core.flow_state_and_change(self.inv, self.horizon)  # one closed-form evaluation for both
+
+    @cached_property
     def order(self) -> core.OrderParameters:
-        return core.order_parameters(self.inv, self.horizon)
+        return core.order_parameters(self.inv, self.horizon, self._at_horizon)
 
     @cached_property
     def final(self) -> core.FlowState:
-        return core.flow_state(self.inv, self.horizon)
+        return self._at_horizon[0]
 
     @cached_property
     def gd(self) -> core.GDResult:

@@ -9,6 +9,7 @@ from phasediag.core.flow import (
     Problem,
     alignment_of,
     flow_state,
+    flow_state_and_change,
     invariants,
     ntk_change,
     relaxation_time,
@@ -52,7 +53,7 @@ from phasediag.core.scaling import (
 )
 
 __all__ = [
-    "FlowState", "Invariants", "Problem", "alignment_of", "flow_state", "invariants", "ntk_change",
+    "FlowState", "Invariants", "Problem", "alignment_of", "flow_state", "flow_state_and_change", "invariants", "ntk_change",
     "relaxation_time", "t_learn", "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
     "OrderParameters", "classify", "classify_order", "order_parameters",

@@ -256,22 +256,39 @@ def alignment_of(inv: Invariants, m) -> np.ndarray:
     return cosine(m, inv.output_scale * np.sqrt(inv.gram.G), inv.m0)
 
 
+def _state_of(inv: Invariants, path: _Path, t) -> FlowState:
+    ntk = 2.0 * inv.c * (path.alpha + path.beta)
+    norm_u2, norm_w2 = _norms(inv, path.m, ntk)
+    x = _times_zero_safe(inv.input_var * inv.ntk_init, np.asarray(t, dtype=float))
+    decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
+    m_lin = np.where(decay < 0.5, inv.teacher - inv.gap * decay, inv.m0 + inv.gap * -np.expm1(-x))
+    return FlowState(
+        m=path.m, ntk=ntk, alignment=alignment_of(inv, path.m), norm_u2=norm_u2, norm_w2=norm_w2,
+        loss=0.5 * inv.input_var * path.to_end**2, m_lin=m_lin,
+    )
+
+
+def _change_of(inv: Invariants, path: _Path) -> np.ndarray:
+    eps = np.finfo(float).eps
+    sum_teacher_m0 = (inv.teacher + inv.m0) + inv.m0_lo
+    m_plus_m0, _ = _best((
+        (path.m + inv.m0, path.m_err + eps * (np.abs(path.m) + np.abs(inv.m0))),
+        (path.to_end + sum_teacher_m0, np.where(inv.saddle, np.inf, eps * (
+            np.abs(path.to_end) + np.abs(sum_teacher_m0) + np.abs(inv.teacher)))),
+        (path.from_start + 2.0 * inv.m0, eps * (np.abs(path.from_start) + 2.0 * np.abs(inv.m0))),
+    ))
+    s = path.alpha + path.beta
+    den = inv.s0 * (s + inv.s0)
+    return np.where(den > 0, path.from_start * m_plus_m0 / np.where(den > 0, den, 1.0), 0.0)
+
+
 def flow_state(inv: Invariants, t) -> FlowState:
     """Exact state at time(s) t (broadcast against the points; np.inf = end of training).
 
     Shapes: the broadcast of the Invariants arrays with t (e.g. points[..., None] with t of shape (T,)).
     """
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        path = _evaluate(inv, t)
-        ntk = 2.0 * inv.c * (path.alpha + path.beta)
-        norm_u2, norm_w2 = _norms(inv, path.m, ntk)
-        x = _times_zero_safe(inv.input_var * inv.ntk_init, np.asarray(t, dtype=float))
-        decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
-        m_lin = np.where(decay < 0.5, inv.teacher - inv.gap * decay, inv.m0 + inv.gap * -np.expm1(-x))
-        return FlowState(
-            m=path.m, ntk=ntk, alignment=alignment_of(inv, path.m), norm_u2=norm_u2, norm_w2=norm_w2,
-            loss=0.5 * inv.input_var * path.to_end**2, m_lin=m_lin,
-        )
+        return _state_of(inv, _evaluate(inv, t), t)
 
 
 def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
@@ -281,18 +298,14 @@ def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
     time m = -m0 where the NTK passes back through Theta0). Defined as 0 when Theta0 = 0.
     """
     with np.errstate(over="raise", invalid="raise", divide="raise"):
+        return _change_of(inv, _evaluate(inv, t))
+
+
+def flow_state_and_change(inv: Invariants, t) -> tuple[FlowState, np.ndarray]:
+    """`flow_state` and `ntk_change` at the same times from one evaluation of the closed form."""
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
         path = _evaluate(inv, t)
-        eps = np.finfo(float).eps
-        sum_teacher_m0 = (inv.teacher + inv.m0) + inv.m0_lo
-        m_plus_m0, _ = _best((
-            (path.m + inv.m0, path.m_err + eps * (np.abs(path.m) + np.abs(inv.m0))),
-            (path.to_end + sum_teacher_m0, np.where(inv.saddle, np.inf, eps * (
-                np.abs(path.to_end) + np.abs(sum_teacher_m0) + np.abs(inv.teacher)))),
-            (path.from_start + 2.0 * inv.m0, eps * (np.abs(path.from_start) + 2.0 * np.abs(inv.m0))),
-        ))
-        s = path.alpha + path.beta
-        den = inv.s0 * (s + inv.s0)
-        return np.where(den > 0, path.from_start * m_plus_m0 / np.where(den > 0, den, 1.0), 0.0)
+        return _state_of(inv, path, t), _change_of(inv, path)
 
 
 def relaxation_time(inv: Invariants) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.flow import Invariants, alignment_of, flow_state, ntk_change
+from phasediag.core.flow import FlowState, Invariants, alignment_of, flow_state_and_change
 
 PHASES = (
     "kernel",
@@ -53,9 +53,11 @@ class OrderParameters(NamedTuple):
     not_converged: np.ndarray
 
 
-def order_parameters(inv: Invariants, horizon=np.inf) -> OrderParameters:
-    """Order parameters of every point at training horizon T = `horizon` (steps; inf = end of training)."""
-    final = flow_state(inv, horizon)
+def order_parameters(inv: Invariants, horizon=np.inf,
+                     at_horizon: tuple[FlowState, np.ndarray] | None = None) -> OrderParameters:
+    """Order parameters of every point at training horizon T = `horizon` (steps; inf = end of training).
+    `at_horizon`: `flow_state_and_change(inv, horizon)` if the caller has it already."""
+    final, change = at_horizon if at_horizon is not None else flow_state_and_change(inv, horizon)
     zeta0 = alignment_of(inv, inv.m0)
     zeta_T = final.alignment
     crosses = inv.m0 * final.m < 0
@@ -66,7 +68,7 @@ def order_parameters(inv: Invariants, horizon=np.inf) -> OrderParameters:
     loss0 = 0.5 * inv.input_var * inv.gap**2
     not_converged = np.isfinite(horizon) & (inv.gap != 0) & (final.loss > 0.01 * loss0)
     return OrderParameters(
-        ntk_change=ntk_change(inv, horizon), alignment_init=zeta0, alignment_final=zeta_T,
+        ntk_change=change, alignment_init=zeta0, alignment_final=zeta_T,
         alignment_gain=gain, disalignment=dis, not_converged=np.asarray(not_converged),
     )
 
