@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from phasediag.maps import _figure, _save  # pyplot-free figures; deterministic atomic writes
 from phasediag.results import SweepResult
 
 PHASE_COLOURS = {"kernel": "#56B4E9", "feature_learning": "#E69F00"}
@@ -23,15 +24,6 @@ HEALTH_STYLE = {  # flag -> (hatch, boundary exponent field, line colour)
     "divergent_output": ("...", "m0_exp", "#CC79A7"),
 }
 INPUTS = ("output_scale_exp", "init_var_u_exp", "init_var_w_exp", "lr_u_exp", "lr_w_exp")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _plane(result: SweepResult, name: str, x: str, y: str) -> np.ndarray:
@@ -76,7 +68,8 @@ def _label(result: SweepResult, var: str) -> str:
     model = result.meta["config"].get("model", {})
     users = [f"{key} ~ d^({spec['exp']})" for key, spec in model.items()
              if re.search(rf"\b{re.escape(var)}\b", str(spec.get("exp", "")))]
-    return f"{var}  ({'; '.join(users)})" if users else var
+    per_line = ";\n".join(users)  # one hyperparameter per line, so the label fits beside the axis
+    return f"{var}  ({per_line})" if users else var
 
 
 def limit_phase_diagram(result: SweepResult, x: str, y: str, path=None):
@@ -86,8 +79,8 @@ def limit_phase_diagram(result: SweepResult, x: str, y: str, path=None):
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.6, 5.4), layout="constrained")
+    fig = _figure(7.6, 5.4)
+    ax = fig.add_subplot()
     xs, ys = result.coords[x], result.coords[y]
     X, Y = np.meshgrid(xs, ys)
     legend = result.meta["legends"]["limit_phase"]
@@ -127,8 +120,8 @@ def exponent_map(result: SweepResult, metric: str, x: str, y: str, path=None):
     """A limit exponent over the plane, diverging colours centred at 0, its zero level as a line."""
     from matplotlib.colors import TwoSlopeNorm
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.8, 5.0), layout="constrained")
+    fig = _figure(6.8, 5.0)
+    ax = fig.add_subplot()
     xs, ys = result.coords[x], result.coords[y]
     values = _plane(result, metric, x, y)
     lo, hi = float(values.min()), float(values.max())
@@ -145,18 +138,9 @@ def exponent_map(result: SweepResult, metric: str, x: str, y: str, path=None):
     return fig
 
 
-def _save(fig, path) -> None:
-    if path is not None:
-        from phasediag.io import atomic_path
-
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
-
-
 def render_all(result: SweepResult, out_dir, formats: Sequence[str] | None = None) -> list[Path]:
     """The config's maps: limit_phase as the phase diagram, other entries as exponent maps.
     Needs two sweep variables (plot.x, plot.y)."""
-    plt = _pyplot()
     plot = result.meta["config"]["plot"]
     formats = list(formats or plot.get("formats") or ["png"])
     x, y = plot["x"], plot.get("y")
@@ -170,5 +154,4 @@ def render_all(result: SweepResult, out_dir, formats: Sequence[str] | None = Non
             path = Path(out_dir) / f"{result.meta['name']}__{metric}__{y}_vs_{x}.{fmt}"
             _save(fig, path)
             written.append(path)
-        plt.close(fig)
     return written
