@@ -188,43 +188,65 @@ Examples:
 """
 
 
+def _options(*decorators):
+    """Apply click option decorators in the order listed (top to bottom in --help)."""
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+MODEL_OPTIONS = _options(
+    click.option("--width", type=WIDTH, default=100, show_default=True, help="Hidden width d (integer >= 1; 1e6 is accepted)."),
+    click.option("--output-scale", type=POSITIVE, default=1.0, show_default=True, help="Output scale kappa > 0."),
+    click.option("--lr-u", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_u of the output layer u."),
+    click.option("--lr-w", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_w of the input layer w."),
+    click.option("--init-var-u", type=NONNEGATIVE, default=None, show_default="1/width",
+                 help="Initial variance sigma_u^2 of u's entries (0 = zero-initialized layer)."),
+    click.option("--init-var-w", type=NONNEGATIVE, default=None, show_default="1/width",
+                 help="Initial variance sigma_w^2 of w's entries."),
+    click.option("--input-var", type=POSITIVE, default=1.0, show_default=True, help="Input variance a = E[x^2] > 0."),
+    click.option("--teacher", type=FINITE, default=1.0, show_default=True, help="Teacher slope m* = E[xy]/E[x^2]."),
+)
+
+TIME_GRID_OPTIONS = _options(
+    click.option("--times", type=TIMES, default=None,
+                 help="Comma-separated times (GD, SGD: integer step counts), 'inf' for the end of training (solve)."),
+    click.option("--t-max", type=POSITIVE, default=None, show_default="100",
+                 help="Log-spaced grid: last time. The grid is t=0 then POINTS-1 log-spaced times in [T_MIN, T_MAX]."),
+    click.option("--t-min", type=POSITIVE, default=None, show_default="T_MAX/1000; GD, SGD: 1",
+                 help="Log-spaced grid: first positive time."),
+    click.option("--points", type=click.IntRange(min=2, max=100_000), default=None, show_default="25",
+                 help="Log-spaced grid: number of times including t=0 (GD: duplicates after rounding dropped)."),
+)
+
+OUTPUT_OPTIONS = _options(
+    click.option("--ntk-threshold", type=POSITIVE, default=0.1, show_default=True,
+                 help="|ntk_change| at or above this means feature learning."),
+    click.option("--alignment-threshold", type=POSITIVE, default=0.1, show_default=True,
+                 help="Alignment / disalignment at or above this counts."),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON object (one line) instead of the table."),
+    click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                 help="Write a 2x2 figure (m, NTK, alignment, loss vs t) to FILE (.png, .pdf, .svg, ...)."),
+    click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (and the JSON with --json)."),
+)
+
+
 @phasediag.command(epilog=SOLVE_EPILOG)
-@click.option("--width", type=WIDTH, default=100, show_default=True, help="Hidden width d (integer >= 1; 1e6 is accepted).")
-@click.option("--output-scale", type=POSITIVE, default=1.0, show_default=True, help="Output scale kappa > 0.")
-@click.option("--lr-u", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_u of the output layer u.")
-@click.option("--lr-w", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_w of the input layer w.")
-@click.option("--init-var-u", type=NONNEGATIVE, default=None, show_default="1/width",
-              help="Initial variance sigma_u^2 of u's entries (0 = zero-initialized layer).")
-@click.option("--init-var-w", type=NONNEGATIVE, default=None, show_default="1/width",
-              help="Initial variance sigma_w^2 of w's entries.")
-@click.option("--input-var", type=POSITIVE, default=1.0, show_default=True, help="Input variance a = E[x^2] > 0.")
-@click.option("--teacher", type=FINITE, default=1.0, show_default=True, help="Teacher slope m* = E[xy]/E[x^2].")
+@MODEL_OPTIONS
 @click.option("--gram", type=GRAM, default=None,
               help="Initialize from an explicit Gram U=|u0|^2, W=|w0|^2, V=u0.w0 (needs V^2 <= U W).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=None,
               help="Initialize from an exact sample of (U, W, V) at this width (reproducible).")
 @click.option("--typical", is_flag=True, default=False,
               help="Typical initialization U = d sigma_u^2, W = d sigma_w^2, V = 0 (the default).")
-@click.option("--times", type=TIMES, default=None,
-              help="Comma-separated times (GD: integer step counts), 'inf' for the end of training.")
-@click.option("--t-max", type=POSITIVE, default=None, show_default="100",
-              help="Log-spaced grid: last time. The grid is t=0 then POINTS-1 log-spaced times in [T_MIN, T_MAX].")
-@click.option("--t-min", type=POSITIVE, default=None, show_default="T_MAX/1000; GD: 1",
-              help="Log-spaced grid: first positive time.")
-@click.option("--points", type=click.IntRange(min=2), default=None, show_default="25",
-              help="Log-spaced grid: number of times including t=0 (GD: duplicates after rounding dropped).")
+@TIME_GRID_OPTIONS
 @click.option("--optimizer", type=click.Choice(["flow", "gd"]), default="flow", show_default=True,
               help="flow: exact gradient flow; gd: exact discrete gradient descent (times are step counts).")
 @click.option("--horizon", type=HORIZON, default=math.inf, show_default="inf",
               help="Training horizon T for the final/phase block (GD: integer steps).")
-@click.option("--ntk-threshold", type=POSITIVE, default=0.1, show_default=True,
-              help="|ntk_change| at or above this means feature learning.")
-@click.option("--alignment-threshold", type=POSITIVE, default=0.1, show_default=True,
-              help="Alignment / disalignment at or above this counts.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (one line) instead of the table.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Write a 2x2 figure (m, NTK, alignment, loss vs t) to FILE (.png, .pdf, .svg, ...).")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (and the JSON with --json).")
+@OUTPUT_OPTIONS
 def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher, gram, seed, typical,
           times, t_max, t_min, points, optimizer, horizon, ntk_threshold, alignment_threshold, as_json, plot,
           quiet):
@@ -240,15 +262,7 @@ def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, te
     if len(chosen) > 1:
         raise click.UsageError(f"{' and '.join(chosen)} are mutually exclusive: choose one initialization")
     init = {"--gram": "gram", "--seed": "seed"}.get(chosen[0], "typical") if chosen else "typical"
-    grid_opts = [name for name, v in (("--t-max", t_max), ("--t-min", t_min), ("--points", points))
-                 if v is not None]
-    if times is not None and grid_opts:
-        raise click.UsageError(f"--times conflicts with {', '.join(grid_opts)}: give a list or a grid, not both")
-    if plot is not None:
-        suffix = os.path.splitext(plot)[1][1:].lower()
-        if suffix and suffix not in PLOT_FORMATS:
-            raise click.BadParameter(f"unsupported figure format '.{suffix}' (use one of "
-                                     f"{', '.join(PLOT_FORMATS[:6])}, ...)", param_hint="'--plot'")
+    _check_grid_and_plot(times, t_max, t_min, points, plot)
 
     from phasediag.solve import DEFAULTS, InputError, NumericalRangeError, log_times, solve_point
 
@@ -270,6 +284,24 @@ def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, te
             raise
         raise click.ClickException(str(e)) from None
 
+    _emit_point(result, plot, as_json, quiet, format_result)
+
+
+def _check_grid_and_plot(times, t_max, t_min, points, plot) -> None:
+    """--times excludes the grid options; --plot needs a figure format matplotlib writes."""
+    grid_opts = [name for name, v in (("--t-max", t_max), ("--t-min", t_min), ("--points", points))
+                 if v is not None]
+    if times is not None and grid_opts:
+        raise click.UsageError(f"--times conflicts with {', '.join(grid_opts)}: give a list or a grid, not both")
+    if plot is not None:
+        suffix = os.path.splitext(plot)[1][1:].lower()
+        if suffix and suffix not in PLOT_FORMATS:
+            raise click.BadParameter(f"unsupported figure format '.{suffix}' (use one of "
+                                     f"{', '.join(PLOT_FORMATS[:6])}, ...)", param_hint="'--plot'")
+
+
+def _emit_point(result: dict, plot, as_json: bool, quiet: bool, formatter) -> None:
+    """Draw the trajectory figure if asked, then print the JSON or the table."""
     if plot is not None:
         from phasediag.plotting import trajectory_figure
 
@@ -283,9 +315,72 @@ def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, te
 
         click.echo(json.dumps(result, allow_nan=False))
     elif not quiet:
-        click.echo(format_result(result))
+        click.echo(formatter(result))
     if plot is not None and not quiet:
         click.echo(f"wrote {plot}", err=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag simulate
+
+SIMULATE_EPILOG = """\b
+Examples:
+  phasediag simulate --width 1000 --seed 3 --times 0,10,100,1000 --json
+  phasediag simulate --optimizer sgd --batch-size 8 --samples 256 --noise-var 0.1 --t-max 2000
+  # the exact prediction for the same network: its sampled Gram, printed under "init"
+  phasediag simulate --width 50 --json | jq -r '.init | "\\(.U),\\(.W),\\(.V)"' \\
+    | xargs -I{} phasediag solve --width 50 --optimizer gd --gram {} --json
+"""
+
+
+@phasediag.command(epilog=SIMULATE_EPILOG)
+@MODEL_OPTIONS
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
+              help="Seed of the initial vectors (and, for SGD, of the dataset and the batch order).")
+@click.option("--optimizer", type=click.Choice(["gd", "sgd", "flow"]), default="gd", show_default=True,
+              help="gd: full-batch GD on the population loss; sgd: minibatch SGD on --samples points; "
+                   "flow: the gradient flow (adaptive Dormand-Prince, rtol 1e-12).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="SGD minibatch size (each epoch: a fresh permutation, remainder dropped).")
+@click.option("--samples", type=click.IntRange(min=1, max=100_000_000), default=1024, show_default=True,
+              help="SGD dataset size n: x ~ N(0, input_var), y = teacher x + noise.")
+@click.option("--noise-var", type=NONNEGATIVE, default=0.0, show_default=True,
+              help="SGD label-noise variance.")
+@TIME_GRID_OPTIONS
+@OUTPUT_OPTIONS
+def simulate(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher, seed, optimizer,
+             batch_size, samples, noise_var, times, t_max, t_min, points, ntk_threshold, alignment_threshold,
+             as_json, plot, quiet):
+    """Train the actual vectors u, w in R^d (GD, minibatch SGD or the gradient flow) and report what solve
+    reports, measured: m, NTK, alignment, norms and loss per time, the frozen-NTK prediction m_lin, the
+    imbalance Delta and Gram determinant G, and the phase label of the measured trajectory.
+
+    The JSON's "init" holds the sampled vectors' Gram (U, W, V): 'phasediag solve --gram U,W,V' (with
+    '--optimizer gd' for GD) is the exact prediction for the same network. Times are step counts for GD and SGD
+    (default: t = 0 plus 24 log-spaced steps up to 100).
+    """
+    _check_grid_and_plot(times, t_max, t_min, points, plot)
+    from phasediag.solve import DEFAULTS, InputError, NumericalRangeError, log_times
+    from phasediag.witness import simulate_point
+
+    try:
+        if times is None:
+            times = log_times(DEFAULTS["t_max"] if t_max is None else t_max,
+                              DEFAULTS["points"] if points is None else points,
+                              t_min, steps=optimizer != "flow")
+        result = simulate_point(
+            width=width, output_scale=output_scale, lr_u=lr_u, lr_w=lr_w, init_var_u=init_var_u,
+            init_var_w=init_var_w, input_var=input_var, teacher=teacher, seed=seed, times=times,
+            optimizer=optimizer, batch_size=batch_size, samples=samples, noise_var=noise_var,
+            ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold,
+        )
+    except InputError as e:
+        raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
+    except NumericalRangeError as e:
+        if _debug():
+            raise
+        raise click.ClickException(str(e)) from None
+    _emit_point(result, plot, as_json, quiet, format_simulation)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -341,6 +436,30 @@ def format_summary(result) -> str:
 
 def format_result(result) -> str:
     return format_table(result) + "\n\n" + format_summary(result)
+
+
+def format_simulation(result) -> str:
+    """Table and summary of a simulated run (measured quantities)."""
+    p, ini, fin = result["params"], result["init"], result["final"]
+    how = {"gd": "GD on the population loss", "flow": "gradient flow (DOPRI5)",
+           "sgd": f"SGD, batch {p.get('batch_size')} of {p.get('samples')} samples, noise var "
+                  f"{_fmt(p.get('noise_var'))}"}[p["optimizer"]]
+    mech = f" (mechanism: {fin['mechanism']})" if fin["mechanism"] else ""
+    lines = [
+        f"init:   U = {_fmt(ini['U'])}, W = {_fmt(ini['W'])}, V = {_fmt(ini['V'])} (sampled vectors, width "
+        f"{p['width']}, seed {p['seed']}); m0 = {_fmt(ini['m'])}, NTK0 = {_fmt(ini['ntk'])}",
+        f"final:  (t = {_fmt(fin['horizon'])}, {how}) m = {_fmt(fin['m'])}, NTK = {_fmt(fin['ntk'])}, "
+        f"alignment = {_fmt(fin['alignment'])}, ntk_change = {_fmt(fin['ntk_change'])}",
+        f"phase:  {fin['phase'].replace('_', ' ')}{mech}  [measured label {fin['label']}]",
+        f"drift:  imbalance Delta {_fmt(result['imbalance'][0])} -> {_fmt(result['imbalance'][-1])}",
+        f"exact:  phasediag solve --width {p['width']} --gram {ini['U']!r},{ini['W']!r},{ini['V']!r} ..."
+        + ("  --optimizer gd" if p["optimizer"] == "gd" else ""),
+    ]
+    if fin["diverged"]:
+        lines.append("note:   diverged (|u|^2 or |w|^2 above 1e80)")
+    elif fin["not_converged"]:
+        lines.append("note:   not converged at the last time (excess loss above 1% of its initial value)")
+    return format_table(result) + "\n\n" + "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -505,13 +624,25 @@ def export_command(directory, as_csv, out, as_json, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
 def merge_command(directories, out, no_plot, as_json, quiet):
-    """Join the shard DIRECTORIES of one config (written by 'run --shard K/N') into one result."""
+    """Join the shard DIRECTORIES of one config (written by 'run --shard K/N' or 'validate --shard K/N') into
+    one result."""
     from phasediag import runner
+    from phasediag.config import ConfigError
     from phasediag.results import ResultsError
+    from phasediag.validation import VALIDATION_FILE, merge_validation
 
+    kinds = {os.path.isfile(os.path.join(d, VALIDATION_FILE)) for d in directories}
+    if len(kinds) > 1:
+        raise BadInput("merge: the directories mix 'validate' and 'run' shards")
+    if os.path.abspath(out) in {os.path.abspath(d) for d in directories}:
+        raise click.BadParameter("must not be one of the shard directories", param_hint="'--out'")
     try:
+        if kinds == {True}:
+            info = merge_validation(list(directories), out, plot=not no_plot)
+            _echo_validation(info, as_json, quiet)
+            return
         info = runner.merge_dirs(list(directories), out, plot=not no_plot)
-    except ResultsError as e:
+    except (ResultsError, ConfigError) as e:
         raise BadInput(str(e)) from None
     _echo_summary(info, as_json, quiet)
 
@@ -687,6 +818,143 @@ def limit(output_scale, init_var_u, init_var_w, lr_u, lr_w, param, init, check, 
         click.echo(json.dumps(result, allow_nan=False))
     else:
         click.echo(format_limit(result))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag validate
+
+VALIDATE_EPILOG = """\b
+Examples:
+  phasediag validate configs/1_width_vs_init.yaml                  # -> outputs/width_vs_init/validate/
+  phasediag validate configs/7_gd_lr_vs_width.yaml --points 40 --workers 2 --json
+  phasediag validate big.yaml --shard 2/8 --out v/2 && phasediag merge v/* --out outputs/big/validate
+"""
+
+
+@phasediag.command(epilog=VALIDATE_EPILOG)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--points", type=click.IntRange(min=1, max=100_000), default=24, show_default=True,
+              help="Grid points to simulate, spread over the predicted phases (GD: outcomes too).")
+@click.option("--max-width", type=WIDTH, default=10_000, show_default=True,
+              help="Only points of at most this width are simulated (the vectors are stored).")
+@click.option("--method", type=click.Choice(["gd", "flow"]), default="gd", show_default=True,
+              help="flow configs: gd = GD at a small step (its discretization error is the deviation), "
+                   "flow = Dormand-Prince integration of the flow. GD configs always use GD.")
+@click.option("--step", type=RealType(0.0, strict=True), default=0.01, show_default=True,
+              help="flow configs, --method gd: a Theta_max times the learning-rate factor (the step size).")
+@click.option("--max-steps", type=click.IntRange(min=1, max=10_000_000), default=200_000, show_default=True,
+              help="Cap on simulated steps per point (GD configs: the exact map is compared at the same step).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory.  [default: outputs/<name>/validate/, or .../shard-K-of-N/]")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Simulate only part K of N of the selected points; join the parts with 'merge'.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes simulating points in parallel (results are bit-identical for any number).")
+@click.option("--no-plot", is_flag=True, help="Write validation.json and meta.json only.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (with every point's row).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no table.")
+def validate(config, points, max_width, method, step, max_steps, out, shard, workers, no_plot, as_json, quiet):
+    """Check the closed form against simulated training on points of a sweep CONFIG.
+
+    Points are chosen over the predicted phases; each is simulated at its configured width from vectors seeded
+    by (config seed, grid index) and compared with the exact solution for the same vectors: per point the map
+    label, the predicted and measured labels, NTK change and alignment, and the worst deviation over the path.
+    Writes validation.json, meta.json and two figures (markers coloured by measured phase over the predicted
+    map; predicted vs measured). Exit status 0 also when labels differ: read the report.
+    """
+    from phasediag import runner
+    from phasediag.config import ConfigError
+    from phasediag.validation import Settings, run_validation
+
+    try:
+        shard_spec = runner.parse_shard(shard)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--shard'") from None
+    settings = Settings(points=points, max_width=max_width, step=step, max_steps=max_steps, method=method)
+    start, update, close = _progress(quiet or as_json)
+    try:
+        info = run_validation(config, settings=settings, out=out, shard=shard_spec, workers=workers,
+                              plot=not no_plot, progress=update, progress_total=start)
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+    finally:
+        close()
+    _echo_validation(info, as_json, quiet)
+
+
+def _echo_validation(info: dict, as_json: bool, quiet: bool) -> None:
+    import json
+
+    if as_json:
+        click.echo(json.dumps(info, allow_nan=False))
+    elif not quiet:
+        click.echo(format_validation(info))
+
+
+def format_validation(info: dict) -> str:
+    """Per-point table (predicted vs measured) and the worst deviations."""
+    rows = info.get("rows", [])
+    head = ["index", "width", "steps", "map", "predicted", "measured", "dNTK pred", "dNTK meas", "zeta pred",
+            "zeta meas", "worst err"]
+    table = [[str(r["index"]), str(r["width"]), str(r["steps"]), r["map_label"], str(r["predicted_label"]),
+              str(r["measured_label"]), _fmt(r["predicted"]["ntk_change"]), _fmt(r["measured"]["ntk_change"]),
+              _fmt(r["predicted"]["alignment"]), _fmt(r["measured"]["alignment"]), _fmt(r["error"]["worst"])]
+             for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
+    n = info["points"]
+    worst = info["worst_error"]
+    lines.append("")
+    lines.append(f"{info['name']}: {n} points -> {info['out']}; labels: {info['labels_agree']}/{n} measured = "
+                 f"predicted (same vectors), {info['map_labels_agree']}/{n} measured = map")
+    lines.append("worst deviation: " + ", ".join(
+        f"{k} {_fmt(v['value'])} (point {v['index']})" for k, v in worst.items() if v is not None))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag experiment
+
+EXPERIMENT_EPILOG = """\b
+Examples:
+  phasediag experiment configs/12_nonlinear_digits.yaml      # needs: pip install '.[experiments]'
+  phasediag experiment configs/11_gd_vs_sgd.yaml --workers 2 --json
+"""
+
+
+@phasediag.command(epilog=EXPERIMENT_EPILOG)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory.  [default: outputs/<name>/]")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes training in parallel (results are bit-identical for any number).")
+@click.option("--no-plot", is_flag=True, help="Write the results and meta.json only.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (paths, timings, findings).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
+def experiment(config, out, workers, no_plot, as_json, quiet):
+    """Run a simulated-training study from a YAML CONFIG whose top-level key 'experiment' names it:
+    'nonlinear' (a tanh / ReLU two-layer network on scikit-learn's digits: NTK change, alignment, test error
+    against init scale) or 'sgd_drift' (the linear model under SGD vs GD: drift of the imbalance Delta and the
+    alignment across batch sizes and learning rates).
+    """
+    import json
+
+    from phasediag.config import ConfigError
+    from phasediag.experiment import run_experiment
+
+    start, update, close = _progress(quiet or as_json)
+    try:
+        info = run_experiment(config, out=out, workers=workers, plot=not no_plot, progress_total=start,
+                              progress=update)
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+    finally:
+        close()
+    if as_json:
+        click.echo(json.dumps(info, allow_nan=False))
+    elif not quiet:
+        click.echo(info.get("text") or json.dumps(info, indent=1, allow_nan=False))
 
 
 def main(argv=None):

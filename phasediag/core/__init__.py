@@ -27,6 +27,7 @@ from phasediag.core.phases import (
     classify,
     classify_order,
     order_parameters,
+    phase_codes,
 )
 from phasediag.core.scaling import (
     CHECKED,
@@ -56,7 +57,7 @@ __all__ = [
     "FlowState", "Invariants", "Problem", "alignment_of", "flow_state", "flow_state_and_change", "invariants", "ntk_change",
     "relaxation_time", "t_learn", "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
-    "OrderParameters", "classify", "classify_order", "order_parameters",
+    "OrderParameters", "classify", "classify_order", "order_parameters", "phase_codes",
     "CHECKED", "EXPONENT_NAMES", "HEALTH_FLAGS", "LIMIT_PHASES", "PARAMETRIZATIONS", "ExactLimit",
     "LimitExponents", "Parametrization", "ScalingExponents", "SlopeCheck", "check_exponents", "exact",
     "exact_exponents", "exact_limit", "exact_limit_exponents", "hyperparameters", "limit_exponents",

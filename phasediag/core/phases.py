@@ -77,6 +77,14 @@ def classify_order(
     inv: Invariants, op: OrderParameters, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
 ) -> np.ndarray:
     """Phase codes (into PHASES) from precomputed order parameters (rules of THEORY section 6)."""
+    return phase_codes(op, inv.saddle, ntk_threshold, alignment_threshold)
+
+
+def phase_codes(
+    op: OrderParameters, saddle, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
+) -> np.ndarray:
+    """The rules of THEORY section 6 on order parameters, however obtained (closed form or a measured
+    trajectory); `saddle` (bool array) overrides them. Returns int8 codes into PHASES."""
     mechanism_alignment = op.alignment_gain >= op.disalignment
     rotated = np.maximum(op.alignment_gain, op.disalignment) >= alignment_threshold
     kernel = np.abs(op.ntk_change) < ntk_threshold
@@ -87,7 +95,7 @@ def classify_order(
         np.where(rotated, np.where(mechanism_alignment, PHASE_CODE["alignment"], PHASE_CODE["disalignment"]),
                  PHASE_CODE["rescaling"]),
     )
-    return np.where(inv.saddle, PHASE_CODE["saddle"], code).astype(np.int8)
+    return np.where(saddle, PHASE_CODE["saddle"], code).astype(np.int8)
 
 
 def classify(

@@ -1,0 +1,410 @@
+"""`phasediag validate CONFIG`: the closed form against simulated training on points of a sweep.
+
+For a subset of the config's grid, spread over the predicted phases, the actual vectors u, w in R^d are drawn
+(seed = (config seed, flat grid index), so a point's draw does not depend on the selection, shard or worker)
+and trained:
+
+- GD configs: GD at the configured rates, to the horizon (or, for ``horizon: inf``, until the exact GD map
+  has settled), capped at ``max_steps``. The exact GD map at the same steps is the prediction: the two agree
+  to rounding.
+- flow configs, ``method="gd"``: GD with both rates scaled by h = step / (a Theta_max) (Theta_max the larger
+  of the initial and final NTK), for T/h steps. Time is measured in GD steps with the rates inside, so this
+  is the Euler discretization of the same flow; the prediction is the flow at t = steps * h and the
+  deviation is the discretization error, O(step).
+- flow configs, ``method="flow"``: the flow integrated by DOPRI5 (rtol 1e-12).
+
+The prediction uses the sampled vectors' own Gram (U, W, V), so any deviation is numerical, not a finite-width
+fluctuation; the map label (the grid's label, with the config's initialization) is reported beside it. Both
+the predicted and the measured labels are taken by :func:`phasediag.witness.measured_label` on the same
+recorded times, so they apply the same rule. Errors are measured over the whole recorded path:
+m (relative to max(|m*|, |m|)), Theta (relative), alignment zeta (absolute), ntk_change at T (absolute,
+relative above 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import phasediag
+from phasediag import core, simulate, sweep
+from phasediag.config import Config, ConfigError, config_from_text
+from phasediag.io import atomic_write
+from phasediag.witness import measured_label, measured_order_parameters
+
+__all__ = ["Settings", "select_points", "validate_point", "run_validation", "merge_validation",
+           "VALIDATION_FILE", "draw"]
+
+VALIDATION_FILE = "validation.json"
+META_FILE = "meta.json"
+ERROR_FIELDS = ("m", "ntk", "alignment", "ntk_change")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to validate and how (see ``phasediag validate --help``)."""
+
+    points: int = 24
+    max_width: int = 10_000
+    step: float = 0.01
+    max_steps: int = 200_000
+    records: int = 48
+    method: str = "gd"
+
+    def check(self, config: Config) -> None:
+        if config.mode == "scaling":
+            raise ConfigError("mode: validate needs a finite-width sweep (mode: finite), not a scaling diagram")
+        if self.method not in ("gd", "flow"):
+            raise ConfigError(f"--method: must be gd or flow, got {self.method!r}")
+        if self.method == "flow" and config.optimizer == "gd":
+            raise ConfigError("--method flow: the config trains with optimizer gd; its exact GD map is "
+                              "validated by GD (drop --method)")
+        if not 0 < self.step <= 0.5:
+            raise ConfigError(f"--step: must lie in (0, 0.5], got {self.step:g}")
+
+
+# ---------------------------------------------------------------- selection
+
+def select_points(config: Config, prediction: dict[str, np.ndarray], settings: Settings) -> np.ndarray:
+    """Flat grid indices (sorted) of up to `settings.points` simulable points spread over the predicted labels.
+
+    `prediction`: flat arrays "phase", "width" (and "gd_outcome" for GD configs) over the whole grid. Points
+    wider than max_width are skipped. Labels (GD: (outcome, phase) pairs) take turns, in code order, until
+    the budget is spent; within a label the picks are evenly spaced in flat-index order.
+    """
+    key = prediction["phase"].astype(np.int64)
+    if "gd_outcome" in prediction:
+        key = key + 16 * prediction["gd_outcome"].astype(np.int64)
+    eligible = prediction["width"] <= settings.max_width
+    groups = [np.flatnonzero(eligible & (key == k)) for k in np.unique(key[eligible])]
+    take = [0] * len(groups)
+    budget = settings.points
+    while budget > 0 and any(t < g.size for t, g in zip(take, groups)):
+        for i, g in enumerate(groups):
+            if budget > 0 and take[i] < g.size:
+                take[i] += 1
+                budget -= 1
+    picks = [g[((np.arange(k) + 0.5) * g.size / k).astype(np.int64)] for g, k in zip(groups, take) if k]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+
+
+def prediction_arrays(config: Config, map_result) -> dict[str, np.ndarray]:
+    """The map's labels and widths over the whole grid (flat); `map_result` = sweep.run(config)."""
+    labels = map_result.arrays
+    flat = np.arange(sweep.grid_size(config))
+    widths = np.concatenate([sweep.model_values(config, flat[lo:hi])[0]["width"]
+                             for lo, hi in sweep.chunks(0, flat.size, sweep.DEFAULT_CHUNK)])
+    out = {"phase": labels["phase"].reshape(-1), "width": widths}
+    if "gd_outcome" in labels:
+        out["gd_outcome"] = labels["gd_outcome"].reshape(-1)
+    return out
+
+
+# ---------------------------------------------------------------- one point
+
+def _gram_of(u: np.ndarray, w: np.ndarray) -> core.Gram:
+    """The Gram of the vectors, with V shrunk by ulps if rounding made V^2 > U W (parallel vectors), and G = 0
+    exactly for d = 1 (two numbers are always parallel; rounded products would leave G ~ 1e-17 U W)."""
+    U, W, V = float(u @ u), float(w @ w), float(u @ w)
+    while Fraction(V) ** 2 > Fraction(U) * Fraction(W):
+        V = float(np.nextafter(V, 0.0))
+    gram = core.explicit_gram(U, W, V)
+    return gram._replace(G=np.zeros_like(gram.G)) if u.size == 1 else gram
+
+
+def _record_steps(total: int, records: int) -> np.ndarray:
+    """0 and about `records` log-spaced integers up to `total` (always included)."""
+    if total <= records:
+        return np.arange(total + 1, dtype=np.int64)
+    return np.unique(np.concatenate([[0], np.rint(np.geomspace(1, total, records)).astype(np.int64), [total]]))
+
+
+def _scalar(x) -> float:
+    return float(np.asarray(x, dtype=float).reshape(-1)[0])
+
+
+def _flow_span(inv, horizon: float) -> float:
+    """Flow time to simulate: the horizon, or (inf) t_learn + 20 tau, the end of training to ~1e-9."""
+    if math.isfinite(horizon):
+        return horizon
+    tau = _scalar(core.relaxation_time(inv))
+    t_learn = _scalar(core.t_learn(inv))
+    span = (t_learn if math.isfinite(t_learn) else 0.0) + 20.0 * tau
+    return span if math.isfinite(span) and span > 0 else 0.0
+
+
+def _plan(config: Config, inv, settings: Settings) -> tuple[int, float]:
+    """(steps, h): GD steps to run and the factor on both learning rates (1 for GD configs)."""
+    if config.optimizer == "gd":
+        if math.isfinite(config.horizon):
+            total = int(config.horizon)
+        else:
+            res = core.gd_outcome(inv, max_steps=config.max_steps)
+            total = int(_scalar(res.steps)) * (2 if core.GD_OUTCOMES[int(_scalar(res.outcome))] == "diverges" else 1)
+        return max(1, min(total, settings.max_steps)), 1.0
+    span = _flow_span(inv, config.horizon)
+    theta_max = max(_scalar(inv.ntk_init), _scalar(core.flow_state(inv, np.inf).ntk))
+    rate = _scalar(inv.input_var) * theta_max
+    if span <= 0 or rate <= 0:
+        return 1, 1.0
+    h = settings.step / rate
+    steps = max(1, math.ceil(span / h))
+    if steps > settings.max_steps:  # coarser step, honestly reported in the row
+        steps = settings.max_steps
+    return steps, span / steps
+
+
+def _predicted_trace(config: Config, inv, t: np.ndarray, h: float) -> simulate.Trace:
+    """The closed form at the recorded times, as a Trace (GD map for GD configs, else the flow at t h)."""
+    if config.optimizer == "gd":
+        st = core.gd_state(inv, t.astype(np.int64))
+    else:
+        st = core.flow_state(inv, t * h)
+    f = {k: np.asarray(getattr(st, k), dtype=float).reshape(-1) for k in ("m", "ntk", "alignment", "norm_u2",
+                                                                          "norm_w2", "loss")}
+    G = np.full(t.shape, _scalar(inv.gram.G))
+    nan = np.full(t.shape, np.nan)
+    return simulate.Trace(t=t.astype(float), m=f["m"], ntk=f["ntk"], alignment=f["alignment"],
+                          norm_u2=f["norm_u2"], norm_w2=f["norm_w2"], loss=f["loss"], U=f["norm_u2"],
+                          W=f["norm_w2"], V=nan, imbalance=nan, gram_det=G)
+
+
+def _measured_trace(config: Config, settings: Settings, u0, w0, hyper: dict, t: np.ndarray, h: float):
+    if settings.method == "flow" and config.optimizer == "flow":
+        return simulate.integrate_flow(u0, w0, **hyper, times=t.astype(float))
+    scaled = {**hyper, "lr_u": hyper["lr_u"] * h, "lr_w": hyper["lr_w"] * h}
+    trace = simulate.gd_vectors(u0, w0, **scaled, steps=t)
+    return trace._replace(ntk=trace.ntk / h)  # back to the NTK of the configured rates
+
+
+def _errors(pred: simulate.Trace, meas: simulate.Trace, teacher: float) -> dict[str, float | None]:
+    ok = np.isfinite(pred.m) & np.isfinite(meas.m) & np.isfinite(pred.ntk) & np.isfinite(meas.ntk)
+    if not ok.any():
+        return {f: None for f in (*ERROR_FIELDS, "worst")}
+    p = {k: getattr(pred, k)[ok] for k in ("m", "ntk", "alignment")}
+    q = {k: getattr(meas, k)[ok] for k in ("m", "ntk", "alignment")}
+    scale = np.maximum(abs(teacher), np.maximum(np.abs(p["m"]), np.abs(q["m"])))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = {
+            "m": float(np.max(np.where(scale > 0, np.abs(q["m"] - p["m"]) / np.where(scale > 0, scale, 1), 0.0))),
+            "ntk": float(np.max(np.where(p["ntk"] > 0, np.abs(q["ntk"] / np.where(p["ntk"] > 0, p["ntk"], 1) - 1),
+                                         np.abs(q["ntk"])))),
+            "alignment": float(np.max(np.abs(q["alignment"] - p["alignment"]))),
+        }
+    if ok[-1] and pred.ntk[0] > 0 and meas.ntk[0] > 0:
+        cp, cm = pred.ntk[-1] / pred.ntk[0] - 1, meas.ntk[-1] / meas.ntk[0] - 1
+        err["ntk_change"] = float(abs(cm - cp) / max(1.0, abs(cp)))
+    else:
+        err["ntk_change"] = None
+    err["worst"] = max(v for v in err.values() if v is not None)
+    return err
+
+
+def _summary_values(trace: simulate.Trace) -> dict[str, float | None]:
+    def num(x):
+        x = float(x)
+        return x if math.isfinite(x) else None
+
+    finite = bool(np.all(np.isfinite(trace.m)))
+    change = float(measured_order_parameters(trace).ntk_change) if finite else None
+    return {"m": num(trace.m[-1]), "ntk": num(trace.ntk[-1]), "alignment": num(trace.alignment[-1]),
+            "ntk_change": change if change is None or math.isfinite(change) else None, "diverged": not finite}
+
+
+def validate_point(config: Config, index: int, settings: Settings, map_label: str) -> dict:
+    """Simulate grid point `index` and compare it with the closed form on the same vectors (a JSON-ready row)."""
+    values, _ = sweep.model_values(config, np.array([index]))
+    v = {k: _scalar(a) for k, a in values.items()}
+    width = int(v["width"])
+    hyper = {"output_scale": v["output_scale"], "lr_u": v["lr_u"], "lr_w": v["lr_w"], "input_var": v["input_var"],
+             "teacher": v["teacher"]}
+    rng = np.random.default_rng([config.seed, index])
+    u0, w0 = simulate.sample_vectors(width, v["init_var_u"], v["init_var_w"], rng)
+    gram = _gram_of(u0, w0)
+    inv = core.invariants(core.Problem(hyper["output_scale"], hyper["lr_u"], hyper["lr_w"], hyper["input_var"],
+                                       hyper["teacher"], gram))
+    steps, h = _plan(config, inv, settings)
+    if settings.method == "flow" and config.optimizer == "flow":
+        span = steps * h
+        t = np.unique(np.concatenate([[0.0], np.geomspace(span / 1e4, span, settings.records)]))
+        h_rec, t_int = 1.0, t
+    else:
+        t_int = _record_steps(steps, settings.records)
+        h_rec, t = h, t_int
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        meas = _measured_trace(config, settings, u0, w0, hyper, t_int, h_rec)
+        pred = _predicted_trace(config, inv, np.asarray(t, dtype=float), h_rec)
+    th = (config.ntk_threshold, config.alignment_threshold)
+    position = np.unravel_index(index, config.shape)
+    row = {
+        "index": int(index),
+        "coords": {name: float(config.axes[k].values[position[k]]) if name != "seed" else int(position[k])
+                   for k, name in enumerate(config.axis_names)},
+        "width": width,
+        "seed": [int(config.seed), int(index)],
+        "method": "flow" if settings.method == "flow" and config.optimizer == "flow" else "gd",
+        "steps": int(steps),
+        "lr_factor": h if config.optimizer == "flow" and settings.method == "gd" else 1.0,
+        "time": float(steps * h),
+        "gram": [float(gram.U), float(gram.W), float(gram.V)],
+        "map_label": map_label,
+        "predicted_label": measured_label(pred, hyper["teacher"], *th) or "diverged",
+        "measured_label": measured_label(meas, hyper["teacher"], *th) or "diverged",
+        "predicted": _summary_values(pred),
+        "measured": _summary_values(meas),
+        "error": _errors(pred, meas, hyper["teacher"]),
+    }
+    if config.optimizer == "gd":
+        res = core.gd_outcome(inv, max_steps=config.max_steps)
+        row["predicted_gd_outcome"] = core.GD_OUTCOMES[int(_scalar(res.outcome))]
+    return row
+
+
+# ---------------------------------------------------------------- the run
+
+def _task(args) -> dict:
+    config, index, settings, label = args
+    return validate_point(config, index, settings, label)
+
+
+def _execute(tasks: list, workers: int, progress: Callable[[int], None] | None):
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            row = _task(task)
+            if progress:
+                progress(1)
+            yield row
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for row in pool.map(_task, tasks):
+            if progress:
+                progress(1)
+            yield row
+
+
+def default_out(config: Config, shard: sweep.Shard | None) -> Path:
+    base = Path("outputs") / config.name / "validate"
+    return base / f"shard-{shard.index}-of-{shard.count}" if shard else base
+
+
+def run_validation(config_path: str | Path, *, settings: Settings = Settings(), out: str | Path | None = None,
+                   shard: sweep.Shard | None = None, workers: int = 1, plot: bool = True,
+                   progress: Callable[[int], None] | None = None,
+                   progress_total: Callable[[int], None] | None = None) -> dict:
+    """Select, simulate and compare; write validation.json, meta.json (and figures); return the summary."""
+    started = time.perf_counter()
+    try:
+        text = Path(config_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    config = config_from_text(text, source=str(config_path))
+    settings.check(config)
+    sweep.validate(config)
+    map_result = sweep.run(config)
+    prediction = prediction_arrays(config, map_result)
+    selected = select_points(config, prediction, settings)
+    if selected.size == 0:
+        raise ConfigError(f"--max-width: no grid point has width <= {settings.max_width:,}; raise it")
+    mine = selected[shard.bounds(selected.size)[0]:shard.bounds(selected.size)[1]] if shard else selected
+    out = Path(out) if out is not None else default_out(config, shard)
+    if progress_total:
+        progress_total(int(mine.size))
+    tasks = [(config, int(i), settings, core.PHASES[int(prediction["phase"][i])]) for i in mine]
+    rows = list(_execute(tasks, workers, progress))
+    body = {"name": config.name, "config_hash": sweep.config_hash(config), "settings": asdict(settings),
+            "selected": [int(i) for i in selected],
+            "shard": None if shard is None else {"index": shard.index, "count": shard.count},
+            "rows": rows}
+    meta = {"name": config.name, "config": config.resolved, "config_text": text, "config_hash": body["config_hash"],
+            "settings": asdict(settings), "version": phasediag.__version__, "workers": workers,
+            "shard": body["shard"], "timing": {"total_s": None}}
+    return _finish(config, body, meta, out, plot and shard is None, started, map_result)
+
+
+def _finish(config: Config, body: dict, meta: dict, out: Path, plot: bool, started: float,
+            map_result=None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / VALIDATION_FILE) as fh:
+        json.dump(body, fh, indent=1, allow_nan=False)
+        fh.write("\n")
+    files = [str(out / VALIDATION_FILE)]
+    if plot:
+        files += draw(config, body, out, map_result)
+    meta["figures"] = [Path(f).name for f in files[1:]]
+    meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
+    meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with atomic_write(out / META_FILE) as fh:
+        json.dump(meta, fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    files.append(str(out / META_FILE))
+    return summarize(body, out, files, meta["timing"]["total_s"])
+
+
+def summarize(body: dict, out: Path, files: list[str], total_s: float | None) -> dict:
+    """Counts of label agreement and the worst deviation of every quantity (with its point)."""
+    rows = body["rows"]
+    worst = {}
+    for field in (*ERROR_FIELDS, "worst"):
+        vals = [(r["error"][field], r["index"]) for r in rows if r["error"][field] is not None]
+        worst[field] = {"value": max(vals)[0], "index": max(vals)[1]} if vals else None
+    return {
+        "name": body["name"], "out": str(out), "files": files, "points": len(rows),
+        "selected": len(body["selected"]), "shard": body["shard"],
+        "labels_agree": sum(r["predicted_label"] == r["measured_label"] for r in rows),
+        "map_labels_agree": sum(r["map_label"] == r["measured_label"] for r in rows),
+        "worst_error": worst, "timing": {"total_s": total_s}, "rows": rows,
+    }
+
+
+def merge_validation(directories: list[str | Path], out: str | Path, plot: bool = True) -> dict:
+    """Join validate shard directories (any order) into one validation (identical to an unsharded run)."""
+    started = time.perf_counter()
+    bodies = []
+    for d in directories:
+        path = Path(d) / VALIDATION_FILE
+        try:
+            bodies.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a readable validation result ({exc})") from None
+    first = bodies[0]
+    if any(b.get("shard") is None for b in bodies):
+        raise ConfigError("merge takes validate shard directories (written with --shard K/N)")
+    if any(b["config_hash"] != first["config_hash"] or b["settings"] != first["settings"] for b in bodies):
+        raise ConfigError("the validate shards come from different configs or settings")
+    count = first["shard"]["count"]
+    got = sorted(b["shard"]["index"] for b in bodies)
+    if got != list(range(1, count + 1)):
+        raise ConfigError(f"need validate shards 1..{count} exactly once, got {got}")
+    ordered = sorted(bodies, key=lambda b: b["shard"]["index"])
+    body = {**first, "shard": None, "rows": [r for b in ordered for r in b["rows"]]}
+    meta_path = Path(directories[0]) / META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta.update(shard=None, timing={"total_s": None}, merged_from=len(bodies))
+    config = _config_from_meta(meta) if plot else None
+    return _finish(config, body, meta, Path(out), plot and config is not None, started)
+
+
+def _config_from_meta(meta: dict) -> Config | None:
+    """The Config behind a validation, rebuilt from the YAML text kept in its meta.json (for the figures)."""
+    text = meta.get("config_text")
+    return config_from_text(text, "meta.json config_text") if text else None
+
+
+# ---------------------------------------------------------------- figures
+
+def draw(config: Config, body: dict, out: Path, map_result=None) -> list[str]:
+    """validate__phase_overlay__<y>_vs_<x>.png (predicted map, markers coloured by measured label) and
+    validate__predicted_vs_measured.png (parity plots of ntk_change and final alignment)."""
+    from phasediag import validate_plots
+
+    return validate_plots.draw(config, body, out, map_result)

@@ -1,0 +1,252 @@
+"""One point by simulated training: the engine of ``phasediag simulate`` and of ``validate``'s points.
+
+The actual vectors u, w in R^d are drawn and trained (:mod:`phasediag.simulate`: GD on the population loss,
+minibatch SGD on a sampled dataset, or the gradient flow integrated by DOPRI5). The recorded trajectory is
+reported with the keys of ``phasediag solve`` (plus the imbalance and the Gram determinant), and labelled by
+the same rules (THEORY section 6, :func:`phasediag.core.phase_codes`) applied to *measured* order parameters:
+
+- ntk_change = Theta(T)/Theta(0) - 1 at the last recorded time T;
+- min |zeta| is the minimum over the recorded times, or 0 if m changes sign between two records
+  (zeta = 0 exactly where m = 0); alignment_gain = |zeta_T| - min|zeta|, disalignment = |zeta_0| - min|zeta|,
+  both 0 when the initial vectors are parallel (G = 0: they stay parallel);
+- measured saddle: m has not reached the teacher's side by T (m_T m* <= 0 with m* != 0), i.e. training is
+  still stuck at or behind m = 0.
+
+The initial Gram (U, W, V) of the sampled vectors is part of the result, so ``phasediag solve --gram U,W,V``
+(with ``--optimizer gd`` for GD) is the exact prediction for the very same network.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from phasediag import __version__, core, simulate
+from phasediag.solve import (
+    DEFAULTS,
+    SUPPORTED_RANGE,
+    InputError,
+    NumericalRangeError,
+    _finite,
+    _finite_nonnegative,
+    _finite_positive,
+    _num,
+    _nums,
+    _time,
+    _width,
+    log_times,
+    split_label,
+)
+
+__all__ = ["OPTIMIZERS", "MAX_WIDTH", "measured_order_parameters", "measured_label", "kernel_prediction",
+           "simulate_point", "SIM_DEFAULTS"]
+
+#: Training methods: discrete GD on the population loss, minibatch SGD on a sample, the gradient flow.
+OPTIMIZERS = ("gd", "sgd", "flow")
+
+#: Largest width simulated (two float64 vectors of this length, a few temporaries: ~0.5 GB).
+MAX_WIDTH = 10_000_000
+
+#: Defaults of the simulation-only options.
+SIM_DEFAULTS: dict[str, Any] = {"seed": 0, "optimizer": "gd", "batch_size": 32, "samples": 1024,
+                                "noise_var": 0.0}
+
+
+def measured_order_parameters(trace: simulate.Trace) -> core.OrderParameters:
+    """Order parameters of a recorded (finite) trajectory, as 0-d arrays (rules in the module docstring)."""
+    zeta = np.asarray(trace.alignment, dtype=float)
+    m = np.asarray(trace.m, dtype=float)
+    ntk0, ntk_T = float(trace.ntk[0]), float(trace.ntk[-1])
+    change = ntk_T / ntk0 - 1.0 if ntk0 > 0 else 0.0  # Theta0 = 0: u = w = 0, nothing ever moves
+    signs = np.sign(m)
+    crosses = bool(np.any(signs[:-1] * signs[1:] < 0) or np.any(signs == 0))
+    min_abs = 0.0 if crosses else float(np.min(np.abs(zeta)))
+    rotates = float(trace.gram_det[0]) > 0
+    gain = abs(float(zeta[-1])) - min_abs if rotates else 0.0
+    dis = abs(float(zeta[0])) - min_abs if rotates else 0.0
+    loss0, loss_T = float(trace.loss[0]), float(trace.loss[-1])
+    return core.OrderParameters(
+        ntk_change=np.asarray(change), alignment_init=np.asarray(zeta[0]), alignment_final=np.asarray(zeta[-1]),
+        alignment_gain=np.asarray(gain), disalignment=np.asarray(dis),
+        not_converged=np.asarray(loss0 > 0 and loss_T > 0.01 * loss0),
+    )
+
+
+def measured_label(trace: simulate.Trace, teacher: float, ntk_threshold: float = 0.1,
+                   alignment_threshold: float = 0.1) -> str | None:
+    """The THEORY section 6 label of a recorded trajectory; None if the run diverged."""
+    if not np.all(np.isfinite(trace.m)):
+        return None
+    op = measured_order_parameters(trace)
+    saddle = teacher != 0 and float(trace.m[-1]) * teacher <= 0
+    return core.PHASES[int(core.phase_codes(op, np.asarray(saddle), ntk_threshold, alignment_threshold))]
+
+
+def kernel_prediction(m0: float, ntk0: float, input_var: float, teacher: float, t: np.ndarray,
+                      steps: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(m_lin, loss_lin): the frozen-NTK prediction from (m0, Theta0) at times t (steps for GD/SGD).
+
+    m_lin - m* = (m0 - m*) D(t) with D = exp(-a Theta0 t) (flow) or (1 - a Theta0)^t (GD); the loss is
+    a (m0 - m*)^2 D^2 / 2, formed from D^2 directly. Beyond float range (a diverging linear model): inf.
+    """
+    rate = input_var * ntk0
+    t = np.asarray(t, dtype=float)
+    with np.errstate(over="ignore"):
+        decay = np.power(1.0 - rate, t) if steps else np.exp(-rate * t)
+        decay2 = np.power((1.0 - rate) ** 2, t) if steps else np.exp(-2.0 * rate * t)
+        m_lin = teacher + (m0 - teacher) * decay
+        loss_lin = 0.5 * input_var * (m0 - teacher) ** 2 * decay2
+    return np.where(np.isfinite(m_lin), m_lin, np.inf), loss_lin
+
+
+def _first_time(t: np.ndarray, loss: np.ndarray, fraction: float = 0.1) -> float | None:
+    """First recorded time at which the excess loss is at most `fraction` of its initial value."""
+    if not loss[0] > 0:
+        return 0.0
+    hit = np.nonzero(loss <= fraction * loss[0])[0]
+    return float(t[hit[0]]) if hit.size else None
+
+
+def _check_times(times: Sequence[float] | None, steps: bool) -> list[float]:
+    if times is None:
+        times = log_times(DEFAULTS["t_max"], DEFAULTS["points"], steps=steps)
+    out = sorted(_time("--times", t, steps=steps) for t in times)
+    if not out:
+        raise InputError("--times", "needs at least one time")
+    if not math.isfinite(out[-1]):
+        raise InputError("--times", "simulated training needs finite times (inf is for 'solve')")
+    return out
+
+
+def _train(optimizer: str, u0, w0, hyper: dict, times: list[float], batch_size: int, samples: int,
+           noise_var: float, rng: np.random.Generator) -> simulate.Trace:
+    if optimizer == "gd":
+        return simulate.gd_vectors(u0, w0, **hyper, steps=np.asarray(times, dtype=np.int64))
+    if optimizer == "sgd":
+        return simulate.sgd_vectors(u0, w0, **hyper, batch_size=batch_size, samples=samples, noise_var=noise_var,
+                                    steps=np.asarray(times, dtype=np.int64), rng=rng)
+    return simulate.integrate_flow(u0, w0, **hyper, times=np.asarray(times, dtype=float))
+
+
+def simulate_point(
+    *,
+    width: int = DEFAULTS["width"],
+    output_scale: float = DEFAULTS["output_scale"],
+    lr_u: float = DEFAULTS["lr_u"],
+    lr_w: float = DEFAULTS["lr_w"],
+    init_var_u: float | None = None,
+    init_var_w: float | None = None,
+    input_var: float = DEFAULTS["input_var"],
+    teacher: float = DEFAULTS["teacher"],
+    seed: int | Sequence[int] = SIM_DEFAULTS["seed"],
+    times: Sequence[float] | None = None,
+    optimizer: str = SIM_DEFAULTS["optimizer"],
+    batch_size: int = SIM_DEFAULTS["batch_size"],
+    samples: int = SIM_DEFAULTS["samples"],
+    noise_var: float = SIM_DEFAULTS["noise_var"],
+    ntk_threshold: float = DEFAULTS["ntk_threshold"],
+    alignment_threshold: float = DEFAULTS["alignment_threshold"],
+) -> dict:
+    """Train one network of width d and return a JSON-ready dict with the keys of ``solve_point`` plus
+    ``imbalance`` and ``gram_det`` (per time) and ``final.diverged``.
+
+    The vectors u0 ~ N(0, init_var_u I_d), w0 ~ N(0, init_var_w I_d) (variances default to 1/width) come from
+    ``numpy.random.default_rng(seed)``; SGD then draws its dataset (``samples`` points, x ~ N(0, input_var),
+    y = teacher x + N(0, noise_var)) and its batch order from the same generator. ``seed`` may be a sequence of
+    integers (``validate`` uses (seed, grid index)). times: step counts for GD/SGD (integers), flow times for
+    ``optimizer="flow"``; the final block is at the last time. Raises InputError naming the option.
+    """
+    started = time.perf_counter()
+    if optimizer not in OPTIMIZERS:
+        raise InputError("--optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    steps = optimizer != "flow"
+    width = _width(width)
+    if width > MAX_WIDTH:
+        raise InputError("--width", f"simulation stores the vectors: at most {MAX_WIDTH:,} (use 'solve' beyond), "
+                                    f"got {width:,}")
+    hyper = {
+        "output_scale": _finite_positive("--output-scale", output_scale),
+        "lr_u": _finite_positive("--lr-u", lr_u),
+        "lr_w": _finite_positive("--lr-w", lr_w),
+        "input_var": _finite_positive("--input-var", input_var),
+        "teacher": _finite("--teacher", teacher),
+    }
+    var_u = 1.0 / width if init_var_u is None else _finite_nonnegative("--init-var-u", init_var_u)
+    var_w = 1.0 / width if init_var_w is None else _finite_nonnegative("--init-var-w", init_var_w)
+    ntk_threshold = _finite_positive("--ntk-threshold", ntk_threshold)
+    alignment_threshold = _finite_positive("--alignment-threshold", alignment_threshold)
+    if optimizer == "sgd":
+        samples, batch_size = int(samples), int(batch_size)
+        if samples < 1:
+            raise InputError("--samples", f"must be an integer >= 1, got {samples}")
+        if not 1 <= batch_size <= samples:
+            raise InputError("--batch-size", f"must lie in [1, --samples = {samples}], got {batch_size}")
+        noise_var = _finite_nonnegative("--noise-var", noise_var)
+    times = _check_times(times, steps)
+
+    rng = np.random.default_rng(seed)
+    u0, w0 = simulate.sample_vectors(width, var_u, var_w, rng)
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            trace = _train(optimizer, u0, w0, hyper, times, batch_size, samples, noise_var, rng)
+            start = simulate.gd_vectors(u0, w0, **hyper, steps=np.zeros(1, dtype=np.int64))
+    except FloatingPointError as exc:
+        raise NumericalRangeError(f"floating-point {exc} while simulating this point: the inputs are probably "
+                                  f"outside the supported range ({SUPPORTED_RANGE})") from exc
+    except RuntimeError as exc:  # the flow integrator's step budget
+        raise InputError("--times", f"{exc}: the flow is stiff over this span; use --optimizer gd or "
+                                    f"shorter times") from None
+    result = _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_size, samples, noise_var,
+                     ntk_threshold, alignment_threshold)
+    result["meta"] = {"version": __version__, "elapsed_s": time.perf_counter() - started}
+    return result
+
+
+def _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_size, samples, noise_var,
+            ntk_threshold, alignment_threshold) -> dict:
+    steps = optimizer != "flow"
+    teacher, input_var = hyper["teacher"], hyper["input_var"]
+    m0, ntk0 = float(start.m[0]), float(start.ntk[0])
+    m_lin, loss_lin = kernel_prediction(m0, ntk0, input_var, teacher, trace.t, steps)
+    diverged = not bool(np.all(np.isfinite(trace.m)))
+    label = measured_label(trace, teacher, ntk_threshold, alignment_threshold)
+    phase, mechanism = split_label(label) if label is not None else ("diverged", None)
+    op = None if diverged else measured_order_parameters(trace)
+    final = {
+        "horizon": _num(trace.t[-1]),
+        "m": _num(trace.m[-1]),
+        "ntk": _num(trace.ntk[-1]),
+        "alignment": _num(trace.alignment[-1]),
+        "loss": _num(trace.loss[-1]),
+        "ntk_change": None if op is None else _num(op.ntk_change),
+        "phase": phase,
+        "mechanism": mechanism,
+        "label": label,
+        "alignment_gain": None if op is None else _num(op.alignment_gain),
+        "disalignment": None if op is None else _num(op.disalignment),
+        "not_converged": True if op is None else bool(op.not_converged),
+        "tau": None,
+        "t_learn": None if diverged else _first_time(trace.t, trace.loss),
+        "thresholds": {"ntk": ntk_threshold, "alignment": alignment_threshold},
+        "diverged": diverged,
+    }
+    seed_out = [int(s) for s in seed] if isinstance(seed, (list, tuple)) else int(seed)
+    params = {"width": width, **{k: hyper[k] for k in ("output_scale", "lr_u", "lr_w")},
+              "init_var_u": var_u, "init_var_w": var_w, "input_var": input_var, "teacher": teacher,
+              "init": "sampled vectors", "seed": seed_out, "optimizer": optimizer}
+    if optimizer == "sgd":
+        params.update(batch_size=batch_size, samples=samples, noise_var=noise_var)
+    return {
+        "params": params,
+        "t": [int(t) if steps else float(t) for t in trace.t],
+        "m": _nums(trace.m), "ntk": _nums(trace.ntk), "alignment": _nums(trace.alignment),
+        "norm_u2": _nums(trace.norm_u2), "norm_w2": _nums(trace.norm_w2), "loss": _nums(trace.loss),
+        "m_lin": _nums(m_lin), "loss_lin": _nums(loss_lin),
+        "imbalance": _nums(trace.imbalance), "gram_det": _nums(trace.gram_det),
+        "init": {"U": _num(start.U[0]), "W": _num(start.W[0]), "V": _num(start.V[0]), "G": _num(start.gram_det[0]),
+                 "m": _num(start.m[0]), "ntk": _num(start.ntk[0]), "alignment": _num(start.alignment[0])},
+        "final": final,
+    }
