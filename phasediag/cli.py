@@ -53,6 +53,8 @@ class RealType(click.ParamType):
     def check(self, v: float, raw, fail) -> float:
         if math.isnan(v):
             fail(f"{raw!r} is NaN; a number is required")
+        if math.isinf(v) and "inf" not in str(raw).lower():  # e.g. 1e400: beyond float range, not 'inf'
+            fail(f"{raw} is beyond the floating-point range (about 1.8e308)")
         if math.isinf(v) and not (self.allow_inf and v > 0):
             fail(f"{raw!r} is not finite" + (" (only +inf is allowed)" if self.allow_inf else ""))
         if self.minimum is not None:
@@ -438,6 +440,17 @@ def format_result(result) -> str:
     return format_table(result) + "\n\n" + format_summary(result)
 
 
+def exact_command(result) -> str:
+    """The 'phasediag solve' command giving the exact prediction for a simulated run (same Gram and times)."""
+    p, ini = result["params"], result["init"]
+    opts = [f"--{k.replace('_', '-')} {p[k]!r}" for k in ("width", "output_scale", "lr_u", "lr_w", "input_var",
+                                                         "teacher")]
+    times = ",".join(str(t) for t in result["t"])
+    steps = "" if p["optimizer"] == "flow" else " --optimizer gd"
+    return (f"phasediag solve {' '.join(opts)} --gram {ini['U']!r},{ini['W']!r},{ini['V']!r}{steps} "
+            f"--times {times}")
+
+
 def format_simulation(result) -> str:
     """Table and summary of a simulated run (measured quantities)."""
     p, ini, fin = result["params"], result["init"], result["final"]
@@ -452,8 +465,8 @@ def format_simulation(result) -> str:
         f"alignment = {_fmt(fin['alignment'])}, ntk_change = {_fmt(fin['ntk_change'])}",
         f"phase:  {fin['phase'].replace('_', ' ')}{mech}  [measured label {fin['label']}]",
         f"drift:  imbalance Delta {_fmt(result['imbalance'][0])} -> {_fmt(result['imbalance'][-1])}",
-        f"exact:  phasediag solve --width {p['width']} --gram {ini['U']!r},{ini['W']!r},{ini['V']!r} ..."
-        + ("  --optimizer gd" if p["optimizer"] == "gd" else ""),
+        f"exact:  {exact_command(result)}" + ("   (population GD, without minibatch noise)"
+                                               if p["optimizer"] == "sgd" else ""),
     ]
     if fin["diverged"]:
         lines.append("note:   diverged (|u|^2 or |w|^2 above 1e80)")
@@ -802,7 +815,8 @@ def format_limit(result: dict) -> str:
 @click.option("--check", is_flag=True,
               help="Also measure the exponents on the exact finite-width solution (d = 1e2 .. 1e12).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (one line) instead of the table.")
-def limit(output_scale, init_var_u, init_var_w, lr_u, lr_w, param, init, check, as_json):
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (and the JSON with --json).")
+def limit(output_scale, init_var_u, init_var_w, lr_u, lr_w, param, init, check, as_json, quiet):
     """The infinite-width limit of hyperparameters scaled as powers of the width d (THEORY section 7):
     exact exponents of the NTK, rho = 2c|m*|/Theta0, the alignment ratio A and m0; the phase (kernel if
     exp(rho) < 0, else feature learning) and health (unstable, frozen, divergent_output), decided exactly.
@@ -816,7 +830,7 @@ def limit(output_scale, init_var_u, init_var_w, lr_u, lr_w, param, init, check, 
         import json
 
         click.echo(json.dumps(result, allow_nan=False))
-    else:
+    elif not quiet:
         click.echo(format_limit(result))
 
 
@@ -907,7 +921,8 @@ def format_validation(info: dict) -> str:
     worst = info["worst_error"]
     lines.append("")
     lines.append(f"{info['name']}: {n} points -> {info['out']}; labels: {info['labels_agree']}/{n} measured = "
-                 f"predicted (same vectors), {info['map_labels_agree']}/{n} measured = map")
+                 f"predicted (same vectors), {info['map_labels_agree']}/{n} measured = map"
+                 + (" (the map's labels are gradient-flow labels)" if info["optimizer"] == "gd" else ""))
     lines.append("worst deviation: " + ", ".join(
         f"{k} {_fmt(v['value'])} (point {v['index']})" for k, v in worst.items() if v is not None))
     return "\n".join(lines)

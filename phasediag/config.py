@@ -142,7 +142,7 @@ def _mapping(item: Located, allowed, required=()) -> dict[str, Located]:
 def _number(item: Located, *, positive=False, nonneg=False, allow_inf=False, integer=False) -> float:
     value = item.value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(item.path, item.line, f"must be a number, got {value!r}")
+        raise _fail(item.path, item.line, f"must be a number, got {_plain(item)!r}")
     value = float(value)
     if np.isnan(value) or (np.isinf(value) and not allow_inf):
         raise _fail(item.path, item.line, f"must be a finite number, got {value}")
@@ -157,7 +157,7 @@ def _number(item: Located, *, positive=False, nonneg=False, allow_inf=False, int
 
 def _string(item: Located) -> str:
     if not isinstance(item.value, str):
-        raise _fail(item.path, item.line, f"must be text, got {item.value!r}")
+        raise _fail(item.path, item.line, f"must be text, got {_plain(item)!r}")
     return item.value
 
 
@@ -255,7 +255,7 @@ def _axis_values(item: Located) -> np.ndarray:
 def _quantity(item: Located, variables) -> Quantity:
     value = item.value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _fail(item.path, item.line, f"must be a number or an expression, got {value!r}")
+        raise _fail(item.path, item.line, f"must be a number or an expression, got {_plain(item)!r}")
     text = repr(float(value)) if not isinstance(value, str) else value
     try:
         tree = expr.parse(text) if isinstance(value, str) else float(value)
@@ -375,7 +375,7 @@ def _init(item: Located | None, variables):
     if item is None or item.value == "typical":
         return "typical", 1, 0, ()
     if isinstance(item.value, str):
-        raise _fail("init", item.line, f"unknown init {item.value!r}; use typical, {{seeds: N}} or "
+        raise _fail("init", item.line, f"unknown init {_plain(item)!r}; use typical, {{seeds: N}} or "
                                        "{gram: [U, W, V]}")
     spec = _mapping(item, ("seeds", "seed", "gram"))
     if "gram" in spec:

@@ -76,7 +76,7 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     t = result["t"]
     params = result.get("params", {})
     final = result.get("final", {})
-    steps = params.get("optimizer") == "gd"
+    steps = params.get("optimizer") in ("gd", "sgd")
     teacher = params.get("teacher")
 
     fig = _new_figure(figsize=(10, 7), layout="constrained")
@@ -117,7 +117,7 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
             ax.set_xscale("symlog", linthresh=positive[0], linscale=0.3)
             ax.set_xlim(-0.05 * positive[0], positive[-1] * 1.15)
         ax.grid(True, which="major", alpha=0.3)
-    xlabel = "t (GD steps)" if steps else "t"
+    xlabel = f"t ({params.get('optimizer', 'gd').upper()} steps)" if steps else "t"
     notes = []
     if any(x is None for x in t):
         notes.append("t = inf not drawn")
@@ -126,11 +126,13 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     for ax in axes[1]:
         ax.set_xlabel(xlabel + (f"   [{'; '.join(notes)}]" if notes else ""), fontsize="small")
 
-    title = "phasediag solve"
+    simulated = params.get("init") == "sampled vectors"
+    title = f"phasediag simulate ({params.get('optimizer')}, width {params.get('width')})" if simulated \
+        else "phasediag solve"
     if final:
         title += f": {final.get('phase')}" + (f" ({final.get('mechanism')})" if final.get("mechanism") else "")
         if final.get("label"):
-            title += f"   [label {final['label']}]"
+            title += f"   [{'measured ' if simulated else ''}label {final['label']}]"
         if final.get("gd_outcome"):
             title += f"   exact GD: {final['gd_outcome']} (phase label: gradient flow)"
     fig.suptitle(title)

@@ -321,7 +321,8 @@ def run_validation(config_path: str | Path, *, settings: Settings = Settings(), 
         progress_total(int(mine.size))
     tasks = [(config, int(i), settings, core.PHASES[int(prediction["phase"][i])]) for i in mine]
     rows = list(_execute(tasks, workers, progress))
-    body = {"name": config.name, "config_hash": sweep.config_hash(config), "settings": asdict(settings),
+    body = {"name": config.name, "config_hash": sweep.config_hash(config), "optimizer": config.optimizer,
+            "settings": asdict(settings),
             "selected": [int(i) for i in selected],
             "shard": None if shard is None else {"index": shard.index, "count": shard.count},
             "rows": rows}
@@ -358,7 +359,7 @@ def summarize(body: dict, out: Path, files: list[str], total_s: float | None) ->
         vals = [(r["error"][field], r["index"]) for r in rows if r["error"][field] is not None]
         worst[field] = {"value": max(vals)[0], "index": max(vals)[1]} if vals else None
     return {
-        "name": body["name"], "out": str(out), "files": files, "points": len(rows),
+        "name": body["name"], "out": str(out), "files": files, "points": len(rows), "optimizer": body["optimizer"],
         "selected": len(body["selected"]), "shard": body["shard"],
         "labels_agree": sum(r["predicted_label"] == r["measured_label"] for r in rows),
         "map_labels_agree": sum(r["map_label"] == r["measured_label"] for r in rows),

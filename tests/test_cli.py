@@ -689,3 +689,18 @@ def test_seed_beyond_the_counter_range_is_bad_input():
 
     result = CliRunner().invoke(group, ["solve", "--seed", str(2**63)])
     assert result.exit_code == 2 and "--seed" in result.output
+
+
+def test_numbers_beyond_float_range_are_bad_input_not_inf():
+    from phasediag.cli import phasediag as group
+
+    result = CliRunner().invoke(group, ["solve", "--times", "0,1e400"])
+    assert result.exit_code == 2 and "1e400" in result.output and "floating-point range" in result.output
+    assert CliRunner().invoke(group, ["solve", "--times", "0,inf", "--json"]).exit_code == 0
+
+
+def test_limit_quiet_prints_nothing():
+    from phasediag.cli import phasediag as group
+
+    result = CliRunner().invoke(group, ["limit", "--param", "ntk", "--quiet"])
+    assert result.exit_code == 0 and result.output == ""

@@ -154,3 +154,13 @@ def test_non_finite_values_are_errors():
         expr.evaluate(expr.parse("1 / (d - 4)"), {"d": np.array([3.0, 4.0])})
     with pytest.raises(expr.ExpressionError):
         expr.evaluate(expr.parse("log(d - 5)"), {"d": np.array([4.0])})
+
+
+@pytest.mark.parametrize("change, shown", [
+    (("lr_u: 1", "lr_u: [1, 2]"), "got [1, 2]"),
+    (("lr_u: 1", "lr_u: {a: 1}"), "got {'a': 1}"),
+    (("d: {log: [1, 1e6, 7]}", "d: {log: [[1], 1e6, 7]}"), "got [1]"),
+])
+def test_errors_show_the_yaml_value_not_internal_objects(change, shown):
+    message = error_of(BASE.replace(*change))
+    assert shown in message and "Located" not in message
