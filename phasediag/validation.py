@@ -120,6 +120,21 @@ def _gram_of(u: np.ndarray, w: np.ndarray) -> core.Gram:
     return gram._replace(G=np.zeros_like(gram.G)) if u.size == 1 else gram
 
 
+def _vectors_from_gram(width: int, gram: core.Gram) -> tuple[np.ndarray, np.ndarray]:
+    """u0 = sqrt(U) e1, w0 = (V / sqrt(U)) e1 + sqrt(G / U) e2: vectors with the Gram (U, W, V), in R^d, or in
+    R^2 when d = 1 but G > 0 (the dynamics see only the Gram; two numbers could not have G > 0)."""
+    U, W, V, G = (_scalar(x) for x in gram)
+    width = max(width, 2) if G > 0 else width
+    u, w = np.zeros(width), np.zeros(width)
+    if U > 0:
+        u[0], w[0] = math.sqrt(U), V / math.sqrt(U)
+        if width > 1:
+            w[1] = math.sqrt(G / U)
+    else:
+        w[0] = math.sqrt(W)
+    return u, w
+
+
 def _record_steps(total: int, records: int) -> np.ndarray:
     """0 and about `records` log-spaced integers up to `total` (always included)."""
     if total <= records:
@@ -221,13 +236,16 @@ def _summary_values(trace: simulate.Trace) -> dict[str, float | None]:
 
 def validate_point(config: Config, index: int, settings: Settings, map_label: str) -> dict:
     """Simulate grid point `index` and compare it with the closed form on the same vectors (a JSON-ready row)."""
-    values, _ = sweep.model_values(config, np.array([index]))
+    values, problem = sweep.model_values(config, np.array([index]))
     v = {k: _scalar(a) for k, a in values.items()}
     width = int(v["width"])
     hyper = {"output_scale": v["output_scale"], "lr_u": v["lr_u"], "lr_w": v["lr_w"], "input_var": v["input_var"],
              "teacher": v["teacher"]}
-    rng = np.random.default_rng([config.seed, index])
-    u0, w0 = simulate.sample_vectors(width, v["init_var_u"], v["init_var_w"], rng)
+    if config.init_kind == "gram":  # the dynamics depend on the Gram only: build vectors that have it
+        u0, w0 = _vectors_from_gram(width, problem.gram)
+    else:
+        rng = np.random.default_rng([config.seed, index])
+        u0, w0 = simulate.sample_vectors(width, v["init_var_u"], v["init_var_w"], rng)
     gram = _gram_of(u0, w0)
     inv = core.invariants(core.Problem(hyper["output_scale"], hyper["lr_u"], hyper["lr_w"], hyper["input_var"],
                                        hyper["teacher"], gram))
@@ -248,8 +266,8 @@ def validate_point(config: Config, index: int, settings: Settings, map_label: st
         "index": int(index),
         "coords": {name: float(config.axes[k].values[position[k]]) if name != "seed" else int(position[k])
                    for k, name in enumerate(config.axis_names)},
-        "width": width,
-        "seed": [int(config.seed), int(index)],
+        "width": int(u0.size),
+        "seed": None if config.init_kind == "gram" else [int(config.seed), int(index)],
         "method": "flow" if settings.method == "flow" and config.optimizer == "flow" else "gd",
         "steps": int(steps),
         "lr_factor": h if config.optimizer == "flow" and settings.method == "gd" else 1.0,

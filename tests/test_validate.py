@@ -158,3 +158,16 @@ def test_table_output(flow_config, tmp_path):
     assert "measured" in out and "worst deviation" in out and len(out.splitlines()) >= 6
     assert all(label in core.PHASES for label in json.loads(
         (tmp_path / "v" / "validation.json").read_text())["rows"][0]["measured_label"].split())
+
+
+def test_gram_configs_are_simulated_from_vectors_with_that_gram(tmp_path):
+    """Config 4 gives explicit Grams at width 1; G > 0 needs two dimensions, which the row reports."""
+    config = Path(__file__).parent.parent / "configs" / "4_mechanism_trajectories.yaml"
+    info, body = validate(config, tmp_path / "v", "--points", 6, "--max-steps", 20000, "--no-plot")
+    assert info["points"] == 6 and info["map_labels_agree"] == 6 and info["labels_agree"] == 6
+    for row in body["rows"]:
+        U, W, V = row["gram"]
+        q, rho = row["coords"]["q"], row["coords"]["rho"]
+        assert U == pytest.approx(q, rel=1e-15) and W == pytest.approx(q, rel=1e-15)
+        assert V == pytest.approx(rho * q, rel=1e-15, abs=1e-300)
+        assert row["width"] == (1 if rho == 1 else 2) and row["seed"] is None
