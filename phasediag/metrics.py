@@ -65,7 +65,7 @@ def _phase(p: PointSet) -> np.ndarray:
 
 def _solution_norm(p: PointSet) -> np.ndarray:
     """kappa |u_T| |w_T| = sqrt(m_T^2 + kappa^2 G) (THEORY 5: large G means large norms)."""
-    return np.hypot(p.final.m, p.inv.output_scale * np.sqrt(p.inv.gram.G))
+    return np.hypot(p.final.m, p.inv.kappa_sqrt_g)
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (

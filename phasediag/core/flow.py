@@ -48,7 +48,7 @@ class Invariants(NamedTuple):
     alpha0, beta0 = (s0 +- m0)/2; alpha_inf, beta_inf = (Q +- m*)/2; a_hat, b_hat = alpha_inf/Q, beta_inf/Q
     (1/2 each when Q = 0); rate = lambda = 2 c a Q (final exponential rate, 1/steps); saddle: g = 0 and
     m0 m* <= 0 (m can never reach m*); gap = m* - kappa V and m0_lo = kappa V - m0 from an error-free
-    product, so m* - m0 stays accurate when m0 ~ m*.
+    product, so m* - m0 stays accurate when m0 ~ m*; kappa_sqrt_g = kappa sqrt(G) (zeta = m / hypot(m, it)).
     """
 
     output_scale: np.ndarray
@@ -75,6 +75,7 @@ class Invariants(NamedTuple):
     saddle: np.ndarray
     gap: np.ndarray
     m0_lo: np.ndarray
+    kappa_sqrt_g: np.ndarray
 
     @property
     def ntk_init(self) -> np.ndarray:
@@ -96,14 +97,30 @@ class FlowState(NamedTuple):
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num/den for num, den >= 0, with 0/0 := 0 (a term that is identically zero in the dynamics)."""
-    safe = den > 0
-    return np.where(safe, num / np.where(safe, den, 1.0), 0.0)
+    """num/den for num, den >= 0, with 0/0 := 0 (a term that is identically zero in the dynamics).
+    (A masked divide: x/0 is never evaluated, and no temporaries beyond the result.)"""
+    out = np.zeros(np.broadcast_shapes(np.shape(num), np.shape(den)))
+    return np.divide(num, den, out=out, where=den > 0)
 
 
 def _times_zero_safe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a * b with 0 * inf := 0 (a vanishing coefficient of an infinite time)."""
-    return np.where(a == 0, 0.0, a * np.where(a == 0, 1.0, b))
+    out = np.zeros(np.broadcast_shapes(np.shape(a), np.shape(b)))
+    return np.multiply(a, b, out=out, where=a != 0)
+
+
+def _hypot(x, y) -> np.ndarray:
+    """sqrt(x^2 + y^2), 5x faster than np.hypot and within ~1.3 ulp of it; np.hypot where the squares
+    would over- or underflow (results outside [1e-150, 1e150], including 0)."""
+    with np.errstate(over="ignore", under="ignore"):
+        r = np.sqrt(x * x + y * y)
+    odd = ~((r > 1e-150) & (r < 1e150))
+    if odd.any():
+        if np.ndim(r) == 0:
+            return np.hypot(x, y)
+        x, y = np.broadcast_to(x, r.shape), np.broadcast_to(y, r.shape)
+        r[odd] = np.hypot(x[odd], y[odd])
+    return r
 
 
 def split(m: np.ndarray, s: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,34 +134,41 @@ def split(m: np.ndarray, s: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def invariants(problem: Problem) -> Invariants:
-    """Precompute the conserved quantities of THEORY section 3 for every point of `problem`."""
+    """Precompute the conserved quantities of THEORY section 3 for every point of `problem`.
+
+    Inputs that are the same for every point (0-d arrays) are combined as scalars; every field is then
+    broadcast to the points' shape (read-only views where nothing varies)."""
     kappa, lr_u, lr_w, a, m_star = (
         np.asarray(x, dtype=float)
         for x in (problem.output_scale, problem.lr_u, problem.lr_w, problem.input_var, problem.teacher)
     )
     U, W, V, G = (np.asarray(x, dtype=float) for x in problem.gram)
-    kappa, lr_u, lr_w, a, m_star, U, W, V, G = np.broadcast_arrays(kappa, lr_u, lr_w, a, m_star, U, W, V, G)
+    shape = np.broadcast_shapes(kappa.shape, lr_u.shape, lr_w.shape, a.shape, m_star.shape, U.shape, W.shape,
+                                V.shape, G.shape)
+    kappa2 = kappa * kappa
+    c2 = kappa2 * (lr_u * lr_w)
     c = kappa * np.sqrt(lr_u * lr_w)
-    c2 = kappa * kappa * (lr_u * lr_w)
-    ntk_imbalance = (kappa * kappa) * difference_of_products(lr_w, U, lr_u, W)
-    g = np.hypot(np.abs(ntk_imbalance) / (2.0 * c), kappa * np.sqrt(G))
+    ntk_imbalance = kappa2 * difference_of_products(lr_w, U, lr_u, W)
+    kappa_sqrt_g = kappa * np.sqrt(G)
+    g = _hypot(np.abs(ntk_imbalance) / (2.0 * c), kappa_sqrt_g)
     h = 0.25 * g * g
     m0, m0_lo = _two_product(kappa, V)  # kappa V = m0 + m0_lo exactly
-    s0 = np.hypot(m0, g)
-    Q = np.hypot(m_star, g)
+    s0 = _hypot(m0, g)
+    Q = _hypot(m_star, g)
     alpha0, beta0 = split(m0, s0, h)
     alpha_inf, beta_inf = split(m_star, Q, h)
     has_q = Q > 0
     Q_safe = np.where(has_q, Q, 1.0)
     a_hat = np.where(has_q, alpha_inf / Q_safe, 0.5)
     b_hat = np.where(has_q, beta_inf / Q_safe, 0.5)
-    return Invariants(
-        output_scale=kappa, lr_u=lr_u, lr_w=lr_w, input_var=a, teacher=m_star, gram=Gram(U, W, V, G),
-        c=c, c2=c2, ntk_imbalance=ntk_imbalance, g=g, h=h, m0=m0, s0=s0, Q=Q,
-        alpha0=alpha0, beta0=beta0, alpha_inf=alpha_inf, beta_inf=beta_inf, a_hat=a_hat, b_hat=b_hat,
-        rate=2.0 * c * a * Q, saddle=(g == 0) & (m0 * m_star <= 0),
-        gap=(m_star - m0) - m0_lo, m0_lo=m0_lo,
+    fields = dict(
+        output_scale=kappa, lr_u=lr_u, lr_w=lr_w, input_var=a, teacher=m_star, c=c, c2=c2,
+        ntk_imbalance=ntk_imbalance, g=g, h=h, m0=m0, s0=s0, Q=Q, alpha0=alpha0, beta0=beta0,
+        alpha_inf=alpha_inf, beta_inf=beta_inf, a_hat=a_hat, b_hat=b_hat, rate=2.0 * c * a * Q,
+        saddle=(g == 0) & (m0 * m_star <= 0), gap=(m_star - m0) - m0_lo, m0_lo=m0_lo, kappa_sqrt_g=kappa_sqrt_g,
     )
+    full = {k: np.broadcast_to(v, shape) for k, v in fields.items()}
+    return Invariants(gram=Gram(*(np.broadcast_to(x, shape) for x in (U, W, V, G))), **full)
 
 
 def with_time_axis(inv: Invariants) -> Invariants:
@@ -195,7 +219,26 @@ class _Path(NamedTuple):
     from_start: np.ndarray
 
 
+def _end_path(inv: Invariants) -> _Path:
+    """t = inf without the clock (THEORY 5): alpha_inf, beta_inf and m = m* exactly; at the saddle (which
+    includes Q = 0) m -> 0 and alpha, beta -> 0. The general path gives the same values up to rounding."""
+    off = ~inv.saddle
+    zero = np.zeros_like(inv.teacher)
+    return _Path(
+        alpha=np.where(off, inv.alpha_inf, zero), beta=np.where(off, inv.beta_inf, zero),
+        m=np.where(off, inv.teacher, zero), m_err=zero,
+        to_end=np.where(off, zero, -inv.teacher), from_start=np.where(off, inv.gap, -inv.m0),
+    )
+
+
+def _is_end(t) -> bool:
+    """t is the scalar inf (the end of training)."""
+    return np.ndim(t) == 0 and t == np.inf
+
+
 def _evaluate(inv: Invariants, t) -> _Path:
+    if _is_end(t):
+        return _end_path(inv)
     clk = _clock(inv, t)
     alpha, beta, den_a, den_b = _alpha_beta(inv, clk)
     # m - m* = -E (m* - m0)/(s0 + Q) [(alpha0 + alpha_inf)/den_a + (beta0 + beta_inf)/den_b] off the saddle
@@ -228,49 +271,62 @@ def _best(candidates):
     return value, err
 
 
-def layer_norms(lr_u, lr_w, c2, imbalance, kappa_sqrt_g, m, ntk):
+def layer_norms(lr_u, lr_w, c2, imbalance, kappa_sqrt_g, m, ntk, r=None):
     """|u|^2 = eta_u (Theta + c^2 Delta)/(2c^2), |w|^2 = eta_w (Theta - c^2 Delta)/(2c^2) (imbalance = c^2 Delta);
     the smaller one (the -c^2|Delta| side) as 2 eta r (r / (Theta + c^2 |Delta|)), r = hypot(m, kappa sqrt(G)):
-    free of cancellation, and of underflow where m^2 would underflow."""
-    big = (ntk + np.abs(imbalance)) / (2.0 * c2)
-    r = np.hypot(m, kappa_sqrt_g)
-    small = 2.0 * r * _ratio(r, ntk + np.abs(imbalance))
+    free of cancellation, and of underflow where m^2 would underflow. `r`: that hypot, if already known."""
+    total = ntk + np.abs(imbalance)
+    big = total / (2.0 * c2)
+    r = _hypot(m, kappa_sqrt_g) if r is None else r
+    small = 2.0 * r * _ratio(r, total)
     u_big = imbalance >= 0
     return lr_u * np.where(u_big, big, small), lr_w * np.where(u_big, small, big)
 
 
-def _norms(inv: Invariants, m, ntk):
-    return layer_norms(inv.lr_u, inv.lr_w, inv.c2, inv.ntk_imbalance, inv.output_scale * np.sqrt(inv.gram.G), m, ntk)
+def _norms(inv: Invariants, m, ntk, r=None):
+    return layer_norms(inv.lr_u, inv.lr_w, inv.c2, inv.ntk_imbalance, inv.kappa_sqrt_g, m, ntk, r)
 
 
-def cosine(m, kappa_sqrt_g, m0) -> np.ndarray:
+def cosine(m, kappa_sqrt_g, m0, r=None) -> np.ndarray:
     """zeta = m / hypot(m, kappa sqrt(G)). With G = 0 the layers are parallel: zeta = sign(m), or sign(m0)
-    where m has underflowed to 0 (it never changes sign then); 0 when m = m0 = 0 (a zero layer: 0/0)."""
-    r = np.hypot(m, kappa_sqrt_g)
-    parallel = np.where(m != 0, np.sign(m), np.sign(m0))
-    return np.where(r > 0, m / np.where(r > 0, r, 1.0), np.where(kappa_sqrt_g == 0, parallel, 0.0))
+    where m has underflowed to 0 (it never changes sign then); 0 when m = m0 = 0 (a zero layer: 0/0).
+    `r`: hypot(m, kappa sqrt(G)), if already known."""
+    r = _hypot(m, kappa_sqrt_g) if r is None else r
+    zeta = _ratio(m, r)
+    if np.any(r == 0):  # then m = 0 and G = 0 (r >= |m|, kappa sqrt(G)): parallel layers keep sign(m0)
+        zeta = np.where(r == 0, np.sign(m0), zeta)
+    return zeta
 
 
 def alignment_of(inv: Invariants, m) -> np.ndarray:
     """zeta = cos(u, w) = m / hypot(m, kappa sqrt(G)) at slope m (see `cosine` for G = 0)."""
-    return cosine(m, inv.output_scale * np.sqrt(inv.gram.G), inv.m0)
+    return cosine(m, inv.kappa_sqrt_g, inv.m0)
 
 
 def _state_of(inv: Invariants, path: _Path, t) -> FlowState:
     ntk = 2.0 * inv.c * (path.alpha + path.beta)
-    norm_u2, norm_w2 = _norms(inv, path.m, ntk)
-    x = _times_zero_safe(inv.input_var * inv.ntk_init, np.asarray(t, dtype=float))
-    decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
-    m_lin = np.where(decay < 0.5, inv.teacher - inv.gap * decay, inv.m0 + inv.gap * -np.expm1(-x))
+    r = _hypot(path.m, inv.kappa_sqrt_g)  # shared by the norms and the cosine
+    norm_u2, norm_w2 = _norms(inv, path.m, ntk, r)
+    if _is_end(t):
+        m_lin = np.where(inv.ntk_init > 0, inv.teacher, inv.m0)  # exp(-a Theta0 t) = 0 unless Theta0 = 0
+    else:
+        x = _times_zero_safe(inv.input_var * inv.ntk_init, np.asarray(t, dtype=float))
+        decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
+        m_lin = np.where(decay < 0.5, inv.teacher - inv.gap * decay, inv.m0 + inv.gap * -np.expm1(-x))
     return FlowState(
-        m=path.m, ntk=ntk, alignment=alignment_of(inv, path.m), norm_u2=norm_u2, norm_w2=norm_w2,
-        loss=0.5 * inv.input_var * path.to_end**2, m_lin=m_lin,
+        m=path.m, ntk=ntk, alignment=cosine(path.m, inv.kappa_sqrt_g, inv.m0, r), norm_u2=norm_u2,
+        norm_w2=norm_w2, loss=0.5 * inv.input_var * path.to_end**2, m_lin=m_lin,
     )
 
 
-def _change_of(inv: Invariants, path: _Path) -> np.ndarray:
+def _change_of(inv: Invariants, path: _Path, end: bool = False) -> np.ndarray:
+    """(m - m0)(m + m0) / (s0 (s + s0)); `end`: the path is `_end_path`, where m + m0 is m* + kappa V (one
+    rounding) off the saddle and m0 on it (m = 0)."""
     eps = np.finfo(float).eps
     sum_teacher_m0 = (inv.teacher + inv.m0) + inv.m0_lo
+    if end:
+        m_plus_m0 = np.where(inv.saddle, inv.m0, sum_teacher_m0)
+        return _ratio(path.from_start * m_plus_m0, inv.s0 * ((path.alpha + path.beta) + inv.s0))
     m_plus_m0, _ = _best((
         (path.m + inv.m0, path.m_err + eps * (np.abs(path.m) + np.abs(inv.m0))),
         (path.to_end + sum_teacher_m0, np.where(inv.saddle, np.inf, eps * (
@@ -279,7 +335,8 @@ def _change_of(inv: Invariants, path: _Path) -> np.ndarray:
     ))
     s = path.alpha + path.beta
     den = inv.s0 * (s + inv.s0)
-    return np.where(den > 0, path.from_start * m_plus_m0 / np.where(den > 0, den, 1.0), 0.0)
+    out = np.zeros(np.broadcast_shapes(den.shape, path.from_start.shape))
+    return np.divide(path.from_start * m_plus_m0, den, out=out, where=den > 0)
 
 
 def flow_state(inv: Invariants, t) -> FlowState:
@@ -298,14 +355,14 @@ def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
     time m = -m0 where the NTK passes back through Theta0). Defined as 0 when Theta0 = 0.
     """
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        return _change_of(inv, _evaluate(inv, t))
+        return _change_of(inv, _evaluate(inv, t), end=_is_end(t))
 
 
 def flow_state_and_change(inv: Invariants, t) -> tuple[FlowState, np.ndarray]:
     """`flow_state` and `ntk_change` at the same times from one evaluation of the closed form."""
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         path = _evaluate(inv, t)
-        return _state_of(inv, path, t), _change_of(inv, path)
+        return _state_of(inv, path, t), _change_of(inv, path, end=_is_end(t))
 
 
 def relaxation_time(inv: Invariants) -> np.ndarray:
@@ -327,26 +384,29 @@ def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
     r = np.sqrt(fraction)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         flip = np.where(inv.m0 < 0, -1.0, 1.0)
-        m0, m_star = flip * inv.m0, flip * inv.teacher
+        m0, m_star = np.abs(inv.m0), flip * inv.teacher
         m_t = m_star - r * (flip * inv.gap)
-        s_t = np.hypot(m_t, inv.g)
-        alpha0, _ = split(m0, inv.s0, inv.h)
+        s_t = _hypot(m_t, inv.g)
+        alpha0 = 0.5 * (inv.s0 + m0)  # m0 >= 0: alpha0 is the larger half (split's form, no cancellation)
         alpha_inf, beta_inf = split(m_star, inv.Q, inv.h)
         alpha_t, _ = split(m_t, s_t, inv.h)
-        num = (1.0 - r) * (alpha0 + alpha_t) * (inv.s0 + inv.Q)
-        den = (inv.s0 + s_t) * (alpha0 + alpha_inf) * (alpha_t + beta_inf)
-        Y = _ratio(num, den)
+        s0_plus_q, a0_plus_ainf, at_plus_binf = inv.s0 + inv.Q, alpha0 + alpha_inf, alpha_t + beta_inf
+        Y = _ratio((1.0 - r) * (alpha0 + alpha_t) * s0_plus_q, (inv.s0 + s_t) * a0_plus_ainf * at_plus_binf)
         y = inv.Q * Y  # = 1 - E, accurate while E is not small
         # E itself as a positive product, accurate when E is small (a long plateau before learning)
-        E = r * _ratio(
-            (alpha_t + alpha_inf) * (inv.s0 + inv.Q) * (alpha0 + beta_inf),
-            (alpha0 + alpha_inf) * (s_t + inv.Q) * (alpha_t + beta_inf),
-        )
+        E = r * _ratio((alpha_t + alpha_inf) * s0_plus_q * (alpha0 + beta_inf),
+                       a0_plus_ainf * (s_t + inv.Q) * at_plus_binf)
         reachable = (inv.s0 > 0) & ~(inv.saddle & (m_t * m0 <= 0)) & (E > 0)
         near = reachable & (y < 0.5)
-        y_safe = np.where(near & (y > 0), y, 0.5)
-        t_near = Y * np.where(near & (y > 0), -np.log1p(-y_safe) / y_safe, 1.0) / (2.0 * inv.c * inv.input_var)
         far = reachable & ~near
-        t_far = -np.log(np.where(far, E, 0.5)) / np.where(far, inv.rate, 1.0)
+        # near: t = Y (-log1p(-y)/y) / (2 c a), the factor -> 1 as y -> 0; far: t = -log(E)/lambda. Masked
+        # ufuncs evaluate each branch only where it applies.
+        shape = np.shape(near)
+        pos = near & (y > 0)
+        log_near = np.log1p(-y, out=np.zeros(shape), where=pos)
+        factor = np.divide(-log_near, y, out=np.ones(shape), where=pos)
+        t_near = Y * factor / (2.0 * inv.c * inv.input_var)
+        log_far = np.log(E, out=np.zeros(shape), where=far)
+        t_far = np.divide(-log_far, inv.rate, out=np.zeros(shape), where=far)
         out = np.where(near, t_near, np.where(far, t_far, np.inf))
         return np.where(inv.gap == 0, 0.0, out)

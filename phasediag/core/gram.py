@@ -66,7 +66,7 @@ def typical_gram(width, init_var_u, init_var_w) -> Gram:
     )
     U = width * init_var_u
     W = width * init_var_w
-    return Gram(U, W, np.zeros_like(U), U * W)
+    return Gram(U, W, np.zeros(()), U * W)  # V = 0 for every point: a 0-d zero broadcasts (and costs nothing)
 
 
 def sample_gram(width, init_var_u, init_var_w, seed: int, index=0) -> Gram:

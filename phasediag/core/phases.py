@@ -65,8 +65,11 @@ def order_parameters(inv: Invariants, horizon=np.inf,
     rotates = inv.gram.G > 0
     gain = np.where(rotates, np.abs(zeta_T) - min_abs, 0.0)
     dis = np.where(rotates, np.abs(zeta0) - min_abs, 0.0)
-    loss0 = 0.5 * inv.input_var * inv.gap**2
-    not_converged = np.isfinite(horizon) & (inv.gap != 0) & (final.loss > 0.01 * loss0)
+    if np.all(np.isinf(horizon)):  # the end of training: converged by definition
+        not_converged = np.zeros(np.shape(final.loss), dtype=bool)
+    else:
+        loss0 = 0.5 * inv.input_var * inv.gap**2
+        not_converged = np.isfinite(horizon) & (inv.gap != 0) & (final.loss > 0.01 * loss0)
     return OrderParameters(
         ntk_change=change, alignment_init=zeta0, alignment_final=zeta_T,
         alignment_gain=gain, disalignment=dis, not_converged=np.asarray(not_converged),

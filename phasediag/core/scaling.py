@@ -351,7 +351,8 @@ def _measure_safely(hp: dict[str, np.ndarray], gram: Gram, teacher: float,
     out = {name: np.full(np.shape(hp["output_scale"]), np.nan) for name in CHECKED}
     for i in range(n):
         try:
-            one = _measure({k: v[i] for k, v in hp.items()}, Gram(*(g[i] for g in gram)), teacher, input_var)
+            one = _measure({k: v[i] for k, v in hp.items()}, Gram(*(np.broadcast_to(g, (n,))[i] for g in gram)),
+                           teacher, input_var)
         except FloatingPointError:
             continue
         for name in CHECKED:
