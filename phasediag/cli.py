@@ -544,9 +544,11 @@ Examples:
 @click.option("--no-plot", is_flag=True, help="Write results.npz and meta.json only.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True,
               help="Grid points per vectorized chunk (bounds memory; does not change any result).")
+@click.option("--checkpoint-every", type=RealType(0.0), default=5.0, show_default=True, metavar="SECONDS",
+              help="Save finished chunks for --resume at most this often (0: after every chunk).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (paths, counts, timings).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
-def run(config, out, shard, workers, resume, no_plot, chunk_size, as_json, quiet):
+def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_every, as_json, quiet):
     """Evaluate a YAML sweep CONFIG on its grid and write results.npz, meta.json and the figures.
 
     Outputs are written under temporary names and renamed into place: an interrupted or failed run never
@@ -562,7 +564,8 @@ def run(config, out, shard, workers, resume, no_plot, chunk_size, as_json, quiet
     start, update, close = _progress(quiet or as_json)
     try:
         info = runner.run_config(config, out=out, shard=shard_spec, workers=workers, resume=resume,
-                                 plot=not no_plot, chunk_size=chunk_size, progress=update, progress_total=start)
+                                 plot=not no_plot, chunk_size=chunk_size, checkpoint_every=checkpoint_every,
+                                 progress=update, progress_total=start)
     except ConfigError as e:
         raise BadInput(str(e)) from None
     finally:

@@ -20,7 +20,7 @@ MODEL_KEYS = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
 DATA_KEYS = ("input_var", "teacher", "noise_var")
 DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
-TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "plot")
+TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "metrics", "plot")
 SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
 RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
 FORMATS = ("png", "pdf", "svg")
@@ -212,6 +212,7 @@ class Config:
     resolved: dict = field(compare=False)
     mode: str = "finite"  # finite | scaling (model entries are {base, exp}: hyperparameter = base d^exp)
     bases: dict = field(default_factory=dict)
+    metrics: tuple[str, ...] | None = None  # stored metrics (None: every metric of the kind)
 
     @property
     def kind(self) -> str:
@@ -323,11 +324,12 @@ def config_from_text(text: str, source: str = "config") -> Config:
     horizon, optimizer, times, max_steps = _train(top.get("train"))
     ntk_threshold, alignment_threshold = _classify(top.get("classify"))
     plot = _plot(top.get("plot"), variables, mode)
+    metrics = _metrics(top.get("metrics"), "scaling" if mode == "scaling" else optimizer, plot)
     config = Config(
         name=name, description=description, axes=tuple(axes), model=model, data=data, init_kind=init_kind,
         seeds=seeds, seed=seed, gram=gram, horizon=horizon, optimizer=optimizer, times=times,
         max_steps=max_steps, ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, plot=plot,
-        resolved={}, mode=mode, bases=bases,
+        resolved={}, mode=mode, bases=bases, metrics=metrics,
     )
     config.resolved.update(_resolve(config))
     return config
@@ -469,6 +471,26 @@ def _plot(item: Located | None, variables, mode: str = "finite"):
     return out
 
 
+def _metrics(item: Located | None, kind: str, plot: dict) -> tuple[str, ...] | None:
+    """metrics: the list of metrics to store (default: all of the kind); the plotted maps are always kept."""
+    if item is None:
+        return None
+    from phasediag.metrics import metrics_for
+
+    allowed = [m.name for m in metrics_for(kind)]
+    if not isinstance(item.value, list) or not item.value:
+        raise _fail(item.path, item.line, f"must be a non-empty list of metric names; allowed: {', '.join(allowed)}")
+    names = []
+    for sub in item.value:
+        name = _string(sub)
+        if name not in allowed:
+            raise _fail(sub.path, sub.line, f"unknown metric {name!r} for a {kind} sweep"
+                                            f"{_did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}")
+        names.append(name)
+    wanted = set(names) | set(plot.get("maps", ()))
+    return tuple(name for name in allowed if name in wanted)  # registry order
+
+
 def _resolve(config: Config) -> dict:
     """Plain-data form of everything that determines the results (for meta.json and resume checks)."""
     if config.mode == "scaling":
@@ -478,6 +500,7 @@ def _resolve(config: Config) -> dict:
             "model": {k: {"base": config.bases[k].text, "exp": q.text} for k, q in config.model.items()},
             "data": {k: q.text for k, q in config.data.items()},
             "classify": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
+            **({"metrics": list(config.metrics)} if config.metrics is not None else {}),
             "plot": config.plot,
         }
     return {
@@ -493,5 +516,6 @@ def _resolve(config: Config) -> dict:
                   "optimizer": config.optimizer, "max_steps": config.max_steps,
                   "times": None if config.times is None else config.times.tolist()},
         "classify": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
+        **({"metrics": list(config.metrics)} if config.metrics is not None else {}),
         "plot": config.plot,
     }

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from phasediag import core
+from phasediag.core.flow import hypot
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _phase(p: PointSet) -> np.ndarray:
 
 def _solution_norm(p: PointSet) -> np.ndarray:
     """kappa |u_T| |w_T| = sqrt(m_T^2 + kappa^2 G) (THEORY 5: large G means large norms)."""
-    return np.hypot(p.final.m, p.inv.kappa_sqrt_g)
+    return hypot(p.final.m, p.inv.kappa_sqrt_g)
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (

@@ -87,6 +87,7 @@ def run_config(
     resume: bool = False,
     plot: bool = True,
     chunk_size: int = sweep.DEFAULT_CHUNK,
+    checkpoint_every: float = sweep.CHECKPOINT_EVERY,
     progress: Callable[[int], None] | None = None,
     progress_total: Callable[[int], None] | None = None,
 ) -> dict:
@@ -108,7 +109,8 @@ def run_config(
     if not resume and partial.exists():
         shutil.rmtree(partial)
     result = sweep.run(config, chunk_size=chunk_size, shard=shard, workers=workers,
-                       checkpoint=partial if stop - start > chunk_size else None, progress=progress)
+                       checkpoint=partial if stop - start > chunk_size else None,
+                       checkpoint_every=checkpoint_every, progress=progress)
     saved = time.perf_counter()
     files = [str(p) for p in results.save(result, out)]
     result.meta["timing"]["save_s"] = round(time.perf_counter() - saved, 6)

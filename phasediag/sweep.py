@@ -12,6 +12,7 @@ import hashlib
 import json
 import platform
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,9 +153,15 @@ def validate(config: Config, chunk_size: int = DEFAULT_CHUNK, shard: Shard | Non
         check(config, np.arange(lo, hi))
 
 
+def stored_metrics(config: Config) -> list:
+    """The metrics this config stores: the `metrics:` list (with the plotted maps), else all of its kind."""
+    every = metrics_for(config.kind)
+    return every if config.metrics is None else [m for m in every if m.name in config.metrics]
+
+
 def result_bytes(config: Config, points: int) -> int:
     """Memory the result arrays of `points` grid points take (what a run must hold, and write)."""
-    per_point = sum(np.dtype(m.dtype).itemsize for m in metrics_for(config.kind))
+    per_point = sum(np.dtype(m.dtype).itemsize for m in stored_metrics(config))
     if config.times is not None:
         per_point += 8 * len(TRAJECTORY_FIELDS) * len(config.times)
     return per_point * points
@@ -182,12 +189,13 @@ def evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarra
 
         points = ScalingPointSet(*scaling_values(config, np.arange(start, stop)))
         return {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
-                for m in metrics_for("scaling")}
+                for m in stored_metrics(config)}
     _, problem = model_values(config, np.arange(start, stop))
     inv = core.invariants(problem)
     points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps)
-    out = {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
-           for m in metrics_for(config.kind)}
+    n = stop - start  # broadcast views, not copies: `_store` makes the one copy into the result arrays
+    out = {m.name: np.broadcast_to(np.asarray(m.compute(points), dtype=m.dtype), (n,))
+           for m in stored_metrics(config)}
     if config.times is not None:
         if config.optimizer == "gd":
             state = core.gd_state(inv, config.times, max_steps=config.max_steps)
@@ -203,12 +211,40 @@ def _evaluate_task(args) -> tuple[int, int, dict[str, np.ndarray]]:
     return lo, hi, evaluate_chunk(config, lo, hi)
 
 
-def _allocate(config: Config, n: int) -> dict[str, np.ndarray]:
-    arrays = {m.name: np.empty(n, dtype=m.dtype) for m in metrics_for(config.kind)}
+#: (arrays, start) of the run in progress, inherited by forked workers, which store their chunks into it
+_SHARED: tuple[dict[str, np.ndarray], int] | None = None
+
+
+def _evaluate_shared(args) -> tuple[int, int, None]:
+    config, lo, hi = args
+    arrays, start = _SHARED
+    _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
+    return lo, hi, None
+
+
+def _allocate(config: Config, n: int, shared: bool = False) -> dict[str, np.ndarray]:
+    """The result arrays of n points. `shared`: in anonymous shared memory, so that forked workers write their
+    chunks in place (nothing is pickled back; the parent holds no second copy)."""
+    specs = {m.name: ((n,), np.dtype(m.dtype)) for m in stored_metrics(config)}
     if config.times is not None:
         for field in TRAJECTORY_FIELDS:
-            arrays[f"traj_{field}"] = np.empty((n, len(config.times)))
+            specs[f"traj_{field}"] = ((n, len(config.times)), np.dtype(float))
+    if not shared:
+        return {name: np.empty(shape, dtype) for name, (shape, dtype) in specs.items()}
+    import mmap
+
+    arrays = {}
+    for name, (shape, dtype) in specs.items():
+        size = int(np.prod(shape)) * dtype.itemsize
+        buffer = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS: inherited by forked workers
+        arrays[name] = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
     return arrays
+
+
+#: Default seconds between checkpoint writes: finished chunks are written together, so a fast sweep is not
+#: slowed by many small files (writing every chunk of a 1e6-point sweep cost +70%), and a killed job loses
+#: at most this much work.
+CHECKPOINT_EVERY = 5.0
 
 
 def run(
@@ -218,29 +254,32 @@ def run(
     shard: Shard | None = None,
     workers: int = 1,
     checkpoint: Path | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY,
     progress: Callable[[int], None] | None = None,
 ) -> SweepResult:
-    """Evaluate the grid (or one shard of it). `checkpoint`: a directory where finished chunks are kept so an
-    interrupted run resumes without recomputing them; `progress(k)` is called with the points just done."""
+    """Evaluate the grid (or one shard of it). `checkpoint`: a directory where finished chunks are kept (written
+    every `checkpoint_every` seconds, 0 = after every chunk) so an interrupted run resumes without recomputing
+    them; `progress(k)` is called with the points just done."""
     started = time.perf_counter()
     tune_allocator()
     n = grid_size(config)
     start, stop = shard.bounds(n) if shard else (0, n)
-    arrays = _allocate(config, stop - start)
     length = chunk_length(config, chunk_size)
-    todo = []
-    for lo, hi in chunks(start, stop, length):
-        saved = _load_chunk(checkpoint, lo, hi)
-        if saved is not None:
-            _store(arrays, saved, lo - start, hi - start)
-            if progress:
-                progress(hi - lo)
-        else:
-            todo.append((config, lo, hi))
-    results = _execute(todo, workers)
-    for lo, hi, chunk in results:
-        _store(arrays, chunk, lo - start, hi - start)
-        _save_chunk(checkpoint, lo, hi, chunk)
+    all_chunks = list(chunks(start, stop, length))
+    arrays = _allocate(config, stop - start, shared=_parallel(workers, all_chunks))
+    done = _load_checkpoints(checkpoint, arrays, start, stop)
+    todo = [(config, lo, hi) for lo, hi in all_chunks if not _covered(done, lo, hi)]
+    if progress and stop - start - sum(hi - lo for _, lo, hi in todo):
+        progress(stop - start - sum(hi - lo for _, lo, hi in todo))
+    pending: list[tuple[int, int]] = []
+    last_save = time.perf_counter()
+    for lo, hi, chunk in _execute(todo, workers, arrays, start):
+        if chunk is not None:
+            _store(arrays, chunk, lo - start, hi - start)
+        pending.append((lo, hi))
+        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
+            _save_checkpoints(checkpoint, arrays, start, pending)
+            pending, last_save = [], time.perf_counter()
         if progress:
             progress(hi - lo)
     if shard is None:
@@ -250,16 +289,27 @@ def run(
     return SweepResult(coords=coordinates(config), arrays=arrays, meta=meta)
 
 
-def _execute(todo, workers: int):
-    if workers <= 1 or len(todo) <= 1:
+def _parallel(workers: int, todo) -> bool:
+    return workers > 1 and len(todo) > 1
+
+
+def _execute(todo, workers: int, arrays=None, start: int = 0):
+    """Yield (lo, hi, chunk) in order; in parallel, workers write into the shared `arrays` (chunk None)."""
+    if not _parallel(workers, todo):
         return (_evaluate_task(task) for task in todo)
     import multiprocessing
 
+    global _SHARED
+    _SHARED = (arrays, start)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
 
     def generate():
-        with pool:
-            yield from pool.map(_evaluate_task, todo)
+        global _SHARED
+        try:
+            with pool:
+                yield from pool.map(_evaluate_shared, todo)
+        finally:
+            _SHARED = None
 
     return generate()
 
@@ -273,21 +323,43 @@ def _chunk_path(checkpoint: Path, lo: int, hi: int) -> Path:
     return checkpoint / f"chunk-{lo:015d}-{hi:015d}.npz"
 
 
-def _load_chunk(checkpoint: Path | None, lo: int, hi: int):
-    if checkpoint is None:
-        return None
-    path = _chunk_path(checkpoint, lo, hi)
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+def _covered(done: list[tuple[int, int]], lo: int, hi: int) -> bool:
+    return any(a <= lo and hi <= b for a, b in done)
 
 
-def _save_chunk(checkpoint: Path | None, lo: int, hi: int, chunk) -> None:
-    if checkpoint is not None:
-        from phasediag.results import write_npz
+def _load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) -> list[tuple[int, int]]:
+    """Store every saved range [lo, hi) within [start, stop) of `checkpoint` into `arrays`; return the ranges."""
+    if checkpoint is None or not checkpoint.is_dir():
+        return []
+    done = []
+    for path in sorted(checkpoint.glob("chunk-*-*.npz")):
+        try:
+            lo, hi = (int(x) for x in path.stem.split("-")[1:3])
+            if not (start <= lo < hi <= stop):
+                continue
+            with np.load(path, allow_pickle=False) as data:
+                saved = {name: data[name] for name in data.files}
+        except (ValueError, OSError, zipfile.BadZipFile):
+            continue  # an unreadable leftover: its points are simply computed again
+        if set(saved) != set(arrays) or any(len(v) != hi - lo for v in saved.values()):
+            continue
+        _store(arrays, saved, lo - start, hi - start)
+        done.append((lo, hi))
+    return done
 
-        write_npz(_chunk_path(checkpoint, lo, hi), chunk)
+
+def _save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[int, int]]) -> None:
+    """Write the finished chunks, one file per contiguous run of them (atomically, like every output)."""
+    from phasediag.results import write_npz
+
+    runs: list[list[int]] = []
+    for lo, hi in sorted(finished):
+        if runs and runs[-1][1] == lo:
+            runs[-1][1] = hi
+        else:
+            runs.append([lo, hi])
+    for lo, hi in runs:
+        write_npz(_chunk_path(checkpoint, lo, hi), {k: a[lo - start:hi - start] for k, a in arrays.items()})
 
 
 def coordinates(config: Config) -> dict[str, np.ndarray]:
@@ -309,7 +381,7 @@ def build_meta(config: Config, n: int, chunk: int, workers: int, shard: Shard | 
         "times": None if config.times is None else config.times.tolist(),
         "grid_points": n,
         "metrics": {m.name: {"label": m.label, "kind": m.kind, "log": m.log, "threshold": m.threshold}
-                    for m in metrics_for(config.kind)},
+                    for m in stored_metrics(config)},
         "legends": {k: list(v) for k, v in LEGENDS.items() if k in METRICS},
         "thresholds": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
         "config": config.resolved,

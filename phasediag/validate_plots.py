@@ -5,6 +5,7 @@ Each plotting function returns its Figure and writes it only when given a path (
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def overlay_figure(config: Config, body: dict, path: str | Path | None = None, m
     from matplotlib.lines import Line2D
 
     x, y = config.plot["x"], config.plot.get("y")
-    result = map_result if map_result is not None else sweep.run(config)
+    result = map_result if map_result is not None else sweep.run(replace(config, metrics=None))
     fig = maps._figure(7.2, 4.8)
     ax = fig.add_subplot()
     maps.phase_map(result, x, y, ax=ax)

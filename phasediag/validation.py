@@ -27,7 +27,7 @@ import json
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -328,7 +328,7 @@ def run_validation(config_path: str | Path, *, settings: Settings = Settings(), 
     config = config_from_text(text, source=str(config_path))
     settings.check(config)
     sweep.validate(config)
-    map_result = sweep.run(config)
+    map_result = sweep.run(replace(config, metrics=None))  # the labels need the phase (and GD outcome)
     prediction = prediction_arrays(config, map_result)
     selected = select_points(config, prediction, settings)
     if selected.size == 0:

@@ -143,7 +143,8 @@ def test_killed_run_leaves_no_results_and_resume_finishes_identically(tmp_path):
                    .replace("{log: [1e-6, 1, 7]}", "{log: [1e-6, 1, 500]}"))
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "phasediag", "run", big, "--out", out, "--no-plot",
-                             "--chunk-size", "10000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--chunk-size", "10000", "--checkpoint-every", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob(".partial-*/chunk-*.npz"))) < 3:
         time.sleep(0.05)
@@ -174,3 +175,22 @@ def test_a_grid_too_large_for_memory_is_refused_at_once(tmp_path):
     proc = phasediag("run", path, "--out", tmp_path / "out", check=False)
     assert proc.returncode == 2 and "--shard K/N" in proc.stderr and "GB of result arrays" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_metrics_key_stores_only_the_chosen_metrics_and_the_plotted_maps(tmp_path):
+    path = tmp_path / "few.yaml"
+    path.write_text(CONFIG + "metrics: [ntk_change, alignment_final]\nplot: {x: d, y: s, maps: [phase]}\n")
+    phasediag("run", path, "--out", tmp_path / "few")
+    data = arrays(tmp_path / "few")
+    assert set(data) == {"d", "s", "seed", "phase", "ntk_change", "alignment_final"}
+    full = tmp_path / "all.yaml"
+    full.write_text(CONFIG)
+    phasediag("run", full, "--out", tmp_path / "all", "--no-plot")
+    every = arrays(tmp_path / "all")
+    for name in ("phase", "ntk_change", "alignment_final"):
+        assert np.array_equal(data[name], every[name])  # a subset changes no number
+    assert sorted(p.name for p in (tmp_path / "few").glob("*.png")) == ["small__phase__s_vs_d.png"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG + "metrics: [ntk_chnage]\n")
+    proc = phasediag("run", bad, "--out", tmp_path / "bad", check=False)
+    assert proc.returncode == 2 and "metrics[0] (line 15)" in proc.stderr and "did you mean 'ntk_change'" in proc.stderr

@@ -129,7 +129,7 @@ def test_out_of_range_values_name_the_key_line_and_point():
 
 def test_checkpointed_chunks_are_reused(tmp_path):
     config = load(GRID)
-    first = sweep.run(config, chunk_size=20, checkpoint=tmp_path)
+    first = sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
     saved = sorted(tmp_path.glob("chunk-*.npz"))
     assert len(saved) == 6  # ceil(117 / 20)
     # corrupt-free reuse: poison one chunk file's values and check they are taken, not recomputed
@@ -138,9 +138,24 @@ def test_checkpointed_chunks_are_reused(tmp_path):
         chunk = {k: data[k] for k in data.files}
     chunk["tau"] = np.full_like(chunk["tau"], 123.0)
     results.write_npz(victim, chunk)
-    again = sweep.run(config, chunk_size=20, checkpoint=tmp_path)
+    again = sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
     assert np.all(again.arrays["tau"].reshape(-1)[:20] == 123.0)
     assert np.array_equal(again.arrays["tau"].reshape(-1)[20:], first.arrays["tau"].reshape(-1)[20:])
+
+
+def test_checkpoints_are_batched_by_time_and_ranges_are_reused(tmp_path):
+    config = load(GRID)
+    sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=1e9)
+    assert not list(tmp_path.glob("chunk-*.npz"))  # a fast run writes no checkpoint at all
+    whole = sweep.run(config, chunk_size=20)
+    flat = {k: v.reshape((-1,) + v.shape[len(config.shape):]) for k, v in whole.arrays.items()}
+    sweep._save_checkpoints(tmp_path, flat, 0, [(20, 40), (0, 20), (60, 80)])  # two contiguous runs
+    assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [
+        "chunk-000000000000000-000000000000040.npz", "chunk-000000000000060-000000000000080.npz"]
+    reused = []
+    again = sweep.run(config, chunk_size=20, checkpoint=tmp_path, progress=reused.append)
+    assert reused[0] == 60 and sum(reused) == 117  # 60 points loaded, the rest computed
+    assert_same(whole, again)
 
 
 def test_gd_sweeps_with_divergence_are_chunking_invariant():

@@ -109,7 +109,7 @@ def _times_zero_safe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.multiply(a, b, out=out, where=a != 0)
 
 
-def _hypot(x, y) -> np.ndarray:
+def hypot(x, y) -> np.ndarray:
     """sqrt(x^2 + y^2), 5x faster than np.hypot and within ~1.3 ulp of it; np.hypot where the squares
     would over- or underflow (results outside [1e-150, 1e150], including 0)."""
     with np.errstate(over="ignore", under="ignore"):
@@ -150,11 +150,11 @@ def invariants(problem: Problem) -> Invariants:
     c = kappa * np.sqrt(lr_u * lr_w)
     ntk_imbalance = kappa2 * difference_of_products(lr_w, U, lr_u, W)
     kappa_sqrt_g = kappa * np.sqrt(G)
-    g = _hypot(np.abs(ntk_imbalance) / (2.0 * c), kappa_sqrt_g)
+    g = hypot(np.abs(ntk_imbalance) / (2.0 * c), kappa_sqrt_g)
     h = 0.25 * g * g
     m0, m0_lo = _two_product(kappa, V)  # kappa V = m0 + m0_lo exactly
-    s0 = _hypot(m0, g)
-    Q = _hypot(m_star, g)
+    s0 = hypot(m0, g)
+    Q = hypot(m_star, g)
     alpha0, beta0 = split(m0, s0, h)
     alpha_inf, beta_inf = split(m_star, Q, h)
     has_q = Q > 0
@@ -190,19 +190,23 @@ def _clock(inv: Invariants, t) -> _Clock:
     t = np.asarray(t, dtype=float)
     if np.any(t < 0) or np.any(np.isnan(t)):
         raise ValueError("times must be >= 0 (inf allowed)")
-    x = _times_zero_safe(inv.rate, t)
+    finite_t = bool(np.all(np.isfinite(t)))
+    x = inv.rate * t if finite_t else _times_zero_safe(inv.rate, t)
     E = np.exp(-x)
     has_q = inv.Q > 0
+    if np.all(has_q):  # the usual case; Q = 0 needs the algebraic limit 2 c a t
+        return _Clock(E, -np.expm1(-x) / inv.Q)
     Dq = np.where(has_q, -np.expm1(-x) / np.where(has_q, inv.Q, 1.0),
                   _times_zero_safe(2.0 * inv.c * inv.input_var, t))
     return _Clock(E, Dq)
 
 
-def _alpha_beta(inv: Invariants, clk: _Clock):
-    """alpha(t), beta(t) and their denominators (all >= 0)."""
-    den_a = _times_zero_safe(inv.alpha0, clk.Dq) + inv.b_hat + inv.a_hat * clk.E
-    den_b = _times_zero_safe(inv.beta0, clk.Dq) + inv.a_hat + inv.b_hat * clk.E
-    h_dq = _times_zero_safe(inv.h, clk.Dq)
+def _alpha_beta(inv: Invariants, clk: _Clock, finite_dq: bool = False):
+    """alpha(t), beta(t) and their denominators (all >= 0). `finite_dq`: Dq has no inf (plain products)."""
+    times = np.multiply if finite_dq else _times_zero_safe
+    h_dq = times(inv.h, clk.Dq)
+    den_a = times(inv.alpha0, clk.Dq) + inv.b_hat + inv.a_hat * clk.E
+    den_b = times(inv.beta0, clk.Dq) + inv.a_hat + inv.b_hat * clk.E
     alpha = _ratio(inv.alpha0 * (inv.a_hat + inv.b_hat * clk.E) + h_dq, den_a)
     beta = _ratio(inv.beta0 * (inv.b_hat + inv.a_hat * clk.E) + h_dq, den_b)
     return alpha, beta, den_a, den_b
@@ -240,23 +244,34 @@ def _evaluate(inv: Invariants, t) -> _Path:
     if _is_end(t):
         return _end_path(inv)
     clk = _clock(inv, t)
-    alpha, beta, den_a, den_b = _alpha_beta(inv, clk)
+    finite = np.isfinite(clk.Dq)  # Dq = inf only at Q = 0, t = inf
+    all_finite, any_saddle = bool(np.all(finite)), bool(np.any(inv.saddle))
+    alpha, beta, den_a, den_b = _alpha_beta(inv, clk, all_finite)
     # m - m* = -E (m* - m0)/(s0 + Q) [(alpha0 + alpha_inf)/den_a + (beta0 + beta_inf)/den_b] off the saddle
     # (on it a denominator can vanish with E; there alpha or beta is identically 0 and alpha - beta is exact)
     off = ~inv.saddle
-    bracket = _ratio(inv.alpha0 + inv.alpha_inf, np.where(off, den_a, 1.0)) + _ratio(
-        inv.beta0 + inv.beta_inf, np.where(off, den_b, 1.0))
-    to_end = np.where(off, -clk.E * _ratio(inv.gap, inv.s0 + inv.Q) * bracket, alpha - beta - inv.teacher)
-    # m - m0 = Dq (m* - m0) [alpha0/den_a + beta0/den_b]: exact at t = 0; Dq = inf only at Q = 0, t = inf
-    finite = np.isfinite(clk.Dq)
-    dq = np.where(finite, clk.Dq, 0.0)
+    if any_saddle:
+        den_a_off, den_b_off = np.where(off, den_a, 1.0), np.where(off, den_b, 1.0)
+    else:
+        den_a_off, den_b_off = den_a, den_b
+    bracket = _ratio(inv.alpha0 + inv.alpha_inf, den_a_off) + _ratio(inv.beta0 + inv.beta_inf, den_b_off)
+    to_end = -clk.E * _ratio(inv.gap, inv.s0 + inv.Q) * bracket
+    err_to_end = np.abs(inv.teacher) + np.abs(to_end)
+    if any_saddle:
+        to_end = np.where(off, to_end, alpha - beta - inv.teacher)
+        err_to_end = np.where(off, err_to_end, np.inf)
+    # m - m0 = Dq (m* - m0) [alpha0/den_a + beta0/den_b]: exact at t = 0
+    dq = clk.Dq if all_finite else np.where(finite, clk.Dq, 0.0)
     from_start = dq * inv.gap * (_ratio(inv.alpha0, den_a) + _ratio(inv.beta0, den_b))
-    from_start = np.where(finite, from_start, alpha - beta - inv.m0)
+    err_from_start = np.abs(inv.m0) + np.abs(from_start)
+    if not all_finite:
+        from_start = np.where(finite, from_start, alpha - beta - inv.m0)
+        err_from_start = np.where(finite, err_from_start, np.inf)
     # pick the form of m with the smallest rounding error (THEORY section 8)
     candidates = (
         (alpha - beta, alpha + beta),
-        (inv.teacher + to_end, np.where(off, np.abs(inv.teacher) + np.abs(to_end), np.inf)),
-        (inv.m0 + from_start, np.where(finite, np.abs(inv.m0) + np.abs(from_start), np.inf)),
+        (inv.teacher + to_end, err_to_end),
+        (inv.m0 + from_start, err_from_start),
     )
     m, m_err = _best(candidates)
     return _Path(alpha, beta, m, m_err, to_end, from_start)
@@ -277,7 +292,7 @@ def layer_norms(lr_u, lr_w, c2, imbalance, kappa_sqrt_g, m, ntk, r=None):
     free of cancellation, and of underflow where m^2 would underflow. `r`: that hypot, if already known."""
     total = ntk + np.abs(imbalance)
     big = total / (2.0 * c2)
-    r = _hypot(m, kappa_sqrt_g) if r is None else r
+    r = hypot(m, kappa_sqrt_g) if r is None else r
     small = 2.0 * r * _ratio(r, total)
     u_big = imbalance >= 0
     return lr_u * np.where(u_big, big, small), lr_w * np.where(u_big, small, big)
@@ -291,7 +306,7 @@ def cosine(m, kappa_sqrt_g, m0, r=None) -> np.ndarray:
     """zeta = m / hypot(m, kappa sqrt(G)). With G = 0 the layers are parallel: zeta = sign(m), or sign(m0)
     where m has underflowed to 0 (it never changes sign then); 0 when m = m0 = 0 (a zero layer: 0/0).
     `r`: hypot(m, kappa sqrt(G)), if already known."""
-    r = _hypot(m, kappa_sqrt_g) if r is None else r
+    r = hypot(m, kappa_sqrt_g) if r is None else r
     zeta = _ratio(m, r)
     if np.any(r == 0):  # then m = 0 and G = 0 (r >= |m|, kappa sqrt(G)): parallel layers keep sign(m0)
         zeta = np.where(r == 0, np.sign(m0), zeta)
@@ -305,7 +320,7 @@ def alignment_of(inv: Invariants, m) -> np.ndarray:
 
 def _state_of(inv: Invariants, path: _Path, t) -> FlowState:
     ntk = 2.0 * inv.c * (path.alpha + path.beta)
-    r = _hypot(path.m, inv.kappa_sqrt_g)  # shared by the norms and the cosine
+    r = hypot(path.m, inv.kappa_sqrt_g)  # shared by the norms and the cosine
     norm_u2, norm_w2 = _norms(inv, path.m, ntk, r)
     if _is_end(t):
         m_lin = np.where(inv.ntk_init > 0, inv.teacher, inv.m0)  # exp(-a Theta0 t) = 0 unless Theta0 = 0
@@ -386,7 +401,7 @@ def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
         flip = np.where(inv.m0 < 0, -1.0, 1.0)
         m0, m_star = np.abs(inv.m0), flip * inv.teacher
         m_t = m_star - r * (flip * inv.gap)
-        s_t = _hypot(m_t, inv.g)
+        s_t = hypot(m_t, inv.g)
         alpha0 = 0.5 * (inv.s0 + m0)  # m0 >= 0: alpha0 is the larger half (split's form, no cancellation)
         alpha_inf, beta_inf = split(m_star, inv.Q, inv.h)
         alpha_t, _ = split(m_t, s_t, inv.h)
