@@ -281,10 +281,10 @@ def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, te
         )
     except InputError as e:
         raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
-    except NumericalRangeError as e:  # exit 1: valid but extreme inputs (or a core bug): say so plainly
+    except NumericalRangeError as e:  # inputs beyond the supported range: bad input (exit 2), said plainly
         if _debug():
             raise
-        raise click.ClickException(str(e)) from None
+        raise BadInput(str(e)) from None
 
     _emit_point(result, plot, as_json, quiet, format_result)
 
@@ -378,10 +378,10 @@ def simulate(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var,
         )
     except InputError as e:
         raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
-    except NumericalRangeError as e:
+    except NumericalRangeError as e:  # inputs beyond the supported range: bad input (exit 2), said plainly
         if _debug():
             raise
-        raise click.ClickException(str(e)) from None
+        raise BadInput(str(e)) from None
     _emit_point(result, plot, as_json, quiet, format_simulation)
 
 

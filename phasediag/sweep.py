@@ -183,7 +183,30 @@ def scaling_values(config: Config, flat: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarray]:
-    """All stored arrays for the flat points [start, stop): metrics shaped (n,), trajectories (n, T)."""
+    """All stored arrays for the flat points [start, stop): metrics shaped (n,), trajectories (n, T).
+
+    A floating-point overflow (values beyond the range the closed form supports) is a ConfigError naming the
+    first grid point where it happens."""
+    try:
+        return _evaluate_chunk(config, start, stop)
+    except FloatingPointError as exc:
+        lo, hi = start, stop
+        while hi - lo > 1:  # bisect to one failing point (only on this error path)
+            mid = (lo + hi) // 2
+            try:
+                _evaluate_chunk(config, lo, mid)
+            except FloatingPointError:
+                hi = mid
+            else:
+                lo = mid
+        where = _where_text(_variables(config, np.array([lo])), 0) if config.axes else f"point {lo}"
+        from phasediag.solve import SUPPORTED_RANGE
+
+        raise ConfigError(f"model/data: floating-point {exc} at {where}: the values there are outside the range "
+                          f"the closed form supports ({SUPPORTED_RANGE})") from None
+
+
+def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarray]:
     if config.mode == "scaling":
         from phasediag.metrics import ScalingPointSet
 

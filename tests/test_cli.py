@@ -536,9 +536,10 @@ def test_internal_error_exits_1_without_traceback(monkeypatch):
 
 
 def test_floating_point_trouble_is_a_one_line_error_not_garbage():
-    """Inputs far outside THEORY section 8's range overflow: exit 1 with a plain message, never inf/nan output."""
+    """Inputs far outside THEORY section 8's range overflow: bad input (exit 2) with a plain message naming
+    the supported range, never inf/nan output."""
     res = run("solve", "--output-scale", "1e300", "--json")
-    assert res.exit_code == 1 and res.stdout == ""
+    assert res.exit_code == 2 and res.stdout == ""
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "supported range" in lines[0] and "Traceback" not in res.stderr
 

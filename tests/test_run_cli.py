@@ -194,3 +194,12 @@ def test_metrics_key_stores_only_the_chosen_metrics_and_the_plotted_maps(tmp_pat
     bad.write_text(CONFIG + "metrics: [ntk_chnage]\n")
     proc = phasediag("run", bad, "--out", tmp_path / "bad", check=False)
     assert proc.returncode == 2 and "metrics[0] (line 15)" in proc.stderr and "did you mean 'ntk_change'" in proc.stderr
+
+
+def test_values_beyond_the_supported_range_are_bad_input_naming_the_point(tmp_path):
+    path = tmp_path / "extreme.yaml"
+    path.write_text(CONFIG.replace("teacher: 1}", "teacher: 1e300}"))
+    proc = phasediag("run", path, "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "model/data: floating-point overflow" in proc.stderr and "at d=" in proc.stderr
+    assert "closed form supports (d <= 1e15" in proc.stderr and not (tmp_path / "o" / "results.npz").exists()
