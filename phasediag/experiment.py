@@ -12,12 +12,13 @@ atomically under ``out`` and returns a JSON-ready summary. Studies:
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
-from phasediag.config import ConfigError, _did_you_mean, _fail, _string, parse_yaml
+from phasediag.config import ConfigError, Located, _did_you_mean, _fail, _number, _string, parse_yaml
 
-__all__ = ["EXPERIMENTS", "run_experiment"]
+__all__ = ["EXPERIMENTS", "run_experiment", "bounded_int", "fmt", "write_study", "write_meta"]
 
 #: experiment name -> module implementing ``run``
 EXPERIMENTS = {
@@ -53,3 +54,45 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, workers: 
     module = importlib.import_module(EXPERIMENTS[kind])
     return module.run(root, source=source, out=out, workers=workers, plot=plot,
                       progress_total=progress_total, progress=progress)
+
+
+# ---------------------------------------------------------------- shared by the studies
+
+
+def bounded_int(item: Located, *, low: int, high: int) -> int:
+    """The integer at a YAML key, in [low, high] (ConfigError naming the key and line otherwise)."""
+    value = _number(item, integer=True)
+    if not low <= value <= high:
+        raise _fail(item.path, item.line, f"must be an integer in [{low:,}, {high:,}], got {value:g}")
+    return int(value)
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for the human summary ("n/a" for a missing one)."""
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
+def write_study(out_dir: Path, name: str, arrays: dict, figures: Sequence[tuple[str, Callable[[Path], Any]]],
+                formats: Sequence[str]) -> list[Path]:
+    """Write results.npz and each figure `draw(path)` as `<name>__<stem>.<fmt>`, atomically; return the paths.
+    `write_meta` comes last."""
+    from phasediag.results import write_npz
+
+    files = [out_dir / "results.npz"]
+    write_npz(files[0], arrays)
+    for stem, draw in figures:
+        for ext in formats:
+            files.append(out_dir / f"{name}__{stem}.{ext}")
+            draw(files[-1])
+    return files
+
+
+def write_meta(out_dir: Path, files: list[Path], meta: dict) -> None:
+    """Append meta.json to `files` and write it, listing every file: written last, so its presence marks a
+    complete result."""
+    from phasediag.io import atomic_write
+
+    files.append(out_dir / "meta.json")
+    with atomic_write(files[-1]) as fh:
+        json.dump({**meta, "files": [p.name for p in files]}, fh, indent=2, allow_nan=False)
+        fh.write("\n")

@@ -166,10 +166,10 @@ def _nan_quantile(values: np.ndarray, q: float | Sequence[float], axis: int) -> 
         return np.nanquantile(values, q, axis=axis)
 
 
-def _median(values: np.ndarray, axis: int) -> np.ndarray:
+def nan_median(values: np.ndarray, axis: int = -1) -> np.ndarray:
     """Median of the non-NaN values along `axis`, exact with infinities (the median of [inf, inf] is inf,
     not the NaN of an interpolation); NaN where every value is NaN."""
-    ranked = np.sort(np.moveaxis(values, axis, -1), axis=-1)  # NaN sort last
+    ranked = np.sort(np.moveaxis(np.asarray(values, dtype=float), axis, -1), axis=-1)  # NaN sort last
     count = np.sum(~np.isnan(ranked), axis=-1)
     lo = np.take_along_axis(ranked, np.maximum(count - 1, 0)[..., None] // 2, axis=-1)[..., 0]
     hi = np.take_along_axis(ranked, (count // 2)[..., None], axis=-1)[..., 0]
@@ -190,7 +190,7 @@ def reduce_seeds(result: SweepResult, metric: str) -> np.ndarray:
         return _mode(values, axis)
     if kind == "flag" or values.dtype == bool:
         return np.mean(values, axis=axis) >= 0.5
-    return _median(values.astype(float), axis)
+    return nan_median(values.astype(float), axis)
 
 
 def _index(result: SweepResult, axis: str, value: float) -> int:
@@ -878,7 +878,7 @@ def _continuous_line(ax: Axes, result: SweepResult, metric: str, grid: _Grid, at
     info = result.meta["metrics"][metric]
     signed = _per_seed(result, metric, grid.x, at).astype(float)
     values = np.abs(signed) if metric == "ntk_change" else signed
-    centre = _median(values, axis=1)
+    centre = nan_median(values, axis=1)
     seeds = values.shape[1]
     if seeds > 1:
         q25, q75 = _nan_quantile(np.where(np.isfinite(values), values, np.nan), [0.25, 0.75], axis=1)
@@ -886,7 +886,7 @@ def _continuous_line(ax: Axes, result: SweepResult, metric: str, grid: _Grid, at
     ax.plot(grid.xc, _finite(centre), color="#0072B2", linewidth=1.8,
             label=f"median over {seeds} seeds" if seeds > 1 else None)
     _line_scale(ax, info, centre, metric)
-    shrinks = (_median(signed, axis=1) < 0) if metric == "ntk_change" else np.zeros(len(centre), bool)
+    shrinks = (nan_median(signed, axis=1) < 0) if metric == "ntk_change" else np.zeros(len(centre), bool)
     if shrinks.any():
         ax.plot(grid.xc[shrinks], centre[shrinks], "v", color="#D55E00", markersize=4, linestyle="none",
                 label="ntk_change < 0 (NTK shrinks)")

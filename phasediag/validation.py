@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -38,6 +37,7 @@ import phasediag
 from phasediag import core, simulate, sweep
 from phasediag.config import Config, ConfigError, config_from_text
 from phasediag.io import atomic_write
+from phasediag.workers import ordered_map
 from phasediag.witness import measured_label, measured_order_parameters
 
 __all__ = ["Settings", "select_points", "validate_point", "run_validation", "merge_validation",
@@ -294,20 +294,8 @@ def _task(args) -> dict:
 
 
 def _execute(tasks: list, workers: int, progress: Callable[[int], None] | None):
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            row = _task(task)
-            if progress:
-                progress(1)
-            yield row
-        return
-    import multiprocessing
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        for row in pool.map(_task, tasks):
-            if progress:
-                progress(1)
-            yield row
+    # one point per chunk: points differ widely in cost (width, steps)
+    return ordered_map(_task, tasks, workers, progress, chunksize=1)
 
 
 def default_out(config: Config, shard: sweep.Shard | None) -> Path:

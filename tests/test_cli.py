@@ -705,3 +705,17 @@ def test_limit_quiet_prints_nothing():
 
     result = CliRunner().invoke(group, ["limit", "--param", "ntk", "--quiet"])
     assert result.exit_code == 0 and result.output == ""
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("name: x\nmodel: {}\n", "experiment: is required at the top level (one of nonlinear, sgd_drift)"),
+    ("name: x\nexperiment: sgd_drif\n", "experiment (line 2): unknown experiment 'sgd_drif' (did you mean 'sgd_drift'?)"),
+    ("- a\n- b\n", "must be a mapping"),
+])
+def test_experiment_without_a_known_study_is_bad_input(tmp_path, text, needle):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    result = CliRunner().invoke(cli.phasediag, ["experiment", str(cfg), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

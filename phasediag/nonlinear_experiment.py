@@ -1,0 +1,852 @@
+"""A nonlinear two-layer network on a real task (issue 5): ``phasediag experiment CONFIG``, ``experiment: nonlinear``.
+
+The network, its gradients, NTK and alignment are in :mod:`phasediag.nonlinear` (notation of THEORY sections
+1-3: kappa = output_scale, eta_u = lr_u, eta_w = lr_w, sigma_u^2 = init_var_u, sigma_w^2 = init_var_w). This
+module reads the config, trains every point of the grid
+
+    activation x width d x initialization (standard | symmetric) x init scale s x seed,
+
+on scikit-learn's 8 x 8 digits (bundled with scikit-learn, no download), stores the trajectories and draws
+NTK change, alignment, test error and the hidden layer's movement against the init scale.
+
+Choices (all stated in meta.json too):
+- init scale s multiplies both initial standard deviations: U_ia ~ N(0, s^2 sigma_u^2), W_ij ~ N(0, s^2 sigma_w^2/p).
+  ``standard``: i.i.d.; ``symmetric``: hidden units in pairs (w, u), (w, -u), so f_0 = 0 (THEORY's typical
+  initialization has m0 = 0 likewise). With the standard initialization the random initial function f_0
+  (size ~ s^2) must itself be unlearned, which keeps the NTK moving even at large s.
+- rates: model.lr_u, lr_w (numbers or expressions in the width d, like output_scale), times a common factor
+  f = min(1, cap / lambda_0) per run, lambda_0 = lambda_max(K_0)/P the initial kernel step on the probe
+  (train.initial_ntk_cap, default 1; GD on a frozen kernel is stable iff the step is < 2). A common factor of
+  both rates only rescales gradient-flow time, so it keeps large-init runs stable without changing their
+  regime; every run then takes the same number of steps at a kernel step of at most `cap`.
+- common random numbers: the standard-normal draws behind U_0, W_0 depend on (seed, width, seed index) only,
+  so every init scale, activation and initialization type starts from the same draws; the train/test split and
+  the probe batch depend on the seed only; minibatch orders on (seed, width, seed index).
+- mechanism labels: THEORY section 6's rules (core.phase_codes) on the measured ntk_change (Frobenius) and the
+  alignment amounts along the recorded path: alignment gain = A_T - min_t A_t, disalignment = A_0 - min_t A_t.
+- BLAS runs single-threaded during training (threadpoolctl, installed with scikit-learn), so results are
+  bit-identical for any --workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+
+import phasediag
+from phasediag import core, expr
+from phasediag import nonlinear as nl
+from phasediag.config import (
+    _FILE_NAME,
+    FORMATS,
+    ConfigError,
+    Located,
+    _axis_values,
+    _did_you_mean,
+    _fail,
+    _mapping,
+    _number,
+    _plain,
+    _string,
+)
+from phasediag.experiment import bounded_int as _int
+from phasediag.experiment import fmt as _fmt
+from phasediag.experiment import write_meta, write_study
+from phasediag.maps import nan_median as _median
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["Study", "parse_study", "DATASETS", "INITS", "prepare_data", "run_point", "simulate_study", "findings",
+           "vs_init_scale_figure", "vs_step_figure", "run"]
+
+TOP_KEYS = ("name", "description", "experiment", "dataset", "model", "sweep", "train", "classify", "seeds", "seed",
+            "plot")
+DATASET_KEYS = ("name", "test_fraction", "standardize", "center_targets")
+MODEL_KEYS = ("activations", "widths", "init", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w")
+SWEEP_KEYS = ("init_scale",)
+TRAIN_KEYS = ("steps", "record", "batch_size", "probe_size", "initial_ntk_cap")
+CLASSIFY_KEYS = ("ntk_threshold", "alignment_threshold")
+PLOT_KEYS = ("formats",)
+EXPRESSION_KEYS = ("output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w")
+EXPRESSION_DEFAULTS = {"output_scale": "1", "lr_u": "1", "lr_w": "1", "init_var_u": "1", "init_var_w": "1"}
+DATASETS = {"digits": 1797}  # name -> number of examples (checked when loaded)
+INITS = ("standard", "symmetric")
+MAX_STEPS = 100_000
+MAX_RECORD = 500
+MAX_WIDTH = 16_384
+MAX_WORK = 4e11  # runs x steps x batch rows x width: ~1e8 per second per core here, so about an hour of one core
+WIDTH_VARIABLE = "d"
+MECHANISM_CODES = {name: code for code, name in enumerate(core.PHASES)}
+DIVERGED_CODE = -1
+FINAL_FIELDS = ("loss", "train_error", "test_error", "ntk_change", "ntk_trace_change", "alignment", "norm_u",
+                "norm_w", "move_u", "move_w")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated config. Per-width hyperparameters are tuples aligned with `widths`."""
+
+    name: str
+    description: str
+    dataset: str
+    test_fraction: float
+    standardize: bool
+    center_targets: bool
+    activations: tuple[str, ...]
+    widths: tuple[int, ...]
+    inits: tuple[str, ...]
+    expressions: dict  # key -> text as written (number or expression in d)
+    output_scale: tuple[float, ...]
+    lr_u: tuple[float, ...]
+    lr_w: tuple[float, ...]
+    init_var_u: tuple[float, ...]
+    init_var_w: tuple[float, ...]
+    init_scales: tuple[float, ...]
+    init_scale_spec: Any
+    steps: int
+    record: int
+    batch_size: int | None
+    probe_size: int
+    initial_ntk_cap: float | None
+    ntk_threshold: float
+    alignment_threshold: float
+    seeds: int
+    seed: int
+    formats: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """(activations, widths, inits, init scales, seeds)."""
+        return (len(self.activations), len(self.widths), len(self.inits), len(self.init_scales), self.seeds)
+
+    @property
+    def runs(self) -> int:
+        return int(np.prod(self.shape))
+
+    def record_steps(self) -> np.ndarray:
+        return nl.record_steps(self.steps, self.record)
+
+    def resolved(self) -> dict:
+        """Plain data of everything that determines the results (stored in meta.json)."""
+        per_width = {key: {str(d): v for d, v in zip(self.widths, getattr(self, key))} for key in EXPRESSION_KEYS}
+        return {
+            "name": self.name, "description": self.description, "experiment": "nonlinear",
+            "dataset": {"name": self.dataset, "test_fraction": self.test_fraction, "standardize": self.standardize,
+                        "center_targets": self.center_targets},
+            "model": {"activations": list(self.activations), "widths": list(self.widths), "init": list(self.inits),
+                      **{key: self.expressions[key] for key in EXPRESSION_KEYS}},
+            "model_values_by_width": per_width,
+            "sweep": {"init_scale": self.init_scale_spec},
+            "init_scale_values": list(self.init_scales),
+            "train": {"steps": self.steps, "record": self.record, "batch_size": self.batch_size,
+                      "probe_size": self.probe_size, "initial_ntk_cap": self.initial_ntk_cap},
+            "record_steps": [int(v) for v in self.record_steps()],
+            "classify": {"ntk_threshold": self.ntk_threshold, "alignment_threshold": self.alignment_threshold},
+            "seeds": self.seeds, "seed": self.seed, "plot": {"formats": list(self.formats)},
+        }
+
+
+# ---------------------------------------------------------------- config
+
+
+def _bool(item: Located) -> bool:
+    if not isinstance(item.value, bool):
+        raise _fail(item.path, item.line, f"must be true or false, got {_plain(item)!r}")
+    return item.value
+
+
+def _names(item: Located, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """A name or a non-empty list of distinct names from `allowed`."""
+    entries = item.value if isinstance(item.value, list) else [item]
+    if isinstance(item.value, list) and not entries:
+        raise _fail(item.path, item.line, f"must be a non-empty list of {what}s ({', '.join(allowed)})")
+    names = []
+    for entry in entries:
+        name = _string(entry)
+        if name not in allowed:
+            raise _fail(entry.path, entry.line, f"unknown {what} {name!r}{_did_you_mean(name, allowed)}; "
+                                                f"allowed: {', '.join(allowed)}")
+        if name in names:
+            raise _fail(entry.path, entry.line, f"{what} {name!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def _widths(item: Located, classes: int, symmetric: bool) -> tuple[int, ...]:
+    entries = item.value if isinstance(item.value, list) else [item]
+    if isinstance(item.value, list) and not entries:
+        raise _fail(item.path, item.line, "must be a non-empty list of widths, e.g. [32, 128]")
+    widths = []
+    for entry in entries:
+        width = _int(entry, low=1, high=MAX_WIDTH)
+        if width <= classes:
+            raise _fail(entry.path, entry.line, f"must be > {classes} (the number of classes): the alignment "
+                                                f"projects onto the top {classes} directions of the hidden layer, "
+                                                f"which is all of R^d when d <= {classes}")
+        if symmetric and width <= 2 * classes:
+            raise _fail(entry.path, entry.line, f"must be > {2 * classes} with init: symmetric: the paired units "
+                                                f"give W rank d/2 at init, and the alignment needs {classes} "
+                                                f"well-defined top directions of W (d/2 > {classes})")
+        if symmetric and width % 2:
+            raise _fail(entry.path, entry.line, f"must be even with init: symmetric (hidden units come in pairs), "
+                                                f"got {width}")
+        if width in widths:
+            raise _fail(entry.path, entry.line, f"width {width} is listed twice")
+        widths.append(width)
+    return tuple(widths)
+
+
+def _expression(model: dict, key: str, widths: tuple[int, ...], *, positive: bool) -> tuple[str, tuple[float, ...]]:
+    """model.<key>: a number or an expression in d (the width), evaluated at every width."""
+    if key not in model:
+        text = EXPRESSION_DEFAULTS[key]
+        return text, tuple(float(text) for _ in widths)
+    item = model[key]
+    value = item.value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _fail(item.path, item.line, f"must be a number or an expression in d (the width), "
+                                          f"got {_plain(item)!r}")
+    if isinstance(value, str):
+        try:
+            tree = expr.parse(value)
+            expr.check_names(tree, (WIDTH_VARIABLE,))
+            values = expr.evaluate(tree, {WIDTH_VARIABLE: np.array(widths, dtype=float)})
+        except expr.ExpressionError as exc:
+            raise _fail(item.path, item.line, f"{value!r}: {exc} (the only variable is d, the width)") from None
+        values = np.broadcast_to(np.asarray(values, dtype=float), (len(widths),))
+        text = value
+    else:
+        values = np.full(len(widths), float(value))
+        text = repr(float(value)) if isinstance(value, float) else str(value)
+    for d, v in zip(widths, values):
+        if not np.isfinite(v) or (positive and not v > 0) or v < 0:
+            at = f" at d = {d}" if isinstance(value, str) else ""
+            raise _fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'} and finite, got {v:g}{at}")
+    return text, tuple(float(v) for v in values)
+
+
+def _init_scales(item: Located) -> tuple[np.ndarray, Any]:
+    """sweep.init_scale: [v1, ...] or {log: [a, b, n]} / {lin: ...} / {values: [...]}; all > 0, distinct."""
+    if isinstance(item.value, list):
+        if not item.value:
+            raise _fail(item.path, item.line, "must be a non-empty list or {log: [start, stop, num]}")
+        values = np.array([_number(v, positive=True) for v in item.value])
+    else:
+        values = _axis_values(item)
+    if np.any(~(values > 0)):
+        raise _fail(item.path, item.line, f"init scales must be > 0, got {values[~(values > 0)][0]:g}")
+    if len(np.unique(values)) != len(values):
+        raise _fail(item.path, item.line, "init scales must be distinct")
+    return np.sort(values), _plain(item)
+
+
+def _dataset(item: Located | None) -> tuple[str, float, bool, bool, int]:
+    spec = _mapping(item, DATASET_KEYS) if item is not None else {}
+    name = _string(spec["name"]) if "name" in spec else "digits"
+    if name not in DATASETS:
+        raise _fail("dataset.name", spec["name"].line, f"unknown dataset {name!r}{_did_you_mean(name, DATASETS)}; "
+                                                       f"allowed: {', '.join(DATASETS)}")
+    test_fraction = _number(spec["test_fraction"]) if "test_fraction" in spec else 0.25
+    if not 0 < test_fraction < 1:
+        raise _fail("dataset.test_fraction", spec["test_fraction"].line, f"must be in (0, 1), got {test_fraction:g}")
+    n_test = int(round(test_fraction * DATASETS[name]))
+    if n_test < 1 or n_test > DATASETS[name] - 2:
+        raise _fail("dataset.test_fraction", spec["test_fraction"].line,
+                    f"leaves {n_test} test and {DATASETS[name] - n_test} training examples of {DATASETS[name]}")
+    standardize = _bool(spec["standardize"]) if "standardize" in spec else True
+    center = _bool(spec["center_targets"]) if "center_targets" in spec else True
+    return name, test_fraction, standardize, center, DATASETS[name] - n_test
+
+
+def parse_study(root: Located) -> Study:
+    """Validate the whole config (ConfigError naming the key path and line) before any data or training."""
+    top = _mapping(root, TOP_KEYS, required=("name", "experiment", "model", "sweep", "train"))
+    if _string(top["experiment"]) != "nonlinear":
+        raise _fail("experiment", top["experiment"].line, f"this study is nonlinear, got {top['experiment'].value!r}")
+    name = _string(top["name"])
+    if not _FILE_NAME.match(name):
+        raise _fail("name", top["name"].line, "use letters, digits, '_', '-', '.' (it names output files)")
+    description = " ".join(_string(top["description"]).split()) if "description" in top else ""
+    dataset, test_fraction, standardize, center, n_train = _dataset(top.get("dataset"))
+    classes = nl.DIGITS_CLASSES
+
+    model = _mapping(top["model"], MODEL_KEYS, required=("activations", "widths"))
+    activations = _names(model["activations"], nl.ACTIVATIONS, "activation")
+    inits = _names(model["init"], INITS, "init") if "init" in model else ("standard",)
+    widths = _widths(model["widths"], classes, "symmetric" in inits)
+    expressions, values = {}, {}
+    for key in EXPRESSION_KEYS:
+        expressions[key], values[key] = _expression(model, key, widths, positive=not key.startswith("init_var"))
+    for d, var_u, var_w in zip(widths, values["init_var_u"], values["init_var_w"]):
+        if var_u == 0 or var_w == 0:
+            key = "init_var_u" if var_u == 0 else "init_var_w"
+            raise _fail(f"model.{key}", model[key].line, f"is 0 at d = {d}: a zero layer has no alignment "
+                                                         f"(0/0) and, for both, nothing trains; use a small value")
+
+    sweep = _mapping(top["sweep"], SWEEP_KEYS, required=SWEEP_KEYS)
+    init_scales, init_scale_spec = _init_scales(sweep["init_scale"])
+
+    train = _mapping(top["train"], TRAIN_KEYS, required=("steps",))
+    steps = _int(train["steps"], low=1, high=MAX_STEPS)
+    record = _int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 25
+    batch_size = None
+    if "batch_size" in train and train["batch_size"].value is not None:
+        batch_size = _int(train["batch_size"], low=1, high=n_train)
+    probe_size = _int(train["probe_size"], low=1, high=min(n_train, 512)) if "probe_size" in train else 32
+    cap = 1.0
+    if "initial_ntk_cap" in train:
+        cap = None if train["initial_ntk_cap"].value is None else _number(train["initial_ntk_cap"], positive=True)
+
+    spec = _mapping(top["classify"], CLASSIFY_KEYS) if "classify" in top else {}
+    ntk_threshold = _number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
+    alignment_threshold = (_number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec
+                           else 0.1)
+    if alignment_threshold >= 1:
+        raise _fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
+    seeds = _int(top["seeds"], low=1, high=1000) if "seeds" in top else 1
+    seed = _int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
+    formats = _formats(top.get("plot"))
+
+    study = Study(
+        name=name, description=description, dataset=dataset, test_fraction=test_fraction, standardize=standardize,
+        center_targets=center, activations=activations, widths=widths, inits=inits, expressions=expressions,
+        output_scale=values["output_scale"], lr_u=values["lr_u"], lr_w=values["lr_w"],
+        init_var_u=values["init_var_u"], init_var_w=values["init_var_w"],
+        init_scales=tuple(float(v) for v in init_scales), init_scale_spec=init_scale_spec, steps=steps,
+        record=record, batch_size=batch_size, probe_size=probe_size, initial_ntk_cap=cap,
+        ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, seeds=seeds, seed=seed, formats=formats)
+    _check_work(study, n_train, train["steps"])
+    return study
+
+
+def _formats(item: Located | None) -> tuple[str, ...]:
+    spec = _mapping(item, PLOT_KEYS) if item is not None else {}
+    if "formats" not in spec:
+        return ("png",)
+    sub = spec["formats"]
+    if not isinstance(sub.value, list) or not sub.value:
+        raise _fail(sub.path, sub.line, "must be a non-empty list, e.g. [png, pdf]")
+    for v in sub.value:
+        if _string(v) not in FORMATS:
+            raise _fail(v.path, v.line, f"unknown format {v.value!r}{_did_you_mean(str(v.value), FORMATS)}; "
+                                        f"allowed: {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(_string(v) for v in sub.value))
+
+
+def _check_work(study: Study, n_train: int, steps_item: Located) -> None:
+    rows = n_train if study.batch_size is None else study.batch_size
+    runs_per_width = study.runs // len(study.widths)
+    work = runs_per_width * study.steps * rows * sum(study.widths)
+    if work > MAX_WORK:
+        raise _fail("train.steps", steps_item.line,
+                    f"{study.runs:,} runs x {study.steps:,} steps x {rows:,} examples per step x width is "
+                    f"{work:.3g} units, above the cap of {MAX_WORK:.0e} (about an hour of one core); reduce "
+                    f"train.steps, seeds, the sweep, model.widths or use train.batch_size")
+
+
+# ---------------------------------------------------------------- data, randomness, one run
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The split data and the probe batch, shared by every run."""
+
+    data: nl.Dataset
+    X_probe: np.ndarray
+    probe_index: np.ndarray
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
+
+
+def prepare_data(study: Study, raw: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
+    """Load the dataset (or use `raw` = (X, labels)), split and standardize it, and pick the probe batch:
+    all from SeedSequence([seed, 0]), so they depend on the seed only."""
+    X, labels = raw if raw is not None else nl.load_digits_data()
+    rng = _rng(study.seed, 0)
+    data = nl.split_dataset(X, labels, test_fraction=study.test_fraction, rng=rng, standardize=study.standardize,
+                            center_targets=study.center_targets, classes=nl.DIGITS_CLASSES)
+    probe_index = np.sort(rng.choice(data.X_train.shape[0], size=study.probe_size, replace=False))
+    return Prepared(data=data, X_probe=data.X_train[probe_index], probe_index=probe_index)
+
+
+def _normals(study: Study, width: int, s: int, p: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal Z_W (d, p), Z_U (d, k) of (seed, width, seed index s): SeedSequence([seed, 1, d, s])."""
+    rng = _rng(study.seed, 1, width, s)
+    return rng.standard_normal((width, p)), rng.standard_normal((width, k))
+
+
+def run_point(study: Study, prepared: Prepared, index: tuple[int, int, int, int, int]) -> dict[str, Any]:
+    """Train the run at grid `index` = (activation, width, init, init scale, seed) indices.
+
+    Returns {"records": (len(RECORD_FIELDS), len(record_steps)) float64, "lr_factor", "ntk_scale0",
+    "output_rms0", "diverged", "diverged_step"}."""
+    i_act, i_width, i_init, i_scale, s = index
+    width, activation = study.widths[i_width], study.activations[i_act]
+    data = prepared.data
+    normal_w, normal_u = _normals(study, width, s, data.X_train.shape[1], data.Y_train.shape[1])
+    params = nl.init_params(normal_w, normal_u, init_var_w=study.init_var_w[i_width],
+                            init_var_u=study.init_var_u[i_width], init_scale=study.init_scales[i_scale],
+                            symmetric=study.inits[i_init] == "symmetric")
+    kappa, lr_u, lr_w = study.output_scale[i_width], study.lr_u[i_width], study.lr_w[i_width]
+    K0 = nl.ntk_matrix(params, prepared.X_probe, activation=activation, output_scale=kappa, lr_u=lr_u, lr_w=lr_w)
+    scale0 = nl.ntk_scale(K0, study.probe_size)
+    factor = nl.rate_factor(scale0, study.initial_ntk_cap)
+    f0 = nl.forward(params, data.X_train, activation=activation, output_scale=kappa)
+    trace = nl.train(params, data.X_train, data.Y_train, activation=activation, output_scale=kappa,
+                     lr_u=factor * lr_u, lr_w=factor * lr_w, steps=study.record_steps(), X_probe=prepared.X_probe,
+                     labels=data.labels_train, X_test=data.X_test, labels_test=data.labels_test,
+                     batch_size=study.batch_size,
+                     rng=_rng(study.seed, 2, width, s) if study.batch_size is not None else None)
+    return {"records": np.stack([getattr(trace, f) for f in nl.RECORD_FIELDS]), "lr_factor": factor,
+            "ntk_scale0": scale0, "output_rms0": float(np.sqrt(np.mean(f0 * f0))), "diverged": trace.diverged,
+            "diverged_step": trace.diverged_step}
+
+
+# ---------------------------------------------------------------- the sweep
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(study: Study, prepared: Prepared) -> None:
+    _WORKER["study"], _WORKER["prepared"] = study, prepared
+    _WORKER["limits"] = _single_threaded_blas()
+    _WORKER["limits"].__enter__()
+
+
+def _task(index: tuple[int, ...]) -> tuple[tuple[int, ...], dict]:
+    return index, run_point(_WORKER["study"], _WORKER["prepared"], index)
+
+
+def _single_threaded_blas():
+    """threadpoolctl's limit to one BLAS thread (results then do not depend on the number of workers); a no-op
+    context when threadpoolctl is missing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _execute(study: Study, prepared: Prepared, workers: int,
+             progress: Callable[[int], None] | None) -> Iterator[tuple[tuple[int, ...], dict]]:
+    """Every run of the grid, widest first (for load balance); yields (index, result) in completion order."""
+    indices = sorted(np.ndindex(*study.shape), key=lambda ix: -study.widths[ix[1]])
+    if workers <= 1 or len(indices) <= 1:
+        with _single_threaded_blas():
+            for index in indices:
+                out = run_point(study, prepared, index)
+                if progress:
+                    progress(1)
+                yield index, out
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_init_worker, initargs=(study, prepared)) as pool:
+        futures = [pool.submit(_task, index) for index in indices]
+        for future in as_completed(futures):
+            if progress:
+                progress(1)
+            yield future.result()
+
+
+def simulate_study(study: Study, prepared: Prepared, *, workers: int = 1,
+                   progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Train every run; returns the arrays of results.npz (see `run`). Bit-identical for any `workers`."""
+    steps = study.record_steps()
+    shape = study.shape
+    traj = np.full(shape + (len(nl.RECORD_FIELDS), steps.size), np.nan)
+    scalars = {key: np.zeros(shape) for key in ("lr_factor", "ntk_scale0", "output_rms0")}
+    diverged = np.zeros(shape, dtype=bool)
+    diverged_step = np.full(shape, -1, dtype=np.int64)
+    for index, out in _execute(study, prepared, workers, progress):
+        traj[index] = out["records"]
+        for key in scalars:
+            scalars[key][index] = out[key]
+        diverged[index], diverged_step[index] = out["diverged"], out["diverged_step"]
+    arrays: dict[str, np.ndarray] = {
+        "activation": np.array(study.activations), "width": np.array(study.widths, dtype=np.int64),
+        "init": np.array(study.inits), "init_scale": np.array(study.init_scales), "seed": np.arange(study.seeds),
+        "step": steps, "probe_index": prepared.probe_index,
+    }
+    for j, field in enumerate(nl.RECORD_FIELDS):
+        arrays[f"traj_{field}"] = traj[..., j, :]
+    for field in FINAL_FIELDS:
+        arrays[field] = traj[..., nl.RECORD_FIELDS.index(field), -1]
+    arrays["alignment_init"] = arrays["traj_alignment"][..., 0]
+    arrays["alignment_peak"] = np.max(arrays["traj_alignment"], axis=-1)  # NaN for a diverged run
+    arrays.update(_amounts(arrays["traj_alignment"]))
+    factors = scalars["lr_factor"]
+    arrays.update(lr_factor=factors, ntk_scale0=scalars["ntk_scale0"], output_rms0=scalars["output_rms0"],
+                  lr_u_used=factors * np.array(study.lr_u)[None, :, None, None, None],
+                  lr_w_used=factors * np.array(study.lr_w)[None, :, None, None, None],
+                  diverged=diverged, diverged_step=diverged_step)
+    arrays["mechanism"] = mechanisms(study, arrays)
+    return arrays
+
+
+def _amounts(alignment: np.ndarray) -> dict[str, np.ndarray]:
+    """alignment_gain = A_T - min_t A_t and disalignment = A_0 - min_t A_t over the records (NaN if any record
+    is NaN: a diverged run)."""
+    low = np.min(alignment, axis=-1)  # NaN propagates
+    return {"alignment_gain": alignment[..., -1] - low, "disalignment": alignment[..., 0] - low}
+
+
+def mechanisms(study: Study, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """THEORY section 6's labels (codes into core.PHASES) from the measured order parameters; -1 = diverged."""
+    diverged = arrays["diverged"] | ~np.isfinite(arrays["ntk_change"]) | ~np.isfinite(arrays["alignment_gain"])
+    safe = {k: np.where(diverged, 0.0, arrays[k]) for k in ("ntk_change", "alignment_gain", "disalignment")}
+    op = core.OrderParameters(ntk_change=safe["ntk_change"], alignment_init=arrays["alignment_init"],
+                              alignment_final=arrays["alignment"], alignment_gain=safe["alignment_gain"],
+                              disalignment=safe["disalignment"], not_converged=np.zeros(diverged.shape, dtype=bool))
+    codes = core.phase_codes(op, np.zeros(diverged.shape, dtype=bool), study.ntk_threshold, study.alignment_threshold)
+    return np.where(diverged, DIVERGED_CODE, codes).astype(np.int8)
+
+
+# ---------------------------------------------------------------- findings
+
+
+def _num(value, digits: int = 4) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return float(f"{value:.{digits}g}") if np.isfinite(value) else None
+
+
+def crossover(init_scales: np.ndarray, ntk: np.ndarray, threshold: float) -> float | None:
+    """The init scale above which ntk_change stays below `threshold`: log-log interpolation at the last
+    crossing from >= threshold to < threshold (None when no such crossing, e.g. all kernel or none)."""
+    below = ntk < threshold
+    if not below[-1] or below.all() or not np.all(np.isfinite(ntk)):
+        return None
+    j = int(np.flatnonzero(~below)[-1])  # last point at or above the threshold
+    x0, x1 = np.log(init_scales[j]), np.log(init_scales[j + 1])
+    y0, y1 = np.log(ntk[j]), np.log(max(ntk[j + 1], 1e-300))
+    return float(np.exp(x0 + (np.log(threshold) - y0) * (x1 - x0) / (y1 - y0)))
+
+
+def findings(study: Study, arrays: dict[str, np.ndarray]) -> dict:
+    """The numbers behind the README statement (JSON-ready, non-finite -> None), medians over seeds at the end.
+
+    Per (activation, width, init): lists over init scales of ntk_change, alignment at init, at the end and
+    its maximum over the records (peak), train and test error, hidden-layer movement, RMS of f_0, rate factor,
+    the mechanism (the most frequent label over the seeds), the crossover init scale where
+    ntk_change falls below classify.ntk_threshold, and the best / smallest-scale / largest-scale test error."""
+    s = np.array(study.init_scales)
+    groups = []
+    med = {k: _median(arrays[k]) for k in ("ntk_change", "alignment_init", "alignment", "alignment_peak",
+                                            "train_error", "test_error", "move_w", "output_rms0", "lr_factor")}
+    for ia, act in enumerate(study.activations):
+        for iw, width in enumerate(study.widths):
+            for ii, init in enumerate(study.inits):
+                at = (ia, iw, ii)
+                test = med["test_error"][at]
+                best = int(np.nanargmin(test)) if np.any(np.isfinite(test)) else None
+                groups.append({
+                    "activation": act, "width": width, "init": init,
+                    "ntk_change": [_num(v) for v in med["ntk_change"][at]],
+                    "alignment_init": [_num(v) for v in med["alignment_init"][at]],
+                    "alignment_final": [_num(v) for v in med["alignment"][at]],
+                    "alignment_peak": [_num(v) for v in med["alignment_peak"][at]],
+                    "train_error": [_num(v) for v in med["train_error"][at]],
+                    "test_error": [_num(v) for v in test],
+                    "hidden_layer_movement": [_num(v) for v in med["move_w"][at]],
+                    "output_rms0": [_num(v) for v in med["output_rms0"][at]],
+                    "lr_factor": [_num(v) for v in med["lr_factor"][at]],
+                    "mechanism": [_mode_label(arrays["mechanism"][at][j]) for j in range(s.size)],
+                    "kernel_from_init_scale": _num(crossover(s, med["ntk_change"][at], study.ntk_threshold), 3),
+                    "best_init_scale": None if best is None else _num(s[best]),
+                    "test_error_best": None if best is None else _num(test[best]),
+                    "test_error_smallest_scale": _num(test[0]), "test_error_largest_scale": _num(test[-1]),
+                })
+    return {"init_scale": [_num(v) for v in s], "diverged_runs": int(np.count_nonzero(arrays["diverged"])),
+            "runs": study.runs, "groups": groups}
+
+
+def _mode_label(codes: np.ndarray) -> str:
+    values, counts = np.unique(codes, return_counts=True)
+    code = int(values[np.argmax(counts)])
+    return "diverged" if code == DIVERGED_CODE else core.PHASES[code]
+
+
+# ---------------------------------------------------------------- figures
+
+_WIDTH_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+_INIT_STYLES = {"symmetric": "-", "standard": "--"}
+_MECHANISM_TEXT = {"kernel": "kernel (lazy)", "kernel_aligning": "kernel, aligning",
+                   "kernel_disaligning": "kernel, disaligning", "alignment": "feature learning by alignment",
+                   "disalignment": "feature learning by disalignment", "rescaling": "feature learning by rescaling",
+                   "saddle": "saddle", "diverged": "diverged"}
+
+
+def _line(ax: Axes, x: np.ndarray, values: np.ndarray, *, colour: str, style: str, label: str | None,
+          positive: bool = False, marker: str = "o", thin: bool = False) -> None:
+    """values (len(x), seeds): median line (markers), min-max band when seeds > 1; NaN (and <= 0 on log axes)
+    left out. thin: a secondary line (thinner, translucent)."""
+    med = _median(values)
+    keep = np.isfinite(med) & ((med > 0) if positive else True)
+    ax.plot(x[keep], med[keep], color=colour, linestyle=style, marker=marker, markersize=3.2,
+            linewidth=0.8 if thin else 1.5, alpha=0.55 if thin else 1.0, label=label)
+    if values.shape[-1] > 1:
+        lo = np.min(np.where(np.isnan(values), np.inf, values), axis=-1)
+        hi = np.max(np.where(np.isnan(values), -np.inf, values), axis=-1)
+        band = keep & np.isfinite(lo) & np.isfinite(hi) & ((lo > 0) if positive else True)
+        if np.count_nonzero(band) > 1:
+            ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.15, linewidth=0)
+
+
+def _curves(study: Study) -> list[tuple[int, int, str, str, str]]:
+    """(width index, init index, colour, line style, label) of each curve in a panel."""
+    out = []
+    for iw, width in enumerate(study.widths):
+        for ii, init in enumerate(study.inits):
+            out.append((iw, ii, _WIDTH_COLOURS[iw % len(_WIDTH_COLOURS)], _INIT_STYLES[init],
+                        f"d = {width}, {init} init"))
+    return out
+
+
+def _title(study: Study) -> str:
+    """Two lines: the model and data; the rates, training and initialization."""
+    e = study.expressions
+    cap = "" if study.initial_ntk_cap is None else f" x min(1, {study.initial_ntk_cap:g} / lambda_max(K_0)/P)"
+    batch = "full-batch GD" if study.batch_size is None else f"minibatch GD (B = {study.batch_size})"
+    seeds = f"\nmedian over {study.seeds} seeds (band: min to max)" if study.seeds > 1 else ""
+    return (f"{study.name}: f(x) = kappa sum_i U_ia phi(w_i . x) on {study.dataset} "
+            f"({1 - study.test_fraction:.0%} / {study.test_fraction:.0%} train / test), kappa = {e['output_scale']}, "
+            f"U ~ N(0, s^2 {e['init_var_u']}), W ~ N(0, s^2 {e['init_var_w']} / p)\n"
+            f"eta_u = {e['lr_u']}, eta_w = {e['lr_w']}{cap}; {batch}, {study.steps:,} steps; "
+            f"NTK on a probe of P = {study.probe_size} training images{seeds}")
+
+
+def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
+    """Columns: activations. Rows, against the init scale s (log axes), at the end of training: NTK change
+    ||K_T - K_0||_F/||K_0||_F; alignment ||P_W U||_F/||U||_F (at init: dotted); test error; train error;
+    hidden-layer movement ||W_T - W_0||_F/||W_0||_F; one line per width (colour) and initialization (line
+    style). Bottom row: the mechanism label of each run. Saves when `path` is given."""
+    from matplotlib.patches import Patch
+
+    from phasediag.maps import CATEGORY_COLOURS, _figure, _save
+
+    s = np.array(study.init_scales)
+    n_act = len(study.activations)
+    curves = _curves(study)
+    fig = _figure(4.8 * n_act + 0.8, 15.0)
+    axes = fig.subplots(6, n_act, squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": [1, 1, 1, 1, 1, 0.15 * len(curves) + 0.2]})
+    rows = (("ntk_change", 1.0, "NTK change\n||K_T - K_0||_F / ||K_0||_F", True),
+            ("alignment", 1.0, "alignment ||P_W U||_F / ||U||_F\n(o end, ^ peak in training, : init)", False),
+            ("test_error", 100.0, "test error (%)", True),
+            ("train_error", 100.0, "train error (%)\n(0 not drawn: log axis)", True),
+            ("move_w", 1.0, "hidden-layer movement\n||W_T - W_0||_F / ||W_0||_F", True))
+    for ia, act in enumerate(study.activations):
+        col = axes[:, ia]
+        for iw, ii, colour, style, label in curves:
+            at = (ia, iw, ii)
+            for ax, (key, factor, _, log) in zip(col, rows):
+                _line(ax, s, factor * arrays[key][at], colour=colour, style=style, label=label, positive=log)
+            _line(col[1], s, arrays["alignment_peak"][at], colour=colour, style=style, label=None, marker="^",
+                  thin=True)
+            _line(col[1], s, arrays["alignment_init"][at], colour=colour, style=":", label=None, marker="")
+        col[0].axhline(study.ntk_threshold, color="#555555", linewidth=0.9, linestyle="-.")
+        col[0].annotate(f"ntk_threshold {study.ntk_threshold:g}", (0.01, study.ntk_threshold), fontsize=7,
+                        color="#555555", xycoords=("axes fraction", "data"), xytext=(0, 2),
+                        textcoords="offset points")
+        col[0].set_title(f"activation: {act}", fontsize=10)
+        col[1].set_ylim(-0.03, 1.03)
+        for ax, (_, _, ylabel, log) in zip(col, rows):
+            ax.set_xscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+            if ia == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+            if log and _has_positive(ax):
+                ax.set_yscale("log")
+        _mechanism_strip(col[5], study, arrays, ia, curves, s, labels=ia == 0)
+    handles = [Patch(color=CATEGORY_COLOURS["phase"].get(name, "#000000"), label=_MECHANISM_TEXT[name])
+               for name in _labels_present(arrays)]
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.legend(handles=handles, loc="lower center", ncols=min(4, max(1, len(handles))), fontsize=8,
+               title="mechanism: THEORY section 6 rules on the measured NTK change and alignment amounts",
+               title_fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
+    fig.suptitle(_title(study), fontsize=9)
+    _save(fig, path)
+    return fig
+
+
+def _has_positive(ax: Axes) -> bool:
+    return any(np.any(np.asarray(line.get_ydata(), dtype=float) > 0) for line in ax.get_lines())
+
+
+def _labels_present(arrays: dict[str, np.ndarray]) -> list[str]:
+    codes = np.unique(arrays["mechanism"])
+    return [("diverged" if c == DIVERGED_CODE else core.PHASES[int(c)]) for c in codes]
+
+
+def _mechanism_strip(ax: Axes, study: Study, arrays: dict[str, np.ndarray], ia: int, curves: list, s: np.ndarray,
+                     labels: bool = True) -> None:
+    """One row of cells per curve: the label of each run (most frequent over seeds), on the log s axis."""
+    from phasediag.maps import CATEGORY_COLOURS
+
+    edges = np.exp(np.concatenate([[np.log(s[0]) - 0.5 * _step(s)], 0.5 * (np.log(s[1:]) + np.log(s[:-1])),
+                                   [np.log(s[-1]) + 0.5 * _step(s)]]))
+    for row, (iw, ii, colour, style, label) in enumerate(curves):
+        for j in range(s.size):
+            name = _mode_label(arrays["mechanism"][ia, iw, ii, j])
+            ax.fill_between([edges[j], edges[j + 1]], row, row + 0.9,
+                            color=CATEGORY_COLOURS["phase"].get(name, "#000000"), linewidth=0)
+    ax.set_yticks([row + 0.45 for row in range(len(curves))], [c[4] if labels else "" for c in curves], fontsize=7)
+    ax.set_ylim(len(curves), 0)
+    ax.set_xscale("log")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel("init scale s (x both initial std devs)")
+
+
+def _step(s: np.ndarray) -> float:
+    return float(np.log(s[-1] / s[0]) / (s.size - 1)) if s.size > 1 else 1.0
+
+
+def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
+    """Trajectories at the largest width: for each initialization (a block of three rows) and activation
+    (columns), the NTK change, the alignment and the test error against the step, one line per init scale
+    (dark: small s, light: large s; median over seeds). Saves when `path` is given."""
+    from matplotlib import colormaps
+
+    from phasediag.maps import _figure, _save
+
+    iw = len(study.widths) - 1
+    steps = arrays["step"].astype(float)
+    shown = np.maximum(steps, 0.5)
+    s = np.array(study.init_scales)
+    colours = colormaps["viridis"](np.linspace(0.0, 0.92, s.size))
+    rows = 3 * len(study.inits)
+    fig = _figure(4.6 * len(study.activations) + 1.6, 2.3 * rows + 0.9)
+    axes = fig.subplots(rows, len(study.activations), squeeze=False, sharex=True)
+    panels = (("traj_ntk_change", 1.0, "NTK change\n||K_t - K_0||_F / ||K_0||_F", True),
+              ("traj_alignment", 1.0, "alignment\n||P_W U||_F / ||U||_F", False),
+              ("traj_test_error", 100.0, "test error (%)", True))
+    for ii, init in enumerate(study.inits):
+        for ia, act in enumerate(study.activations):
+            for r, (key, factor, ylabel, log) in enumerate(panels):
+                ax = axes[3 * ii + r, ia]
+                for j in range(s.size):
+                    values = factor * _median(np.moveaxis(arrays[key][ia, iw, ii, j], 0, -1))
+                    ok = np.isfinite(values) & ((values > 0) if log else True)
+                    ax.plot(shown[ok], values[ok], color=colours[j], linewidth=1.3, label=f"s = {s[j]:.3g}")
+                ax.set_xscale("log")
+                if log and _has_positive(ax):
+                    ax.set_yscale("log")
+                ax.grid(True, which="major", alpha=0.3)
+                if ia == 0:
+                    ax.set_ylabel(ylabel, fontsize=8)
+            axes[3 * ii, ia].set_title(f"{act}, d = {study.widths[iw]}, {init} init", fontsize=9)
+            axes[3 * ii + 1, ia].set_ylim(-0.03, 1.03)
+    for ax in axes[-1]:
+        ax.set_xlabel("GD step t (step 0 drawn at 0.5)")
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="init scale",
+                       title_fontsize=7)
+    fig.suptitle(_title(study), fontsize=9)
+    _save(fig, path)
+    return fig
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run(root: Located, *, source: str, out: str | Path | None = None, workers: int = 1, plot: bool = True,
+        progress_total: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None) -> dict:
+    """Validate, load the data, train, write results.npz, the figures and meta.json (last) under `out`;
+    return {"name", "out", "files", "elapsed_s", "points", "findings", "text"}. Raises ConfigError on bad input
+    (and when scikit-learn, which provides the dataset, is missing)."""
+    started = time.perf_counter()
+    study = parse_study(root)
+    out_dir = Path(out) if out is not None else Path("outputs") / study.name
+    try:
+        raw = nl.load_digits_data()
+    except ImportError as exc:
+        raise ConfigError(f"dataset.name: {exc}") from None
+    prepared = prepare_data(study, raw)
+    if progress_total:
+        progress_total(study.runs)
+    arrays = simulate_study(study, prepared, workers=workers, progress=progress)
+    trained = time.perf_counter()
+    found = findings(study, arrays)
+    figures = [("vs_init_scale", partial(vs_init_scale_figure, study, arrays)),
+               ("vs_step", partial(vs_step_figure, study, arrays))] if plot else []
+    files = write_study(out_dir, study.name, arrays, figures, study.formats)
+    elapsed = time.perf_counter() - started
+    data = prepared.data
+    write_meta(out_dir, files, {
+        "name": study.name, "experiment": "nonlinear", "source": source, "version": phasediag.__version__,
+        "seed": study.seed, "config": study.resolved(), "points": study.runs, "workers": workers,
+        "axes": ["activation", "width", "init", "init_scale", "seed"], "record_axis": "step",
+        "record_fields": list(nl.RECORD_FIELDS),
+        "data": {"train": int(data.X_train.shape[0]), "test": int(data.X_test.shape[0]),
+                 "features": int(data.X_train.shape[1]), "classes": int(data.Y_train.shape[1])},
+        "mechanism_labels": {**{str(code): name for code, name in enumerate(core.PHASES)},
+                             str(DIVERGED_CODE): "diverged"},
+        "definitions": DEFINITIONS,
+        "timing": {"train_s": round(trained - started, 3), "total_s": round(elapsed, 3)},
+        "findings": found,
+    })
+    return {"name": study.name, "out": str(out_dir), "files": [str(p) for p in files],
+            "elapsed_s": round(elapsed, 3), "points": study.runs, "findings": found,
+            "text": _text(study, found, out_dir, elapsed)}
+
+
+DEFINITIONS = {
+    "model": "f(x) = kappa sum_i U_ia phi(w_i . x); L = (1/2n) sum |f - y|^2; "
+             "U <- U - eta_u dL/dU, W <- W - eta_w dL/dW",
+    "init": "U_ia ~ N(0, s^2 init_var_u), W_ij ~ N(0, s^2 init_var_w / p); symmetric: units in pairs (w, u), (w, -u)",
+    "ntk": "K_(x,a),(x',b) = kappa^2 [eta_u delta_ab phi(Wx).phi(Wx') + eta_w (x.x') sum_i U_ia U_ib phi'(w_i.x) "
+           "phi'(w_i.x')] on the probe batch, (P k) x (P k), with the rates used for training",
+    "ntk_change": "||K_t - K_0||_F / ||K_0||_F",
+    "ntk_trace_change": "tr K_t / tr K_0 - 1 (signed; THEORY's ntk_change for a linear p = k = 1 network)",
+    "ntk_scale": "lambda_max(K) / P",
+    "alignment": "||P_W U||_F / ||U||_F, P_W = projection onto the top min(k, p) left singular vectors of W "
+                 "(= |cos(u, w)| for p = k = 1)",
+    "lr_factor": "min(1, initial_ntk_cap / ntk_scale(K_0)), multiplies both rates",
+    "move_w": "||W_t - W_0||_F / ||W_0||_F (move_u likewise)",
+    "errors": "fraction of examples whose argmax_a f_a(x) is not the label",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _text(study: Study, found: dict, out_dir: Path, elapsed: float) -> str:
+    """A few human lines: one per (activation, width, init) curve, from the smallest to the largest s."""
+    s = found["init_scale"]
+    lines = [f"{study.name}: {study.runs:,} runs ({' x '.join(str(n) for n in study.shape)} activation x width x "
+             f"init x init scale x seed, {study.steps:,} steps) in {elapsed:.1f} s -> {out_dir}; diverged: "
+             f"{found['diverged_runs']}",
+             f"from s = {_fmt(s[0])} to s = {_fmt(s[-1])}: NTK change ||K_T - K_0||_F/||K_0||_F; alignment "
+             f"init/peak/end; test error, best, and train error at the largest s"]
+    for g in found["groups"]:
+        kernel = g["kernel_from_init_scale"]
+        lines.append(
+            f"  {g['activation']:>6} d = {g['width']:<5} {g['init']:>9}: NTK change {_fmt(g['ntk_change'][0])} -> "
+            f"{_fmt(g['ntk_change'][-1])} "
+            f"({'kernel for s > ' + _fmt(kernel, 2) if kernel else 'never below the threshold'}); "
+            f"alignment {_align(g['alignment_init'][0])}/{_align(g['alignment_peak'][0])}/"
+            f"{_align(g['alignment_final'][0])} -> {_align(g['alignment_init'][-1])}/"
+            f"{_align(g['alignment_peak'][-1])}/{_align(g['alignment_final'][-1])}; test error "
+            f"{_pct(g['test_error_smallest_scale'])}, best {_pct(g['test_error_best'])} at s = "
+            f"{_fmt(g['best_init_scale'], 2)}, {_pct(g['test_error_largest_scale'])} (train "
+            f"{_pct(g['train_error'][-1])})")
+    return "\n".join(lines)
+
+
+def _align(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

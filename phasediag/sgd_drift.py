@@ -1,0 +1,884 @@
+"""GD versus SGD (issue 5): how minibatch noise breaks the conservation laws of the linear model.
+
+``phasediag experiment CONFIG`` with ``experiment: sgd_drift``. Notation of THEORY sections 1-3 and 9:
+kappa output scale, eta_u = lr_ratio * lr and eta_w = lr the layer learning rates, a = E[x^2], m* teacher,
+c = kappa sqrt(eta_u eta_w), Delta = |u|^2/eta_u - |w|^2/eta_w, G = |u|^2 |w|^2 - (u . w)^2,
+zeta = cos(u, w).
+
+What is exact. One descent step with batch moments (a_k, b_k) (population GD: (a, b); SGD: the minibatch's
+(mean x_B^2, mean x_B y_B)) is the linear map [u; w] <- [[1, -eta_u kappa r_k], [-eta_w kappa r_k, 1]] [u; w]
+with the batch residual r_k = a_k m - b_k. Hence, for GD and SGD alike,
+
+    Delta_t = P_t Delta_0,   G_t = P_t^2 G_0,   P_t = prod_{k < t} (1 - c^2 r_k^2),
+
+and the gradient flow (c^2 r^2 -> 0 per unit time) conserves both. The whole drift of the two conservation
+laws is the one number P_t, and the alignment follows from it: zeta_t = m_t / hypot(m_t, kappa sqrt(G_0) |P_t|).
+
+Normalization. The drift is measured multiplicatively, as the log-decay
+
+    D_t := -ln |Delta_t / Delta_0|   (= -ln |P_t|; relative drift (Delta_t - Delta_0)/Delta_0 = +-e^-D_t - 1),
+
+which does not depend on the size of Delta_0: a nearly balanced start (Delta_0 -> 0) has the same D_t.
+For an exactly balanced start Delta_t = 0 for ever (the balanced set is invariant under GD and SGD), and the
+same number is read from the Gram determinant, D_t = -ln(G_t / G_0) / 2, which is also stored
+(``sgd_gram_decay``) and checked against the Delta-based value. Where |Delta_t| falls below RESOLUTION times
+S_t = |u|^2/eta_u + |w|^2/eta_w, float64 cannot resolve Delta_t (it is a difference of two such terms) and
+the Delta-based D_t is NaN ("unresolved"); the Gram-based one stays accurate there, and the reported D_t
+(``sgd_decay``) is the Delta-based value where resolved and the Gram-based one elsewhere.
+
+What is compared, per seed s (same u0, w0, dataset and epoch permutations for every cell, see `_rngs`):
+- the gradient flow: D = 0 exactly; its alignment from the closed form (core.flow_state);
+- population GD: exact map (core.gd_state), D_t = -sum_k ln(1 - c^2 r_k^2), r_k = a (m_k - m*);
+- SGD at every batch size B on n samples (B = n: full-batch GD on the sample), trained as vectors
+  (simulate.sgd_vectors);
+- a leading-order prediction of SGD: D_t ~ sum_{k<t} [-ln(1 - c^2 rhat_k^2) + c^2 f_B v(m_k)] along the
+  full-batch path m_k on the sample (rhat_k = ahat m_k - bhat), where v(m) = var_i(x_i^2 m - x_i y_i) is the
+  per-sample variance of the residual and f_B = (n - B) / (B (n - 1)) the without-replacement factor, so that
+  E[r_k^2] = rhat_k^2 + f_B v(m_k). It neglects the feedback of the noise on m (higher order in eta).
+
+Results: results.npz (arrays with axes (noise_var, lr, batch_size, seed, step) for SGD, (lr, seed, step) for
+the population references, (noise_var, lr, seed, step) for the full-batch path), meta.json (written last),
+figures ``<name>__drift_vs_step`` and ``<name>__drift_vs_lr``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+
+import phasediag
+from phasediag import core, simulate
+from phasediag.config import (
+    _FILE_NAME,
+    FORMATS,
+    ConfigError,
+    Located,
+    _axis_values,
+    _fail,
+    _mapping,
+    _number,
+    _plain,
+    _string,
+)
+from phasediag.experiment import bounded_int as _int
+from phasediag.experiment import fmt as _fmt
+from phasediag.experiment import write_meta, write_study
+from phasediag.maps import nan_median as _median
+from phasediag.workers import ordered_map
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "Study", "parse_study", "record_steps", "dataset", "run_sgd", "population_references", "sample_path",
+    "log_decay", "gram_decay", "misalignment", "simulate_study", "chosen_lr", "findings", "drift_vs_step_figure",
+    "drift_vs_lr_figure", "run",
+]
+
+TOP_KEYS = ("name", "description", "experiment", "model", "data", "sweep", "train", "seeds", "seed", "plot")
+MODEL_KEYS = ("width", "output_scale", "init_var_u", "init_var_w", "lr_ratio")
+DATA_KEYS = ("input_var", "teacher", "noise_var", "samples")
+SWEEP_KEYS = ("lr", "batch_size", "noise_var")
+TRAIN_KEYS = ("steps", "record")
+PLOT_KEYS = ("lr", "formats")
+
+#: cap on the training work: SGD runs x steps x (1 + width / 4000) "step units" (~7 us each on one core,
+#: so the cap is about an hour of one core)
+MAX_WORK = 5e8
+MAX_STEPS = 200_000  # the exact references cost O(steps) Python-level iterations per chunk of points
+MAX_RECORD = 1000
+MAX_WIDTH = 10_000_000
+MAX_NOISE_LEVELS = 4  # one figure row each
+#: |Delta_t| below RESOLUTION * (|u|^2/eta_u + |w|^2/eta_w) is not resolved by float64 (D_t -> NaN there)
+RESOLUTION = 1e-9
+_PATH_BYTES = 128e6  # memory per exact-map call over all steps (points are chunked to stay below it)
+_FIELDS = ("imbalance", "gram_det", "alignment", "m", "loss", "norm_u2", "norm_w2")
+
+
+# ---------------------------------------------------------------- the config
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated sgd_drift config. eta_w = lr and eta_u = lr_ratio * lr for every lr of the sweep."""
+
+    name: str
+    description: str
+    width: int
+    output_scale: float
+    init_var_u: float
+    init_var_w: float
+    lr_ratio: float
+    input_var: float
+    teacher: float
+    samples: int
+    noise_vars: tuple[float, ...]
+    lrs: tuple[float, ...]
+    batch_sizes: tuple[int, ...]
+    steps: int
+    record: int
+    seeds: int
+    seed: int
+    plot_lr: float | None  # None: chosen after training (see `chosen_lr`)
+    formats: tuple[str, ...]
+    noise_swept: bool = False
+    lr_spec: object = None
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(noise levels, learning rates, batch sizes, seeds): the grid of SGD runs."""
+        return len(self.noise_vars), len(self.lrs), len(self.batch_sizes), self.seeds
+
+    @property
+    def runs(self) -> int:
+        return int(np.prod(self.shape))
+
+    def c(self, lr: np.ndarray | float) -> np.ndarray:
+        """c = kappa sqrt(eta_u eta_w) = kappa lr sqrt(lr_ratio)."""
+        return self.output_scale * np.asarray(lr, dtype=float) * np.sqrt(self.lr_ratio)
+
+    def resolved(self) -> dict:
+        """Plain data of everything that determines the results (stored in meta.json)."""
+        return {
+            "name": self.name, "description": self.description, "experiment": "sgd_drift",
+            "model": {"width": self.width, "output_scale": self.output_scale, "init_var_u": self.init_var_u,
+                      "init_var_w": self.init_var_w, "lr_ratio": self.lr_ratio},
+            "data": {"input_var": self.input_var, "teacher": self.teacher, "samples": self.samples,
+                     **({} if self.noise_swept else {"noise_var": self.noise_vars[0]})},
+            "sweep": {"lr": self.lr_spec if self.lr_spec is not None else list(self.lrs),
+                      "batch_size": list(self.batch_sizes),
+                      **({"noise_var": list(self.noise_vars)} if self.noise_swept else {})},
+            "lr_values": list(self.lrs),
+            "train": {"steps": self.steps, "record": self.record},
+            "seeds": self.seeds, "seed": self.seed,
+            "plot": {"lr": "auto" if self.plot_lr is None else self.plot_lr, "formats": list(self.formats)},
+        }
+
+
+def _values(item: Located, *, positive: bool) -> np.ndarray:
+    """A swept list: [v1, v2, ...] or {values: [...]} / {log: [start, stop, num]} / {lin: [...]}."""
+    if isinstance(item.value, list):
+        if not item.value:
+            raise _fail(item.path, item.line, "must be a non-empty list")
+        values = np.array([_number(v, positive=positive, nonneg=not positive) for v in item.value])
+        if len(np.unique(values)) != len(values):
+            raise _fail(item.path, item.line, "values must be distinct")
+        return values
+    values = _axis_values(item)
+    bad = values[~(values > 0)] if positive else values[values < 0]
+    if bad.size:
+        raise _fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'}, got {bad[0]:g}")
+    return values
+
+
+def _batch_sizes(item: Located, samples: int) -> tuple[int, ...]:
+    if not isinstance(item.value, list) or not item.value:
+        raise _fail(item.path, item.line, "must be a non-empty list of batch sizes, e.g. [1, 4, 16, 64]")
+    sizes = []
+    for v in item.value:
+        if _number(v, integer=True) > samples:
+            raise _fail(v.path, v.line, f"batch size {_number(v):g} is larger than data.samples = {samples} "
+                                        f"(use {samples} for full-batch GD on the sample)")
+        sizes.append(_int(v, low=1, high=samples))
+    if len(set(sizes)) != len(sizes):
+        raise _fail(item.path, item.line, "batch sizes must be distinct")
+    return tuple(sorted(sizes))
+
+
+def _optional(items: dict, key: str, default: float, **kw) -> float:
+    return _number(items[key], **kw) if key in items else default
+
+
+def parse_study(root: Located) -> Study:
+    """Validate the whole config (ConfigError naming the key path and line) before any training."""
+    top = _mapping(root, TOP_KEYS, required=("name", "experiment", "model", "sweep", "train"))
+    if _string(top["experiment"]) != "sgd_drift":
+        raise _fail("experiment", top["experiment"].line, f"this study is sgd_drift, got {top['experiment'].value!r}")
+    name = _string(top["name"])
+    if not _FILE_NAME.match(name):
+        raise _fail("name", top["name"].line, "use letters, digits, '_', '-', '.' (it names output files)")
+    description = _string(top["description"]) if "description" in top else ""
+
+    model = _mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
+    width = _int(model["width"], low=1, high=MAX_WIDTH)
+    init_var_u = _number(model["init_var_u"], nonneg=True)
+    init_var_w = _number(model["init_var_w"], nonneg=True)
+    if init_var_u == 0 and init_var_w == 0:
+        raise _fail("model.init_var_w", model["init_var_w"].line,
+                    "init_var_u and init_var_w are both 0: u = w = 0 is a fixed point, nothing trains")
+    output_scale = _optional(model, "output_scale", 1.0, positive=True)
+    lr_ratio = _optional(model, "lr_ratio", 1.0, positive=True)
+
+    data = _mapping(top["data"], DATA_KEYS, required=("samples",)) if "data" in top else {}
+    if "samples" not in data:
+        raise ConfigError("data.samples: is required (the size n of the training set SGD samples from)")
+    samples = _int(data["samples"], low=1, high=10_000_000)
+    input_var = _optional(data, "input_var", 1.0, positive=True)
+    teacher = _optional(data, "teacher", 1.0)
+
+    sweep = _mapping(top["sweep"], SWEEP_KEYS, required=("lr", "batch_size"))
+    lrs = _values(sweep["lr"], positive=True)
+    batch_sizes = _batch_sizes(sweep["batch_size"], samples)
+    noise_vars, noise_swept = _noise(data, sweep)
+
+    train = _mapping(top["train"], TRAIN_KEYS, required=("steps",))
+    steps = _int(train["steps"], low=1, high=MAX_STEPS)
+    record = _int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 60
+    seeds = _int(top["seeds"], low=1, high=10_000) if "seeds" in top else 8
+    seed = _int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
+    plot_lr, formats = _plot_settings(top.get("plot"), lrs)
+
+    study = Study(name=name, description=description, width=width, output_scale=output_scale,
+                  init_var_u=init_var_u, init_var_w=init_var_w, lr_ratio=lr_ratio, input_var=input_var,
+                  teacher=teacher, samples=samples, noise_vars=noise_vars, lrs=tuple(float(v) for v in lrs),
+                  batch_sizes=batch_sizes, steps=steps, record=record, seeds=seeds, seed=seed, plot_lr=plot_lr,
+                  formats=formats, noise_swept=noise_swept, lr_spec=_plain(sweep["lr"]))
+    _check_work(study, train["steps"])
+    return study
+
+
+def _noise(data: dict, sweep: dict) -> tuple[tuple[float, ...], bool]:
+    if "noise_var" in sweep and "noise_var" in data:
+        raise _fail("sweep.noise_var", sweep["noise_var"].line,
+                    f"noise_var is also set in data (line {data['noise_var'].line}); give it in one place")
+    if "noise_var" not in sweep:
+        return (_optional(data, "noise_var", 0.0, nonneg=True),), False
+    values = _values(sweep["noise_var"], positive=False)
+    if values.size > MAX_NOISE_LEVELS:
+        raise _fail("sweep.noise_var", sweep["noise_var"].line,
+                    f"at most {MAX_NOISE_LEVELS} values (one figure row each), got {values.size}")
+    return tuple(float(v) for v in values), True
+
+
+def _plot_settings(item: Located | None, lrs: np.ndarray) -> tuple[float | None, tuple[str, ...]]:
+    spec = _mapping(item, PLOT_KEYS) if item is not None else {}
+    plot_lr = None
+    if "lr" in spec:
+        want = _number(spec["lr"], positive=True)
+        hit = np.flatnonzero(np.isclose(lrs, want, rtol=1e-9, atol=0))
+        if hit.size == 0:
+            raise _fail("plot.lr", spec["lr"].line, f"{want:g} is not one of the swept learning rates "
+                                                    f"({', '.join(f'{v:.4g}' for v in lrs)})")
+        plot_lr = float(lrs[hit[0]])
+    formats: tuple[str, ...] = ("png",)
+    if "formats" in spec:
+        sub = spec["formats"]
+        if not isinstance(sub.value, list) or not sub.value:
+            raise _fail(sub.path, sub.line, "must be a non-empty list, e.g. [png, pdf]")
+        for v in sub.value:
+            if _string(v) not in FORMATS:
+                raise _fail(v.path, v.line, f"unknown format {v.value!r}; allowed: {', '.join(FORMATS)}")
+        formats = tuple(dict.fromkeys(_string(v) for v in sub.value))
+    return plot_lr, formats
+
+
+def _check_work(study: Study, steps_item: Located) -> None:
+    work = study.runs * study.steps * (1 + study.width / 4000)
+    if work > MAX_WORK:
+        raise _fail("train.steps", steps_item.line,
+                    f"{study.runs:,} SGD runs (noise levels x lr x batch sizes x seeds) x {study.steps:,} steps at "
+                    f"width {study.width:,} is {work:.3g} step units, above the cap of {MAX_WORK:.0e} (about an "
+                    f"hour of one core); reduce train.steps, seeds, the sweep or model.width")
+
+
+# ---------------------------------------------------------------- randomness and training
+
+
+def record_steps(steps: int, record: int) -> np.ndarray:
+    """Step 0, then `record - 1` log-spaced steps from 1 to `steps` (rounded, duplicates dropped): int64 (n,)."""
+    grid = np.unique(np.round(np.logspace(0.0, np.log10(steps), record - 1)).astype(np.int64))
+    return np.concatenate([[0], grid]).astype(np.int64)
+
+
+def _rngs(study: Study, s: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(init, data) generators of seed index s: SeedSequence([seed, s, 0]) and SeedSequence([seed, s, 1]).
+
+    Common random numbers: at seed s every (noise_var, lr, B) cell sees the same u0, w0, the same x and
+    standard-normal label noise, and the same epoch permutations, so cells differ only by noise_var, lr, B."""
+    return tuple(np.random.Generator(np.random.PCG64(np.random.SeedSequence([study.seed, s, k]))) for k in (0, 1))
+
+
+def initial_vectors(study: Study, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """u0, w0 of seed index s: float64 arrays of shape (width,)."""
+    return simulate.sample_vectors(study.width, study.init_var_u, study.init_var_w, _rngs(study, s)[0])
+
+
+def dataset(samples: int, input_var: float, teacher: float, noise_var: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The training set exactly as simulate.sgd_vectors draws it first from its generator: x ~ N(0, a) of
+    shape (n,), then y = m* x + sqrt(noise_var) N(0, 1) of shape (n,)."""
+    x = np.sqrt(input_var) * rng.standard_normal(samples)
+    y = teacher * x + np.sqrt(noise_var) * rng.standard_normal(samples)
+    return x, y
+
+
+def run_sgd(study: Study, i_noise: int, i_lr: int, i_batch: int, s: int) -> np.ndarray:
+    """Train one SGD cell as vectors; returns float64 (len(_FIELDS), n_record) of the Trace fields in _FIELDS
+    order at record_steps (+inf from a divergence on: the Trace sentinel)."""
+    lr = study.lrs[i_lr]
+    u0, w0 = initial_vectors(study, s)
+    trace = simulate.sgd_vectors(
+        u0, w0, output_scale=study.output_scale, lr_u=study.lr_ratio * lr, lr_w=lr, input_var=study.input_var,
+        teacher=study.teacher, batch_size=study.batch_sizes[i_batch], samples=study.samples,
+        noise_var=study.noise_vars[i_noise], steps=record_steps(study.steps, study.record), rng=_rngs(study, s)[1])
+    return np.stack([getattr(trace, f) for f in _FIELDS])
+
+
+def _task(args: tuple) -> np.ndarray:
+    study, index = args
+    return run_sgd(study, *index)
+
+
+def _execute(study: Study, workers: int, progress: Callable[[int], None] | None) -> Iterator[np.ndarray]:
+    """Run every SGD cell in C order of study.shape; yields each result in that order (any `workers`)."""
+    return ordered_map(_task, [(study, index) for index in np.ndindex(*study.shape)], workers, progress)
+
+
+# ---------------------------------------------------------------- drift measures
+
+
+def log_decay(imbalance: np.ndarray, norm_u2: np.ndarray, norm_w2: np.ndarray, lr_u: np.ndarray,
+              lr_w: np.ndarray) -> np.ndarray:
+    """D_t = -ln|Delta_t / Delta_0| along the last axis (Delta_0 = imbalance[..., 0]).
+
+    NaN where undefined: Delta_0 = 0, a diverged record (inf), or |Delta_t| < RESOLUTION (|u|^2/eta_u +
+    |w|^2/eta_w) (float64 does not resolve Delta_t there). lr_u, lr_w broadcast against imbalance[..., :1]."""
+    scale = norm_u2 / lr_u + norm_w2 / lr_w  # S_t >= 0 (inf at a diverged record: no warning)
+    ok = np.isfinite(imbalance) & (np.abs(imbalance) >= RESOLUTION * scale) & (imbalance[..., :1] != 0)
+    ratio = np.ones_like(imbalance)
+    np.divide(np.abs(imbalance), np.abs(imbalance[..., :1]), out=ratio, where=ok)
+    out = np.full(imbalance.shape, np.nan)
+    np.negative(np.log(ratio, out=np.ones_like(ratio), where=ok), out=out, where=ok)
+    return out
+
+
+def gram_decay(gram_det: np.ndarray) -> np.ndarray:
+    """-ln(G_t / G_0) / 2 along the last axis (= -ln|P_t| like D_t); NaN where G_0 = 0 or G_t is 0 or inf."""
+    ok = np.isfinite(gram_det) & (gram_det > 0) & (gram_det[..., :1] > 0)
+    ratio = np.ones_like(gram_det)
+    np.divide(gram_det, gram_det[..., :1], out=ratio, where=ok)
+    out = np.full(gram_det.shape, np.nan)
+    np.multiply(np.log(ratio, out=np.ones_like(ratio), where=ok), -0.5, out=out, where=ok)
+    return out
+
+
+def misalignment(alignment: np.ndarray) -> np.ndarray:
+    """1 - |zeta| (NaN where zeta is the +inf divergence sentinel)."""
+    out = np.full(np.shape(alignment), np.nan)
+    np.subtract(1.0, np.abs(alignment), out=out, where=np.isfinite(alignment))
+    return out
+
+
+# ---------------------------------------------------------------- exact references (closed form, core)
+
+
+def _path(problem: core.Problem, steps: int) -> core.FlowState:
+    """Exact GD state at every step 0..steps for every point (points flattened to 1-D)."""
+    return core.gd_state(core.invariants(problem), np.arange(steps + 1))
+
+
+def _chunks(n_points: int, steps: int) -> Iterator[slice]:
+    size = max(1, int(_PATH_BYTES // (100 * (steps + 1))))  # ~100 bytes per point and step in core.gd_state
+    for start in range(0, n_points, size):
+        yield slice(start, min(n_points, start + size))
+
+
+def _step_decay(c: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """-ln(1 - c^2 r^2) per step (NaN where c |r| >= 1 or r is not finite: the product changes sign / blows)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging path: inf / NaN, reported as NaN
+        x = (c * r) ** 2
+    ok = x < 1.0
+    out = np.full(x.shape, np.nan)
+    np.negative(np.log1p(-np.where(ok, x, 0.0)), out=out, where=ok)
+    return out
+
+
+def population_references(study: Study, grams: core.Gram) -> dict[str, np.ndarray]:
+    """Exact population GD and flow, shapes (lr, seed, record): ``gd_decay`` D_t = -sum_{k<t} ln(1 - c^2 r_k^2)
+    with r_k = a (m_k - m*) on the exact GD path, ``gd_alignment``, ``gd_loss``; ``flow_alignment``,
+    ``flow_loss`` (the flow conserves Delta and G: its D is 0). grams: the seeds' Gram entries, shape (seed,)."""
+    lr = np.asarray(study.lrs)[:, None]
+    steps = record_steps(study.steps, study.record)
+    gram = core.explicit_gram(grams.U[None, :], grams.W[None, :], grams.V[None, :])
+    problem = core.Problem(np.asarray(study.output_scale), study.lr_ratio * lr, lr, np.asarray(study.input_var),
+                           np.asarray(study.teacher), gram)
+    flow = core.flow_state(core.with_time_axis(core.invariants(problem)), steps.astype(float))
+    decay, align, loss = _exact_gd(problem, study.c(lr), study.input_var, study.teacher, study.steps, steps)
+    return {"gd_decay": decay, "gd_alignment": align, "gd_loss": loss, "flow_alignment": flow.alignment,
+            "flow_loss": flow.loss}
+
+
+def _exact_gd(problem: core.Problem, c: np.ndarray, a, teacher, steps: int,
+              at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D_t, zeta_t, loss_t) of exact GD at the steps `at`, for every point of `problem` (chunked)."""
+    shape = np.broadcast_shapes(*(np.shape(x) for x in (*problem[:5], problem.gram.U)))
+    flat = _flatten(problem, shape)
+    c, a, teacher = (np.broadcast_to(x, shape).reshape(-1) for x in (c, a, teacher))
+    n = int(np.prod(shape))
+    decay, align, loss = (np.empty((n, at.size)) for _ in range(3))
+    for part in _chunks(n, steps):
+        path = _path(_take(flat, part), steps)
+        per_step = _step_decay(c[part, None], a[part, None] * (path.m[:, :-1] - teacher[part, None]))
+        total = np.concatenate([np.zeros((per_step.shape[0], 1)), np.cumsum(per_step, axis=1)], axis=1)
+        decay[part], align[part], loss[part] = total[:, at], path.alignment[:, at], path.loss[:, at]
+    return tuple(x.reshape(shape + (at.size,)) for x in (decay, align, loss))
+
+
+def _flatten(problem: core.Problem, shape: tuple[int, ...]) -> core.Problem:
+    flat = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape).reshape(-1)  # noqa: E731
+    gram = core.Gram(*(flat(x) for x in problem.gram))
+    return core.Problem(*(flat(x) for x in problem[:5]), gram)
+
+
+def _take(problem: core.Problem, part: slice) -> core.Problem:
+    return core.Problem(*(x[part] for x in problem[:5]), core.Gram(*(x[part] for x in problem.gram)))
+
+
+def sample_path(study: Study, grams: core.Gram, moments: np.ndarray) -> dict[str, np.ndarray]:
+    """Full-batch GD on each sample (exact map with a = ahat, m* = bhat / ahat) and its noise budget.
+
+    moments: (noise, seed, 5) with columns ahat = mean x^2, bhat = mean x y, var(x^2), cov(x^2, x y), var(x y)
+    (ddof 0). Returns, shapes (noise, lr, seed, record): ``sample_decay`` = -sum_{k<t} ln(1 - c^2 rhat_k^2)
+    and ``noise_budget`` = c^2 sum_{k<t} v(m_k), v(m) = var_i(x_i^2 m - x_i y_i), so that the leading-order
+    SGD prediction at batch size B is sample_decay + f_B noise_budget, f_B = (n - B) / (B (n - 1))."""
+    lr = np.asarray(study.lrs)[None, :, None]
+    ahat, bhat, var_aa, cov_ab, var_bb = (moments[:, None, :, j] for j in range(5))
+    steps = record_steps(study.steps, study.record)
+    gram = core.explicit_gram(grams.U[None, None, :], grams.W[None, None, :], grams.V[None, None, :])
+    problem = core.Problem(np.asarray(study.output_scale), study.lr_ratio * lr, lr, ahat, bhat / ahat, gram)
+    shape = np.broadcast_shapes(lr.shape, ahat.shape)
+    flat = _flatten(problem, shape)
+    c = np.broadcast_to(study.c(lr), shape).reshape(-1)
+    coef = [np.broadcast_to(x, shape).reshape(-1) for x in (ahat, bhat, var_aa, cov_ab, var_bb)]
+    n = int(np.prod(shape))
+    decay, budget = np.empty((n, steps.size)), np.empty((n, steps.size))
+    for part in _chunks(n, study.steps):
+        m = _path(_take(flat, part), study.steps).m[:, :-1]
+        ah, bh, vaa, cab, vbb = (x[part, None] for x in coef)
+        per_step = _step_decay(c[part, None], ah * m - bh)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging path: inf/NaN, reported as NaN
+            v = (vaa * m - 2.0 * cab) * m + vbb
+        noise = np.where(np.isfinite(v), c[part, None] ** 2 * np.where(np.isfinite(v), v, 0.0), np.nan)
+        zero = np.zeros((per_step.shape[0], 1))
+        decay[part] = np.concatenate([zero, np.cumsum(per_step, axis=1)], axis=1)[:, steps]
+        budget[part] = np.concatenate([zero, np.cumsum(noise, axis=1)], axis=1)[:, steps]
+    return {"sample_decay": decay.reshape(shape + (steps.size,)),
+            "noise_budget": budget.reshape(shape + (steps.size,))}
+
+
+def _moments(study: Study) -> np.ndarray:
+    """(noise, seed, 5): ahat, bhat, var(x^2), cov(x^2, x y), var(x y) of each seed's training set."""
+    out = np.empty((len(study.noise_vars), study.seeds, 5))
+    for i, noise_var in enumerate(study.noise_vars):
+        for s in range(study.seeds):
+            x, y = dataset(study.samples, study.input_var, study.teacher, noise_var, _rngs(study, s)[1])
+            aa, ab = x * x, x * y
+            da, db = aa - aa.mean(), ab - ab.mean()
+            out[i, s] = aa.mean(), ab.mean(), np.mean(da * da), np.mean(da * db), np.mean(db * db)
+    return out
+
+
+# ---------------------------------------------------------------- the study
+
+
+def simulate_study(study: Study, *, workers: int = 1,
+                   progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Train every SGD cell and compute the exact references; returns the arrays of results.npz.
+
+    Coordinates: noise_var (N,), lr (L,), batch_size (B,), seed (S,), step (T,). SGD arrays sgd_<field>
+    (N, L, B, S, T) for the Trace fields imbalance, gram_det, alignment, m, loss, norm_u2, norm_w2, plus
+    sgd_imbalance_decay (D_t from Delta; NaN where unresolved), sgd_gram_decay (from G), sgd_decay (from Delta,
+    from G where Delta is unresolved), sgd_misalignment (1 - |zeta|), sgd_diverged (N, L, B, S) and
+    predicted_decay (N, L, B, S, T). Population references (L, S, T): gd_decay, gd_alignment, gd_loss,
+    flow_alignment, flow_loss; sample references (N, L, S, T): sample_decay, noise_budget; init: U0, W0, V0 (S,).
+    """
+    out = np.empty(study.shape + (len(_FIELDS), record_steps(study.steps, study.record).size))
+    for index, cell in zip(np.ndindex(*study.shape), _execute(study, workers, progress)):
+        out[index] = cell
+    arrays: dict[str, np.ndarray] = {
+        "noise_var": np.asarray(study.noise_vars), "lr": np.asarray(study.lrs),
+        "batch_size": np.asarray(study.batch_sizes, dtype=np.int64), "seed": np.arange(study.seeds),
+        "step": record_steps(study.steps, study.record)}
+    arrays.update({f"sgd_{f}": out[..., j, :] for j, f in enumerate(_FIELDS)})
+    lr_w = np.asarray(study.lrs)[None, :, None, None, None]
+    arrays["sgd_imbalance_decay"] = log_decay(arrays["sgd_imbalance"], arrays["sgd_norm_u2"], arrays["sgd_norm_w2"],
+                                              study.lr_ratio * lr_w, lr_w)
+    arrays["sgd_gram_decay"] = gram_decay(arrays["sgd_gram_det"])
+    resolved = np.isfinite(arrays["sgd_imbalance_decay"])
+    arrays["sgd_decay"] = np.where(resolved, arrays["sgd_imbalance_decay"], arrays["sgd_gram_decay"])
+    arrays["sgd_misalignment"] = misalignment(arrays["sgd_alignment"])
+    arrays["sgd_diverged"] = ~np.isfinite(arrays["sgd_m"][..., -1])
+    u0w0 = [initial_vectors(study, s) for s in range(study.seeds)]
+    U, W, V = (np.array([f(u, w) for u, w in u0w0]) for f in (lambda u, w: u @ u, lambda u, w: w @ w,
+                                                               lambda u, w: u @ w))
+    grams = core.explicit_gram(U, W, V)
+    arrays.update({"U0": U, "W0": W, "V0": V})
+    arrays.update(population_references(study, grams))
+    arrays.update(sample_path(study, grams, _moments(study)))
+    n, b = study.samples, np.asarray(study.batch_sizes, dtype=float)
+    f_b = (n - b) / (b * max(n - 1, 1))
+    arrays["predicted_decay"] = (arrays["sample_decay"][:, :, None] +
+                                 f_b[None, None, :, None, None] * arrays["noise_budget"][:, :, None])
+    return arrays
+
+
+# ---------------------------------------------------------------- statistics for the findings
+
+
+def _quantiles(values: np.ndarray, qs=(0.25, 0.75)) -> tuple[np.ndarray, ...]:
+    """Quantiles over the last axis ignoring NaN (NaN where all are NaN), without warnings."""
+    srt = np.sort(values, axis=-1)
+    count = np.sum(~np.isnan(values), axis=-1)
+    out = []
+    for q in qs:
+        pos = np.maximum(count - 1, 0) * q
+        lo, frac = np.floor(pos).astype(int), pos - np.floor(pos)
+        hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+        a = np.take_along_axis(srt, lo[..., None], axis=-1)[..., 0]
+        b = np.take_along_axis(srt, hi[..., None], axis=-1)[..., 0]
+        out.append(np.where(count > 0, a + frac * (b - a), np.nan))
+    return tuple(out)
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Least-squares slope of log y against log x over the points with finite y > 0 (None if < 2 points)."""
+    ok = np.isfinite(y) & (y > 0)
+    if np.count_nonzero(ok) < 2:
+        return None
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def _num(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _sig(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
+def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over `axis` of the finite values; NaN where there are none (no warning)."""
+    ok = np.isfinite(values)
+    count = np.sum(ok, axis=axis)
+    total = np.sum(np.where(ok, values, 0.0), axis=axis)
+    out = np.full(np.shape(total), np.nan)
+    return np.divide(total, count, out=out, where=count > 0)
+
+
+def findings(study: Study, arrays: dict[str, np.ndarray]) -> dict:
+    """The numbers behind the README statement (JSON-ready: non-finite -> None), at the last step K.
+
+    - identity: max |D from Delta - D from G| / max(1, D) where both are resolved (exactly 0 in exact arithmetic);
+    - at plot.lr: medians over seeds of D_K and of 1 - |zeta_K| for the flow, population GD and each batch size;
+    - slopes (least squares, log-log) of the median D_K against lr, for GD and each B, and of the median noise part
+      D_K(B) - D_K(full batch on the same sample) against lr, against 1/B and against f_B = (n - B)/(B (n - 1));
+    - growth of D over the second half of training (0: the drift has stopped);
+    - measured / predicted: mean over seeds of D_K over the mean of its leading-order prediction, at plot.lr and at
+      the smallest lr (the prediction is leading order in eta: the ratio should tend to 1 as lr -> 0)."""
+    study = replace(study, plot_lr=chosen_lr(study, arrays))
+    lrs = np.asarray(study.lrs)
+    i_lr = _lr_index(study)
+    both = np.isfinite(arrays["sgd_imbalance_decay"]) & np.isfinite(arrays["sgd_gram_decay"])
+    gap = np.abs(arrays["sgd_imbalance_decay"] - arrays["sgd_gram_decay"])[both]
+    rel = gap / np.maximum(1.0, np.abs(arrays["sgd_gram_decay"][both]))
+    live = ~arrays["sgd_diverged"][..., None]
+    return {
+        "lr": study.plot_lr, "smallest_lr": float(lrs.min()), "steps": study.steps, "samples": study.samples,
+        "identity_max_abs_diff": _sig(_num(rel.max()), 3) if rel.size else None,
+        "diverged_runs": int(np.count_nonzero(arrays["sgd_diverged"])),
+        "records_from_gram": int(np.count_nonzero(~np.isfinite(arrays["sgd_imbalance_decay"]) & live
+                                                  & np.isfinite(arrays["sgd_gram_decay"]))),
+        "flow_decay": 0.0,
+        "gd_decay": _sig(_num(_median(arrays["gd_decay"][i_lr, :, -1]))),
+        "gd_slope_vs_lr": _sig(_slope(lrs, _median(arrays["gd_decay"][:, :, -1])), 3),
+        "flow_misalignment": _sig(_num(_median(misalignment(arrays["flow_alignment"][i_lr, :, -1])))),
+        "gd_misalignment": _sig(_num(_median(misalignment(arrays["gd_alignment"][i_lr, :, -1])))),
+        "by_noise": [_noise_findings(study, arrays, i, i_lr) for i in range(len(study.noise_vars))],
+    }
+
+
+def _noise_findings(study: Study, arrays: dict, i: int, i_lr: int) -> dict:
+    lrs, sizes = np.asarray(study.lrs), np.asarray(study.batch_sizes, dtype=float)
+    i_small = int(np.argmin(lrs))
+    d_k = arrays["sgd_decay"][i, ..., -1]  # (L, B, S)
+    noise_part = _median(d_k - arrays["sample_decay"][i, :, None, :, -1])  # paired by seed: (L, B)
+    measured, predicted = _mean(d_k), _mean(arrays["predicted_decay"][i, ..., -1])  # (L, B)
+    ratio = np.full(measured.shape, np.nan)
+    np.divide(measured, predicted, out=ratio, where=np.isfinite(measured) & (predicted > 0))
+    growth = d_k - _at_half(study, arrays["sgd_decay"][i])
+    n = study.samples
+    partial = sizes < n
+    rows = [{
+        "batch_size": b,
+        "decay": _sig(_num(_median(d_k[i_lr, j]))),
+        "decay_iqr": [_sig(_num(q)) for q in _quantiles(d_k[i_lr, j])],
+        "misalignment": _sig(_num(_median(arrays["sgd_misalignment"][i, i_lr, j, :, -1]))),
+        "noise_part": _sig(_num(noise_part[i_lr, j])),
+        "growth_last_half": _sig(_num(_median(growth[i_lr, j]))),
+        "slope_vs_lr": _sig(_slope(lrs, _median(d_k[:, j])), 3),
+        "noise_part_slope_vs_lr": _sig(_slope(lrs, noise_part[:, j]), 3) if b < n else None,
+        "measured_over_predicted": _sig(_num(ratio[i_lr, j]), 3),
+        "measured_over_predicted_smallest_lr": _sig(_num(ratio[i_small, j]), 3),
+        "diverged": int(np.count_nonzero(arrays["sgd_diverged"][i, :, j])),
+    } for j, b in enumerate(study.batch_sizes)]
+    f_b = (n - sizes) / (sizes * max(n - 1, 1))
+    return {
+        "noise_var": study.noise_vars[i],
+        "by_batch": rows,
+        "noise_part_slope_vs_inverse_batch": _sig(_slope(1.0 / sizes[partial], noise_part[i_lr, partial]), 3),
+        "noise_part_slope_vs_f_B": _sig(_slope(f_b[partial], noise_part[i_lr, partial]), 3),
+    }
+
+
+def chosen_lr(study: Study, arrays: dict[str, np.ndarray]) -> float:
+    """plot.lr if given, else the largest lr at which no SGD run diverged (the largest lr if all did)."""
+    if study.plot_lr is not None:
+        return study.plot_lr
+    stable = ~arrays["sgd_diverged"].any(axis=(0, 2, 3))  # (L,)
+    lrs = np.asarray(study.lrs)
+    return float(lrs[stable].max() if stable.any() else lrs.max())
+
+
+def _lr_index(study: Study) -> int:
+    return int(np.flatnonzero(np.asarray(study.lrs) == study.plot_lr)[0])
+
+
+def _at_half(study: Study, values: np.ndarray) -> np.ndarray:
+    """values (..., T) at the recorded step closest to steps / 2."""
+    steps = record_steps(study.steps, study.record)
+    return values[..., int(np.argmin(np.abs(steps - study.steps / 2)))]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _colours(n: int) -> list[str]:
+    from phasediag.maps import CURVE_COLOURS
+
+    palette = [c for c in CURVE_COLOURS if c not in ("#000000", "#999999")]
+    return [palette[k % len(palette)] for k in range(n)]
+
+
+def _batch_label(study: Study, b: int) -> str:
+    return f"SGD B = {b}" + (" (full batch, sample)" if b == study.samples else "")
+
+
+def _band(ax: Axes, x: np.ndarray, values: np.ndarray, colour: str, label: str, **style) -> None:
+    """values (len(x), seeds): the median over seeds as a line, the 25-75% range as a band (values <= 0 and
+    NaN are left out: the axes are logarithmic)."""
+    med = _median(values)
+    lo, hi = _quantiles(values)
+    keep = np.isfinite(med) & (med > 0) & (x > 0)
+    ax.plot(x[keep], med[keep], color=colour, label=label, **style)
+    band = keep & np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
+    if np.count_nonzero(band) > 1:
+        ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.18, linewidth=0)
+
+
+def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
+    """Per noise level (rows): D_t = -ln|Delta_t/Delta_0| and 1 - |zeta_t| against the step at plot.lr, for
+    population GD (exact), gradient flow and SGD at each batch size (median and 25-75% band over seeds),
+    with the leading-order prediction of each SGD curve (dotted). Saves when `path` is given."""
+    from phasediag.maps import _figure, _save
+
+    study = replace(study, plot_lr=chosen_lr(study, arrays))
+    rows = len(study.noise_vars)
+    fig = _figure(11.5, 3.6 * rows + 0.4)
+    axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False))
+    i_lr = _lr_index(study)
+    t = arrays["step"].astype(float)
+    per_step = {k: np.swapaxes(arrays[k], -1, -2) for k in ("sgd_decay", "sgd_misalignment", "gd_decay")}
+    per_step["gd_mis"] = np.swapaxes(misalignment(arrays["gd_alignment"]), -1, -2)
+    per_step["flow_mis"] = np.swapaxes(misalignment(arrays["flow_alignment"]), -1, -2)
+    colours = _colours(len(study.batch_sizes))
+    for i, ax_row in enumerate(axes):
+        left, right = ax_row
+        for j, b in enumerate(study.batch_sizes):
+            _band(left, t, per_step["sgd_decay"][i, i_lr, j], colours[j], _batch_label(study, b))
+            pred = _mean(arrays["predicted_decay"][i, i_lr, j], axis=0)
+            ok = np.isfinite(pred) & (pred > 0) & (t > 0)
+            left.plot(t[ok], pred[ok], color=colours[j], linestyle=":", linewidth=1.2)
+            _band(right, t, per_step["sgd_misalignment"][i, i_lr, j], colours[j], _batch_label(study, b))
+        _band(left, t, per_step["gd_decay"][i_lr], "#000000", "GD, population (exact map)", linewidth=2.2)
+        left.plot([], [], color="#777777", linestyle=":", label="leading-order prediction (mean)")
+        _band(right, t, per_step["gd_mis"][i_lr], "#000000", "GD, population (exact map)", linewidth=2.2)
+        _band(right, t, per_step["flow_mis"][i_lr], "#999999", "gradient flow (exact)",
+              linestyle="--", linewidth=1.6)
+        noise = f"noise_var = {study.noise_vars[i]:g}"
+        left.set_title(f"imbalance decay D = -ln|Delta_t / Delta_0|   ({noise}; flow: D = 0 exactly)", fontsize=9)
+        right.set_title(f"layer misalignment 1 - |cos(u, w)|   ({noise})", fontsize=9)
+        for ax in ax_row:
+            _log_log(ax)
+            ax.set_xlabel("step t")
+            ax.grid(True, which="major", alpha=0.3)
+        left.set_ylabel("D_t (median, 25-75% band over seeds)")
+        right.set_ylabel("1 - |zeta_t|")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[0, 1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(_suptitle(study, f"lr = {study.plot_lr:.3g}"), fontsize=10)
+    _save(fig, path)
+    return fig
+
+
+def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
+    """Per noise level (rows), at the last step K (median and 25-75% range over seeds, log-log):
+    D_K against lr for each batch size and population GD (least-squares slopes in the legend); the noise part
+    D_K(B) - D_K(full batch on the same sample) against B at each lr, with the leading-order prediction
+    proportional to f_B = (n - B)/(B (n - 1)) (dotted); and 1 - |zeta_K| against lr. Saves when `path` is given."""
+    from phasediag.maps import _figure, _save
+
+    rows = len(study.noise_vars)
+    fig = _figure(16.0, 3.7 * rows + 0.4)
+    axes = np.atleast_2d(fig.subplots(rows, 3, squeeze=False))
+    lrs = np.asarray(study.lrs)
+    colours = _colours(len(study.batch_sizes))
+    lr_label = "learning rate lr" + ("" if study.lr_ratio == 1 else f" (= eta_w; eta_u = {study.lr_ratio:g} lr)")
+    for i, (left, middle, right) in enumerate(axes):
+        for j, b in enumerate(study.batch_sizes):
+            d_k = arrays["sgd_decay"][i, :, j, :, -1]
+            slope = _slope(lrs, _median(d_k))
+            label = _batch_label(study, b) + (f"  (slope {slope:.2f})" if slope is not None else "")
+            _band(left, lrs, d_k, colours[j], label, marker="o", markersize=3.5)
+            _band(right, lrs, arrays["sgd_misalignment"][i, :, j, :, -1], colours[j], _batch_label(study, b),
+                  marker="o", markersize=3.5)
+        gd = arrays["gd_decay"][:, :, -1]
+        slope = _slope(lrs, _median(gd))
+        _band(left, lrs, gd, "#000000", "GD, population" + (f"  (slope {slope:.2f})" if slope is not None else ""),
+              marker="s", markersize=3.5, linewidth=2.2)
+        _band(right, lrs, misalignment(arrays["gd_alignment"][:, :, -1]), "#000000", "GD, population",
+              marker="s", markersize=3.5, linewidth=2.2)
+        _band(right, lrs, misalignment(arrays["flow_alignment"][:, :, -1]), "#999999", "gradient flow",
+              linestyle="--", linewidth=1.6)
+        _noise_part_panel(middle, study, arrays, i)
+        noise = f"noise_var = {study.noise_vars[i]:g}"
+        left.set_title(f"imbalance decay D_K = -ln|Delta_K / Delta_0|, K = {study.steps:,}   ({noise})", fontsize=9)
+        right.set_title(f"misalignment 1 - |zeta_K| at K = {study.steps:,}   ({noise})", fontsize=9)
+        for ax in (left, right):
+            ax.set_xlabel(lr_label)
+        for ax in (left, middle, right):
+            _log_log(ax)
+            ax.grid(True, which="major", alpha=0.3)
+        left.set_ylabel("D_K (flow: 0 exactly)")
+        right.set_ylabel("1 - |zeta_K|")
+        left.legend(fontsize=7, loc="upper left")
+        middle.legend(fontsize=7, loc="lower left")
+    axes[0, 2].legend(fontsize=7, loc="lower left")
+    fig.suptitle(_suptitle(study, f"K = {study.steps:,} steps"), fontsize=10)
+    _save(fig, path)
+    return fig
+
+
+def _noise_part_panel(ax: Axes, study: Study, arrays: dict[str, np.ndarray], i: int) -> None:
+    """D_K(B) - D_K(full batch on the sample) against B < n, one curve per lr, with its prediction (dotted)."""
+    sizes = np.asarray(study.batch_sizes)
+    partial = sizes < study.samples
+    excess = arrays["sgd_decay"][i, :, :, :, -1] - arrays["sample_decay"][i, :, None, :, -1]  # (L, B, S)
+    predicted = arrays["predicted_decay"][i, :, :, :, -1] - arrays["sample_decay"][i, :, None, :, -1]
+    shades = _lr_shades(len(study.lrs))
+    for k, lr in enumerate(study.lrs):
+        _band(ax, sizes[partial].astype(float), excess[k, partial], shades[k], f"lr = {lr:.3g}", marker="o",
+              markersize=3.5)
+        mean = _mean(predicted[k, partial])
+        ok = np.isfinite(mean) & (mean > 0)
+        ax.plot(sizes[partial][ok], mean[ok], color=shades[k], linestyle=":", linewidth=1.2)
+    ax.plot([], [], color="#777777", linestyle=":", label="prediction (mean), prop. to f_B")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("D_K(B) - D_K(full batch, same sample)")
+    ax.set_title(f"noise part of D_K against B < n = {study.samples:,}   "
+                 f"(noise_var = {study.noise_vars[i]:g})", fontsize=9)
+
+
+def _lr_shades(n: int) -> list[str]:
+    """n colours from light to dark (viridis without its yellow end), one per learning rate."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(0.85 * k / max(n - 1, 1)) for k in range(n)]
+
+
+def _log_log(ax: Axes) -> None:
+    """Log scales on both axes, or a note when nothing positive was drawn (e.g. 1 - |zeta| = 0 at d = 1)."""
+    drawn = [(np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float))
+             for line in ax.get_lines()]
+    if not any(np.any((x > 0) & np.isfinite(y) & (y > 0)) for x, y in drawn if y.size):
+        ax.text(0.5, 0.5, "nothing positive to draw on a log scale\n(values 0, undefined or diverged)",
+                transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#555555")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+
+
+def _suptitle(study: Study, what: str) -> str:
+    return (f"{study.name}: d = {study.width:,}, kappa = {study.output_scale:g}, sigma_u^2 = {study.init_var_u:g}, "
+            f"sigma_w^2 = {study.init_var_w:g}, eta_u/eta_w = {study.lr_ratio:g}, a = {study.input_var:g}, "
+            f"m* = {study.teacher:g}, n = {study.samples:,}; {what}; {study.seeds} seeds")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run(root: Located, *, source: str, out: str | Path | None = None, workers: int = 1, plot: bool = True,
+        progress_total: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None) -> dict:
+    """Validate, train, write results.npz, the figures and meta.json (last) under `out`; return the summary
+    {"name", "out", "files", "elapsed_s", "runs", "findings", "text"}. Raises ConfigError on bad input."""
+    started = time.perf_counter()
+    study = parse_study(root)
+    out_dir = Path(out) if out is not None else Path("outputs") / study.name
+    if progress_total:
+        progress_total(study.runs)
+    arrays = simulate_study(study, workers=workers, progress=progress)
+    study = replace(study, plot_lr=chosen_lr(study, arrays))
+    trained = time.perf_counter()
+    found = findings(study, arrays)
+    figures = [("drift_vs_step", partial(drift_vs_step_figure, study, arrays)),
+               ("drift_vs_lr", partial(drift_vs_lr_figure, study, arrays))] if plot else []
+    files = write_study(out_dir, study.name, arrays, figures, study.formats)
+    elapsed = time.perf_counter() - started
+    write_meta(out_dir, files, {
+        "name": study.name, "experiment": "sgd_drift", "source": source, "version": phasediag.__version__,
+        "seed": study.seed, "config": study.resolved(), "runs": study.runs, "workers": workers,
+        "timing": {"train_s": round(trained - started, 3), "total_s": round(elapsed, 3)},
+        "normalization": "D_t = -ln|Delta_t / Delta_0| = -ln|prod_k (1 - c^2 r_k^2)| (also from G: "
+                         "-ln(G_t/G_0)/2); NaN where Delta_t is not resolved in float64",
+        "findings": found})
+    return {"name": study.name, "out": str(out_dir), "files": [str(p) for p in files], "elapsed_s": round(elapsed, 3),
+            "runs": study.runs, "findings": found, "text": _text(study, found, out_dir, elapsed)}
+
+
+def _text(study: Study, found: dict, out_dir: Path, elapsed: float) -> str:
+    """The human summary: the identity check, the references and one table per noise level."""
+    n, l, b, s = study.shape
+    lines = [
+        f"{study.name}: {study.runs:,} SGD runs ({n} noise level(s) x {l} lr x {b} batch sizes x {s} seeds, "
+        f"{study.steps:,} steps, width {study.width:,}) in {elapsed:.1f} s -> {out_dir}",
+        f"identity Delta_t/Delta_0 = sqrt(G_t/G_0) = prod_k (1 - c^2 r_k^2): the two log-decays differ by at most "
+        f"{_fmt(found['identity_max_abs_diff'])}; records with Delta below float64 resolution (D from G): "
+        f"{found['records_from_gram']}; diverged runs: {found['diverged_runs']}",
+        f"lr = {study.plot_lr:.3g}, step K = {study.steps:,}; D = -ln|Delta_K/Delta_0|: flow 0 (exact), "
+        f"population GD {_fmt(found['gd_decay'])} (slope vs lr {_fmt(found['gd_slope_vs_lr'])}); "
+        f"1 - |zeta_K|: flow {_fmt(found['flow_misalignment'])}, GD {_fmt(found['gd_misalignment'])}",
+    ]
+    header = (f"{'B':>8} {'D_K':>10} {'noise part':>11} {'2nd-half growth':>16} {'slope vs lr':>12} "
+              f"{'noise slope':>12} {'1-|zeta_K|':>11} {'meas/pred':>10} {'(smallest lr)':>14}")
+    for block in found["by_noise"]:
+        lines += [f"noise_var = {block['noise_var']:g}:", header]
+        for r in block["by_batch"]:
+            noise = "~0" if r["noise_part"] is not None and abs(r["noise_part"]) < 1e-12 else _fmt(r["noise_part"])
+            lines.append(f"{r['batch_size']:>8} {_fmt(r['decay']):>10} {noise:>11} "
+                         f"{_fmt(r['growth_last_half']):>16} {_fmt(r['slope_vs_lr']):>12} "
+                         f"{_fmt(r['noise_part_slope_vs_lr']):>12} {_fmt(r['misalignment']):>11} "
+                         f"{_fmt(r['measured_over_predicted']):>10} "
+                         f"{_fmt(r['measured_over_predicted_smallest_lr']):>14}")
+        lines.append(f"  noise part against 1/B: slope {_fmt(block['noise_part_slope_vs_inverse_batch'])} "
+                     f"(against f_B = (n - B)/(B (n - 1)): {_fmt(block['noise_part_slope_vs_f_B'])})")
+    return "\n".join(lines)
