@@ -542,7 +542,7 @@ Examples:
               help="Processes evaluating chunks in parallel (results are bit-identical for any number).")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
 @click.option("--no-plot", is_flag=True, help="Write results.npz and meta.json only.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=65536, show_default=True,
+@click.option("--chunk-size", type=click.IntRange(min=1), default=131072, show_default=True,
               help="Grid points per vectorized chunk (bounds memory; does not change any result).")
 @click.option("--checkpoint-every", type=RealType(0.0), default=5.0, show_default=True, metavar="SECONDS",
               help="Save finished chunks for --resume at most this often (0: after every chunk).")

@@ -155,9 +155,11 @@ def evaluate(node: Node, variables: Mapping[str, np.ndarray]) -> np.ndarray:
 
     Raises ExpressionError if the result is not finite somewhere (overflow, division by zero, log of <= 0).
     """
+    if isinstance(node, str) and node in variables:  # a bare sweep variable: its axis values, finite already
+        return np.asarray(variables[node], dtype=float)
     with np.errstate(all="ignore"):
         value = np.asarray(_eval(node, variables), dtype=float)
-    if not np.all(np.isfinite(value)):
+    if not (np.isfinite(value.min()) and np.isfinite(value.max())) if value.size else False:
         raise ExpressionError("expression is not finite (overflow, division by zero or log/sqrt of a "
                               "negative number) for some sweep values")
     return value

@@ -77,49 +77,124 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def load(out_dir: Path) -> SweepResult:
-    """Read a results directory written by `save`."""
+def load_meta(out_dir: Path) -> dict:
+    """meta.json of a complete results directory (ResultsError if it is missing or unreadable)."""
     out_dir = Path(out_dir)
     meta_path, npz_path = out_dir / META_FILE, out_dir / RESULTS_FILE
     if not meta_path.is_file() or not npz_path.is_file():
         raise ResultsError(f"{out_dir}: no complete results here (need {RESULTS_FILE} and {META_FILE})")
     try:
-        meta = json.loads(meta_path.read_text())
-        with np.load(npz_path, allow_pickle=False) as data:
-            stored = {name: data[name] for name in data.files}
+        return json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
+
+
+def _coord_names(meta: dict) -> list[str]:
+    return meta["axes"] + (["time"] if meta.get("times") is not None else [])
+
+
+def load(out_dir: Path, only: set[str] | None = None) -> SweepResult:
+    """Read a results directory written by `save` (`only`: just these arrays, and the coordinates)."""
+    meta = load_meta(out_dir)
+    keep = None if only is None else set(only) | set(_coord_names(meta))
+    try:
+        with np.load(Path(out_dir) / RESULTS_FILE, allow_pickle=False) as data:
+            stored = {name: data[name] for name in data.files if keep is None or name in keep}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
-    coord_names = meta["axes"] + (["time"] if meta.get("times") is not None else [])
-    coords = {name: stored.pop(name) for name in coord_names if name in stored}
+    coords = {name: stored.pop(name) for name in _coord_names(meta) if name in stored}
     return SweepResult(coords=coords, arrays=stored, meta=meta)
 
 
-def merge(shards: list[SweepResult]) -> SweepResult:
-    """Join shard results (any order) into the full result; checks they are one complete, consistent set."""
-    if not shards:
+def shard_order(metas: list[dict]) -> list[int]:
+    """Check that `metas` are the shards 1..N of one config, each once; return their indices in shard order."""
+    if not metas:
         raise ResultsError("nothing to merge")
-    first = shards[0].meta
-    if any(s.meta.get("shard") is None for s in shards):
+    first = metas[0]
+    if any(m.get("shard") is None for m in metas):
         raise ResultsError("merge takes shard directories (written with --shard K/N)")
     count = first["shard"]["count"]
-    for s in shards:
-        if s.meta["config_hash"] != first["config_hash"]:
+    for m in metas:
+        if m["config_hash"] != first["config_hash"]:
             raise ResultsError("shards come from different configs (config_hash differs)")
-        if s.meta["shard"]["count"] != count:
+        if m["shard"]["count"] != count:
             raise ResultsError("shards were cut with different N in --shard K/N")
-    got = sorted(s.meta["shard"]["index"] for s in shards)
+    got = sorted(m["shard"]["index"] for m in metas)
     if got != list(range(1, count + 1)):
         missing = sorted(set(range(1, count + 1)) - set(got))
         raise ResultsError(f"need shards 1..{count} exactly once; missing {missing}" if missing
                            else "a shard is given twice")
-    ordered = sorted(shards, key=lambda s: s.meta["shard"]["index"])
-    shape = tuple(first["shape"])
+    return sorted(range(len(metas)), key=lambda i: metas[i]["shard"]["index"])
+
+
+def merged_meta(ordered: list[dict]) -> dict:
+    """The meta of the joined result: the first shard's, without the shard, with every shard's timing."""
+    meta = dict(ordered[0])
+    meta["shard"] = None
+    shard_times = [m["timing"]["eval_s"] for m in ordered]
+    meta["timing"] = {"eval_s": round(sum(shard_times), 6), "shards_eval_s": shard_times}
+    return meta
+
+
+def merge(shards: list[SweepResult]) -> SweepResult:
+    """Join shard results (any order) into the full result; checks they are one complete, consistent set."""
+    ordered = [shards[i] for i in shard_order([s.meta for s in shards])]
+    shape = tuple(ordered[0].meta["shape"])
     arrays = {}
     for name in ordered[0].arrays:
         parts = [s.arrays[name] for s in ordered]
         arrays[name] = np.concatenate(parts, axis=0).reshape(shape + parts[0].shape[1:])
-    meta = dict(first)
-    meta["shard"] = None
-    shard_times = [s.meta["timing"]["eval_s"] for s in ordered]
-    meta["timing"] = {"eval_s": round(sum(shard_times), 6), "shards_eval_s": shard_times}
-    return SweepResult(coords=ordered[0].coords, arrays=arrays, meta=meta)
+    return SweepResult(coords=ordered[0].coords, arrays=arrays, meta=merged_meta([s.meta for s in ordered]))
+
+
+def merge_files(directories: list[Path], out_dir: Path) -> dict:
+    """`merge` of shard directories straight into `out_dir`, one array at a time: memory peaks at one full
+    array (plus one shard's part of it), not at the whole result twice. Same bytes as `merge` then `save`.
+    Returns the merged meta (meta.json is left to the caller, to be written last)."""
+    import contextlib
+
+    metas = [load_meta(d) for d in directories]
+    order = shard_order(metas)
+    ordered = [Path(directories[i]) for i in order]
+    meta = merged_meta([metas[i] for i in order])
+    shape = tuple(meta["shape"])
+    with contextlib.ExitStack() as stack:
+        try:
+            files = [stack.enter_context(np.load(d / RESULTS_FILE, allow_pickle=False)) for d in ordered]
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ResultsError(f"unreadable shard results: {exc}") from None
+        names = files[0].files
+        if any(f.files != names for f in files):
+            raise ResultsError("shards hold different arrays")
+        coords = [n for n in _coord_names(meta) if n in names]
+        order_of_names = coords + [n for n in names if n not in coords]
+        write_npz(out_dir / RESULTS_FILE, _Joined(files, order_of_names, set(coords), shape))
+    return meta
+
+
+class _Joined:
+    """Mapping-like view that joins each array of the shard files only when `write_npz` asks for it."""
+
+    def __init__(self, files, names: list[str], coords: set[str], shape: tuple[int, ...]):
+        self.files, self.names, self.coords, self.shape = files, names, coords, shape
+
+    def items(self):
+        for name in self.names:
+            yield name, self._join(name)
+
+    def _join(self, name: str) -> np.ndarray:
+        first = self.files[0][name]
+        if name in self.coords:
+            return first
+        rows = int(np.prod(self.shape))
+        out = np.empty((rows,) + first.shape[1:], dtype=first.dtype)
+        lo = 0
+        for k, f in enumerate(self.files):  # one shard's part in memory at a time
+            part = first if k == 0 else f[name]
+            if lo + len(part) > rows or part.shape[1:] != first.shape[1:]:
+                raise ResultsError(f"the shards' {name} arrays do not fit the grid of {rows} points")
+            out[lo:lo + len(part)] = part
+            lo += len(part)
+        if lo != rows:
+            raise ResultsError(f"the shards hold {lo} points of {name}, the grid has {rows}")
+        return out.reshape(self.shape + first.shape[1:])

@@ -163,13 +163,17 @@ def plot_dir(directory: str | Path, formats: list[str] | None = None) -> list[st
 
 def merge_dirs(directories: list[str | Path], out: str | Path, plot: bool = True) -> dict:
     """Join shard directories into one results directory (bit-identical to a single run)."""
-    shards = [results.load(Path(d)) for d in directories]
-    merged = results.merge(shards)
     out = Path(out)
-    files = [str(p) for p in results.save(merged, out)]
+    meta = results.merge_files([Path(d) for d in directories], out)  # streamed: one array at a time
+    files = [str(out / results.RESULTS_FILE)]
+    results.save_meta(results.SweepResult(coords={}, arrays={}, meta=meta), out)  # complete from here on
+    from phasediag.metrics import LEGENDS
+
+    merged = results.load(out, only=None if plot else set(LEGENDS))  # the summary counts the categories
+    meta = merged.meta
     figures = draw(merged, out) if plot else []
-    merged.meta["figures"] = [Path(f).name for f in figures]
-    results.save_meta(merged, out)
+    meta["figures"] = [Path(f).name for f in figures]
+    files.append(str(results.save_meta(merged, out)))
     return summary(merged, out, files + figures)
 
 

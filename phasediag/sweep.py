@@ -8,6 +8,8 @@ are bit-identical whatever the chunk size, shard split or number of workers.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import platform
@@ -26,7 +28,7 @@ from phasediag.config import Config, ConfigError, Quantity
 from phasediag.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
 from phasediag.results import SweepResult
 
-DEFAULT_CHUNK = 1 << 16
+DEFAULT_CHUNK = 1 << 17  # 1 MiB per float64 temporary: measured best on the 1000 x 1000 grid (benchmarks/)
 _TRAJ_BUDGET = 1 << 21  # points x times per chunk for trajectory arrays (~16 MB per array)
 
 
@@ -67,6 +69,7 @@ def chunks(start: int, stop: int, length: int) -> Iterator[tuple[int, int]]:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
+@functools.lru_cache(maxsize=None)  # process-wide and idempotent: look libc up once
 def tune_allocator() -> bool:
     """Let glibc keep chunk-sized temporaries on its heap instead of mmap/munmap-ing each one.
 
@@ -92,55 +95,87 @@ def tune_allocator() -> bool:
 
 # ---------- model values on a chunk ----------
 
-def _variables(config: Config, flat: np.ndarray) -> dict[str, np.ndarray]:
-    position = np.unravel_index(flat, config.shape)
-    return {axis.name: axis.values[position[k]] for k, axis in enumerate(config.axes)}
+def _variables(config: Config, flat: np.ndarray | range) -> dict[str, np.ndarray]:
+    """The sweep variables at the flat (C-order) grid indices `flat`; a `range` (a chunk) is expanded by
+    repeating and tiling the axis values, without an integer division per point."""
+    if not isinstance(flat, range):
+        position = np.unravel_index(flat, config.shape)
+        return {axis.name: axis.values[position[k]] for k, axis in enumerate(config.axes)}
+    out = {}
+    for k, axis in enumerate(config.axes):  # (a trailing seed axis, if any, is in config.shape only)
+        n = len(axis.values)
+        stride = int(np.prod(config.shape[k + 1:], dtype=np.int64))
+        if stride < 16:  # a fast axis: tile one period of the pattern (a slice when the chunk is inside one)
+            pattern = axis.values if stride == 1 else np.repeat(axis.values, stride)
+            offset, length = flat.start % pattern.size, len(flat)
+            reps = -(-(offset + length) // pattern.size)
+            out[axis.name] = (pattern if reps == 1 else np.tile(pattern, reps))[offset:offset + length]
+            continue
+        first, last = flat.start // stride, (flat.stop - 1) // stride  # blocks of `stride` equal values
+        blocks = np.arange(first, last + 1)
+        counts = np.full(blocks.size, stride)
+        counts[0] -= flat.start - first * stride
+        counts[-1] -= (last + 1) * stride - flat.stop
+        out[axis.name] = np.repeat(axis.values[blocks % n], counts)
+    return out
 
 
 def _where_text(variables: dict[str, np.ndarray], i: int) -> str:
     return ", ".join(f"{name}={values[i]:.6g}" for name, values in variables.items())
 
 
-def _require(q: Quantity, values: np.ndarray, ok: np.ndarray, rule: str, variables) -> None:
+def _require(q: Quantity, values: np.ndarray, rule: str, variables, low: float, high: float | None = None,
+             strict: bool = False, shown: np.ndarray | None = None) -> None:
+    """low <= values (< if strict) [<= high] everywhere, by two reductions (NaN fails); else a ConfigError
+    naming the first failing point and its value (of `shown`, if given: the value as written)."""
+    lo, hi = np.min(values), np.max(values)
+    if (lo > low if strict else lo >= low) and (high is None or hi <= high):
+        return
+    ok = (values > low if strict else values >= low) & (True if high is None else values <= high)
+    _fail_at(q, values if shown is None else shown, ok, rule, variables)
+
+
+def _fail_at(q: Quantity, values: np.ndarray, ok: np.ndarray, rule: str, variables) -> None:
     if not np.all(ok):
-        i = int(np.flatnonzero(~ok)[0])
+        i = int(np.flatnonzero(~np.asarray(ok))[0])
         at = f" at {_where_text(variables, i)}" if variables else ""
         where = f"{q.path} (line {q.line})" if q.line else q.path
         raise ConfigError(f"{where}: {q.text!r} {rule}, got {np.ravel(values)[min(i, np.size(values) - 1)]:.6g}{at}")
 
 
-def model_values(config: Config, flat: np.ndarray) -> tuple[dict[str, np.ndarray], core.Problem]:
+def model_values(config: Config, flat: np.ndarray | range) -> tuple[dict[str, np.ndarray], core.Problem]:
     """Evaluate and check every model/data/init quantity on the points `flat`; build the core Problem."""
     variables = _variables(config, flat)
-    n = flat.size
+    n = len(flat)
 
     def value(q: Quantity) -> np.ndarray:  # a constant stays 0-d: the core then combines it as a scalar
         x = np.asarray(q.evaluate(variables), dtype=float)
-        return x if x.ndim == 0 else np.broadcast_to(x, (n,))
+        return x if x.ndim == 0 else core.broadcast(x, (n,))
 
     v = {key: value(q) for key, q in {**config.model, **config.data}.items()}
     width = np.round(v["width"])
-    _require(config.model["width"], v["width"], (width >= 1) & (width <= 2.0**53),
-             "must round to a whole number in [1, 2^53]", variables)
+    _require(config.model["width"], width, "must round to a whole number in [1, 2^53]", variables,
+             low=1.0, high=2.0**53, shown=v["width"])
     for key in ("output_scale", "lr_u", "lr_w"):
-        _require(config.model[key], v[key], v[key] > 0, "must be > 0", variables)
+        _require(config.model[key], v[key], "must be > 0", variables, low=0.0, strict=True)
     for key in ("init_var_u", "init_var_w"):
-        _require(config.model[key], v[key], v[key] >= 0, "must be >= 0", variables)
-    _require(config.data["input_var"], v["input_var"], v["input_var"] > 0, "must be > 0", variables)
-    _require(config.data["noise_var"], v["noise_var"], v["noise_var"] >= 0, "must be >= 0", variables)
+        _require(config.model[key], v[key], "must be >= 0", variables, low=0.0)
+    _require(config.data["input_var"], v["input_var"], "must be > 0", variables, low=0.0, strict=True)
+    _require(config.data["noise_var"], v["noise_var"], "must be >= 0", variables, low=0.0)
     v["width"] = width
     if config.init_kind == "gram":
         U, W, V = (value(q) for q in config.gram)
-        _require(config.gram[0], U, U >= 0, "must be >= 0", variables)
-        _require(config.gram[1], W, W >= 0, "must be >= 0", variables)
-        _require(config.gram[2], V, V * V <= U * W * (1 + 1e-12), "needs V^2 <= U W", variables)
+        _require(config.gram[0], U, "must be >= 0", variables, low=0.0)
+        _require(config.gram[1], W, "must be >= 0", variables, low=0.0)
+        _fail_at(config.gram[2], V, V * V <= U * W * (1 + 1e-12), "needs V^2 <= U W", variables)
         gram = core.explicit_gram(U, W, V)
     elif config.init_kind == "seeds":
-        gram = core.sample_gram(width, v["init_var_u"], v["init_var_w"], seed=config.seed, index=flat)
+        index = np.arange(flat.start, flat.stop) if isinstance(flat, range) else flat
+        gram = core.sample_gram(width, v["init_var_u"], v["init_var_w"], seed=config.seed, index=index)
     else:
         gram = core.typical_gram(width, v["init_var_u"], v["init_var_w"])
     problem = core.Problem(v["output_scale"], v["lr_u"], v["lr_w"], v["input_var"], v["teacher"], gram)
-    return {k: np.broadcast_to(x, (n,)) for k, x in v.items()}, problem
+    return {k: core.broadcast(x, (n,)) for k, x in v.items()}, problem
 
 
 def validate(config: Config, chunk_size: int = DEFAULT_CHUNK, shard: Shard | None = None) -> None:
@@ -150,7 +185,7 @@ def validate(config: Config, chunk_size: int = DEFAULT_CHUNK, shard: Shard | Non
     start, stop = shard.bounds(n) if shard else (0, n)
     check = scaling_values if config.mode == "scaling" else model_values
     for lo, hi in chunks(start, stop, chunk_size):
-        check(config, np.arange(lo, hi))
+        check(config, range(lo, hi))
 
 
 def stored_metrics(config: Config) -> list:
@@ -169,16 +204,16 @@ def result_bytes(config: Config, points: int) -> int:
 
 # ---------- evaluation ----------
 
-def scaling_values(config: Config, flat: np.ndarray) -> tuple[np.ndarray, ...]:
+def scaling_values(config: Config, flat: np.ndarray | range) -> tuple[np.ndarray, ...]:
     """The exponents (k, su, sw, eu, ew) on the points `flat` of a `mode: scaling` grid (bases checked > 0)."""
     from phasediag.config import SCALING_KEYS
 
     variables = _variables(config, flat)
     out = []
     for key in SCALING_KEYS:
-        base = np.broadcast_to(config.bases[key].evaluate(variables), flat.shape)
-        _require(config.bases[key], base, base > 0, "must be > 0", variables)
-        out.append(np.broadcast_to(config.model[key].evaluate(variables), flat.shape).astype(float))
+        base = np.broadcast_to(config.bases[key].evaluate(variables), (len(flat),))
+        _require(config.bases[key], base, "must be > 0", variables, low=0.0, strict=True)
+        out.append(np.broadcast_to(config.model[key].evaluate(variables), (len(flat),)).astype(float))
     return tuple(out)
 
 
@@ -210,14 +245,14 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
     if config.mode == "scaling":
         from phasediag.metrics import ScalingPointSet
 
-        points = ScalingPointSet(*scaling_values(config, np.arange(start, stop)))
+        points = ScalingPointSet(*scaling_values(config, range(start, stop)))
         return {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
                 for m in stored_metrics(config)}
-    _, problem = model_values(config, np.arange(start, stop))
+    _, problem = model_values(config, range(start, stop))
     inv = core.invariants(problem)
     points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps)
     n = stop - start  # broadcast views, not copies: `_store` makes the one copy into the result arrays
-    out = {m.name: np.broadcast_to(np.asarray(m.compute(points), dtype=m.dtype), (n,))
+    out = {m.name: core.broadcast(np.asarray(m.compute(points), dtype=m.dtype), (n,))
            for m in stored_metrics(config)}
     if config.times is not None:
         if config.optimizer == "gd":
@@ -225,7 +260,7 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
         else:
             state = core.flow_state(core.with_time_axis(inv), config.times)
         for field in TRAJECTORY_FIELDS:
-            out[f"traj_{field}"] = np.broadcast_to(getattr(state, field), (stop - start, len(config.times)))
+            out[f"traj_{field}"] = core.broadcast(getattr(state, field), (stop - start, len(config.times)))
     return out
 
 
@@ -246,27 +281,37 @@ def _evaluate_shared(args) -> tuple[int, int, None]:
 
 
 def _allocate(config: Config, n: int, shared: bool = False) -> dict[str, np.ndarray]:
-    """The result arrays of n points. `shared`: in anonymous shared memory, so that forked workers write their
-    chunks in place (nothing is pickled back; the parent holds no second copy)."""
+    """The result arrays of n points, each in its own anonymous mapping. `shared`: MAP_SHARED, so that forked
+    workers write their chunks in place (nothing is pickled back; the parent holds no second copy). Otherwise
+    private and backed by transparent huge pages where the kernel allows it: the results are written once,
+    and faulting them in 4 KiB pages cost more than copying the values (~5 ms per 8 MB here)."""
     specs = {m.name: ((n,), np.dtype(m.dtype)) for m in stored_metrics(config)}
     if config.times is not None:
         for field in TRAJECTORY_FIELDS:
             specs[f"traj_{field}"] = ((n, len(config.times)), np.dtype(float))
-    if not shared:
-        return {name: np.empty(shape, dtype) for name, (shape, dtype) in specs.items()}
+    return {name: _mapped(shape, dtype, shared) for name, (shape, dtype) in specs.items()}
+
+
+def _mapped(shape: tuple[int, ...], dtype: np.dtype, shared: bool) -> np.ndarray:
     import mmap
 
-    arrays = {}
-    for name, (shape, dtype) in specs.items():
-        size = int(np.prod(shape)) * dtype.itemsize
-        buffer = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS: inherited by forked workers
-        arrays[name] = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-    return arrays
+    count = int(np.prod(shape))
+    size = max(count * dtype.itemsize, 1)
+    if shared:
+        buffer = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: inherited by forked workers
+    else:
+        private = getattr(mmap, "MAP_PRIVATE", None)
+        if private is None:  # pragma: no cover - not POSIX
+            return np.empty(shape, dtype)
+        buffer = mmap.mmap(-1, size, flags=private | mmap.MAP_ANONYMOUS)
+        if size >= 1 << 21 and hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                buffer.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:  # pragma: no cover - kernel without THP
+                pass
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 
-#: Default seconds between checkpoint writes: finished chunks are written together, so a fast sweep is not
-#: slowed by many small files (writing every chunk of a 1e6-point sweep cost +70%), and a killed job loses
-#: at most this much work.
 CHECKPOINT_EVERY = 5.0
 
 

@@ -170,3 +170,14 @@ def test_gd_sweeps_with_divergence_are_chunking_invariant():
     assert core.GD_CODE["diverges"] in outcomes and core.GD_CODE["catapult"] in outcomes
     assert_same(whole, sweep.run(config, chunk_size=7))
     assert_same(whole, sweep.run(config, chunk_size=5, workers=2))
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 1), (0, 234), (5, 6), (7, 61), (17, 18), (11, 233), (100, 234)])
+def test_chunk_variables_equal_the_unravelled_indices(lo, hi):
+    config = load(GRID + "init: {seeds: 2, seed: 9}\n")  # 13 x 9 grid and a seed axis of 2: 234 points
+    assert config.shape == (13, 9, 2)
+    fast = sweep._variables(config, range(lo, hi))
+    slow = sweep._variables(config, np.arange(lo, hi))
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        np.testing.assert_array_equal(fast[name], slow[name])

@@ -8,6 +8,7 @@ from phasediag.core.flow import (
     Invariants,
     Problem,
     alignment_of,
+    broadcast,
     flow_state,
     flow_state_and_change,
     invariants,
@@ -54,7 +55,7 @@ from phasediag.core.scaling import (
 )
 
 __all__ = [
-    "FlowState", "Invariants", "Problem", "alignment_of", "flow_state", "flow_state_and_change", "invariants", "ntk_change",
+    "FlowState", "Invariants", "Problem", "alignment_of", "broadcast", "flow_state", "flow_state_and_change", "invariants", "ntk_change",
     "relaxation_time", "t_learn", "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
     "OrderParameters", "classify", "classify_order", "order_parameters", "phase_codes",

@@ -96,9 +96,25 @@ class FlowState(NamedTuple):
     m_lin: np.ndarray
 
 
+def broadcast(x, shape: tuple[int, ...]) -> np.ndarray:
+    """np.broadcast_to(x, shape) for the two cases a chunk meets, at a fraction of its ~2.5 us Python cost
+    (it is called ~60 times per chunk): x already of `shape` comes back as is, a 0-d constant as a read-only
+    zero-stride view."""
+    x = np.asarray(x)
+    if x.shape == shape:
+        return x
+    if x.ndim == 0:
+        view = np.ndarray(shape, x.dtype, x, 0, (0,) * len(shape))
+        view.flags.writeable = False
+        return view
+    return np.broadcast_to(x, shape)
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num/den for num, den >= 0, with 0/0 := 0 (a term that is identically zero in the dynamics).
     (A masked divide: x/0 is never evaluated, and no temporaries beyond the result.)"""
+    if np.ndim(den) and np.size(den) and np.min(den) > 0:  # the usual case: a plain divide (NaN fails min)
+        return np.divide(num, den)
     out = np.zeros(np.broadcast_shapes(np.shape(num), np.shape(den)))
     return np.divide(num, den, out=out, where=den > 0)
 
@@ -111,15 +127,21 @@ def _times_zero_safe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def hypot(x, y) -> np.ndarray:
     """sqrt(x^2 + y^2), 5x faster than np.hypot and within ~1.3 ulp of it; np.hypot where the squares
-    would over- or underflow (results outside [1e-150, 1e150], including 0)."""
+    would over- or underflow (results outside [1e-150, 1e150], including 0). |y| exactly when x is a 0-d
+    zero (and vice versa): a constant zero input (V = 0 of a typical init) costs one pass."""
+    for zero, other in ((x, y), (y, x)):
+        if np.ndim(zero) == 0 and zero == 0 and np.shape(other) == np.broadcast_shapes(np.shape(x), np.shape(y)):
+            return np.abs(other)
     with np.errstate(over="ignore", under="ignore"):
         r = np.sqrt(x * x + y * y)
+    if np.ndim(r) == 0 or r.size == 0:
+        odd = not 1e-150 < r < 1e150 if np.ndim(r) == 0 else False
+        return np.hypot(x, y) if odd else r
+    if r.min() > 1e-150 and r.max() < 1e150:  # two read-only passes; the mask only when needed
+        return r
     odd = ~((r > 1e-150) & (r < 1e150))
-    if odd.any():
-        if np.ndim(r) == 0:
-            return np.hypot(x, y)
-        x, y = np.broadcast_to(x, r.shape), np.broadcast_to(y, r.shape)
-        r[odd] = np.hypot(x[odd], y[odd])
+    x, y = np.broadcast_to(x, r.shape), np.broadcast_to(y, r.shape)
+    r[odd] = np.hypot(x[odd], y[odd])
     return r
 
 
@@ -128,9 +150,37 @@ def split(m: np.ndarray, s: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.n
 
     s = hypot(m, g) and h = g^2/4 = alpha beta.
     """
-    larger = 0.5 * (s + np.abs(m))
+    larger = 0.5 * s if _is_zero(m) else 0.5 * (s + np.abs(m))
     smaller = _ratio(h, larger)
+    if np.ndim(m) == 0:  # one sign for every point (a constant teacher or m0)
+        return (larger, smaller) if m >= 0 else (smaller, larger)
     return np.where(m >= 0, larger, smaller), np.where(m >= 0, smaller, larger)
+
+
+def _alpha_of(m: np.ndarray, s: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """split(m, s, h)[0] alone (the larger half needs no division when m >= 0)."""
+    larger = 0.5 * (s + np.abs(m))
+    if np.ndim(m) == 0:
+        return larger if m >= 0 else _ratio(h, larger)
+    return np.where(m >= 0, larger, _ratio(h, larger))
+
+
+def _is_zero(x) -> bool:
+    """x is one number, 0 (a constant: no pass over the points is needed to add or compare it)."""
+    return np.ndim(x) == 0 and x == 0
+
+
+def _times(k: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """k * x, skipping the pass when k is the scalar 1 (unit output scale)."""
+    return x if np.ndim(k) == 0 and k == 1.0 else k * x
+
+
+def _saddle(g: np.ndarray, m0: np.ndarray, m_star: np.ndarray) -> np.ndarray:
+    """G = 0 with m0 on the wrong side of 0 (THEORY section 5): m only decays to 0."""
+    wrong_side = m0 * m_star <= 0
+    if np.ndim(wrong_side) == 0:
+        return g == 0 if wrong_side else np.zeros((), dtype=bool)
+    return (g == 0) & wrong_side
 
 
 def invariants(problem: Problem) -> Invariants:
@@ -139,36 +189,42 @@ def invariants(problem: Problem) -> Invariants:
     Inputs that are the same for every point (0-d arrays) are combined as scalars; every field is then
     broadcast to the points' shape (read-only views where nothing varies)."""
     kappa, lr_u, lr_w, a, m_star = (
-        np.asarray(x, dtype=float)
+        _lean_field(np.asarray(x, dtype=float))
         for x in (problem.output_scale, problem.lr_u, problem.lr_w, problem.input_var, problem.teacher)
     )
-    U, W, V, G = (np.asarray(x, dtype=float) for x in problem.gram)
+    U, W, V, G = (_lean_field(np.asarray(x, dtype=float)) for x in problem.gram)
     shape = np.broadcast_shapes(kappa.shape, lr_u.shape, lr_w.shape, a.shape, m_star.shape, U.shape, W.shape,
                                 V.shape, G.shape)
     kappa2 = kappa * kappa
     c2 = kappa2 * (lr_u * lr_w)
     c = kappa * np.sqrt(lr_u * lr_w)
-    ntk_imbalance = kappa2 * difference_of_products(lr_w, U, lr_u, W)
-    kappa_sqrt_g = kappa * np.sqrt(G)
-    g = hypot(np.abs(ntk_imbalance) / (2.0 * c), kappa_sqrt_g)
+    ntk_imbalance = _times(kappa2, difference_of_products(lr_w, U, lr_u, W))
+    kappa_sqrt_g = _times(kappa, np.sqrt(G))
+    if np.any(ntk_imbalance):
+        g = hypot(np.abs(ntk_imbalance) / (2.0 * c), kappa_sqrt_g)
+    else:  # balanced layers everywhere (eta_w U = eta_u W): g = kappa sqrt(G)
+        g = np.abs(kappa_sqrt_g)
     h = 0.25 * g * g
     m0, m0_lo = _two_product(kappa, V)  # kappa V = m0 + m0_lo exactly
-    s0 = hypot(m0, g)
+    s0 = g if _is_zero(m0) else hypot(m0, g)  # (g >= 0)
     Q = hypot(m_star, g)
     alpha0, beta0 = split(m0, s0, h)
     alpha_inf, beta_inf = split(m_star, Q, h)
     has_q = Q > 0
-    Q_safe = np.where(has_q, Q, 1.0)
-    a_hat = np.where(has_q, alpha_inf / Q_safe, 0.5)
-    b_hat = np.where(has_q, beta_inf / Q_safe, 0.5)
+    if np.all(has_q):
+        a_hat, b_hat = alpha_inf / Q, beta_inf / Q
+    else:
+        Q_safe = np.where(has_q, Q, 1.0)
+        a_hat = np.where(has_q, alpha_inf / Q_safe, 0.5)
+        b_hat = np.where(has_q, beta_inf / Q_safe, 0.5)
     fields = dict(
         output_scale=kappa, lr_u=lr_u, lr_w=lr_w, input_var=a, teacher=m_star, c=c, c2=c2,
         ntk_imbalance=ntk_imbalance, g=g, h=h, m0=m0, s0=s0, Q=Q, alpha0=alpha0, beta0=beta0,
         alpha_inf=alpha_inf, beta_inf=beta_inf, a_hat=a_hat, b_hat=b_hat, rate=2.0 * c * a * Q,
-        saddle=(g == 0) & (m0 * m_star <= 0), gap=(m_star - m0) - m0_lo, m0_lo=m0_lo, kappa_sqrt_g=kappa_sqrt_g,
+        saddle=_saddle(g, m0, m_star), gap=(m_star - m0) - m0_lo, m0_lo=m0_lo, kappa_sqrt_g=kappa_sqrt_g,
     )
-    full = {k: np.broadcast_to(v, shape) for k, v in fields.items()}
-    return Invariants(gram=Gram(*(np.broadcast_to(x, shape) for x in (U, W, V, G))), **full)
+    full = {k: broadcast(v, shape) for k, v in fields.items()}
+    return Invariants(gram=Gram(*(broadcast(x, shape) for x in (U, W, V, G))), **full)
 
 
 def with_time_axis(inv: Invariants) -> Invariants:
@@ -226,8 +282,11 @@ class _Path(NamedTuple):
 def _end_path(inv: Invariants) -> _Path:
     """t = inf without the clock (THEORY 5): alpha_inf, beta_inf and m = m* exactly; at the saddle (which
     includes Q = 0) m -> 0 and alpha, beta -> 0. The general path gives the same values up to rounding."""
-    off = ~inv.saddle
     zero = np.zeros_like(inv.teacher)
+    if not inv.saddle.any():  # the usual case: no masking
+        return _Path(alpha=inv.alpha_inf, beta=inv.beta_inf, m=inv.teacher, m_err=zero, to_end=zero,
+                     from_start=inv.gap)
+    off = ~inv.saddle
     return _Path(
         alpha=np.where(off, inv.alpha_inf, zero), beta=np.where(off, inv.beta_inf, zero),
         m=np.where(off, inv.teacher, zero), m_err=zero,
@@ -295,7 +354,7 @@ def layer_norms(lr_u, lr_w, c2, imbalance, kappa_sqrt_g, m, ntk, r=None):
     r = hypot(m, kappa_sqrt_g) if r is None else r
     small = 2.0 * r * _ratio(r, total)
     u_big = imbalance >= 0
-    return lr_u * np.where(u_big, big, small), lr_w * np.where(u_big, small, big)
+    return _times(lr_u, np.where(u_big, big, small)), _times(lr_w, np.where(u_big, small, big))
 
 
 def _norms(inv: Invariants, m, ntk, r=None):
@@ -307,8 +366,10 @@ def cosine(m, kappa_sqrt_g, m0, r=None) -> np.ndarray:
     where m has underflowed to 0 (it never changes sign then); 0 when m = m0 = 0 (a zero layer: 0/0).
     `r`: hypot(m, kappa sqrt(G)), if already known."""
     r = hypot(m, kappa_sqrt_g) if r is None else r
+    if np.ndim(m) == 0 and m == 0 and np.ndim(m0) == 0 and m0 == 0:  # a zero function (V = 0 init): zeta = 0
+        return broadcast(np.zeros(()), np.shape(r))
     zeta = _ratio(m, r)
-    if np.any(r == 0):  # then m = 0 and G = 0 (r >= |m|, kappa sqrt(G)): parallel layers keep sign(m0)
+    if np.size(r) and np.min(r) == 0:  # (r >= 0) then m = 0 and G = 0 (r >= |m|, kappa sqrt(G)): parallel layers keep sign(m0)
         zeta = np.where(r == 0, np.sign(m0), zeta)
     return zeta
 
@@ -323,7 +384,8 @@ def _state_of(inv: Invariants, path: _Path, t) -> FlowState:
     r = hypot(path.m, inv.kappa_sqrt_g)  # shared by the norms and the cosine
     norm_u2, norm_w2 = _norms(inv, path.m, ntk, r)
     if _is_end(t):
-        m_lin = np.where(inv.ntk_init > 0, inv.teacher, inv.m0)  # exp(-a Theta0 t) = 0 unless Theta0 = 0
+        learns = inv.s0 > 0  # exp(-a Theta0 t) = 0 unless Theta0 = 2 c s0 = 0
+        m_lin = inv.teacher if learns.all() else np.where(learns, inv.teacher, inv.m0)
     else:
         x = _times_zero_safe(inv.input_var * inv.ntk_init, np.asarray(t, dtype=float))
         decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
@@ -340,7 +402,7 @@ def _change_of(inv: Invariants, path: _Path, end: bool = False) -> np.ndarray:
     eps = np.finfo(float).eps
     sum_teacher_m0 = (inv.teacher + inv.m0) + inv.m0_lo
     if end:
-        m_plus_m0 = np.where(inv.saddle, inv.m0, sum_teacher_m0)
+        m_plus_m0 = np.where(inv.saddle, inv.m0, sum_teacher_m0) if inv.saddle.any() else sum_teacher_m0
         return _ratio(path.from_start * m_plus_m0, inv.s0 * ((path.alpha + path.beta) + inv.s0))
     m_plus_m0, _ = _best((
         (path.m + inv.m0, path.m_err + eps * (np.abs(path.m) + np.abs(inv.m0))),
@@ -354,13 +416,33 @@ def _change_of(inv: Invariants, path: _Path, end: bool = False) -> np.ndarray:
     return np.divide(path.from_start * m_plus_m0, den, out=out, where=den > 0)
 
 
+def _lean_field(x):
+    if isinstance(x, np.ndarray) and x.ndim and x.size and not any(x.strides):
+        return np.asarray(x[(0,) * x.ndim])
+    return x
+
+
+def _lean(inv: Invariants) -> Invariants:
+    """`inv` with its constant fields (zero-stride broadcasts of one value, e.g. a learning rate that is not
+    swept) as 0-d arrays: numpy then combines them as scalars instead of streaming an array of one value
+    through every operation. Internal: the public functions broadcast what they return to the points' shape."""
+    fields = {k: _lean_field(getattr(inv, k)) for k in inv._fields if k != "gram"}
+    return Invariants(gram=Gram(*(_lean_field(x) for x in inv.gram)), **fields)
+
+
+def _shaped(values, shape: tuple[int, ...]):
+    """Each array of a NamedTuple (or one array) broadcast to `shape` (views; no copy where it has it)."""
+    if isinstance(values, tuple):
+        return type(values)(*(broadcast(x, shape) for x in values))
+    return broadcast(values, shape)
+
+
 def flow_state(inv: Invariants, t) -> FlowState:
     """Exact state at time(s) t (broadcast against the points; np.inf = end of training).
 
     Shapes: the broadcast of the Invariants arrays with t (e.g. points[..., None] with t of shape (T,)).
     """
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        return _state_of(inv, _evaluate(inv, t), t)
+    return flow_state_and_change(inv, t)[0]
 
 
 def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
@@ -369,20 +451,27 @@ def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
     m + m0, (m - m*) + (m* + m0), (m - m0) + 2 m0 rounds least (it can only cancel when m0 m* < 0, near the
     time m = -m0 where the NTK passes back through Theta0). Defined as 0 when Theta0 = 0.
     """
+    shape = np.broadcast_shapes(np.shape(inv.m0), np.shape(t))
+    inv = _lean(inv)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        return _change_of(inv, _evaluate(inv, t), end=_is_end(t))
+        return _shaped(_change_of(inv, _evaluate(inv, t), end=_is_end(t)), shape)
 
 
 def flow_state_and_change(inv: Invariants, t) -> tuple[FlowState, np.ndarray]:
     """`flow_state` and `ntk_change` at the same times from one evaluation of the closed form."""
+    shape = np.broadcast_shapes(np.shape(inv.m0), np.shape(t))
+    inv = _lean(inv)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         path = _evaluate(inv, t)
-        return _state_of(inv, path, t), _change_of(inv, path, end=_is_end(t))
+        return _shaped(_state_of(inv, path, t), shape), _shaped(_change_of(inv, path, end=_is_end(t)), shape)
 
 
 def relaxation_time(inv: Invariants) -> np.ndarray:
     """tau = 1/lambda = 1/(2 c a Q) = 1/(a Theta_inf) (saddle: 1/(2 c a |m*|)); inf when Q = 0."""
-    return np.where(inv.rate > 0, 1.0 / np.where(inv.rate > 0, inv.rate, 1.0), np.inf)
+    positive = inv.rate > 0
+    if positive.all():
+        return 1.0 / inv.rate
+    return np.divide(1.0, inv.rate, out=np.full(np.shape(inv.rate), np.inf), where=positive)
 
 
 def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
@@ -397,31 +486,51 @@ def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
     if not 0.0 < fraction < 1.0:
         raise ValueError("fraction must lie in (0, 1)")
     r = np.sqrt(fraction)
+    shape = np.shape(inv.m0)
+    inv = _lean(inv)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        flip = np.where(inv.m0 < 0, -1.0, 1.0)
-        m0, m_star = np.abs(inv.m0), flip * inv.teacher
-        m_t = m_star - r * (flip * inv.gap)
-        s_t = hypot(m_t, inv.g)
-        alpha0 = 0.5 * (inv.s0 + m0)  # m0 >= 0: alpha0 is the larger half (split's form, no cancellation)
-        alpha_inf, beta_inf = split(m_star, inv.Q, inv.h)
-        alpha_t, _ = split(m_t, s_t, inv.h)
-        s0_plus_q, a0_plus_ainf, at_plus_binf = inv.s0 + inv.Q, alpha0 + alpha_inf, alpha_t + beta_inf
-        Y = _ratio((1.0 - r) * (alpha0 + alpha_t) * s0_plus_q, (inv.s0 + s_t) * a0_plus_ainf * at_plus_binf)
-        y = inv.Q * Y  # = 1 - E, accurate while E is not small
-        # E itself as a positive product, accurate when E is small (a long plateau before learning)
-        E = r * _ratio((alpha_t + alpha_inf) * s0_plus_q * (alpha0 + beta_inf),
-                       a0_plus_ainf * (s_t + inv.Q) * at_plus_binf)
-        reachable = (inv.s0 > 0) & ~(inv.saddle & (m_t * m0 <= 0)) & (E > 0)
-        near = reachable & (y < 0.5)
-        far = reachable & ~near
-        # near: t = Y (-log1p(-y)/y) / (2 c a), the factor -> 1 as y -> 0; far: t = -log(E)/lambda. Masked
-        # ufuncs evaluate each branch only where it applies.
-        shape = np.shape(near)
-        pos = near & (y > 0)
-        log_near = np.log1p(-y, out=np.zeros(shape), where=pos)
-        factor = np.divide(-log_near, y, out=np.ones(shape), where=pos)
-        t_near = Y * factor / (2.0 * inv.c * inv.input_var)
-        log_far = np.log(E, out=np.zeros(shape), where=far)
-        t_far = np.divide(-log_far, inv.rate, out=np.zeros(shape), where=far)
-        out = np.where(near, t_near, np.where(far, t_far, np.inf))
-        return np.where(inv.gap == 0, 0.0, out)
+        return _shaped(_t_learn(inv, r), shape)
+
+
+def _t_learn(inv: Invariants, r: float) -> np.ndarray:
+    """t_learn at r = sqrt(fraction) on lean invariants (see `t_learn`)."""
+    # m -> -m swaps alpha and beta: take them from the invariants instead of splitting again
+    neg = inv.m0 < 0
+    if np.any(neg):
+        flip = np.where(neg, -1.0, 1.0)
+        m_star, gap = flip * inv.teacher, flip * inv.gap
+        alpha0 = np.where(neg, inv.beta0, inv.alpha0)  # the larger half (split's form, no cancellation)
+        alpha_inf, beta_inf = np.where(neg, inv.beta_inf, inv.alpha_inf), np.where(neg, inv.alpha_inf, inv.beta_inf)
+    else:
+        m_star, gap, alpha0, alpha_inf, beta_inf = inv.teacher, inv.gap, inv.alpha0, inv.alpha_inf, inv.beta_inf
+    m0 = np.abs(inv.m0)
+    m_t = m_star - r * gap
+    s_t = hypot(m_t, inv.g)
+    alpha_t = _alpha_of(m_t, s_t, inv.h)
+    s0_plus_q, a0_plus_ainf, at_plus_binf = inv.s0 + inv.Q, alpha0 + alpha_inf, alpha_t + beta_inf
+    den_common = a0_plus_ainf * at_plus_binf
+    Y = _ratio((1.0 - r) * (alpha0 + alpha_t) * s0_plus_q, (inv.s0 + s_t) * den_common)
+    y = inv.Q * Y  # = 1 - E, accurate while E is not small
+    # E itself as a positive product, accurate when E is small (a long plateau before learning)
+    E = r * _ratio((alpha_t + alpha_inf) * s0_plus_q * (alpha0 + beta_inf), (s_t + inv.Q) * den_common)
+    reachable = E > 0
+    if not np.all(inv.s0 > 0):
+        reachable &= inv.s0 > 0
+    if np.any(inv.saddle):
+        reachable &= ~(inv.saddle & (m_t * m0 <= 0))
+    # -log E = lambda t: from log1p(-y) while y < 1/2, else from log(E) (masked: one log per point)
+    near = y < 0.5
+    log_e = np.zeros(np.shape(reachable))
+    np.log(E, out=log_e, where=reachable & ~near)
+    np.log1p(-y, out=log_e, where=reachable & near)
+    has_rate = inv.rate > 0
+    if np.all(has_rate):
+        out = np.asarray(np.divide(log_e, inv.rate))  # (0-d inputs give a scalar: made an array)
+        np.negative(out, out=out)
+    else:  # Q = 0 (y = 0): the algebraic limit t = Y / (2 c a)
+        out = np.divide(-log_e, inv.rate, out=np.zeros(np.shape(log_e)), where=has_rate)
+        out = np.asarray(np.where(has_rate, out, Y / (2.0 * inv.c * inv.input_var)))
+    if not np.all(reachable):
+        out[~reachable] = np.inf
+    learned = inv.gap == 0
+    return np.where(learned, 0.0, out) if np.any(learned) else out

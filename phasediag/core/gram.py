@@ -29,9 +29,23 @@ class Gram(NamedTuple):
 _SPLIT = 134217729.0  # 2^27 + 1: Veltkamp splitting constant for float64
 
 
+def _exact_scale(a: np.ndarray) -> bool:
+    """a is one number, a power of two >= 1 (or 0): a * b is then exact for every finite b (no rounding, and
+    no underflow since |a b| >= |b|), the common case of unit learning rates and output scale."""
+    if a.ndim != 0 or not np.isfinite(a):
+        return False
+    return bool(a == 0 or (abs(a) >= 1 and np.frexp(a)[0] in (0.5, -0.5)))
+
+
 def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dekker's error-free product: a * b == p + e exactly (barring over/underflow)."""
+    """Dekker's error-free product: a * b == p + e exactly (barring over/underflow). e is a 0-d zero when one
+    factor is a scalar power of two >= 1 (the product is then exact)."""
+    for one, other in ((a, b), (b, a)):
+        if np.ndim(one) == 0 and one == 1.0:  # a unit rate or output scale: nothing to multiply
+            return np.asarray(other), np.zeros(())
     p = a * b
+    if _exact_scale(np.asarray(a)) or _exact_scale(np.asarray(b)):
+        return p, np.zeros(())
     ca = _SPLIT * a
     a_hi = ca - (ca - a)
     a_lo = a - a_hi

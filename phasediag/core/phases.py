@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.flow import FlowState, Invariants, alignment_of, flow_state_and_change
+from phasediag.core.flow import FlowState, Invariants, _lean, _lean_field, _shaped, alignment_of, flow_state_and_change
 
 PHASES = (
     "kernel",
@@ -58,22 +58,28 @@ def order_parameters(inv: Invariants, horizon=np.inf,
     """Order parameters of every point at training horizon T = `horizon` (steps; inf = end of training).
     `at_horizon`: `flow_state_and_change(inv, horizon)` if the caller has it already."""
     final, change = at_horizon if at_horizon is not None else flow_state_and_change(inv, horizon)
+    shape = np.broadcast_shapes(np.shape(final.m), np.shape(inv.m0))
+    inv, final = _lean(inv), type(final)(*(_lean_field(x) for x in final))  # constants as scalars
     zeta0 = alignment_of(inv, inv.m0)
     zeta_T = final.alignment
+    abs0, abs_T = np.abs(zeta0), np.abs(zeta_T)
+    min_abs = np.minimum(abs0, abs_T)
     crosses = inv.m0 * final.m < 0
-    min_abs = np.where(crosses, 0.0, np.minimum(np.abs(zeta0), np.abs(zeta_T)))
+    if np.any(crosses):
+        min_abs = np.where(crosses, 0.0, min_abs)
+    gain, dis = abs_T - min_abs, abs0 - min_abs
     rotates = inv.gram.G > 0
-    gain = np.where(rotates, np.abs(zeta_T) - min_abs, 0.0)
-    dis = np.where(rotates, np.abs(zeta0) - min_abs, 0.0)
+    if not np.all(rotates):
+        gain, dis = np.where(rotates, gain, 0.0), np.where(rotates, dis, 0.0)
     if np.all(np.isinf(horizon)):  # the end of training: converged by definition
         not_converged = np.zeros(np.shape(final.loss), dtype=bool)
     else:
         loss0 = 0.5 * inv.input_var * inv.gap**2
         not_converged = np.isfinite(horizon) & (inv.gap != 0) & (final.loss > 0.01 * loss0)
-    return OrderParameters(
+    return _shaped(OrderParameters(
         ntk_change=change, alignment_init=zeta0, alignment_final=zeta_T,
         alignment_gain=gain, disalignment=dis, not_converged=np.asarray(not_converged),
-    )
+    ), shape)
 
 
 def classify_order(
@@ -83,22 +89,25 @@ def classify_order(
     return phase_codes(op, inv.saddle, ntk_threshold, alignment_threshold)
 
 
+_PHASE_TABLE = np.array([PHASE_CODE[name] for name in (
+    "rescaling", "rescaling", "disalignment", "alignment",  # NTK moved: not rotated (either), rotated
+    "kernel", "kernel", "kernel_disaligning", "kernel_aligning",  # NTK stayed
+)], dtype=np.int8)
+
+
 def phase_codes(
     op: OrderParameters, saddle, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
 ) -> np.ndarray:
     """The rules of THEORY section 6 on order parameters, however obtained (closed form or a measured
     trajectory); `saddle` (bool array) overrides them. Returns int8 codes into PHASES."""
-    mechanism_alignment = op.alignment_gain >= op.disalignment
-    rotated = np.maximum(op.alignment_gain, op.disalignment) >= alignment_threshold
-    kernel = np.abs(op.ntk_change) < ntk_threshold
-    code = np.where(
-        kernel,
-        np.where(rotated, np.where(mechanism_alignment, PHASE_CODE["kernel_aligning"],
-                                   PHASE_CODE["kernel_disaligning"]), PHASE_CODE["kernel"]),
-        np.where(rotated, np.where(mechanism_alignment, PHASE_CODE["alignment"], PHASE_CODE["disalignment"]),
-                 PHASE_CODE["rescaling"]),
-    )
-    return np.where(saddle, PHASE_CODE["saddle"], code).astype(np.int8)
+    # the rules as a table lookup: index = 4 kernel + 2 rotated + mechanism_alignment (int8 arithmetic)
+    index = (np.abs(op.ntk_change) < ntk_threshold).astype(np.int8) << 2
+    index |= (np.maximum(op.alignment_gain, op.disalignment) >= alignment_threshold).astype(np.int8) << 1
+    index |= op.alignment_gain >= op.disalignment
+    code = _PHASE_TABLE[index]
+    if np.any(saddle):
+        code = np.where(saddle, np.int8(PHASE_CODE["saddle"]), code)
+    return np.asarray(code, dtype=np.int8)
 
 
 def classify(
