@@ -43,6 +43,8 @@ def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for one, other in ((a, b), (b, a)):
         if np.ndim(one) == 0 and one == 1.0:  # a unit rate or output scale: nothing to multiply
             return np.asarray(other), np.zeros(())
+        if np.ndim(one) == 0 and one == 0.0 and np.all(np.isfinite(other)):  # V = 0 (typical init): kappa V = 0
+            return np.zeros(()), np.zeros(())
     p = a * b
     if _exact_scale(np.asarray(a)) or _exact_scale(np.asarray(b)):
         return p, np.zeros(())
