@@ -693,8 +693,6 @@ def process_benchmarks(mode: dict, tmp: Path, log) -> dict:
                                      "runs_s": [r["best_s"] for r in runs[w]]}
     w1, w2 = out["big"]["workers1"], out["big"]["workers2"]
     out["cold_big"] = cold_runs(nb, tmp) if nb != n else out["cold"]
-    # the same without numpy's madvise(MADV_HUGEPAGE) on large arrays: how much of the kernel time is THP's
-    out["cold_big_no_thp"] = cold_runs(nb, tmp, {"NUMPY_MADVISE_HUGEPAGE": "0"})
     log(f"  {nb}x{nb} sweep: workers 1 {w1['best_s']:.2f} s (eval {w1['eval_best_s']:.2f} s), workers 2 "
         f"{w2['best_s']:.2f} s (eval {w2['eval_best_s']:.2f} s), peak RSS "
         f"{w1['peak_rss'] / 1e9:.2f} GB for {arrays / 1e9:.2f} GB of result arrays, "
@@ -1145,14 +1143,11 @@ def markdown(res: dict, figure_path: Path, out_path: Path) -> str:
     cold = [(f"{pr['grid_points']:,}", pr["cold"])]
     if pr["big"]["grid_points"] != pr["grid_points"]:
         cold.append((f"{pr['big']['grid_points']:,}", pr["cold_big"]))
-    if "cold_big_no_thp" in pr:
-        cold.append((f"{pr['big']['grid_points']:,}, `NUMPY_MADVISE_HUGEPAGE=0`", pr["cold_big_no_thp"]))
     add("`sweep.run` (workers = 1), three successive calls in a fresh process: wall, user and system (kernel) "
         "time, minor page faults. The system time is the kernel handing out fresh zeroed pages, mostly for the "
-        "result arrays (> 32 MiB each at 1e7 points, so mapped anew on every call, with numpy's transparent-huge-"
-        "page advice); a best-of-k timing in a long process can hide it, a fresh `phasediag run` cannot. The last "
-        "rows switch numpy's huge-page advice off (`NUMPY_MADVISE_HUGEPAGE=0`) to show how much of the system "
-        "time that advice accounts for on this machine.")
+        "result arrays, which every call maps anew (private anonymous mappings with transparent-huge-page advice, "
+        "`sweep._allocate`: in 4 KiB pages the faults alone cost more than copying the values in); a best-of-k "
+        "timing in a long process cannot avoid it either, since the results of each call are fresh memory.")
     add("")
     add("| N | call | wall | user | system | page faults |")
     add("| ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -1244,13 +1239,14 @@ def slurm_section(res: dict) -> list[str]:
     add(f"- merge: {mg['merge']['best_s']:.2f} s for 100 shards of {mg['grid_points'] // 100:,} points "
         f"({merge_pp * 1e9:.0f} ns per point, peak RSS {mg['merge']['peak_rss'] / 1e6:.0f} MB for "
         f"{mg['result_bytes'] / 1e6:.0f} MB of arrays, "
-        f"{mg['merge']['peak_rss'] / mg['result_bytes']:.1f}x, start-up included). `merge` loads every shard "
-        "and builds the joined arrays in memory before writing, so merging 1e9 points needs a node with at least "
-        f"~{2 * bytes_pp:.0f} GB of memory (the shards plus the joined copy, 2 x {bytes_pp:.0f} bytes per point) "
-        f"and, at the rate measured here, about {merge_pp * 1e9 / 60:.0f} min (an upper bound: the measurement "
-        "includes start-up). For grids that large keep the shards and read them one at a time "
+        f"{mg['merge']['peak_rss'] / mg['result_bytes']:.2f}x, start-up included). `merge` streams: it joins and "
+        "writes one array at a time, reading one shard's part of it at a time, so `merge --no-plot` of 1e9 points "
+        "needs memory for one metric of the whole grid (8 GB for a float64 metric) and disk for the joined copy; "
+        f"at the rate measured here it takes about {merge_pp * 1e9 / 60:.0f} min (start-up included). Drawing the "
+        f"figures loads the merged result once (~{bytes_pp:.0f} GB per 1e9 points): for grids that large merge "
+        "with `--no-plot` and draw a coarser sub-grid, or keep the shards and read them one at a time "
         "(`numpy.load(shard/results.npz)`; each shard's `meta.json` gives its flat index range `shard.start`, "
-        "`shard.stop`), or merge a coarser sub-grid.")
+        "`shard.stop`).")
     add("")
     return L
 
