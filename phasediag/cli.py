@@ -156,6 +156,12 @@ class PhasediagGroup(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except OSError as e:  # the file system refused (a path under a file, permissions, a full disk)
+            if _debug():
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"Error: cannot read or write {where}{e.strerror or e}", err=True)
+            sys.exit(1)
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if _debug():
                 raise

@@ -249,7 +249,11 @@ def _axis_values(item: Located) -> np.ndarray:
     if num > 1 and start == stop:
         raise _fail(sub.path, sub.line, "start and stop must differ")
     if kind == "log":
-        return np.logspace(np.log10(start), np.log10(stop), int(num))
+        values = np.logspace(np.log10(start), np.log10(stop), int(num))
+        values[0] = start  # the endpoints as written (10^log10(x) can be off by an ulp)
+        if num > 1:
+            values[-1] = stop
+        return values
     return np.linspace(start, stop, int(num))
 
 
@@ -323,7 +327,7 @@ def config_from_text(text: str, source: str = "config") -> Config:
     init_kind, seeds, seed, gram = _init(top.get("init"), variables)
     horizon, optimizer, times, max_steps = _train(top.get("train"))
     ntk_threshold, alignment_threshold = _classify(top.get("classify"))
-    plot = _plot(top.get("plot"), variables, mode)
+    plot = _plot(top.get("plot"), variables, mode, optimizer)
     metrics = _metrics(top.get("metrics"), "scaling" if mode == "scaling" else optimizer, plot)
     config = Config(
         name=name, description=description, axes=tuple(axes), model=model, data=data, init_kind=init_kind,
@@ -435,8 +439,8 @@ def _classify(item: Located | None):
     return ntk, align
 
 
-def _plot(item: Located | None, variables, mode: str = "finite"):
-    from phasediag.metrics import MAP_METRICS, SCALING_MAPS  # the registries of plottable metrics
+def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str = "flow"):
+    from phasediag.metrics import MAP_METRICS, METRICS, SCALING_MAPS  # the registries of plottable metrics
 
     allowed_maps = SCALING_MAPS if mode == "scaling" else MAP_METRICS
     spec = _mapping(item, ("x", "y", "maps", "formats")) if item is not None else {}
@@ -464,6 +468,10 @@ def _plot(item: Located | None, variables, mode: str = "finite"):
                 if name not in allowed:
                     raise _fail(v.path, v.line, f"unknown {key[:-1]} {name!r}{_did_you_mean(name, allowed)}; "
                                                 f"allowed: {', '.join(allowed)}")
+                needs = METRICS[name].optimizer if key == "maps" and mode != "scaling" and name in METRICS else None
+                if needs is not None and needs != optimizer:
+                    raise _fail(v.path, v.line, f"map {name!r} exists only for train.optimizer: {needs} "
+                                                f"(this sweep uses {optimizer})")
             out[key] = names
     out.setdefault("maps", ["limit_phase", "rho_exp", "ntk_init_exp"] if mode == "scaling"
                    else ["phase", "ntk_change", "alignment_final", "tau"])

@@ -122,11 +122,19 @@ def _suggest(name: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+MAX_LENGTH = 2000  # characters: any real hyperparameter formula is far shorter
+
+
 def parse(text: str) -> Node:
     """Parse an expression string into a tree (raises ExpressionError)."""
     if not text.strip():
         raise ExpressionError("empty expression")
-    return _Parser(text).parse()
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"expression longer than {MAX_LENGTH} characters")
+    try:
+        return _Parser(text).parse()
+    except RecursionError:  # a recursive-descent parser: nesting is bounded by the interpreter's stack
+        raise ExpressionError("expression nested too deeply (parentheses or signs)") from None
 
 
 def names(node: Node) -> set[str]:

@@ -75,7 +75,17 @@ def _check_size(config: Config, shard: sweep.Shard | None) -> None:
         parts = int(np.ceil(need / (0.4 * have)))
         raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays, "
                           f"more than the {have / 1e9:.3g} GB of memory available; split it with --shard K/N "
-                          f"(N >= {parts}) and join the parts with 'phasediag merge', or make the sweep smaller")
+                          f"(N >= {parts}) and join the parts with 'phasediag merge --no-plot' (it holds one metric of the grid "
+                          f"at a time), or make the sweep smaller")
+
+
+def _previous_figures(out: Path) -> set[str]:
+    """The figure files an earlier run recorded in `out`'s meta.json (plain names inside `out` only)."""
+    try:
+        names = json.loads((out / results.META_FILE).read_text()).get("figures") or []
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name and not n.startswith(".")}
 
 
 def run_config(
@@ -112,12 +122,15 @@ def run_config(
                        checkpoint=partial if stop - start > chunk_size else None,
                        checkpoint_every=checkpoint_every, progress=progress)
     saved = time.perf_counter()
+    previous = _previous_figures(out)
     files = [str(p) for p in results.save(result, out)]
     result.meta["timing"]["save_s"] = round(time.perf_counter() - saved, 6)
     figures = draw(result, out) if plot and not result.is_shard else []
     result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
     result.meta["figures"] = [Path(f).name for f in figures]
     results.save_meta(result, out)
+    for stale in previous - set(result.meta["figures"]):  # an earlier run's figures this run did not redraw
+        (out / stale).unlink(missing_ok=True)
     if partial.exists():
         shutil.rmtree(partial)
     return summary(result, out, files + figures)
@@ -164,6 +177,13 @@ def plot_dir(directory: str | Path, formats: list[str] | None = None) -> list[st
 def merge_dirs(directories: list[str | Path], out: str | Path, plot: bool = True) -> dict:
     """Join shard directories into one results directory (bit-identical to a single run)."""
     out = Path(out)
+    if plot:  # drawing loads the joined result: refuse before writing anything if it cannot fit
+        need = sum((Path(d) / results.RESULTS_FILE).stat().st_size for d in directories
+                   if (Path(d) / results.RESULTS_FILE).is_file())
+        if need > 0.8 * _available_memory():
+            raise ConfigError(f"merge: drawing the maps needs the joined result in memory ({need / 1e9:.3g} GB), "
+                              f"more than the {_available_memory() / 1e9:.3g} GB available; use --no-plot (the "
+                              "merge itself holds one metric at a time)")
     meta = results.merge_files([Path(d) for d in directories], out)  # streamed: one array at a time
     files = [str(out / results.RESULTS_FILE)]
     results.save_meta(results.SweepResult(coords={}, arrays={}, meta=meta), out)  # complete from here on

@@ -8,6 +8,7 @@ are bit-identical whatever the chunk size, shard split or number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import hashlib
@@ -280,19 +281,29 @@ def _evaluate_shared(args) -> tuple[int, int, None]:
     return lo, hi, None
 
 
+#: results up to this size get transparent huge pages; larger ones are pre-faulted in 4 KiB pages (see below)
+HUGE_PAGE_RESULTS = 256 << 20
+
+
 def _allocate(config: Config, n: int, shared: bool = False) -> dict[str, np.ndarray]:
     """The result arrays of n points, each in its own anonymous mapping. `shared`: MAP_SHARED, so that forked
-    workers write their chunks in place (nothing is pickled back; the parent holds no second copy). Otherwise
-    private and backed by transparent huge pages where the kernel allows it: the results are written once,
-    and faulting them in 4 KiB pages cost more than copying the values (~5 ms per 8 MB here)."""
+    workers write their chunks in place (nothing is pickled back; the parent holds no second copy).
+
+    Otherwise private, and never faulted in one 4 KiB page at a time: the results are written exactly once,
+    and those faults cost more than copying the values in. Up to HUGE_PAGE_RESULTS in all they get
+    transparent huge pages (madvise), the fastest here (0.10 s instead of 0.15-0.2 s for the 1e6-point
+    evaluation); larger results are pre-faulted (MAP_POPULATE), because huge pages for 1.5 GB stalled 2-3 s
+    in the kernel's compaction where pre-faulting took 0.5 s (benchmarks/bench.py, docs/benchmarks.md)."""
     specs = {m.name: ((n,), np.dtype(m.dtype)) for m in stored_metrics(config)}
     if config.times is not None:
         for field in TRAJECTORY_FIELDS:
             specs[f"traj_{field}"] = ((n, len(config.times)), np.dtype(float))
-    return {name: _mapped(shape, dtype, shared) for name, (shape, dtype) in specs.items()}
+    total = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in specs.values())
+    huge = total <= HUGE_PAGE_RESULTS
+    return {name: _mapped(shape, dtype, shared, huge) for name, (shape, dtype) in specs.items()}
 
 
-def _mapped(shape: tuple[int, ...], dtype: np.dtype, shared: bool) -> np.ndarray:
+def _mapped(shape: tuple[int, ...], dtype: np.dtype, shared: bool, huge: bool) -> np.ndarray:
     import mmap
 
     count = int(np.prod(shape))
@@ -300,15 +311,16 @@ def _mapped(shape: tuple[int, ...], dtype: np.dtype, shared: bool) -> np.ndarray
     if shared:
         buffer = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: inherited by forked workers
     else:
-        private = getattr(mmap, "MAP_PRIVATE", None)
-        if private is None:  # pragma: no cover - not POSIX
+        flags = getattr(mmap, "MAP_PRIVATE", None)
+        if flags is None:  # pragma: no cover - not POSIX
             return np.empty(shape, dtype)
-        buffer = mmap.mmap(-1, size, flags=private | mmap.MAP_ANONYMOUS)
-        if size >= 1 << 21 and hasattr(mmap, "MADV_HUGEPAGE"):
-            try:
+        flags |= mmap.MAP_ANONYMOUS
+        if not huge:
+            flags |= getattr(mmap, "MAP_POPULATE", 0)
+        buffer = mmap.mmap(-1, size, flags=flags)
+        if huge and size >= 1 << 21 and hasattr(mmap, "MADV_HUGEPAGE"):
+            with contextlib.suppress(OSError):  # a kernel without THP
                 buffer.madvise(mmap.MADV_HUGEPAGE)
-            except OSError:  # pragma: no cover - kernel without THP
-                pass
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 

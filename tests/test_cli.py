@@ -719,3 +719,29 @@ def test_experiment_without_a_known_study_is_bad_input(tmp_path, text, needle):
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def _readme_console_examples():
+    """(command, printed text) of the README's ```console blocks that run `solve` or `simulate` (exact text)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    examples = []
+    for block in readme.split("```console\n")[1:]:
+        body = block.split("```", 1)[0]
+        for chunk in body.split("$ ")[1:]:
+            command, _, printed = chunk.partition("\n")
+            words = command.split()
+            if words[:2] in (["phasediag", "solve"], ["phasediag", "simulate"]) and "--json" not in words:
+                examples.append((words[1:], printed))
+    return examples
+
+
+@pytest.mark.parametrize("args, printed", _readme_console_examples(), ids=lambda x: " ".join(x)[:60]
+                         if isinstance(x, list) else "")
+def test_readme_examples_print_what_the_readme_shows(args, printed):
+    assert len(_readme_console_examples()) >= 3
+    result = CliRunner().invoke(cli.phasediag, args)
+    assert result.exit_code == 0, result.output
+    shown, got = printed.rstrip("\n").splitlines(), result.output.rstrip("\n").splitlines()
+    if args[0] == "simulate":  # the `exact:` line repeats the sampled Gram to 17 digits (BLAS-dependent)
+        shown, got = ([line for line in lines if not line.startswith("exact:")] for lines in (shown, got))
+    assert got == shown

@@ -164,3 +164,32 @@ def test_non_finite_values_are_errors():
 def test_errors_show_the_yaml_value_not_internal_objects(change, shown):
     message = error_of(BASE.replace(*change))
     assert shown in message and "Located" not in message
+
+
+def test_log_sweep_endpoints_are_exactly_as_written():
+    from phasediag.config import config_from_text
+
+    config = config_from_text("name: e\nsweep:\n  d: {log: [0.3, 7.1, 5]}\n  s: {log: [3, 3, 1]}\n"
+                              "model: {width: 10, init_var_u: s, init_var_w: s, lr_u: d}\n", source="e")
+    d, s = (axis.values for axis in config.axes)
+    assert d[0] == 0.3 and d[-1] == 7.1 and np.all(np.diff(d) > 0)  # 10**log10(0.3) is 0.3 - 2^-54
+    assert s.tolist() == [3.0]
+
+
+def test_map_of_another_optimizer_is_refused_with_its_line():
+    from phasediag.config import ConfigError, config_from_text
+
+    text = ("name: m\nsweep:\n  d: {log: [1, 100, 3]}\nmodel: {width: d, init_var_u: 1, init_var_w: 1}\n"
+            "plot:\n  maps: [phase, gd_outcome]\n")
+    with pytest.raises(ConfigError, match=r"plot\.maps\[1\] \(line 6\): map 'gd_outcome' exists only for "
+                                          r"train\.optimizer: gd \(this sweep uses flow\)"):
+        config_from_text(text, source="m")
+    config_from_text(text + "train: {optimizer: gd, horizon: 100}\n", source="m")  # fine under GD
+
+
+@pytest.mark.parametrize("text", ["(" * 400 + "d" + ")" * 400, "-" * 1500 + "d", "d+" * 1200 + "d"])
+def test_pathological_expressions_are_a_clear_error(text):
+    from phasediag import expr
+
+    with pytest.raises(expr.ExpressionError, match="nested too deeply|longer than 2000"):
+        expr.parse(text)

@@ -83,6 +83,10 @@ def test_shards_merge_and_workers_equal_the_single_run(config, tmp_path):
     single = (tmp_path / "single/results.npz").read_bytes()
     assert (tmp_path / "workers/results.npz").read_bytes() == single
     assert (tmp_path / "merged/results.npz").read_bytes() == single
+    merged = json.loads(phasediag("merge", *(tmp_path / f"shard{k}" for k in (1, 2, 3)), "--out",
+                                  tmp_path / "merged2", "--no-plot", "--json").stdout)
+    single_info = json.loads(phasediag("run", config, "--out", tmp_path / "single2", "--no-plot", "--json").stdout)
+    assert merged["counts"] == single_info["counts"] and sum(merged["counts"]["phase"].values()) == 9 * 7 * 2
     bad = phasediag("merge", tmp_path / "shard1", tmp_path / "shard2", "--out", tmp_path / "m2", check=False)
     assert bad.returncode == 2 and "missing [3]" in bad.stderr and "Traceback" not in bad.stderr
     plot_shard = phasediag("plot", tmp_path / "shard1", check=False)
@@ -203,3 +207,25 @@ def test_values_beyond_the_supported_range_are_bad_input_naming_the_point(tmp_pa
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "model/data: floating-point overflow" in proc.stderr and "at d=" in proc.stderr
     assert "closed form supports (d <= 1e15" in proc.stderr and not (tmp_path / "o" / "results.npz").exists()
+
+
+def test_rerun_removes_its_earlier_figures_and_no_plot_leaves_none(config, tmp_path):
+    out = tmp_path / "out"
+    phasediag("run", config, "--out", out)
+    first = set(json.loads((out / "meta.json").read_text())["figures"])
+    assert first and all((out / f).is_file() for f in first)
+    (out / "notes.txt").write_text("mine")
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text(CONFIG + "plot: {maps: [phase]}\n")
+    phasediag("run", fewer, "--out", out)
+    second = set(json.loads((out / "meta.json").read_text())["figures"])
+    assert second < first and set(p.name for p in out.glob("*.png")) == second
+    phasediag("run", fewer, "--out", out, "--no-plot")
+    assert not list(out.glob("*.png")) and (out / "notes.txt").read_text() == "mine"
+
+
+def test_out_under_a_regular_file_is_a_one_line_error(config, tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = phasediag("run", config, "--out", tmp_path / "file" / "out", "--no-plot", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert proc.stderr.startswith("Error: cannot read or write ") and "Not a directory" in proc.stderr

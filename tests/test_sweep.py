@@ -73,6 +73,16 @@ def test_results_do_not_depend_on_chunking_workers_or_shards(tmp_path):
     assert (tmp_path / "a/results.npz").read_bytes() == (tmp_path / "b/results.npz").read_bytes()
 
 
+def test_result_memory_kind_changes_no_bit(monkeypatch):
+    """Huge-page, pre-faulted and shared result mappings hold the same values."""
+    config = load(GRID + "init: {seeds: 2, seed: 5}\n")
+    huge = sweep.run(config)
+    monkeypatch.setattr(sweep, "HUGE_PAGE_RESULTS", 0)  # every result pre-faulted instead
+    assert_same(huge, sweep.run(config, chunk_size=13))
+    assert_same(huge, sweep.run(config, chunk_size=13, workers=2))
+    assert all(a.flags.writeable and a.flags.c_contiguous for a in huge.arrays.values())
+
+
 def test_sampled_points_use_the_flat_index_stream():
     config = load(GRID + "init: {seeds: 2, seed: 9}\n")
     r = sweep.run(config)
