@@ -1145,7 +1145,8 @@ def markdown(res: dict, figure_path: Path, out_path: Path) -> str:
         cold.append((f"{pr['big']['grid_points']:,}", pr["cold_big"]))
     add("`sweep.run` (workers = 1), three successive calls in a fresh process: wall, user and system (kernel) "
         "time, minor page faults. The system time is the kernel handing out fresh zeroed pages, mostly for the "
-        "result arrays, which every call maps anew (private anonymous mappings with transparent-huge-page advice, "
+        "result arrays, which every call maps anew (private anonymous mappings, with transparent-huge-page "
+        "advice up to 256 MiB of results and pre-faulted (MAP_POPULATE) above, "
         "`sweep._allocate`: in 4 KiB pages the faults alone cost more than copying the values in); a best-of-k "
         "timing in a long process cannot avoid it either, since the results of each call are fresh memory.")
     add("")
