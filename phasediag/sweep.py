@@ -346,6 +346,7 @@ def run(
     start, stop = shard.bounds(n) if shard else (0, n)
     length = chunk_length(config, chunk_size)
     all_chunks = list(chunks(start, stop, length))
+    requested, workers = workers, workers_for(config, stop - start, workers, len(all_chunks))
     arrays = _allocate(config, stop - start, shared=_parallel(workers, all_chunks))
     done = _load_checkpoints(checkpoint, arrays, start, stop)
     todo = [(config, lo, hi) for lo, hi in all_chunks if not _covered(done, lo, hi)]
@@ -366,7 +367,22 @@ def run(
         arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
     eval_s = time.perf_counter() - started
     meta = build_meta(config, n, length, workers, shard, (start, stop), eval_s)
+    meta["workers_requested"] = requested
     return SweepResult(coords=coordinates(config), arrays=arrays, meta=meta)
+
+
+#: a sweep (or shard) whose results take less than this runs in one process whatever `workers` says: it
+#: evaluates in ~0.1-0.2 s, less than starting workers and faulting their shared result memory costs
+#: (measured, benchmarks/bench.py: --workers 2 made a 1e6-point run 1.3x slower and a 1e7-point one 2x faster)
+MIN_PARALLEL_RESULTS = HUGE_PAGE_RESULTS
+
+
+def workers_for(config: Config, points: int, workers: int, n_chunks: int) -> int:
+    """The number of processes a sweep of `points` in `n_chunks` chunks is evaluated with (1 when more would
+    be slower); the results do not depend on it."""
+    if workers <= 1 or n_chunks <= 1 or result_bytes(config, points) < MIN_PARALLEL_RESULTS:
+        return 1
+    return workers
 
 
 def _parallel(workers: int, todo) -> bool:
