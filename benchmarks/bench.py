@@ -869,14 +869,9 @@ def targets(res: dict) -> list[dict]:
     w1, w2 = big["workers1"]["best_s"], big["workers2"]["best_s"]
     c1 = big["workers1"]["user_s"]
     c2 = big["workers2"]["user_s"]
-    from phasediag import sweep
-
-    large = arrays >= sweep.MIN_PARALLEL_RESULTS  # smaller sweeps run in one process whatever --workers says
     add(f"`--workers 2` vs 1 on {big['grid_points']:,} points (`run --no-plot`, fresh processes, best of "
         f"{len(big['runs']['1'])} interleaved): evaluation speed-up", f"{e1 / e2:.2f}x",
-        f">= {TARGET_SPEEDUP:g}x (our reading of near-linear on 2 cores)" if large else
-        "(information: below sweep.MIN_PARALLEL_RESULTS, one process either way)",
-        e1 / e2 >= TARGET_SPEEDUP if large else None,
+        f">= {TARGET_SPEEDUP:g}x (our reading of near-linear on 2 cores)", e1 / e2 >= TARGET_SPEEDUP,
         f"eval {e1:.2f} s -> {e2:.2f} s; user CPU of the whole process {c1:.2f} s -> {c2:.2f} s (workers included)")
     add("`--workers 2` vs 1: whole process", f"{w1 / w2:.2f}x", "(information: saving is serial)", None,
         f"{w1:.2f} s -> {w2:.2f} s")
@@ -1235,7 +1230,7 @@ def slurm_section(res: dict) -> list[str]:
         "not CPU: a task of 1e7 points takes seconds, so a few large shards beat many small ones (each task "
         "pays ~0.5 s of start-up and the scheduler's overhead). `--workers 2` took the evaluation from "
         f"{big['workers1']['eval_best_s']:.2f} s to {big['workers2']['eval_best_s']:.2f} s here (partly because the "
-        "workers' shared result memory is faulted in more cheaply, see \"Where the time goes\"), while saving "
+        "workers fault their own chunks of the result memory concurrently), while saving "
         "stays serial; on a cluster, `--cpus-per-task=1` with twice as many tasks is the simpler choice.")
     add(f"- results: {bytes_pp:.0f} bytes per point, i.e. **{bytes_pp * 1e9 / 1e9:.0f} GB per 1e9 points** on "
         "disk (results.npz is uncompressed); the shards and the merged copy together take twice that.")

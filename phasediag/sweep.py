@@ -16,7 +16,6 @@ import json
 import platform
 import time
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -265,62 +264,41 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
     return out
 
 
-def _evaluate_task(args) -> tuple[int, int, dict[str, np.ndarray]]:
-    config, lo, hi = args
-    return lo, hi, evaluate_chunk(config, lo, hi)
-
-
-#: (arrays, start) of the run in progress, inherited by forked workers, which store their chunks into it
-_SHARED: tuple[dict[str, np.ndarray], int] | None = None
-
-
-def _evaluate_shared(args) -> tuple[int, int, None]:
-    config, lo, hi = args
-    arrays, start = _SHARED
-    _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
-    return lo, hi, None
-
-
 #: results up to this size get transparent huge pages; larger ones are pre-faulted in 4 KiB pages (see below)
 HUGE_PAGE_RESULTS = 256 << 20
 
 
-def _allocate(config: Config, n: int, shared: bool = False) -> dict[str, np.ndarray]:
-    """The result arrays of n points, each in its own anonymous mapping. `shared`: MAP_SHARED, so that forked
-    workers write their chunks in place (nothing is pickled back; the parent holds no second copy).
-
-    Otherwise private, and never faulted in one 4 KiB page at a time: the results are written exactly once,
-    and those faults cost more than copying the values in. Up to HUGE_PAGE_RESULTS in all they get
-    transparent huge pages (madvise), the fastest here (0.10 s instead of 0.15-0.2 s for the 1e6-point
-    evaluation); larger results are pre-faulted (MAP_POPULATE), because huge pages for 1.5 GB stalled 2-3 s
-    in the kernel's compaction where pre-faulting took 0.5 s (benchmarks/bench.py, docs/benchmarks.md)."""
+def _allocate(config: Config, n: int, parallel: bool = False) -> dict[str, np.ndarray]:
+    """The result arrays of n points, each in its own private anonymous mapping, never faulted in one 4 KiB
+    page at a time by a single thread: the results are written exactly once, and those faults cost more than
+    copying the values in. Up to HUGE_PAGE_RESULTS in all they get transparent huge pages (madvise), the
+    fastest here (0.10 s instead of 0.15-0.2 s for the 1e6-point evaluation); larger results are pre-faulted
+    (MAP_POPULATE), because huge pages for 1.5 GB stalled 2-3 s in the kernel's compaction where pre-faulting
+    took 0.5 s; with `parallel` workers they are left to the workers, which fault their own chunks
+    concurrently (benchmarks/bench.py, docs/benchmarks.md)."""
     specs = {m.name: ((n,), np.dtype(m.dtype)) for m in stored_metrics(config)}
     if config.times is not None:
         for field in TRAJECTORY_FIELDS:
             specs[f"traj_{field}"] = ((n, len(config.times)), np.dtype(float))
     total = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in specs.values())
     huge = total <= HUGE_PAGE_RESULTS
-    return {name: _mapped(shape, dtype, shared, huge) for name, (shape, dtype) in specs.items()}
+    return {name: _mapped(shape, dtype, huge, populate=not huge and not parallel)
+            for name, (shape, dtype) in specs.items()}
 
 
-def _mapped(shape: tuple[int, ...], dtype: np.dtype, shared: bool, huge: bool) -> np.ndarray:
+def _mapped(shape: tuple[int, ...], dtype: np.dtype, huge: bool, populate: bool) -> np.ndarray:
     import mmap
 
     count = int(np.prod(shape))
     size = max(count * dtype.itemsize, 1)
-    if shared:
-        buffer = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: inherited by forked workers
-    else:
-        flags = getattr(mmap, "MAP_PRIVATE", None)
-        if flags is None:  # pragma: no cover - not POSIX
-            return np.empty(shape, dtype)
-        flags |= mmap.MAP_ANONYMOUS
-        if not huge:
-            flags |= getattr(mmap, "MAP_POPULATE", 0)
-        buffer = mmap.mmap(-1, size, flags=flags)
-        if huge and size >= 1 << 21 and hasattr(mmap, "MADV_HUGEPAGE"):
-            with contextlib.suppress(OSError):  # a kernel without THP
-                buffer.madvise(mmap.MADV_HUGEPAGE)
+    flags = getattr(mmap, "MAP_PRIVATE", None)
+    if flags is None:  # pragma: no cover - not POSIX
+        return np.empty(shape, dtype)
+    flags |= mmap.MAP_ANONYMOUS | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+    buffer = mmap.mmap(-1, size, flags=flags)
+    if huge and size >= 1 << 21 and hasattr(mmap, "MADV_HUGEPAGE"):
+        with contextlib.suppress(OSError):  # a kernel without THP
+            buffer.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 
@@ -347,16 +325,14 @@ def run(
     length = chunk_length(config, chunk_size)
     all_chunks = list(chunks(start, stop, length))
     requested, workers = workers, workers_for(config, stop - start, workers, len(all_chunks))
-    arrays = _allocate(config, stop - start, shared=_parallel(workers, all_chunks))
+    arrays = _allocate(config, stop - start, parallel=workers > 1)
     done = _load_checkpoints(checkpoint, arrays, start, stop)
     todo = [(config, lo, hi) for lo, hi in all_chunks if not _covered(done, lo, hi)]
     if progress and stop - start - sum(hi - lo for _, lo, hi in todo):
         progress(stop - start - sum(hi - lo for _, lo, hi in todo))
     pending: list[tuple[int, int]] = []
     last_save = time.perf_counter()
-    for lo, hi, chunk in _execute(todo, workers, arrays, start):
-        if chunk is not None:
-            _store(arrays, chunk, lo - start, hi - start)
+    for lo, hi in _execute(todo, workers, arrays, start):
         pending.append((lo, hi))
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
             _save_checkpoints(checkpoint, arrays, start, pending)
@@ -371,43 +347,34 @@ def run(
     return SweepResult(coords=coordinates(config), arrays=arrays, meta=meta)
 
 
-#: a sweep (or shard) whose results take less than this runs in one process whatever `workers` says: it
-#: evaluates in ~0.1-0.2 s, less than starting workers and faulting their shared result memory costs
-#: (measured, benchmarks/bench.py: --workers 2 made a 1e6-point run 1.3x slower and a 1e7-point one 2x faster)
-MIN_PARALLEL_RESULTS = HUGE_PAGE_RESULTS
-
-
 def workers_for(config: Config, points: int, workers: int, n_chunks: int) -> int:
-    """The number of processes a sweep of `points` in `n_chunks` chunks is evaluated with (1 when more would
-    be slower); the results do not depend on it."""
-    if workers <= 1 or n_chunks <= 1 or result_bytes(config, points) < MIN_PARALLEL_RESULTS:
-        return 1
-    return workers
+    """The number of worker threads a sweep of `points` in `n_chunks` chunks is evaluated with (never more
+    than there are chunks); the results do not depend on it."""
+    return max(1, min(workers, n_chunks))
 
 
-def _parallel(workers: int, todo) -> bool:
-    return workers > 1 and len(todo) > 1
+def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int):
+    """Evaluate the chunks `todo` into `arrays` (whose first index is the flat grid index minus `start`);
+    yield (lo, hi) of each in order as it is stored.
 
+    Workers are threads: numpy releases the GIL inside its array operations, which are nearly all of a
+    chunk's time (the Python around them is ~4 %), so threads scale like processes but write straight into
+    the private result arrays (disjoint slices), with no shared memory to fault in or results to send back."""
+    def evaluate_into(task) -> tuple[int, int]:
+        config, lo, hi = task
+        _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
+        return lo, hi
 
-def _execute(todo, workers: int, arrays=None, start: int = 0):
-    """Yield (lo, hi, chunk) in order; in parallel, workers write into the shared `arrays` (chunk None)."""
-    if not _parallel(workers, todo):
-        return (_evaluate_task(task) for task in todo)
-    import multiprocessing
+    if workers <= 1 or len(todo) <= 1:
+        yield from map(evaluate_into, todo)
+        return
+    from concurrent.futures import ThreadPoolExecutor
 
-    global _SHARED
-    _SHARED = (arrays, start)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-
-    def generate():
-        global _SHARED
-        try:
-            with pool:
-                yield from pool.map(_evaluate_shared, todo)
-        finally:
-            _SHARED = None
-
-    return generate()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phasediag-sweep")
+    try:
+        yield from pool.map(evaluate_into, todo)  # in order, whatever order the threads finish in
+    finally:  # an error (or an interrupt) stops the remaining chunks instead of computing them
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _store(arrays, chunk, lo: int, hi: int) -> None:

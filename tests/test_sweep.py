@@ -1,6 +1,7 @@
 """Sweep engine: grid values against direct core calls, determinism across chunks/shards/workers, storage."""
 
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -57,8 +58,7 @@ def test_grid_values_equal_direct_core_calls():
         assert r.arrays["ntk_final"][i, j] == core.flow_state(inv, np.inf).ntk
 
 
-def test_results_do_not_depend_on_chunking_workers_or_shards(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "MIN_PARALLEL_RESULTS", 0)  # parallel however small the sweep
+def test_results_do_not_depend_on_chunking_workers_or_shards(tmp_path):
     config = load(GRID + "init: {seeds: 3, seed: 5}\n")
     whole = sweep.run(config)
     assert whole.arrays["phase"].shape == (13, 9, 3)
@@ -78,8 +78,7 @@ def test_result_memory_kind_changes_no_bit(monkeypatch):
     """Huge-page, pre-faulted and shared result mappings hold the same values."""
     config = load(GRID + "init: {seeds: 2, seed: 5}\n")
     huge = sweep.run(config)
-    monkeypatch.setattr(sweep, "HUGE_PAGE_RESULTS", 0)  # every result pre-faulted instead
-    monkeypatch.setattr(sweep, "MIN_PARALLEL_RESULTS", 0)
+    monkeypatch.setattr(sweep, "HUGE_PAGE_RESULTS", 0)  # every result pre-faulted (or worker-faulted) instead
     assert_same(huge, sweep.run(config, chunk_size=13))
     assert_same(huge, sweep.run(config, chunk_size=13, workers=2))
     assert all(a.flags.writeable and a.flags.c_contiguous for a in huge.arrays.values())
@@ -181,20 +180,31 @@ def test_gd_sweeps_with_divergence_are_chunking_invariant():
     outcomes = set(np.unique(whole.arrays["gd_outcome"]).tolist())
     assert core.GD_CODE["diverges"] in outcomes and core.GD_CODE["catapult"] in outcomes
     assert_same(whole, sweep.run(config, chunk_size=7))
-    assert_same(whole, sweep.run(config, chunk_size=5, workers=2))  # small: one process (below)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sweep, "MIN_PARALLEL_RESULTS", 0)
-        parallel = sweep.run(config, chunk_size=5, workers=2)
+    parallel = sweep.run(config, chunk_size=5, workers=3)
     assert_same(whole, parallel)
-    assert parallel.meta["workers"] == 2 and parallel.meta["workers_requested"] == 2
+    assert parallel.meta["workers"] == 3 and parallel.meta["workers_requested"] == 3
 
 
-def test_small_sweeps_use_one_process_whatever_workers_says():
+def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(monkeypatch):
     config = load(GRID)
-    small = sweep.run(config, workers=2)
-    assert small.meta["workers"] == 1 and small.meta["workers_requested"] == 2
-    assert sweep.workers_for(config, 10**7, 2, 80) == 2  # 1e7 points: 1.2 GB of results
-    assert sweep.workers_for(config, 10**7, 2, 1) == 1 and sweep.workers_for(config, 10**7, 1, 80) == 1
+    one_chunk = sweep.run(config, workers=4)  # 117 points: one chunk
+    assert one_chunk.meta["workers"] == 1 and one_chunk.meta["workers_requested"] == 4
+    assert sweep.workers_for(config, 10**7, 2, 80) == 2 and sweep.workers_for(config, 10**7, 8, 3) == 3
+    calls = []
+    real = sweep.evaluate_chunk
+
+    def failing(config, lo, hi):
+        calls.append(lo)
+        if lo == 20:
+            raise ConfigError("model: bad value at the chunk starting at 20")
+        if lo > 20:
+            time.sleep(0.02)  # later chunks are slow: only cancelling them ends the run early
+        return real(config, lo, hi)
+
+    monkeypatch.setattr(sweep, "evaluate_chunk", failing)
+    with pytest.raises(ConfigError, match="starting at 20"):
+        sweep.run(config, chunk_size=1, workers=2)
+    assert len(calls) < 117  # the remaining chunks were cancelled, not computed
 
 
 @pytest.mark.parametrize("lo, hi", [(0, 1), (0, 234), (5, 6), (7, 61), (17, 18), (11, 233), (100, 234)])
