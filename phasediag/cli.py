@@ -545,7 +545,7 @@ Examples:
 @click.option("--shard", default=None, metavar="K/N",
               help="Evaluate only part K of N of the grid (cluster arrays); join the parts with 'merge'.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes evaluating chunks in parallel (results are bit-identical for any number).")
+              help="Threads evaluating chunks in parallel (results are bit-identical for any number).")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
 @click.option("--no-plot", is_flag=True, help="Write results.npz and meta.json only.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=131072, show_default=True,
