@@ -130,7 +130,7 @@ def hypot(x, y) -> np.ndarray:
     would over- or underflow (results outside [1e-150, 1e150], including 0). |y| exactly when x is a 0-d
     zero (and vice versa): a constant zero input (V = 0 of a typical init) costs one pass."""
     for zero, other in ((x, y), (y, x)):
-        if np.ndim(zero) == 0 and zero == 0 and np.shape(other) == np.broadcast_shapes(np.shape(x), np.shape(y)):
+        if _is_zero(zero) and np.shape(other) == np.broadcast_shapes(np.shape(x), np.shape(y)):
             return np.abs(other)
     with np.errstate(over="ignore", under="ignore"):
         r = np.sqrt(x * x + y * y)
@@ -150,16 +150,21 @@ def split(m: np.ndarray, s: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.n
 
     s = hypot(m, g) and h = g^2/4 = alpha beta.
     """
-    larger = 0.5 * s if _is_zero(m) else 0.5 * (s + np.abs(m))
+    larger = _larger_half(m, s)
     smaller = _ratio(h, larger)
     if np.ndim(m) == 0:  # one sign for every point (a constant teacher or m0)
         return (larger, smaller) if m >= 0 else (smaller, larger)
     return np.where(m >= 0, larger, smaller), np.where(m >= 0, smaller, larger)
 
 
+def _larger_half(m: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """(s + |m|)/2, the larger of alpha and beta (a sum: no cancellation)."""
+    return 0.5 * s if _is_zero(m) else 0.5 * (s + np.abs(m))
+
+
 def _alpha_of(m: np.ndarray, s: np.ndarray, h: np.ndarray) -> np.ndarray:
     """split(m, s, h)[0] alone (the larger half needs no division when m >= 0)."""
-    larger = 0.5 * (s + np.abs(m))
+    larger = _larger_half(m, s)
     if np.ndim(m) == 0:
         return larger if m >= 0 else _ratio(h, larger)
     return np.where(m >= 0, larger, _ratio(h, larger))
@@ -366,7 +371,7 @@ def cosine(m, kappa_sqrt_g, m0, r=None) -> np.ndarray:
     where m has underflowed to 0 (it never changes sign then); 0 when m = m0 = 0 (a zero layer: 0/0).
     `r`: hypot(m, kappa sqrt(G)), if already known."""
     r = hypot(m, kappa_sqrt_g) if r is None else r
-    if np.ndim(m) == 0 and m == 0 and np.ndim(m0) == 0 and m0 == 0:  # a zero function (V = 0 init): zeta = 0
+    if _is_zero(m) and _is_zero(m0):  # a zero function (V = 0 init): zeta = 0
         return broadcast(np.zeros(()), np.shape(r))
     zeta = _ratio(m, r)
     if np.size(r) and np.min(r) == 0:  # (r >= 0) then m = 0 and G = 0 (r >= |m|, kappa sqrt(G)): parallel layers keep sign(m0)
@@ -417,6 +422,7 @@ def _change_of(inv: Invariants, path: _Path, end: bool = False) -> np.ndarray:
 
 
 def _lean_field(x):
+    """A zero-stride array (one value broadcast) as that value, 0-d; anything else unchanged."""
     if isinstance(x, np.ndarray) and x.ndim and x.size and not any(x.strides):
         return np.asarray(x[(0,) * x.ndim])
     return x
@@ -442,7 +448,10 @@ def flow_state(inv: Invariants, t) -> FlowState:
 
     Shapes: the broadcast of the Invariants arrays with t (e.g. points[..., None] with t of shape (T,)).
     """
-    return flow_state_and_change(inv, t)[0]
+    shape = np.broadcast_shapes(np.shape(inv.m0), np.shape(t))
+    inv = _lean(inv)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        return _shaped(_state_of(inv, _evaluate(inv, t), t), shape)
 
 
 def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
