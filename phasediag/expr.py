@@ -167,7 +167,7 @@ def evaluate(node: Node, variables: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.asarray(variables[node], dtype=float)
     with np.errstate(all="ignore"):
         value = np.asarray(_eval(node, variables), dtype=float)
-    if not (np.isfinite(value.min()) and np.isfinite(value.max())) if value.size else False:
+    if value.size and not (np.isfinite(value.min()) and np.isfinite(value.max())):  # two reductions, no mask
         raise ExpressionError("expression is not finite (overflow, division by zero or log/sqrt of a "
                               "negative number) for some sweep values")
     return value

@@ -75,8 +75,8 @@ def _check_size(config: Config, shard: sweep.Shard | None) -> None:
         parts = int(np.ceil(need / (0.4 * have)))
         raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays, "
                           f"more than the {have / 1e9:.3g} GB of memory available; split it with --shard K/N "
-                          f"(N >= {parts}) and join the parts with 'phasediag merge --no-plot' (it holds one metric of the grid "
-                          f"at a time), or make the sweep smaller")
+                          f"(N >= {parts}) and join the parts with 'phasediag merge --no-plot' (it holds one "
+                          f"metric of the grid at a time), or make the sweep smaller")
 
 
 def _previous_figures(out: Path) -> set[str]:
@@ -180,9 +180,10 @@ def merge_dirs(directories: list[str | Path], out: str | Path, plot: bool = True
     if plot:  # drawing loads the joined result: refuse before writing anything if it cannot fit
         need = sum((Path(d) / results.RESULTS_FILE).stat().st_size for d in directories
                    if (Path(d) / results.RESULTS_FILE).is_file())
-        if need > 0.8 * _available_memory():
+        have = _available_memory()
+        if need > 0.8 * have:
             raise ConfigError(f"merge: drawing the maps needs the joined result in memory ({need / 1e9:.3g} GB), "
-                              f"more than the {_available_memory() / 1e9:.3g} GB available; use --no-plot (the "
+                              f"more than the {have / 1e9:.3g} GB available; use --no-plot (the "
                               "merge itself holds one metric at a time)")
     meta = results.merge_files([Path(d) for d in directories], out)  # streamed: one array at a time
     files = [str(out / results.RESULTS_FILE)]
@@ -190,9 +191,8 @@ def merge_dirs(directories: list[str | Path], out: str | Path, plot: bool = True
     from phasediag.metrics import LEGENDS
 
     merged = results.load(out, only=None if plot else set(LEGENDS))  # the summary counts the categories
-    meta = merged.meta
     figures = draw(merged, out) if plot else []
-    meta["figures"] = [Path(f).name for f in figures]
+    merged.meta["figures"] = [Path(f).name for f in figures]
     files.append(str(results.save_meta(merged, out)))
     return summary(merged, out, files + figures)
 

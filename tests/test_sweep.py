@@ -189,7 +189,7 @@ def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(monkeypatch)
     config = load(GRID)
     one_chunk = sweep.run(config, workers=4)  # 117 points: one chunk
     assert one_chunk.meta["workers"] == 1 and one_chunk.meta["workers_requested"] == 4
-    assert sweep.workers_for(config, 10**7, 2, 80) == 2 and sweep.workers_for(config, 10**7, 8, 3) == 3
+    assert sweep.workers_for(2, 80) == 2 and sweep.workers_for(8, 3) == 3
     calls = []
     real = sweep.evaluate_chunk
 

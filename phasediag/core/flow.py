@@ -374,7 +374,7 @@ def cosine(m, kappa_sqrt_g, m0, r=None) -> np.ndarray:
     if _is_zero(m) and _is_zero(m0):  # a zero function (V = 0 init): zeta = 0
         return broadcast(np.zeros(()), np.shape(r))
     zeta = _ratio(m, r)
-    if np.size(r) and np.min(r) == 0:  # (r >= 0) then m = 0 and G = 0 (r >= |m|, kappa sqrt(G)): parallel layers keep sign(m0)
+    if np.size(r) and np.min(r) == 0:  # r = 0 means m = 0 and G = 0: parallel layers keep sign(m0)
         zeta = np.where(r == 0, np.sign(m0), zeta)
     return zeta
 
