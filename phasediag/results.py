@@ -139,12 +139,9 @@ def merged_meta(ordered: list[dict]) -> dict:
 def merge(shards: list[SweepResult]) -> SweepResult:
     """Join shard results (any order) into the full result; checks they are one complete, consistent set."""
     ordered = [shards[i] for i in shard_order([s.meta for s in shards])]
-    shape = tuple(ordered[0].meta["shape"])
-    arrays = {}
-    for name in ordered[0].arrays:
-        parts = [s.arrays[name] for s in ordered]
-        arrays[name] = np.concatenate(parts, axis=0).reshape(shape + parts[0].shape[1:])
-    return SweepResult(coords=ordered[0].coords, arrays=arrays, meta=merged_meta([s.meta for s in ordered]))
+    joined = _Joined([s.arrays for s in ordered], list(ordered[0].arrays), set(), tuple(ordered[0].meta["shape"]))
+    return SweepResult(coords=ordered[0].coords, arrays=dict(joined.items()),
+                       meta=merged_meta([s.meta for s in ordered]))
 
 
 def merge_files(directories: list[Path], out_dir: Path) -> dict:
@@ -173,7 +170,8 @@ def merge_files(directories: list[Path], out_dir: Path) -> dict:
 
 
 class _Joined:
-    """Mapping-like view that joins each array of the shard files only when `write_npz` asks for it."""
+    """Mapping-like view that joins each array of the shards (npz files or dicts of arrays, in shard order)
+    only when asked for it (`items()`, as `write_npz` iterates)."""
 
     def __init__(self, files, names: list[str], coords: set[str], shape: tuple[int, ...]):
         self.files, self.names, self.coords, self.shape = files, names, coords, shape
