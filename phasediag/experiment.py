@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from phasediag.config import ConfigError, Located, _did_you_mean, _fail, _number, _string, parse_yaml
+from phasediag.config import FORMATS, ConfigError, Located, _did_you_mean, _fail, _number, _string, parse_yaml
 
-__all__ = ["EXPERIMENTS", "run_experiment", "bounded_int", "fmt", "write_study", "write_meta"]
+__all__ = ["EXPERIMENTS", "run_experiment", "bounded_int", "fmt", "figure_formats", "write_study", "write_meta"]
 
 #: experiment name -> module implementing ``run``
 EXPERIMENTS = {
@@ -65,6 +65,20 @@ def bounded_int(item: Located, *, low: int, high: int) -> int:
     if not low <= value <= high:
         raise _fail(item.path, item.line, f"must be an integer in [{low:,}, {high:,}], got {value:g}")
     return int(value)
+
+
+def figure_formats(plot: dict[str, Located]) -> tuple[str, ...]:
+    """`plot.formats` of a study (default png): known formats, each once, in the order written."""
+    if "formats" not in plot:
+        return ("png",)
+    sub = plot["formats"]
+    if not isinstance(sub.value, list) or not sub.value:
+        raise _fail(sub.path, sub.line, "must be a non-empty list, e.g. [png, pdf]")
+    for v in sub.value:
+        if _string(v) not in FORMATS:
+            raise _fail(v.path, v.line, f"unknown format {v.value!r}{_did_you_mean(str(v.value), FORMATS)}; "
+                                        f"allowed: {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(_string(v) for v in sub.value))
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -46,7 +46,6 @@ from phasediag import core, expr
 from phasediag import nonlinear as nl
 from phasediag.config import (
     _FILE_NAME,
-    FORMATS,
     ConfigError,
     Located,
     _axis_values,
@@ -58,6 +57,7 @@ from phasediag.config import (
     _string,
 )
 from phasediag.experiment import bounded_int as _int
+from phasediag.experiment import figure_formats
 from phasediag.experiment import fmt as _fmt
 from phasediag.experiment import write_meta, write_study
 from phasediag.maps import nan_median as _median
@@ -315,7 +315,7 @@ def parse_study(root: Located) -> Study:
         raise _fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
     seeds = _int(top["seeds"], low=1, high=1000) if "seeds" in top else 1
     seed = _int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
-    formats = _formats(top.get("plot"))
+    formats = figure_formats(_mapping(top["plot"], PLOT_KEYS) if "plot" in top else {})
 
     study = Study(
         name=name, description=description, dataset=dataset, test_fraction=test_fraction, standardize=standardize,
@@ -327,20 +327,6 @@ def parse_study(root: Located) -> Study:
         ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, seeds=seeds, seed=seed, formats=formats)
     _check_work(study, n_train, train["steps"])
     return study
-
-
-def _formats(item: Located | None) -> tuple[str, ...]:
-    spec = _mapping(item, PLOT_KEYS) if item is not None else {}
-    if "formats" not in spec:
-        return ("png",)
-    sub = spec["formats"]
-    if not isinstance(sub.value, list) or not sub.value:
-        raise _fail(sub.path, sub.line, "must be a non-empty list, e.g. [png, pdf]")
-    for v in sub.value:
-        if _string(v) not in FORMATS:
-            raise _fail(v.path, v.line, f"unknown format {v.value!r}{_did_you_mean(str(v.value), FORMATS)}; "
-                                        f"allowed: {', '.join(FORMATS)}")
-    return tuple(dict.fromkeys(_string(v) for v in sub.value))
 
 
 def _check_work(study: Study, n_train: int, steps_item: Located) -> None:

@@ -55,7 +55,6 @@ import phasediag
 from phasediag import core, simulate
 from phasediag.config import (
     _FILE_NAME,
-    FORMATS,
     ConfigError,
     Located,
     _axis_values,
@@ -66,6 +65,7 @@ from phasediag.config import (
     _string,
 )
 from phasediag.experiment import bounded_int as _int
+from phasediag.experiment import figure_formats
 from phasediag.experiment import fmt as _fmt
 from phasediag.experiment import write_meta, write_study
 from phasediag.maps import nan_median as _median
@@ -266,16 +266,7 @@ def _plot_settings(item: Located | None, lrs: np.ndarray) -> tuple[float | None,
             raise _fail("plot.lr", spec["lr"].line, f"{want:g} is not one of the swept learning rates "
                                                     f"({', '.join(f'{v:.4g}' for v in lrs)})")
         plot_lr = float(lrs[hit[0]])
-    formats: tuple[str, ...] = ("png",)
-    if "formats" in spec:
-        sub = spec["formats"]
-        if not isinstance(sub.value, list) or not sub.value:
-            raise _fail(sub.path, sub.line, "must be a non-empty list, e.g. [png, pdf]")
-        for v in sub.value:
-            if _string(v) not in FORMATS:
-                raise _fail(v.path, v.line, f"unknown format {v.value!r}; allowed: {', '.join(FORMATS)}")
-        formats = tuple(dict.fromkeys(_string(v) for v in sub.value))
-    return plot_lr, formats
+    return plot_lr, figure_formats(spec)
 
 
 def _check_work(study: Study, steps_item: Located) -> None:

@@ -745,3 +745,21 @@ def test_readme_examples_print_what_the_readme_shows(args, printed):
     if args[0] == "simulate":  # the `exact:` line repeats the sampled Gram to 17 digits (BLAS-dependent)
         shown, got = ([line for line in lines if not line.startswith("exact:")] for lines in (shown, got))
     assert got == shown
+
+
+@pytest.mark.parametrize("module", ["sgd_drift", "nonlinear"])
+def test_study_figure_formats_are_checked_by_the_shared_parser(module):
+    from test_nonlinear import TINY as NONLINEAR
+    from test_sgd_drift import TINY as SGD
+
+    from phasediag import nonlinear_experiment, sgd_drift
+    from phasediag.config import ConfigError, parse_yaml
+
+    parse = {"sgd_drift": sgd_drift.parse_study, "nonlinear": nonlinear_experiment.parse_study}[module]
+    text = {"sgd_drift": SGD, "nonlinear": NONLINEAR}[module]
+    assert parse(parse_yaml(text, "t.yaml")).formats == ("png",)
+    assert parse(parse_yaml(text + "plot: {formats: [pdf, svg, pdf]}\n", "t.yaml")).formats == ("pdf", "svg")
+    line = text.count("\n") + 1
+    with pytest.raises(ConfigError, match=rf"plot\.formats\[0\] \(line {line}\): unknown format 'pgn' "
+                                          r"\(did you mean 'png'\?\); allowed: "):
+        parse(parse_yaml(text + "plot: {formats: [pgn]}\n", "t.yaml"))
