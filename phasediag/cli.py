@@ -500,6 +500,7 @@ def _progress(quiet: bool):
     bar = {}
 
     def start(total: int) -> None:
+        tqdm.monitor_interval = 0  # no monitor thread: --workers forks, best done without other threads
         bar["tqdm"] = tqdm(total=total, unit="pt", unit_scale=True, leave=False, file=sys.stderr)
 
     def update(k: int) -> None:
@@ -545,7 +546,8 @@ Examples:
 @click.option("--shard", default=None, metavar="K/N",
               help="Evaluate only part K of N of the grid (cluster arrays); join the parts with 'merge'.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Threads evaluating chunks in parallel (results are bit-identical for any number).")
+              help="Parallel workers: forked processes on Linux (threads elsewhere); results are bit-identical "
+                   "for any number.")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
 @click.option("--no-plot", is_flag=True, help="Write results.npz and meta.json only.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=131072, show_default=True,

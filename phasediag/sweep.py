@@ -355,23 +355,49 @@ def workers_for(workers: int, n_chunks: int) -> int:
     return max(1, min(workers, n_chunks))
 
 
-def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int):
+def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind: str | None = None):
     """Evaluate the chunks `todo` into `arrays` (whose first index is the flat grid index minus `start`);
-    yield (lo, hi) of each in order as it is stored.
+    yield (lo, hi) of each as it is stored (in order with one worker, as they finish with more).
 
-    Workers are threads: numpy releases the GIL inside its array operations, which are nearly all of a
-    chunk's time, and threads write straight into the private result arrays (disjoint slices), with no shared
-    memory to fault in or results to send back. Measured on 2 cores (benchmarks/bench.py): the chunk
-    evaluation alone gains 1.45-1.55x on two threads against 1.65-1.75x in two processes (the GIL), and
-    processes lost more than that to faulting shared result memory."""
+    `kind` (default: the best this system has, see `worker_kind`): "processes" are forked workers that
+    write their results straight into the result arrays (workers.fill_forked); "threads" share this process
+    and the GIL, which numpy releases only inside its array operations (measured on 2 cores, benchmarks/:
+    the chunk evaluation gains 1.65-1.75x in two processes and 1.1-1.5x in two threads). Both write each
+    chunk exactly once, into arrays nobody else writes, so the results are the same bits."""
+    if workers <= 1 or len(todo) <= 1:
+        for config, lo, hi in todo:
+            _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
+            yield lo, hi
+        return
+    if (kind or worker_kind()) == "processes":
+        from phasediag.workers import RemoteWriteUnavailable, fill_forked
+
+        config = todo[0][0]
+        tasks = [(lo - start, hi - start) for _, lo, hi in todo]
+        try:
+            for task in fill_forked(arrays, tasks, lambda lo, hi: evaluate_chunk(config, lo + start, hi + start),
+                                    workers):
+                yield todo[task][1:]
+            return
+        except RemoteWriteUnavailable:  # raised before any chunk was stored: threads do them all
+            pass
+    yield from _execute_threads(todo, workers, arrays, start)
+
+
+def worker_kind() -> str:
+    """How `--workers` > 1 runs here: "processes" where forked workers can write into this process (Linux
+    process_vm_writev), else "threads"."""
+    from phasediag.workers import remote_write_available
+
+    return "processes" if remote_write_available() else "threads"
+
+
+def _execute_threads(todo, workers: int, arrays: dict[str, np.ndarray], start: int):
     def evaluate_into(task) -> tuple[int, int]:
         config, lo, hi = task
         _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
         return lo, hi
 
-    if workers <= 1 or len(todo) <= 1:
-        yield from map(evaluate_into, todo)
-        return
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phasediag-sweep")

@@ -185,18 +185,23 @@ def test_gd_sweeps_with_divergence_are_chunking_invariant():
     assert parallel.meta["workers"] == 3 and parallel.meta["workers_requested"] == 3
 
 
-def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(monkeypatch):
+@pytest.mark.parametrize("kind", ["processes", "threads"])
+def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(kind, monkeypatch, tmp_path):
+    if kind == "processes" and sweep.worker_kind() != "processes":
+        pytest.skip("this system has no forked workers (threads are tested)")
+    monkeypatch.setattr(sweep, "worker_kind", lambda: kind)
     config = load(GRID)
     one_chunk = sweep.run(config, workers=4)  # 117 points: one chunk
     assert one_chunk.meta["workers"] == 1 and one_chunk.meta["workers_requested"] == 4
     assert sweep.workers_for(2, 80) == 2 and sweep.workers_for(8, 3) == 3
-    calls = []
+    calls = tmp_path / "calls"  # appended to by every worker, whether thread or process
     real = sweep.evaluate_chunk
 
     def failing(config, lo, hi):
-        calls.append(lo)
-        if lo == 20:
-            raise ConfigError("model: bad value at the chunk starting at 20")
+        with open(calls, "a") as f:
+            f.write(f"{lo}\n")
+        if lo in (20, 23):  # two failing chunks: the error is always the earlier one's
+            raise ConfigError(f"model: bad value at the chunk starting at {lo}")
         if lo > 20:
             time.sleep(0.02)  # later chunks are slow: only cancelling them ends the run early
         return real(config, lo, hi)
@@ -204,7 +209,37 @@ def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(monkeypatch)
     monkeypatch.setattr(sweep, "evaluate_chunk", failing)
     with pytest.raises(ConfigError, match="starting at 20"):
         sweep.run(config, chunk_size=1, workers=2)
-    assert len(calls) < 117  # the remaining chunks were cancelled, not computed
+    started = calls.read_text().split()
+    assert "20" in started and len(started) < 40  # the remaining chunks were cancelled, not computed
+
+
+@pytest.mark.parametrize("kind", ["processes", "threads"])
+def test_both_kinds_of_workers_give_the_same_bits(kind, monkeypatch):
+    if kind == "processes" and sweep.worker_kind() != "processes":
+        pytest.skip("this system has no forked workers (threads are tested)")
+    config = load(GRID + "init: {seeds: 3, seed: 5}\ntrain: {times: {values: [0.5, 2, 8]}}\n")
+    whole = sweep.run(config)
+    monkeypatch.setattr(sweep, "worker_kind", lambda: kind)
+    assert_same(whole, sweep.run(config, chunk_size=9, workers=3))
+
+
+def test_workers_fall_back_to_threads_where_the_kernel_refuses_forked_writes(monkeypatch):
+    from phasediag import workers
+
+    if sweep.worker_kind() != "processes":
+        pytest.skip("this system has no forked workers")
+    config = load(GRID)
+    whole = sweep.run(config)
+
+    def refused(pid, pieces):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(workers, "_write_remote", refused)
+    threads = []
+    real = sweep._execute_threads
+    monkeypatch.setattr(sweep, "_execute_threads", lambda *a: threads.append(1) or real(*a))
+    assert_same(whole, sweep.run(config, chunk_size=10, workers=2))
+    assert threads == [1]
 
 
 @pytest.mark.parametrize("lo, hi", [(0, 1), (0, 234), (5, 6), (7, 61), (17, 18), (11, 233), (100, 234)])

@@ -1,0 +1,136 @@
+"""Forked workers writing into the parent's arrays (workers.fill_forked): every row lands once, errors are
+raised deterministically, and no worker outlives the call however it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from phasediag import workers
+
+pytestmark = pytest.mark.skipif(not workers.remote_write_available(), reason="needs Linux process_vm_writev")
+
+
+def arrays_of(n: int) -> dict[str, np.ndarray]:
+    return {"x": np.zeros(n), "code": np.zeros(n, dtype=np.int8), "traj": np.zeros((n, 3)),
+            "flag": np.zeros(n, dtype=bool)}
+
+
+def values(lo: int, hi: int) -> dict[str, np.ndarray]:
+    rows = np.arange(lo, hi)
+    return {"x": np.sqrt(rows + 0.5), "code": (rows % 7).astype(np.int8),
+            "traj": rows[:, None] * np.array([1.0, -2.0, 0.25]), "flag": np.asarray(lo % 2 == 0)}  # flag: 0-d
+
+
+@pytest.fixture
+def forked_pids(monkeypatch) -> list[int]:
+    """The pids of every worker forked in the test (to check that each was reaped)."""
+    pids: list[int] = []
+    real = workers._fork
+
+    def fork() -> int:
+        pid = real()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(workers, "_fork", fork)
+    return pids
+
+
+def assert_reaped(pids: list[int]) -> None:
+    assert pids
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # not our child any more: it was waited for
+
+
+@pytest.mark.parametrize("n_workers, size", [(2, 7), (3, 5), (2, 50)])
+def test_every_row_lands_once_with_the_values_of_a_serial_pass(n_workers, size, forked_pids):
+    n = 203
+    tasks = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+    got = arrays_of(n)
+    done = list(workers.fill_forked(got, tasks, values, n_workers))
+    assert sorted(done) == list(range(len(tasks)))
+    expected = arrays_of(n)
+    for lo, hi in tasks:
+        for name, v in values(lo, hi).items():
+            expected[name][lo:hi] = v
+    for name in expected:
+        assert got[name].dtype == expected[name].dtype
+        np.testing.assert_array_equal(got[name], expected[name])
+    assert len(forked_pids) == n_workers
+    assert_reaped(forked_pids)
+
+
+def test_the_earliest_failing_task_is_raised_whatever_finishes_first(forked_pids):
+    import time
+
+    def evaluate(lo, hi):
+        if lo == 30:
+            time.sleep(0.3)  # fails last in time, but is the earliest task that fails
+            raise ValueError("task at 30")
+        if lo == 60:
+            raise KeyError("task at 60")
+        return values(lo, hi)
+
+    tasks = [(lo, lo + 10) for lo in range(0, 200, 10)]
+    with pytest.raises(ValueError, match="task at 30"):
+        list(workers.fill_forked(arrays_of(200), tasks, evaluate, 2))
+    assert_reaped(forked_pids)
+
+
+def test_an_exception_that_cannot_be_pickled_still_reaches_the_parent_as_text():
+    class Local(Exception):  # a local class cannot be pickled
+        pass
+
+    def evaluate(lo, hi):
+        raise Local("not picklable")
+
+    with pytest.raises(RuntimeError, match="Local: not picklable"):
+        list(workers.fill_forked(arrays_of(20), [(0, 10), (10, 20)], evaluate, 2))
+
+
+@pytest.mark.parametrize("death, message", [(lambda: os._exit(3), "exited with status 3"),
+                                            (lambda: os.kill(os.getpid(), signal.SIGKILL), "killed by signal 9")])
+def test_a_worker_that_dies_is_an_error_not_a_hang(death, message, forked_pids):
+    def evaluate(lo, hi):
+        if lo == 40:
+            death()
+        return values(lo, hi)
+
+    with pytest.raises(RuntimeError, match=f"worker process .*{message}"):
+        list(workers.fill_forked(arrays_of(100), [(lo, lo + 10) for lo in range(0, 100, 10)], evaluate, 2))
+    assert_reaped(forked_pids)
+
+
+def test_closing_the_generator_early_kills_and_reaps_the_workers(forked_pids):
+    import time
+
+    def slow(lo, hi):
+        time.sleep(0.05)
+        return values(lo, hi)
+
+    results = workers.fill_forked(arrays_of(400), [(lo, lo + 10) for lo in range(0, 400, 10)], slow, 2)
+    next(results)
+    results.close()
+    assert_reaped(forked_pids)
+
+
+def test_a_kernel_that_refuses_the_transport_is_reported_before_any_result(monkeypatch, forked_pids):
+    def refused(pid, pieces):  # what seccomp or Yama ptrace_scope >= 2 would do
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(workers, "_write_remote", refused)
+    with pytest.raises(workers.RemoteWriteUnavailable):
+        next(workers.fill_forked(arrays_of(40), [(0, 20), (20, 40)], values, 2))
+    assert_reaped(forked_pids)
+
+
+def test_arrays_that_are_not_contiguous_are_refused():
+    strided = {"x": np.zeros((10, 2))[:, 0]}
+    with pytest.raises(ValueError, match="C-contiguous"):
+        next(workers.fill_forked(strided, [(0, 5), (5, 10)], lambda lo, hi: {"x": np.ones(hi - lo)}, 2))
