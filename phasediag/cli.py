@@ -4,11 +4,13 @@ Kept thin and fast to start: only click is imported at module level. numpy, the 
 yaml and tqdm are imported inside the commands, so ``phasediag --help`` stays quick.
 
 Exit status: 0 success, 1 internal error (message only; set PHASEDIAG_DEBUG=1 for the traceback),
-2 bad input (a one-line message naming the option).
+2 bad input (a one-line message naming the option), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g.
+a batch scheduler's time limit); an interrupted or terminated run cleans up after itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -134,12 +136,27 @@ def _debug() -> bool:
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (scancel, a batch time limit) exits with 143 through the usual cleanup -- temporary files
+    removed, worker processes killed -- instead of dying on the spot."""
+    import signal
+
+    def terminated(signum, frame):
+        click.echo("Terminated", err=True)
+        sys.exit(128 + signum)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
+            signal.signal(signal.SIGTERM, terminated)
+
+
 class PhasediagGroup(click.Group):
     """A click group whose errors are one line and whose unexpected exceptions exit 1 without a traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        _exit_cleanly_on_sigterm()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as e:
@@ -153,9 +170,9 @@ class PhasediagGroup(click.Group):
         except click.ClickException as e:
             click.echo(f"Error: {' '.join(e.format_message().split())}", err=True)
             sys.exit(e.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
+        except click.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+            click.echo("Interrupted", err=True)
+            sys.exit(130)
         except OSError as e:  # the file system refused (a path under a file, permissions, a full disk)
             if _debug():
                 raise

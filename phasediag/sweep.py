@@ -334,7 +334,8 @@ def run(
         progress(stop - start - sum(hi - lo for _, lo, hi in todo))
     pending: list[tuple[int, int]] = []
     last_save = time.perf_counter()
-    for lo, hi in _execute(todo, workers, arrays, start):
+    used: dict[str, str] = {}
+    for lo, hi in _execute(todo, workers, arrays, start, report=used):
         pending.append((lo, hi))
         if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
             _save_checkpoints(checkpoint, arrays, start, pending)
@@ -346,30 +347,52 @@ def run(
     eval_s = time.perf_counter() - started
     meta = build_meta(config, n, length, workers, shard, (start, stop), eval_s)
     meta["workers_requested"] = requested
+    meta["worker_kind"] = used.get("kind", "serial")
     return SweepResult(coords=coordinates(config), arrays=arrays, meta=meta)
 
 
 def workers_for(workers: int, n_chunks: int) -> int:
-    """The number of worker threads a sweep of `n_chunks` chunks is evaluated with (never more than there are
+    """The number of workers a sweep of `n_chunks` chunks is evaluated with (never more than there are
     chunks); the results do not depend on it."""
     return max(1, min(workers, n_chunks))
 
 
-def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind: str | None = None):
+#: forked workers pay ~50 ms up front (the fork, and copy-on-write faults as each worker's temporaries reuse
+#: the heap it inherited): below this many chunks per worker threads are as fast (benchmarks/bench.py)
+FORK_MIN_CHUNKS = 16
+
+
+def worker_kind(workers: int, n_chunks: int) -> str:
+    """How a sweep of `n_chunks` chunks runs on `workers` workers: "serial" (one worker or one chunk),
+    "processes" (forked workers writing into this process: Linux process_vm_writev, at least FORK_MIN_CHUNKS
+    chunks per worker) or "threads". Every kind gives the same bits."""
+    from phasediag.workers import remote_write_available
+
+    if workers <= 1 or n_chunks <= 1:
+        return "serial"
+    return "processes" if remote_write_available() and n_chunks >= FORK_MIN_CHUNKS * workers else "threads"
+
+
+def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind: str | None = None,
+             report: dict | None = None):
     """Evaluate the chunks `todo` into `arrays` (whose first index is the flat grid index minus `start`);
     yield (lo, hi) of each as it is stored (in order with one worker, as they finish with more).
 
-    `kind` (default: the best this system has, see `worker_kind`): "processes" are forked workers that
-    write their results straight into the result arrays (workers.fill_forked); "threads" share this process
-    and the GIL, which numpy releases only inside its array operations (measured on 2 cores, benchmarks/:
-    the chunk evaluation gains 1.65-1.75x in two processes and 1.1-1.5x in two threads). Both write each
-    chunk exactly once, into arrays nobody else writes, so the results are the same bits."""
-    if workers <= 1 or len(todo) <= 1:
+    `kind` (default `worker_kind`): "processes" are forked workers that write their results straight into
+    the result arrays (workers.fill_forked); "threads" share this process and the GIL, which numpy releases
+    only inside its array operations (measured on 2 cores, benchmarks/: the 1e7-point sweep gains 1.5-1.7x
+    with two processes, 1.3-1.5x with two threads). Both write each chunk exactly once, into arrays nobody
+    else writes, so the results are the same bits. report["kind"] is set to the kind used (processes fall
+    back to threads where the kernel refuses them)."""
+    kind = kind or worker_kind(workers, len(todo))
+    if report is not None:
+        report["kind"] = kind
+    if kind == "serial":
         for config, lo, hi in todo:
             _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
             yield lo, hi
         return
-    if (kind or worker_kind()) == "processes":
+    if kind == "processes":
         from phasediag.workers import RemoteWriteUnavailable, fill_forked
 
         config = todo[0][0]
@@ -380,16 +403,9 @@ def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind
                 yield todo[task][1:]
             return
         except RemoteWriteUnavailable:  # raised before any chunk was stored: threads do them all
-            pass
+            if report is not None:
+                report["kind"] = "threads"
     yield from _execute_threads(todo, workers, arrays, start)
-
-
-def worker_kind() -> str:
-    """How `--workers` > 1 runs here: "processes" where forked workers can write into this process (Linux
-    process_vm_writev), else "threads"."""
-    from phasediag.workers import remote_write_available
-
-    return "processes" if remote_write_available() else "threads"
 
 
 def _execute_threads(todo, workers: int, arrays: dict[str, np.ndarray], start: int):

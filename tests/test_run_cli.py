@@ -165,6 +165,46 @@ def test_killed_run_leaves_no_results_and_resume_finishes_identically(tmp_path):
     assert again["status"] == "up to date"
 
 
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "Interrupted"),
+                                                (signal.SIGTERM, 143, "Terminated")])
+def test_an_interrupted_parallel_run_cleans_up_and_resumes_identically(sig, code, message, tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text(CONFIG.replace("{log: [1, 1e4, 9]}", "{log: [1, 1e4, 1000]}")
+                   .replace("{log: [1e-6, 1, 7]}", "{log: [1e-6, 1, 500]}"))
+    out = tmp_path / "out"
+    run = ["run", big, "--out", out, "--no-plot", "--chunk-size", "5000", "--workers", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "phasediag", *run, "--checkpoint-every", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob(".partial-*/chunk-*.npz"))) < 3:
+        time.sleep(0.02)
+    workers = children_of(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and err.strip().endswith(message), err
+    assert len(workers) == 2, "the run should have been evaluating on its two worker processes"
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # killed and reaped, not even zombies
+    assert not (out / "results.npz").exists() and not [p for p in out.rglob("*") if ".tmp" in p.name]
+    phasediag(*run, "--resume")
+    phasediag("run", big, "--out", tmp_path / "fresh", "--no-plot")
+    assert (out / "results.npz").read_bytes() == (tmp_path / "fresh/results.npz").read_bytes()
+
+
 def test_results_load_round_trip(config, tmp_path):
     phasediag("run", config, "--out", tmp_path / "o", "--no-plot")
     r = results.load(tmp_path / "o")

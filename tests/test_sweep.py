@@ -8,6 +8,7 @@ import pytest
 
 from phasediag import core, results, sweep
 from phasediag.config import ConfigError, config_from_text
+from phasediag.workers import remote_write_available
 
 GRID = """\
 name: grid
@@ -187,9 +188,9 @@ def test_gd_sweeps_with_divergence_are_chunking_invariant():
 
 @pytest.mark.parametrize("kind", ["processes", "threads"])
 def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(kind, monkeypatch, tmp_path):
-    if kind == "processes" and sweep.worker_kind() != "processes":
+    if kind == "processes" and not remote_write_available():
         pytest.skip("this system has no forked workers (threads are tested)")
-    monkeypatch.setattr(sweep, "worker_kind", lambda: kind)
+    monkeypatch.setattr(sweep, "worker_kind", lambda *_: kind)
     config = load(GRID)
     one_chunk = sweep.run(config, workers=4)  # 117 points: one chunk
     assert one_chunk.meta["workers"] == 1 and one_chunk.meta["workers_requested"] == 4
@@ -215,18 +216,27 @@ def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(kind, monkey
 
 @pytest.mark.parametrize("kind", ["processes", "threads"])
 def test_both_kinds_of_workers_give_the_same_bits(kind, monkeypatch):
-    if kind == "processes" and sweep.worker_kind() != "processes":
+    if kind == "processes" and not remote_write_available():
         pytest.skip("this system has no forked workers (threads are tested)")
     config = load(GRID + "init: {seeds: 3, seed: 5}\ntrain: {times: {values: [0.5, 2, 8]}}\n")
     whole = sweep.run(config)
-    monkeypatch.setattr(sweep, "worker_kind", lambda: kind)
-    assert_same(whole, sweep.run(config, chunk_size=9, workers=3))
+    monkeypatch.setattr(sweep, "worker_kind", lambda *_: kind)
+    parallel = sweep.run(config, chunk_size=9, workers=3)
+    assert_same(whole, parallel)
+    assert parallel.meta["worker_kind"] == kind and whole.meta["worker_kind"] == "serial"
+
+
+def test_the_kind_of_workers_follows_the_work():
+    many = sweep.FORK_MIN_CHUNKS * 2
+    assert sweep.worker_kind(1, 10_000) == "serial" and sweep.worker_kind(4, 1) == "serial"
+    assert sweep.worker_kind(2, many - 1) == "threads"  # forking costs more than it saves on little work
+    assert sweep.worker_kind(2, many) == ("processes" if remote_write_available() else "threads")
 
 
 def test_workers_fall_back_to_threads_where_the_kernel_refuses_forked_writes(monkeypatch):
     from phasediag import workers
 
-    if sweep.worker_kind() != "processes":
+    if not remote_write_available():
         pytest.skip("this system has no forked workers")
     config = load(GRID)
     whole = sweep.run(config)
@@ -238,8 +248,9 @@ def test_workers_fall_back_to_threads_where_the_kernel_refuses_forked_writes(mon
     threads = []
     real = sweep._execute_threads
     monkeypatch.setattr(sweep, "_execute_threads", lambda *a: threads.append(1) or real(*a))
-    assert_same(whole, sweep.run(config, chunk_size=10, workers=2))
-    assert threads == [1]
+    fallback = sweep.run(config, chunk_size=1, workers=2)  # 117 chunks: enough for processes
+    assert_same(whole, fallback)
+    assert threads == [1] and fallback.meta["worker_kind"] == "threads"
 
 
 @pytest.mark.parametrize("lo, hi", [(0, 1), (0, 234), (5, 6), (7, 61), (17, 18), (11, 233), (100, 234)])
