@@ -335,13 +335,18 @@ def run(
     pending: list[tuple[int, int]] = []
     last_save = time.perf_counter()
     used: dict[str, str] = {}
-    for lo, hi in _execute(todo, workers, arrays, start, report=used):
-        pending.append((lo, hi))
-        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
+    try:
+        for lo, hi in _execute(todo, workers, arrays, start, report=used):
+            pending.append((lo, hi))
+            if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
+                _save_checkpoints(checkpoint, arrays, start, pending)
+                pending, last_save = [], time.perf_counter()
+            if progress:
+                progress(hi - lo)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: keep what is finished for --resume
+        if checkpoint is not None and pending:
             _save_checkpoints(checkpoint, arrays, start, pending)
-            pending, last_save = [], time.perf_counter()
-        if progress:
-            progress(hi - lo)
+        raise
     if shard is None:
         arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
     eval_s = time.perf_counter() - started

@@ -78,6 +78,7 @@ def _libc():
     write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
                       ctypes.c_ulong]
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return libc
 
 
@@ -127,7 +128,9 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
     parent = os.getpid()
     children: list[_Child] = []
     declared = _let_descendants_write()
+    own = [m for m in map(_own_mapping, arrays.values()) if m is not None]
     try:
+        _advise(own, _MADV_DONTFORK)  # the workers never touch them: no page-table copy, no copy-on-write
         for index in range(workers):
             from_parent, to_child = os.pipe()
             from_child, to_parent = os.pipe()
@@ -140,12 +143,15 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
                 _worker(parent, from_parent, to_parent, probe.ctypes.data + 8 * index, rows, tasks, evaluate)
             os.close(from_parent), os.close(to_parent)
             children.append(_Child(pid, to_child, from_child))
+        _advise(own, _MADV_DOFORK)  # later forks (not ours) see the results as usual
+        own = []
         for index, child in enumerate(children):
             _, status, _ = _HEADER.unpack(_read_exact(child.reports, _HEADER.size, child.pid))
             if status != _OK or probe[index] != child.pid:
                 raise RemoteWriteUnavailable("the kernel refused process_vm_writev into this process")
         yield from _dispatch(children, len(tasks))
     finally:
+        _advise(own, _MADV_DOFORK)
         for child in children:
             with contextlib.suppress(OSError):
                 os.kill(child.pid, signal.SIGKILL)
@@ -155,6 +161,29 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
                 os.waitpid(child.pid, 0)
         if declared:
             _libc().prctl(_PR_SET_PTRACER, 0, 0, 0, 0)
+
+
+_MADV_DONTFORK, _MADV_DOFORK = 10, 11
+
+
+def _own_mapping(array: np.ndarray) -> tuple[int, int] | None:
+    """(address, bytes) of the memory mapping `array` fills from its start (an mmap.mmap at the root of its
+    bases), or None: only such memory may be advised without touching its neighbours'."""
+    import mmap
+
+    root = array
+    while isinstance(root, np.ndarray) and root.base is not None:
+        root = root.base
+    root = root.obj if isinstance(root, memoryview) else root
+    if not isinstance(root, mmap.mmap) or len(root) == 0:
+        return None
+    start = np.frombuffer(root, dtype=np.uint8).ctypes.data
+    return (start, len(root)) if start == array.ctypes.data else None
+
+
+def _advise(mappings: list[tuple[int, int]], advice: int) -> None:
+    for address, size in mappings:
+        _libc().madvise(address, size, advice)  # best effort: without it a fork only costs more
 
 
 def _let_descendants_write() -> bool:

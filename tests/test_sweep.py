@@ -170,6 +170,31 @@ def test_checkpoints_are_batched_by_time_and_ranges_are_reused(tmp_path):
     assert_same(whole, again)
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("kind", ["serial", "processes"])
+def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, kind, tmp_path, monkeypatch):
+    if kind == "processes" and not remote_write_available():
+        pytest.skip("this system has no forked workers")
+    monkeypatch.setattr(sweep, "worker_kind", lambda *_: kind)
+    config = load(GRID)
+    done = []
+
+    def interrupt_after_three(k: int) -> None:  # Ctrl-C (or SIGTERM's exit) arriving after three chunks
+        done.append(k)
+        if len(done) == 3:
+            raise stop()
+
+    with pytest.raises(stop):
+        sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9,
+                  progress=interrupt_after_three)
+    kept = sweep._load_checkpoints(tmp_path, sweep._allocate(config, 117), 0, 117)
+    assert sum(hi - lo for lo, hi in kept) == 15  # the three finished chunks, though no save was due yet
+    reused = []
+    again = sweep.run(config, chunk_size=5, checkpoint=tmp_path, progress=reused.append)
+    assert reused[0] == 15 and sum(reused) == 117
+    assert_same(sweep.run(config), again)
+
+
 def test_gd_sweeps_with_divergence_are_chunking_invariant():
     # bundled config 7 at lower resolution: diverging points must not change when (or whether) other points
     # of the same chunk are checked or settled

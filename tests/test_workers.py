@@ -134,3 +134,23 @@ def test_arrays_that_are_not_contiguous_are_refused():
     strided = {"x": np.zeros((10, 2))[:, 0]}
     with pytest.raises(ValueError, match="C-contiguous"):
         next(workers.fill_forked(strided, [(0, 5), (5, 10)], lambda lo, hi: {"x": np.ones(hi - lo)}, 2))
+
+
+def test_result_mappings_are_kept_from_the_workers_and_forkable_again_afterwards():
+    from phasediag import sweep
+
+    n = 64
+    mapped = {name: sweep._mapped(a.shape, a.dtype, huge=False, populate=False) for name, a in arrays_of(n).items()}
+    assert all(workers._own_mapping(a) is not None for a in mapped.values())
+    tasks = [(lo, lo + 8) for lo in range(0, n, 8)]
+    list(workers.fill_forked(mapped, tasks, values, 2))
+    expected = arrays_of(n)
+    for lo, hi in tasks:
+        for name, v in values(lo, hi).items():
+            expected[name][lo:hi] = v
+    pid = os.fork()
+    if pid == 0:  # a later fork (not a worker) must see the results: MADV_DOFORK was restored
+        ok = all(np.array_equal(mapped[k], expected[k]) for k in expected)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
