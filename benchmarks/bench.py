@@ -73,7 +73,7 @@ MERGE_TIME_RATIO = 2.0            # merge of 100 shards vs one `run --no-plot` o
 MERGE_MEM_EXTRA = 200e6           # merge streams one array at a time: peak <= result arrays + 200 MB
 
 MODES = {
-    "full": dict(sizes=(100, 316, 1000, 3162), repeats=5, big_repeats=3, traj_max=1000, accuracy_n=1000,
+    "full": dict(sizes=(100, 316, 1000, 3162), repeats=5, big_repeats=5, traj_max=1000, accuracy_n=1000,
                  ref_points=200, tlearn_points=40, ivp_points=200, gd_points=50, gd_max_steps=100_000,
                  proc_n=1000, proc_repeats=3, big_n=3162, big_proc_repeats=2, startup_runs=7, shard_n=1000),
     "quick": dict(sizes=(100, 316, 1000), repeats=2, big_repeats=1, traj_max=316, accuracy_n=1000,
@@ -381,7 +381,7 @@ def sweep_ceiling(mode: dict, log) -> dict:
         return max(walls)
 
     whole, halves = [], []
-    for _ in range(mode["big_repeats"] + 2):
+    for _ in range(mode["big_repeats"]):  # as many as the in-process workers measurement: best of the same k
         whole.append(timed(1))
         halves.append(timed(2))
     out = {"points": n * n, "whole_s": min(whole), "halves_s": min(halves), "whole_runs": whole,

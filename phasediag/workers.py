@@ -60,6 +60,7 @@ _OK, _FAILED = 0, 1
 _READY = -1                      # the task index of a worker's first report
 _IN_FLIGHT = 2                   # tasks handed to each worker at a time, so that it never waits for the next
 _PR_SET_PDEATHSIG, _PR_SET_PTRACER, _SIGKILL = 1, 0x59616D61, 9
+_MADV_DONTFORK, _MADV_DOFORK = 10, 11
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,9 +128,10 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
     probe = np.zeros(workers, dtype=np.int64)  # each worker's first write: its pid, checked here
     parent = os.getpid()
     children: list[_Child] = []
-    declared = _let_descendants_write()
-    own = [m for m in map(_own_mapping, arrays.values()) if m is not None]
+    declared, own = False, []
     try:
+        declared = _let_descendants_write()
+        own = [m for m in map(_own_mapping, arrays.values()) if m is not None]
         _advise(own, _MADV_DONTFORK)  # the workers never touch them: no page-table copy, no copy-on-write
         for index in range(workers):
             from_parent, to_child = os.pipe()
@@ -162,8 +164,6 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
         if declared:
             _libc().prctl(_PR_SET_PTRACER, 0, 0, 0, 0)
 
-
-_MADV_DONTFORK, _MADV_DOFORK = 10, 11
 
 
 def _own_mapping(array: np.ndarray) -> tuple[int, int] | None:
