@@ -1311,7 +1311,8 @@ def slurm_section(res: dict) -> list[str]:
         "each part is an ordinary run that writes its own `results.npz`, and `phasediag merge` joins them into "
         "the result a single run would have written, bit for bit (checked above for 100 shards). With "
         "`--resume` an array task that was killed (time limit, pre-emption) restarts from its last checkpoint "
-        "(finished chunks are saved every `--checkpoint-every` seconds, default 5), and a task whose part is "
+        "(finished chunks are saved every `--checkpoint-every` seconds, default 5, and at once when the task "
+        "is stopped with SIGTERM, as SLURM does at the time limit), and a task whose part is "
         "complete does nothing, so re-submitting the whole array re-runs only what is missing. `big.yaml` below is any sweep config; give each task its own `--out`.")
     add("")
     add("```bash")
@@ -1344,8 +1345,9 @@ def slurm_section(res: dict) -> list[str]:
         "pays ~0.5 s of start-up and the scheduler's overhead). `--workers 2` took the evaluation from "
         f"{big['workers1']['eval_best_s']:.2f} s to {big['workers2']['eval_best_s']:.2f} s here (forked worker "
         "processes, each writing its chunks straight into the result arrays), while saving stays serial; on a "
-        "cluster, `--cpus-per-task=N --workers N` and N times fewer tasks cost the same core-hours as one core per "
-        "task, with fewer, larger files to merge.")
+        "cluster, `--cpus-per-task=2 --workers 2` with half as many tasks gives fewer, larger files to merge for "
+        f"{2 * big['workers2']['best_s'] / big['workers1']['best_s'] - 1:.0%} more core-hours (whole processes), "
+        "so one core per task is the cheaper choice when the queue is not the limit.")
     add(f"- results: {bytes_pp:.0f} bytes per point, i.e. **{bytes_pp * 1e9 / 1e9:.0f} GB per 1e9 points** on "
         "disk (results.npz is uncompressed); the shards and the merged copy together take twice that.")
     add(f"- memory per task: the peak RSS was {big['workers1']['peak_rss'] / 1e9:.2f} GB at {n_big:,} points "
