@@ -20,6 +20,7 @@ from phasediag import nonlinear as nl
 from phasediag import nonlinear_experiment as ne
 from phasediag.cli import phasediag
 from phasediag.config import ConfigError, parse_yaml
+from helpers import line_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,11 +48,6 @@ seed: 3
 
 def study_of(text: str) -> ne.Study:
     return ne.parse_study(parse_yaml(text, "test.yaml"))
-
-
-def line_of(text: str, needle: str) -> int:
-    """1-based line of the first line of `text` containing `needle`."""
-    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
 def small_case(activation: str, seed: int = 0, n: int = 7, p: int = 5, d: int = 6, k: int = 3):

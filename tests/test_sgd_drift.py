@@ -19,6 +19,7 @@ from phasediag import core, simulate
 from phasediag import sgd_drift as sd
 from phasediag.cli import phasediag
 from phasediag.config import ConfigError, parse_yaml
+from helpers import line_of
 
 TINY = """\
 name: tiny_sgd
@@ -48,11 +49,6 @@ seed: 7
 
 def study_of(text: str) -> sd.Study:
     return sd.parse_study(parse_yaml(text, "test.yaml"))
-
-
-def line_of(text: str, needle: str) -> int:
-    """1-based line of the first line of `text` containing `needle`."""
-    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
 # ---------------------------------------------------------------- exact identities of a descent step
