@@ -33,7 +33,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mpmath import mp, mpf
 
@@ -262,6 +262,10 @@ def gd_cases(draw):
 
 @settings(max_examples=50, **SETTINGS)
 @given(case=gd_cases())
+# found by CI: small init (U = 0) with a tiny kappa: m ~ 1e-8 on its way to m* = -1e-3, where m* + delta
+# cancels and the accumulated rounding of delta reached 1e-9 of |u|^2 = 2 eta_u m^2 / (Theta + c^2 |Delta|)
+@example(case=Case(kappa=1e-08, lr_u=1.0, lr_w=1.0, a=1000.0, mstar=-0.001, kind="typical", U=0.0, W=1e6, V=0.0,
+                   G=None, width=100, var_u=0.0, var_w=1e4))
 def test_gd_state_matches_mpmath_map(case):
     ref = Reference(case.point)
     inv_ref = ref.invariants()

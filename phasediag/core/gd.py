@@ -40,8 +40,8 @@ _CHECK_EVERY = 16
 
 class GDResult(NamedTuple):
     """Outcome of exact GD per point: `outcome` codes into GD_OUTCOMES, `steps` taken until decided (or until
-    settled, for converging runs), the state there (alpha, beta, delta = m - m*, P), and `loss_peak` = max
-    excess loss / initial excess loss over the run (1 when nothing rose; 0/0 := 1)."""
+    settled, for converging runs), the state there (alpha, beta, delta = m - m*, P), `loss_peak` = max
+    excess loss / initial excess loss over the run (1 when nothing rose; 0/0 := 1), and the slope m there."""
 
     outcome: np.ndarray
     steps: np.ndarray
@@ -50,6 +50,7 @@ class GDResult(NamedTuple):
     delta: np.ndarray
     scale: np.ndarray
     loss_peak: np.ndarray
+    slope: np.ndarray
 
 
 class _Flat(NamedTuple):
@@ -64,12 +65,14 @@ class _Flat(NamedTuple):
 
 
 class _State(NamedTuple):
-    """The exact GD state: alpha, beta >= 0, delta = m - m*, Gram scale P."""
+    """The exact GD state: alpha, beta >= 0, delta = m - m*, Gram scale P, and the slope m itself (each of
+    m and delta carried in the form that rounds least, see `_step`)."""
 
     alpha: np.ndarray
     beta: np.ndarray
     delta: np.ndarray
     scale: np.ndarray
+    slope: np.ndarray
 
     def take(self, index) -> "_State":
         return _State(*(x[index] for x in self))
@@ -85,23 +88,19 @@ def _flatten(inv: Invariants) -> tuple[_Flat, _State, tuple]:
     s0, Q = flat(inv.s0), flat(inv.Q)
     bound = _DIVERGENCE_FACTOR * np.maximum(np.maximum(s0, Q), 1.0 / (a * c))
     consts = _Flat(a, c, m_star, flat(inv.g), np.broadcast_to(inv.saddle, shape).ravel(), bound)
-    start = _State(flat(inv.alpha0), flat(inv.beta0), -flat(inv.gap), np.ones(a.size))
+    start = _State(flat(inv.alpha0), flat(inv.beta0), -flat(inv.gap), np.ones(a.size), flat(inv.m0))
     return consts, start, shape
-
-
-def _slope(st: _State, m_star) -> np.ndarray:
-    """m from alpha - beta or m* + delta, whichever rounds less (THEORY section 8)."""
-    direct = st.alpha - st.beta
-    via_teacher = m_star + st.delta
-    return np.where(np.abs(m_star) + np.abs(st.delta) < st.alpha + st.beta, via_teacher, direct)
 
 
 def _step(st: _State, k: _Flat) -> _State:
     """One exact GD step. delta' is taken from whichever form rounds less: delta times its factor
-    (cancels when a Theta ~ 1 + ..., e.g. a step that lands near m*) or (alpha' - beta') - m*."""
+    (cancels when a Theta ~ 1 + ..., e.g. a step that lands near m*) or (alpha' - beta') - m*. So is m':
+    alpha' - beta' (cancels when alpha ~ beta), m* + delta' (cancels when m is small next to m*: small
+    initialization), or m's own update m (1 + (c r)^2) - r Theta, r = a delta (cancels when a step reverses
+    m). Each form's rounding error is proportional to the size of the terms it combines."""
     cr = k.c * k.a * st.delta
     ntk = 2.0 * k.c * (st.alpha + st.beta)
-    m = _slope(st, k.m_star)
+    m = st.slope
     growth = k.a * k.c * cr * m
     factor = (1.0 - k.a * ntk) + growth
     alpha = st.alpha * (1.0 - cr) ** 2
@@ -110,15 +109,28 @@ def _step(st: _State, k: _Flat) -> _State:
     err_direct = alpha + beta + np.abs(k.m_star)
     delta = np.where(err_product <= err_direct, st.delta * factor, (alpha - beta) - k.m_star)
     shrink = (1.0 - cr) * (1.0 + cr)
+    slope = _best(((alpha - beta, alpha + beta),
+                   (k.m_star + delta, np.abs(k.m_star) + np.abs(delta)),
+                   (m * (1.0 + cr * cr) - (k.a * st.delta) * ntk,
+                    np.abs(m) * (1.0 + cr * cr) + np.abs(k.a * st.delta * ntk))))
     # P only matters where g > 0 (else G = Delta = 0 and P could grow without bound)
-    return _State(alpha, beta, delta, np.where(k.g0 > 0, st.scale * shrink, st.scale))
+    return _State(alpha, beta, delta, np.where(k.g0 > 0, st.scale * shrink, st.scale), slope)
+
+
+def _best(candidates) -> np.ndarray:
+    """The value of the (value, size of the terms it combines) pair with the smallest size (the first on ties)."""
+    value, size = candidates[0]
+    for other, other_size in candidates[1:]:
+        better = other_size < size
+        value, size = np.where(better, other, value), np.where(better, other_size, size)
+    return value
 
 
 def _decide(st: _State, k: _Flat, loss_ratio) -> np.ndarray:
     """Outcome code of each point at the current state, or _UNDECIDED."""
     a, c, m_star = k.a, k.c, k.m_star
     s = st.alpha + st.beta
-    m = _slope(st, m_star)
+    m = st.slope
     delta = np.abs(st.delta)
     g = k.g0 * np.abs(st.scale)
     cr = c * a * delta
@@ -186,7 +198,7 @@ def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True) -
         full[active] = part
     peak[active], outcome[active] = pk, code
     outcome[outcome == _UNDECIDED] = GD_CODE["oscillates"]
-    fields = (outcome, steps, final.alpha, final.beta, final.delta, final.scale, peak)
+    fields = (outcome, steps, final.alpha, final.beta, final.delta, final.scale, peak, final.slope)
     return GDResult(*(x.reshape(shape) for x in fields))
 
 
@@ -200,7 +212,7 @@ def _settled(st: _State, k: _Flat) -> np.ndarray:
 
 def _state(inv: Invariants, st: _State) -> FlowState:
     """FlowState from the GD variables (Gram determinant G P^2 and imbalance c^2 Delta P)."""
-    m = _slope(st, inv.teacher)
+    m = st.slope
     ntk = 2.0 * inv.c * (st.alpha + st.beta)
     kappa_sqrt_g = inv.output_scale * np.sqrt(inv.gram.G) * np.abs(st.scale)  # G scales by P^2
     norm_u2, norm_w2 = layer_norms(inv.lr_u, inv.lr_w, inv.c2, inv.ntk_imbalance * st.scale, kappa_sqrt_g, m, ntk)
@@ -224,7 +236,7 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
         raise ValueError("GD steps must be sorted non-negative integers (inf allowed last)")
     k, st, shape = _flatten(inv)
     n = st.alpha.size
-    records = np.empty((4, n, steps.size))
+    records = np.empty((len(_State._fields), n, steps.size))
     diverged = np.zeros((n, steps.size), dtype=bool)
     gone = np.zeros(n, dtype=bool)
     position = 0
@@ -244,7 +256,7 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
             gone |= ~(st.alpha + st.beta <= k.bound)
     if position < steps.size:  # trailing inf: the end of training
         end = gd_outcome(inv, max_steps=max_steps)
-        records[:, :, position] = end.alpha.ravel(), end.beta.ravel(), end.delta.ravel(), end.scale.ravel()
+        records[:, :, position] = [getattr(end, field).ravel() for field in _State._fields]
         diverged[:, position] = end.outcome.ravel() == GD_CODE["diverges"]
     out_shape = shape + (steps.size,)
     state = _state(with_time_axis(inv), _State(*(x.reshape(out_shape) for x in records)))
