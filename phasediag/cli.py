@@ -142,7 +142,8 @@ def _exit_cleanly_on_sigterm() -> None:
     import signal
 
     def terminated(signum, frame):
-        click.echo("Terminated", err=True)
+        with contextlib.suppress(OSError):  # os.write: safe even if the signal interrupted a write to stderr
+            os.write(2, b"Terminated\n")
         sys.exit(128 + signum)
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:

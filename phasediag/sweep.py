@@ -343,7 +343,7 @@ def run(
                 pending, last_save = [], time.perf_counter()
             if progress:
                 progress(hi - lo)
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: keep what is finished for --resume
+    except BaseException:  # Ctrl-C, SIGTERM, a failing chunk or worker: keep what is finished for --resume
         if checkpoint is not None and pending:
             _save_checkpoints(checkpoint, arrays, start, pending)
         raise

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import struct
 import sys
-from typing import Callable, Iterable, Iterator, TypeVar
+import threading
+from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -51,7 +53,8 @@ def _counted(results: Iterable[R], progress: Callable[[int], None] | None) -> It
 
 class RemoteWriteUnavailable(RuntimeError):
     """This system does not let a forked worker write into its parent's memory (not Linux, no
-    process_vm_writev, or refused: seccomp, Yama ptrace_scope >= 2); the caller falls back to threads."""
+    process_vm_writev, refused: seccomp, Yama ptrace_scope >= 2), or no worker process can be started (a
+    process limit, no memory to fork); the caller falls back to threads."""
 
 
 _HEADER = struct.Struct("<qqq")  # worker -> parent: (task, status, bytes of the pickled error that follows)
@@ -61,6 +64,7 @@ _READY = -1                      # the task index of a worker's first report
 _IN_FLIGHT = 2                   # tasks handed to each worker at a time, so that it never waits for the next
 _PR_SET_PDEATHSIG, _PR_SET_PTRACER, _SIGKILL = 1, 0x59616D61, 9
 _MADV_DONTFORK, _MADV_DOFORK = 10, 11
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @functools.lru_cache(maxsize=None)
@@ -116,54 +120,99 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
     out in order, two in flight per worker. If tasks fail, the error of the earliest failing task is raised
     once every task before it has finished, so the error does not depend on timing; a worker that dies is
     such an error. Raises RemoteWriteUnavailable, before yielding anything, when the kernel refuses the
-    writes. The workers are killed and reaped when the generator finishes, fails, is closed or interrupted.
-    `arrays` must be C-contiguous, indexed by the task rows on their first axis."""
-    import signal
-
+    writes or no worker can be started. The workers ignore Ctrl-C and SIGTERM (a batch system signals the
+    whole job): this process decides, and kills and reaps them when the generator finishes, fails, is closed
+    or interrupted; forking and that cleanup hold those signals until they are done. Consume the generator
+    in the thread that started it (a worker dies with the thread that forked it).
+    `arrays` must be C-contiguous and writeable, indexed by the task rows on their first axis."""
+    _check(arrays, tasks, workers)
+    if not tasks:
+        return
     if not remote_write_available():
         raise RemoteWriteUnavailable("process_vm_writev is not available on this system")
-    if not all(a.flags.c_contiguous for a in arrays.values()):
-        raise ValueError("fill_forked needs C-contiguous arrays")
     rows = {name: (a.ctypes.data, a.strides[0], a.dtype, a.shape[1:]) for name, a in arrays.items()}
     probe = np.zeros(workers, dtype=np.int64)  # each worker's first write: its pid, checked here
-    parent = os.getpid()
+    own = [m for m in map(_own_mapping, arrays.values()) if m is not None]
+    job = _Job(os.getpid(), probe, rows, tasks, evaluate)
     children: list[_Child] = []
-    declared, own = False, []
+    using_ptracer = False
     try:
-        declared = _let_descendants_write()
-        own = [m for m in map(_own_mapping, arrays.values()) if m is not None]
-        _advise(own, _MADV_DONTFORK)  # the workers never touch them: no page-table copy, no copy-on-write
-        for index in range(workers):
-            from_parent, to_child = os.pipe()
-            from_child, to_parent = os.pipe()
-            pid = _fork()
-            if pid == 0:  # the worker: never returns
-                os.close(to_child), os.close(from_child)
-                for child in children:
-                    os.close(child.orders), os.close(child.reports)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it kills us on Ctrl-C
-                _worker(parent, from_parent, to_parent, probe.ctypes.data + 8 * index, rows, tasks, evaluate)
-            os.close(from_parent), os.close(to_parent)
-            children.append(_Child(pid, to_child, from_child))
-        _advise(own, _MADV_DOFORK)  # later forks (not ours) see the results as usual
-        own = []
+        with _signals_held():
+            using_ptracer = _ptracer.declare()
+            _advise(own, _MADV_DONTFORK)  # the workers never touch them: no page-table copy, no copy-on-write
+            try:
+                for index in range(min(workers, len(tasks))):
+                    children.append(_spawn(job, index, children))
+            finally:
+                _advise(own, _MADV_DOFORK)  # later forks (not ours) see the results as usual
         for index, child in enumerate(children):
-            _, status, _ = _HEADER.unpack(_read_exact(child.reports, _HEADER.size, child.pid))
+            _, status, _ = _HEADER.unpack(_read_exact(child.reports, _HEADER.size, child))
             if status != _OK or probe[index] != child.pid:
                 raise RemoteWriteUnavailable("the kernel refused process_vm_writev into this process")
         yield from _dispatch(children, len(tasks))
     finally:
-        _advise(own, _MADV_DOFORK)
-        for child in children:
-            with contextlib.suppress(OSError):
-                os.kill(child.pid, signal.SIGKILL)
-        for child in children:
-            os.close(child.orders), os.close(child.reports)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child.pid, 0)
-        if declared:
-            _libc().prctl(_PR_SET_PTRACER, 0, 0, 0, 0)
+        with _signals_held():  # a second Ctrl-C must not leave workers behind
+            if using_ptracer:
+                _ptracer.release()
+            for child in children:
+                child.kill()
+            for child in children:
+                child.reap()
 
+
+def _check(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]], workers: int) -> None:
+    if workers < 1:
+        raise ValueError(f"fill_forked needs workers >= 1, got {workers}")
+    if not all(a.flags.c_contiguous and a.flags.writeable for a in arrays.values()):
+        raise ValueError("fill_forked needs C-contiguous, writeable arrays")
+    rows = min((len(a) for a in arrays.values()), default=0)
+    bad = next(((lo, hi) for lo, hi in tasks if not 0 <= lo <= hi <= rows), None)
+    if bad is not None:
+        raise ValueError(f"fill_forked: task rows {bad} outside the arrays' {rows} rows")
+
+
+class _Job(NamedTuple):
+    """What every worker of one fill_forked call needs."""
+
+    parent: int
+    probe: np.ndarray
+    rows: dict
+    tasks: list
+    evaluate: Callable
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C and SIGTERM in this thread until the block ends (then they arrive): a fork and the cleanup
+    are never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _spawn(job: _Job, index: int, siblings: list["_Child"]) -> "_Child":
+    """Fork worker `index` (with the signals held); RemoteWriteUnavailable if it cannot be started."""
+    fds: list[int] = []
+    try:
+        fds.extend(os.pipe())  # orders: (worker's read end, our write end)
+        fds.extend(os.pipe())  # reports: (our read end, worker's write end)
+        pid = _fork()
+    except BaseException as exc:
+        for fd in fds:
+            os.close(fd)
+        if isinstance(exc, OSError):  # a process or file limit, no memory to fork
+            raise RemoteWriteUnavailable(f"cannot start a worker process: {exc}") from None
+        raise
+    from_parent, to_child, from_child, to_parent = fds
+    if pid == 0:
+        _worker(job, index, from_parent, to_parent, [to_child, from_child] + [fd for c in siblings for fd in c.fds])
+    os.close(from_parent), os.close(to_parent)
+    return _Child(pid, to_child, from_child)
 
 
 def _own_mapping(array: np.ndarray) -> tuple[int, int] | None:
@@ -186,48 +235,90 @@ def _advise(mappings: list[tuple[int, int]], advice: int) -> None:
         _libc().madvise(address, size, advice)  # best effort: without it a fork only costs more
 
 
-def _let_descendants_write() -> bool:
-    """Under Yama ptrace_scope 1 (Ubuntu's default) only ancestors may write into a process: declare this
-    process its own 'ptracer', which lets its descendants, and them only, do so (until reset). Whether it
-    was declared (any earlier declaration is replaced)."""
+class _Ptracer:
+    """Under Yama ptrace_scope 1 (Ubuntu's default) only ancestors may write into a process: while any
+    fill_forked runs, this process declares itself its own 'ptracer', which lets its descendants, and them
+    only, do so. Counted, so that overlapping calls (threads) do not revoke each other's declaration; the
+    last one resets it to none (replacing any declaration the host program made before)."""
+
+    def __init__(self) -> None:
+        self.lock, self.users, self.declared = threading.Lock(), 0, False
+
+    def declare(self) -> bool:
+        """Count one more user (declaring for the first); True: call `release` when done."""
+        with self.lock:
+            if self.users == 0:
+                self.declared = _yama_scope() == 1 and _libc().prctl(_PR_SET_PTRACER, os.getpid(), 0, 0, 0) == 0
+            self.users += 1
+            return True
+
+    def release(self) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0 and self.declared:
+                _libc().prctl(_PR_SET_PTRACER, 0, 0, 0, 0)
+                self.declared = False
+
+
+_ptracer = _Ptracer()
+
+
+def _yama_scope() -> int | None:
     try:
         with open("/proc/sys/kernel/yama/ptrace_scope") as f:
-            if f.read().strip() != "1":
-                return False
-    except OSError:
-        return False
-    return _libc().prctl(_PR_SET_PTRACER, os.getpid(), 0, 0, 0) == 0
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _fork() -> int:
     import warnings
 
-    with warnings.catch_warnings():  # Python >= 3.12 warns about fork in threaded processes; the worker
-        warnings.simplefilter("ignore", DeprecationWarning)  # runs only numpy code on its own data
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork in a threaded process (e.g. BLAS
+        warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",  # threads);
+                                category=DeprecationWarning)  # the worker runs only numpy code on its own data
         return os.fork()
 
 
 class _Child:
     """A forked worker as the parent sees it: pid, the pipe its orders go to, the pipe its reports come from,
-    and the tasks it holds."""
+    the tasks it holds, and whether it is already gone."""
 
     def __init__(self, pid: int, orders: int, reports: int):
         self.pid, self.orders, self.reports = pid, orders, reports
         self.holds: set[int] = set()
+        self.reaped = False  # waited for elsewhere (SIGCHLD ignored, or another reaper): its pid may be reused
+
+    @property
+    def fds(self) -> list[int]:
+        return [self.orders, self.reports]
 
     def give(self, task: int) -> None:
-        os.write(self.orders, _TASK.pack(task))
         self.holds.add(task)
+        with contextlib.suppress(BrokenPipeError):  # it just died: its end of file reports that
+            os.write(self.orders, _TASK.pack(task))
+
+    def kill(self) -> None:
+        if not self.reaped:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if not self.reaped:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.reaped = True
 
 
 def _dispatch(children: list[_Child], n_tasks: int) -> Iterator[int]:
     """Hand out the tasks in order, _IN_FLIGHT per worker; yield each finished task's index."""
-    import pickle
-    import select
+    import selectors
 
     next_task = 0
     failures: dict[int, BaseException] = {}
-    by_fd = {child.reports: child for child in children}
 
     def refill(child: _Child) -> None:
         nonlocal next_task
@@ -235,41 +326,49 @@ def _dispatch(children: list[_Child], n_tasks: int) -> Iterator[int]:
             child.give(next_task)
             next_task += 1
 
-    for child in children:
-        refill(child)
-    while busy := [child.reports for child in children if child.holds]:
-        for fd in select.select(busy, [], [])[0]:
-            child = by_fd[fd]
-            try:
-                task, status, size = _HEADER.unpack(_read_exact(fd, _HEADER.size, child.pid))
-                if status != _OK:
-                    failures[task] = pickle.loads(_read_exact(fd, size, child.pid))
-            except RuntimeError as exc:  # the worker died: the earliest task it held failed
-                failures[min(child.holds)] = exc
-                child.holds.clear()
-                continue
-            child.holds.discard(task)
-            if status == _OK:
-                yield task
+    with selectors.DefaultSelector() as selector:  # not select(): it fails on descriptors >= 1024
+        for child in children:
+            selector.register(child.reports, selectors.EVENT_READ, child)
             refill(child)
+        while any(child.holds for child in children):
+            for key, _ in selector.select():
+                child = key.data
+                try:
+                    task, status, size = _HEADER.unpack(_read_exact(child.reports, _HEADER.size, child))
+                    if status != _OK:
+                        failures[task] = _unpickled(_read_exact(child.reports, size, child))
+                except RuntimeError as exc:  # the worker died: the earliest task it held failed
+                    if child.holds:
+                        failures[min(child.holds)] = exc
+                    child.holds.clear()
+                    selector.unregister(child.reports)
+                    continue
+                child.holds.discard(task)
+                if status == _OK:
+                    yield task
+                refill(child)
     if failures:
         raise failures[min(failures)]
 
 
-def _read_exact(fd: int, size: int, pid: int) -> bytes:
+def _read_exact(fd: int, size: int, child: _Child) -> bytes:
     data = b""
     while len(data) < size:
         part = os.read(fd, size - len(data))
         if not part:  # the worker is gone without a word: killed (out of memory?) or crashed
-            raise _death(pid)
+            raise _death(child)
         data += part
     return data
 
 
-def _death(pid: int) -> RuntimeError:
+def _death(child: _Child) -> RuntimeError:
     """The error for a worker that is gone, with its exit status (it is left for the cleanup to reap)."""
-    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    how = "exited"
+    try:
+        info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:  # reaped by someone else (SIGCHLD ignored, a waitpid(-1) elsewhere)
+        child.reaped = True
+        info = None
+    how = "ended"
     if info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
         how = f"was killed by signal {info.si_status}"
     elif info is not None:
@@ -277,29 +376,34 @@ def _death(pid: int) -> RuntimeError:
     return RuntimeError(f"a worker process {how} while evaluating the sweep")
 
 
-def _worker(parent: int, orders: int, reports: int, probe: int, rows, tasks, evaluate) -> None:
-    """The forked worker's loop: evaluate each task it is sent and write the results into the parent; exit
-    when the parent closes the pipe (or dies)."""
+def _worker(job: _Job, index: int, orders: int, reports: int, not_ours: list[int]) -> None:
+    """The forked worker: evaluate each task it is sent and write the results into the parent; exit when
+    the parent closes the pipe (or dies). Never returns into the caller's code."""
     status = 1
     try:
+        for sig in _STOP_SIGNALS:  # still held: ignore them before letting them in
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        for fd in not_ours:
+            os.close(fd)
         _libc().prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before we could ask to die with it
+        if os.getppid() != job.parent:  # the parent died before we could ask to die with it
             return
         pid = np.array([os.getpid()], dtype=np.int64)
         try:
-            _write_remote(parent, [(pid.ctypes.data, probe, 8)])
+            _write_remote(job.parent, [(pid.ctypes.data, job.probe.ctypes.data + 8 * index, 8)])
         except OSError:
             os.write(reports, _HEADER.pack(_READY, _FAILED, 0))
             return
         os.write(reports, _HEADER.pack(_READY, _OK, 0))
         while len(message := os.read(orders, _TASK.size)) == _TASK.size:
             task = _TASK.unpack(message)[0]
-            lo, hi = tasks[task]
+            lo, hi = job.tasks[task]
             try:
-                parts = _contiguous(rows, hi - lo, evaluate(lo, hi))
-                _write_remote(parent, [(part.ctypes.data, rows[name][0] + lo * rows[name][1], part.nbytes)
-                                       for name, part in parts.items()])
-            except Exception as exc:  # sent to the parent, which raises it
+                parts = _contiguous(job.rows, hi - lo, job.evaluate(lo, hi))
+                _write_remote(job.parent, [(part.ctypes.data, job.rows[name][0] + lo * job.rows[name][1],
+                                            part.nbytes) for name, part in parts.items()])
+            except BaseException as exc:  # sent to the parent, which raises it (SystemExit included)
                 payload = _pickled(exc)
                 os.write(reports, _HEADER.pack(task, _FAILED, len(payload)) + payload)
             else:
@@ -316,9 +420,22 @@ def _contiguous(rows, n: int, values: dict[str, np.ndarray]) -> dict[str, np.nda
 
 
 def _pickled(exc: BaseException) -> bytes:
+    """The exception, pickled so that it unpickles (else a RuntimeError with its text: a class that cannot
+    be pickled, or whose constructor does not take its own args)."""
     import pickle
 
     try:
-        return pickle.dumps(exc)
-    except Exception:  # an exception that cannot be pickled still reaches the parent, as its text
+        payload = pickle.dumps(exc)
+        pickle.loads(payload)
+        return payload
+    except Exception:
         return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+
+
+def _unpickled(payload: bytes) -> BaseException:
+    import pickle
+
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:  # noqa: BLE001 - the error itself is what matters; say what we know
+        return RuntimeError(f"a worker's error could not be read back ({type(exc).__name__}: {exc})")

@@ -180,20 +180,27 @@ def children_of(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-@pytest.mark.parametrize("sig, code, message", [(signal.SIGINT, 130, "Interrupted"),
-                                                (signal.SIGTERM, 143, "Terminated")])
-def test_an_interrupted_parallel_run_cleans_up_and_resumes_identically(sig, code, message, tmp_path):
+@pytest.mark.parametrize("sig, code, message, group", [(signal.SIGINT, 130, "Interrupted", False),
+                                                       (signal.SIGTERM, 143, "Terminated", False),
+                                                       (signal.SIGTERM, 143, "Terminated", True)])
+def test_an_interrupted_parallel_run_cleans_up_and_resumes_identically(sig, code, message, group, tmp_path):
+    """group: the signal goes to every process of the job at once, workers first (as `timeout`, SLURM or
+    systemd send it): the workers ignore it, the run still ends with the parent's cleanup and 143."""
     big = tmp_path / "big.yaml"
     big.write_text(CONFIG.replace("{log: [1, 1e4, 9]}", "{log: [1, 1e4, 1000]}")
                    .replace("{log: [1e-6, 1, 7]}", "{log: [1e-6, 1, 500]}"))
     out = tmp_path / "out"
     run = ["run", big, "--out", out, "--no-plot", "--chunk-size", "5000", "--workers", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "phasediag", *run, "--checkpoint-every", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=group)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob(".partial-*/chunk-*.npz"))) < 3:
         time.sleep(0.02)
     workers = children_of(proc.pid)
+    for pid in workers if group else []:
+        os.kill(pid, sig)
+    if group:
+        time.sleep(0.05)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code and err.strip().endswith(message), err

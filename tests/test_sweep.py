@@ -195,6 +195,31 @@ def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, kind, tmp
     assert_same(sweep.run(config), again)
 
 
+def test_a_worker_killed_mid_run_keeps_the_finished_chunks_for_resume(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    if not remote_write_available():
+        pytest.skip("this system has no forked workers")
+    monkeypatch.setattr(sweep, "worker_kind", lambda *_: "processes")
+    config = load(GRID)
+    real = sweep.evaluate_chunk
+
+    def oom_at_60(config, lo, hi):  # the kernel's OOM killer, say
+        if lo == 60:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(config, lo, hi)
+
+    monkeypatch.setattr(sweep, "evaluate_chunk", oom_at_60)
+    with pytest.raises(RuntimeError, match="killed by signal 9"):
+        sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9)
+    monkeypatch.setattr(sweep, "evaluate_chunk", real)
+    kept = sweep._load_checkpoints(tmp_path, sweep._allocate(config, 117), 0, 117)
+    assert sum(hi - lo for lo, hi in kept) >= 50  # at least the chunks before 50 had landed in order...
+    assert not any(lo <= 60 < hi for lo, hi in kept)  # ...and never the one that was lost
+    assert_same(sweep.run(config), sweep.run(config, chunk_size=5, checkpoint=tmp_path))
+
+
 def test_gd_sweeps_with_divergence_are_chunking_invariant():
     # bundled config 7 at lower resolution: diverging points must not change when (or whether) other points
     # of the same chunk are checked or settled

@@ -154,3 +154,95 @@ def test_result_mappings_are_kept_from_the_workers_and_forkable_again_afterwards
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles, but does not unpickle: its constructor does not take its own args."""
+
+    def __init__(self, name, value):
+        super().__init__(f"{name} = {value}")
+
+
+def test_an_error_that_does_not_unpickle_still_arrives_in_order_as_text():
+    def evaluate(lo, hi):
+        if lo == 0:
+            import time
+
+            time.sleep(0.2)  # the earliest failure arrives last
+            raise ValueError("task at 0")
+        if lo == 30:
+            raise NeedsTwoArgs("x", 3)
+        return values(lo, hi)
+
+    tasks = [(lo, lo + 10) for lo in range(0, 60, 10)]
+    with pytest.raises(ValueError, match="task at 0"):
+        list(workers.fill_forked(arrays_of(60), tasks, evaluate, 2))
+    with pytest.raises(RuntimeError, match="NeedsTwoArgs: x = 3"):
+        list(workers.fill_forked(arrays_of(60), tasks[3:], evaluate, 2))
+
+
+def test_system_exit_in_a_task_reaches_the_parent_with_its_message():
+    def evaluate(lo, hi):
+        raise SystemExit("solver gave up")
+
+    with pytest.raises(SystemExit, match="solver gave up"):
+        list(workers.fill_forked(arrays_of(20), [(0, 10), (10, 20)], evaluate, 2))
+
+
+def test_a_worker_reaped_behind_our_back_is_reported_not_a_crash(forked_pids):
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps children at once
+
+    def evaluate(lo, hi):
+        if lo == 20:
+            os._exit(3)
+        return values(lo, hi)
+
+    try:
+        with pytest.raises(RuntimeError, match="a worker process ended"):
+            list(workers.fill_forked(arrays_of(60), [(lo, lo + 10) for lo in range(0, 60, 10)], evaluate, 2))
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+def test_descriptors_above_1024_are_watched(forked_pids):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the file limit is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:  # a caller with many open files: our pipes get numbers > 1024
+            held.append(os.dup(0))
+        got = arrays_of(40)
+        assert sorted(workers.fill_forked(got, [(0, 20), (20, 40)], values, 2)) == [0, 1]
+        np.testing.assert_array_equal(got["x"], np.sqrt(np.arange(40) + 0.5))
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert_reaped(forked_pids)
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("arrays, tasks, n, message", [
+    (lambda: arrays_of(10), [(0, 5), (5, 11)], 2, "outside the arrays' 10 rows"),
+    (lambda: arrays_of(10), [(3, 2)], 2, "outside"),
+    (lambda: {"x": np.zeros(10)}, [(0, 10)], 0, "workers >= 1"),
+    (lambda: {"x": np.zeros(10)[::-1]}, [(0, 10)], 2, "C-contiguous"),
+    (lambda: {"x": read_only(np.zeros(10))}, [(0, 10)], 2, "writeable"),
+])
+def test_bad_calls_are_refused_before_any_worker_starts(arrays, tasks, n, message, forked_pids):
+    with pytest.raises(ValueError, match=message):
+        next(workers.fill_forked(arrays(), tasks, values, n))
+    assert not forked_pids
+
+
+def test_no_tasks_start_no_workers(forked_pids):
+    assert list(workers.fill_forked(arrays_of(5), [], values, 2)) == []
+    assert not forked_pids
