@@ -105,14 +105,13 @@ def _step(st: _State, k: _Flat) -> _State:
     factor = (1.0 - k.a * ntk) + growth
     alpha = st.alpha * (1.0 - cr) ** 2
     beta = st.beta * (1.0 + cr) ** 2
-    err_product = np.abs(st.delta) * (1.0 + k.a * ntk + np.abs(growth))
-    err_direct = alpha + beta + np.abs(k.m_star)
-    delta = np.where(err_product <= err_direct, st.delta * factor, (alpha - beta) - k.m_star)
+    delta = _best(((st.delta * factor, np.abs(st.delta) * (1.0 + k.a * ntk + np.abs(growth))),
+                   ((alpha - beta) - k.m_star, alpha + beta + np.abs(k.m_star))))
     shrink = (1.0 - cr) * (1.0 + cr)
+    spread, pull = 1.0 + cr * cr, (k.a * st.delta) * ntk  # m' = m (1 + (c r)^2) - r Theta
     slope = _best(((alpha - beta, alpha + beta),
                    (k.m_star + delta, np.abs(k.m_star) + np.abs(delta)),
-                   (m * (1.0 + cr * cr) - (k.a * st.delta) * ntk,
-                    np.abs(m) * (1.0 + cr * cr) + np.abs(k.a * st.delta * ntk))))
+                   (m * spread - pull, np.abs(m) * spread + np.abs(pull))))
     # P only matters where g > 0 (else G = Delta = 0 and P could grow without bound)
     return _State(alpha, beta, delta, np.where(k.g0 > 0, st.scale * shrink, st.scale), slope)
 
