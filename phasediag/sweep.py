@@ -392,10 +392,9 @@ def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind
     kind = kind or worker_kind(workers, len(todo))
     if report is not None:
         report["kind"] = kind
+    evaluate_into = functools.partial(_evaluate_into, arrays, start)
     if kind == "serial":
-        for config, lo, hi in todo:
-            _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
-            yield lo, hi
+        yield from map(evaluate_into, todo)
         return
     if kind == "processes":
         from phasediag.workers import RemoteWriteUnavailable, fill_forked
@@ -410,15 +409,16 @@ def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind
         except RemoteWriteUnavailable:  # raised before any chunk was stored: threads do them all
             if report is not None:
                 report["kind"] = "threads"
-    yield from _execute_threads(todo, workers, arrays, start)
+    yield from _execute_threads(todo, workers, evaluate_into)
 
 
-def _execute_threads(todo, workers: int, arrays: dict[str, np.ndarray], start: int):
-    def evaluate_into(task) -> tuple[int, int]:
-        config, lo, hi = task
-        _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
-        return lo, hi
+def _evaluate_into(arrays: dict[str, np.ndarray], start: int, task) -> tuple[int, int]:
+    config, lo, hi = task
+    _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
+    return lo, hi
 
+
+def _execute_threads(todo, workers: int, evaluate_into: Callable):
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phasediag-sweep")

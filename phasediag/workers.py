@@ -138,7 +138,8 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
     using_ptracer = False
     try:
         with _signals_held():
-            using_ptracer = _ptracer.declare()
+            _ptracer.declare()
+            using_ptracer = True
             _advise(own, _MADV_DONTFORK)  # the workers never touch them: no page-table copy, no copy-on-write
             try:
                 for index in range(min(workers, len(tasks))):
@@ -146,7 +147,7 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
             finally:
                 _advise(own, _MADV_DOFORK)  # later forks (not ours) see the results as usual
         for index, child in enumerate(children):
-            _, status, _ = _HEADER.unpack(_read_exact(child.reports, _HEADER.size, child))
+            _, status, _ = child.report()
             if status != _OK or probe[index] != child.pid:
                 raise RemoteWriteUnavailable("the kernel refused process_vm_writev into this process")
         yield from _dispatch(children, len(tasks))
@@ -244,13 +245,12 @@ class _Ptracer:
     def __init__(self) -> None:
         self.lock, self.users, self.declared = threading.Lock(), 0, False
 
-    def declare(self) -> bool:
-        """Count one more user (declaring for the first); True: call `release` when done."""
+    def declare(self) -> None:
+        """Count one more user (declaring for the first); call `release` when done."""
         with self.lock:
             if self.users == 0:
                 self.declared = _yama_scope() == 1 and _libc().prctl(_PR_SET_PTRACER, os.getpid(), 0, 0, 0) == 0
             self.users += 1
-            return True
 
     def release(self) -> None:
         with self.lock:
@@ -293,6 +293,10 @@ class _Child:
     def fds(self) -> list[int]:
         return [self.orders, self.reports]
 
+    def report(self) -> tuple[int, int, int]:
+        """Its next report: (task, status, bytes of the pickled error that follows)."""
+        return _HEADER.unpack(_read_exact(self.reports, _HEADER.size, self))
+
     def give(self, task: int) -> None:
         self.holds.add(task)
         with contextlib.suppress(BrokenPipeError):  # it just died: its end of file reports that
@@ -334,7 +338,7 @@ def _dispatch(children: list[_Child], n_tasks: int) -> Iterator[int]:
             for key, _ in selector.select():
                 child = key.data
                 try:
-                    task, status, size = _HEADER.unpack(_read_exact(child.reports, _HEADER.size, child))
+                    task, status, size = child.report()
                     if status != _OK:
                         failures[task] = _unpickled(_read_exact(child.reports, size, child))
                 except RuntimeError as exc:  # the worker died: the earliest task it held failed
