@@ -165,29 +165,35 @@ def _bool(item: Located) -> bool:
     return item.value
 
 
-def _names(item: Located, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """A name or a non-empty list of distinct names from `allowed`."""
+def _distinct(item: Located, example: str, parse: Callable[[Located], Any], what: str) -> tuple:
+    """A value or a non-empty list of distinct values, each read by `parse`; `example` completes "must be a
+    non-empty list of ...", `what` names one value in the "listed twice" error."""
     entries = item.value if isinstance(item.value, list) else [item]
     if isinstance(item.value, list) and not entries:
-        raise _fail(item.path, item.line, f"must be a non-empty list of {what}s ({', '.join(allowed)})")
-    names = []
+        raise _fail(item.path, item.line, f"must be a non-empty list of {example}")
+    values: list = []
     for entry in entries:
+        value = parse(entry)
+        if value in values:
+            raise _fail(entry.path, entry.line, f"{what} {value!r} is listed twice")
+        values.append(value)
+    return tuple(values)
+
+
+def _names(item: Located, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """A name or a non-empty list of distinct names from `allowed`."""
+    def name_of(entry: Located) -> str:
         name = _string(entry)
         if name not in allowed:
             raise _fail(entry.path, entry.line, f"unknown {what} {name!r}{_did_you_mean(name, allowed)}; "
                                                 f"allowed: {', '.join(allowed)}")
-        if name in names:
-            raise _fail(entry.path, entry.line, f"{what} {name!r} is listed twice")
-        names.append(name)
-    return tuple(names)
+        return name
+
+    return _distinct(item, f"{what}s ({', '.join(allowed)})", name_of, what)
 
 
 def _widths(item: Located, classes: int, symmetric: bool) -> tuple[int, ...]:
-    entries = item.value if isinstance(item.value, list) else [item]
-    if isinstance(item.value, list) and not entries:
-        raise _fail(item.path, item.line, "must be a non-empty list of widths, e.g. [32, 128]")
-    widths = []
-    for entry in entries:
+    def width_of(entry: Located) -> int:
         width = _int(entry, low=1, high=MAX_WIDTH)
         if width <= classes:
             raise _fail(entry.path, entry.line, f"must be > {classes} (the number of classes): the alignment "
@@ -200,10 +206,9 @@ def _widths(item: Located, classes: int, symmetric: bool) -> tuple[int, ...]:
         if symmetric and width % 2:
             raise _fail(entry.path, entry.line, f"must be even with init: symmetric (hidden units come in pairs), "
                                                 f"got {width}")
-        if width in widths:
-            raise _fail(entry.path, entry.line, f"width {width} is listed twice")
-        widths.append(width)
-    return tuple(widths)
+        return width
+
+    return _distinct(item, "widths, e.g. [32, 128]", width_of, "width")
 
 
 def _expression(model: dict, key: str, widths: tuple[int, ...], *, positive: bool) -> tuple[str, tuple[float, ...]]:
