@@ -102,7 +102,7 @@ def config_text(n: int, horizon: float = math.inf, times: int | None = None) -> 
 
 
 def make_config(n: int, horizon: float = math.inf, times: int | None = None):
-    from phasediag.config import config_from_text
+    from phasediag.config.sweep import config_from_text
 
     return config_from_text(config_text(n, horizon, times), source=f"bench n={n}")
 
@@ -264,7 +264,7 @@ def same_bytes(a: Path, b: Path) -> bool:
 # 1. throughput of the core (in process) and of the naive pass
 
 def measure_throughput(mode: dict, log) -> list[dict]:
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     rows = []
     for n in mode["sizes"]:
@@ -309,8 +309,8 @@ data: {{input_var: 1.5, teacher: -2}}
 
 def measure_other_grids(mode: dict, log) -> list[dict]:
     """Final-state throughput (all stored metrics, one process) on OTHER_GRIDS at the 1e6-point size."""
-    from phasediag import sweep
-    from phasediag.config import config_from_text
+    from phasediag.engine import sweep
+    from phasediag.config.sweep import config_from_text
 
     n = min(1000, max(mode["sizes"]))
     rows = []
@@ -326,7 +326,7 @@ def measure_other_grids(mode: dict, log) -> list[dict]:
 def measure_worker_scaling(mode: dict, log) -> dict:
     """Chunk evaluation alone with 1 and 2 workers of each kind (`sweep._execute` into result arrays already
     in memory): how the computing scales, apart from the kernel's cost of providing fresh result memory."""
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     n = max(mode["sizes"])  # the largest grid: many chunks, so that the workers stay evenly loaded
     config = make_config(n)
@@ -346,7 +346,7 @@ def measure_worker_scaling(mode: dict, log) -> dict:
 
 def _timed_part(config, shard, warm, barrier, queue) -> None:
     """One independent process of `sweep_ceiling`: warm up, wait for the others, time its part."""
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     sweep.run(warm)  # the allocator's heap and the modules warm, as in a long process
     barrier.wait()
@@ -363,7 +363,7 @@ def sweep_ceiling(mode: dict, log) -> dict:
     most `--workers 2` can reach on this work here."""
     import multiprocessing
 
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     n = max(mode["sizes"])
     config, warm = make_config(n), make_config(min(n, 1000))
@@ -480,7 +480,8 @@ def compare_arrays(test: dict, ref: dict, m_scale, zeta_scale) -> dict:
 
 def grid_invariants(config):
     """(model values, core Invariants) of every point of the grid, flat."""
-    from phasediag import core, sweep
+    from phasediag import core
+    from phasediag.engine import sweep
 
     values, problem = sweep.model_values(config, np.arange(sweep.grid_size(config)))
     return values, core.invariants(problem)
@@ -488,7 +489,7 @@ def grid_invariants(config):
 
 def naive_accuracy(n: int, log) -> dict:
     """The naive pass against the core over the whole n x n grid, at t = inf and at T = 10."""
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     out = {}
     for key, horizon in (("inf", math.inf), ("T", FINITE_T)):
@@ -523,7 +524,7 @@ def sample_indices(n_points: int, count: int) -> np.ndarray:
 
 def _point_inputs(config, idx):
     """Per sampled index: (kappa, lr_u, lr_w, a, m*, U, W, V, G) as floats."""
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     values, problem = sweep.model_values(config, np.asarray(idx))
     g = problem.gram
@@ -534,7 +535,8 @@ def _point_inputs(config, idx):
 
 def reference_accuracy(n: int, mode: dict, log) -> dict:
     """Core and naive pass against the mpmath reference on a random sample of the n x n grid."""
-    from phasediag import core, sweep
+    from phasediag import core
+    from phasediag.engine import sweep
 
     sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
     sys.path.insert(0, str(ROOT / "tests"))
@@ -602,7 +604,8 @@ def ivp_benchmark(n: int, mode: dict, log) -> dict:
     """LSODA (with the Jacobian) on dm/dt = -2c sqrt(m^2 + g^2)(a m - b), per point, against the exact flow."""
     from scipy.integrate import solve_ivp
 
-    from phasediag import core, sweep
+    from phasediag import core
+    from phasediag.engine import sweep
 
     config = make_config(n)
     idx = sample_indices(n * n, mode["ivp_points"])
@@ -669,7 +672,9 @@ def _pick(x, j):
 
 def gd_benchmark(n: int, mode: dict, log) -> dict:
     """GD with both rates x h (a Theta_max h = GD_STEP, capped steps) at width 1000, to T = 10."""
-    from phasediag import core, simulate, sweep
+    from phasediag import core
+    from phasediag.training import simulate
+    from phasediag.engine import sweep
 
     config = make_config(n)
     idx = sample_indices(n * n, mode["gd_points"])
@@ -719,7 +724,7 @@ import json, resource, sys, time
 sys.dont_write_bytecode = True
 sys.path.insert(0, sys.argv[1])
 import bench
-from phasediag import sweep
+from phasediag.engine import sweep
 config = bench.make_config(int(sys.argv[2]))
 rows = []
 for _ in range(3):
@@ -803,7 +808,8 @@ def process_benchmarks(mode: dict, tmp: Path, log) -> dict:
 
 
 def merge_benchmark(mode: dict, tmp: Path, log) -> dict:
-    from phasediag import runner, sweep
+    from phasediag.jobs import runner
+    from phasediag.engine import sweep
 
     n = mode["shard_n"]
     cfg = tmp / f"shard{n}.yaml"
@@ -849,7 +855,7 @@ def profile_core(n: int, top: int = 14) -> dict:
     import cProfile
     import pstats
 
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     config = make_config(n)
     sweep.run(config)  # warm

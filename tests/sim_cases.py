@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.simulate import sample_vectors
+from phasediag.training.simulate import sample_vectors
 
 
 class Case(NamedTuple):

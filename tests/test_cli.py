@@ -1,4 +1,4 @@
-"""Tests of the command line (`phasediag solve`), its glue (phasediag.solve), plotting and atomic writes.
+"""Tests of the command line (`phasediag solve`), its glue (phasediag.engine.point), plotting and atomic writes.
 
 Expected values come from THEORY.md formulas worked out by hand, from direct calls of phasediag.core at the
 same point, or from an explicit vector gradient-descent step -- never from the command's own output.
@@ -20,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import phasediag
-from phasediag import cli, core
-from phasediag.io import atomic_path, atomic_write
-from phasediag.solve import InputError, log_times, solve_point, split_label
+from phasediag import core
+from phasediag.cli import main as cli
+from phasediag.results.atomic import atomic_path, atomic_write
+from phasediag.engine.point import InputError, log_times, solve_point, split_label
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRAJECTORY = ("t", "m", "ntk", "alignment", "norm_u2", "norm_w2", "loss", "m_lin")
@@ -294,7 +295,7 @@ def test_kernel_aligning_example_of_theory():
 
 
 def test_every_core_label_has_a_phase_and_the_tables_agree():
-    from phasediag.solve import PHASE_OF_LABEL
+    from phasediag.engine.point import PHASE_OF_LABEL
 
     for label in core.PHASES:
         phase, mechanism = split_label(label)
@@ -524,7 +525,7 @@ def test_internal_error_exits_1_without_traceback(monkeypatch):
     def boom(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("phasediag.solve.solve_point", boom)
+    monkeypatch.setattr("phasediag.engine.point.solve_point", boom)
     monkeypatch.delenv("PHASEDIAG_DEBUG", raising=False)
     res = run("solve")
     assert res.exit_code == 1
@@ -598,7 +599,7 @@ def test_plot_gd_and_pdf(tmp_path):
 
 
 def test_trajectory_figure_returns_figure_without_saving(tmp_path):
-    from phasediag.plotting import trajectory_figure
+    from phasediag.plots.trajectory import trajectory_figure
 
     result = solve_point(times=[0.0, 1.0, 10.0, math.inf])
     fig = trajectory_figure(result)
@@ -640,14 +641,14 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
 
 _IMPORT_PROBE = """
 import json, sys
-from phasediag.cli import main
+from phasediag.cli.main import main
 try:
     main({args!r})
 except SystemExit as exc:
     code = exc.code
 else:
     code = 0
-heavy = [m for m in ("numpy", "matplotlib", "yaml", "tqdm", "phasediag.core", "phasediag.solve")
+heavy = [m for m in ("numpy", "matplotlib", "yaml", "tqdm", "phasediag.core", "phasediag.engine.point")
          if m in sys.modules]
 print(json.dumps({{"code": code, "heavy": heavy}}))
 """
@@ -686,14 +687,14 @@ def test_console_script_is_installed():
 def test_seed_beyond_the_counter_range_is_bad_input():
     from click.testing import CliRunner
 
-    from phasediag.cli import phasediag as group
+    from phasediag.cli.main import phasediag as group
 
     result = CliRunner().invoke(group, ["solve", "--seed", str(2**63)])
     assert result.exit_code == 2 and "--seed" in result.output
 
 
 def test_numbers_beyond_float_range_are_bad_input_not_inf():
-    from phasediag.cli import phasediag as group
+    from phasediag.cli.main import phasediag as group
 
     result = CliRunner().invoke(group, ["solve", "--times", "0,1e400"])
     assert result.exit_code == 2 and "1e400" in result.output and "floating-point range" in result.output
@@ -701,7 +702,7 @@ def test_numbers_beyond_float_range_are_bad_input_not_inf():
 
 
 def test_limit_quiet_prints_nothing():
-    from phasediag.cli import phasediag as group
+    from phasediag.cli.main import phasediag as group
 
     result = CliRunner().invoke(group, ["limit", "--param", "ntk", "--quiet"])
     assert result.exit_code == 0 and result.output == ""
@@ -752,8 +753,9 @@ def test_study_figure_formats_are_checked_by_the_shared_parser(module):
     from test_nonlinear import TINY as NONLINEAR
     from test_sgd_drift import TINY as SGD
 
-    from phasediag import nonlinear_experiment, sgd_drift
-    from phasediag.config import ConfigError, parse_yaml
+    from phasediag.studies import nonlinear_digits as nonlinear_experiment
+    from phasediag.studies import sgd_drift
+    from phasediag.config.sweep import ConfigError, parse_yaml
 
     parse = {"sgd_drift": sgd_drift.parse_study, "nonlinear": nonlinear_experiment.parse_study}[module]
     text = {"sgd_drift": SGD, "nonlinear": NONLINEAR}[module]

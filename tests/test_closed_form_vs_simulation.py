@@ -1,4 +1,4 @@
-"""The closed form (phasediag.core) against the finite-width witness (phasediag.simulate).
+"""The closed form (phasediag.core) against the finite-width witness (phasediag.training.simulate).
 
 The simulator trains the actual vectors u, w in R^d; the core only sees their Gram entries. Agreement is
 asserted per quantity, with the error scales of THEORY section 8:
@@ -28,7 +28,7 @@ from phasediag.core import (
     invariants,
     sample_gram,
 )
-from phasediag.simulate import Trace, gd_vectors, integrate_flow, sample_vectors
+from phasediag.training.simulate import Trace, gd_vectors, integrate_flow, sample_vectors
 from sim_cases import Case
 
 pytestmark = pytest.mark.filterwarnings("error")

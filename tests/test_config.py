@@ -5,8 +5,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from phasediag import expr
-from phasediag.config import ConfigError, config_from_text
+from phasediag.config import expr
+from phasediag.config.sweep import ConfigError, config_from_text
 
 BASE = """\
 name: demo
@@ -167,7 +167,7 @@ def test_errors_show_the_yaml_value_not_internal_objects(change, shown):
 
 
 def test_log_sweep_endpoints_are_exactly_as_written():
-    from phasediag.config import config_from_text
+    from phasediag.config.sweep import config_from_text
 
     config = config_from_text("name: e\nsweep:\n  d: {log: [0.3, 7.1, 5]}\n  s: {log: [3, 3, 1]}\n"
                               "model: {width: 10, init_var_u: s, init_var_w: s, lr_u: d}\n", source="e")
@@ -177,7 +177,7 @@ def test_log_sweep_endpoints_are_exactly_as_written():
 
 
 def test_map_of_another_optimizer_is_refused_with_its_line():
-    from phasediag.config import ConfigError, config_from_text
+    from phasediag.config.sweep import ConfigError, config_from_text
 
     text = ("name: m\nsweep:\n  d: {log: [1, 100, 3]}\nmodel: {width: d, init_var_u: 1, init_var_w: 1}\n"
             "plot:\n  maps: [phase, gd_outcome]\n")
@@ -189,7 +189,7 @@ def test_map_of_another_optimizer_is_refused_with_its_line():
 
 @pytest.mark.parametrize("text", ["(" * 400 + "d" + ")" * 400, "-" * 1500 + "d", "d+" * 1200 + "d"])
 def test_pathological_expressions_are_a_clear_error(text):
-    from phasediag import expr
+    from phasediag.config import expr
 
     with pytest.raises(expr.ExpressionError, match="nested too deeply|longer than 2000"):
         expr.parse(text)

@@ -8,8 +8,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from phasediag import limit_maps, sweep
-from phasediag.config import ConfigError, config_from_text
+from phasediag.plots import scaling as limit_maps
+from phasediag.engine import sweep
+from phasediag.config.sweep import ConfigError, config_from_text
 
 SCALING = """\
 name: lim
@@ -93,7 +94,7 @@ def test_run_draws_the_diagram_with_boundaries(tmp_path):
     info = json.loads(proc.stdout)
     assert set(info["counts"]["limit_phase"]) == {"kernel", "feature_learning"}
     assert (tmp_path / "o/lim__limit_phase__s_vs_k.png").read_bytes()[:4] == b"\x89PNG"
-    from phasediag import results
+    from phasediag.results import store as results
 
     r = results.load(tmp_path / "o")
     fig = limit_maps.limit_phase_diagram(r, "k", "s")
@@ -107,7 +108,7 @@ def test_run_draws_the_diagram_with_boundaries(tmp_path):
 
 
 def test_scaling_shards_merge_bit_identically(tmp_path):
-    from phasediag import results
+    from phasediag.results import store as results
 
     config = load(SCALING)
     whole = sweep.run(config)

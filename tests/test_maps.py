@@ -18,9 +18,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.image import AxesImage
 from matplotlib.patches import PathPatch
 
-from phasediag import maps, sweep
-from phasediag.config import config_from_text
-from phasediag.results import SweepResult
+from phasediag.plots import maps
+from phasediag.engine import sweep
+from phasediag.config.sweep import config_from_text
+from phasediag.results.store import SweepResult
 
 matplotlib.use("Agg")
 
@@ -209,7 +210,7 @@ def with_metric(result: SweepResult, name: str, values: np.ndarray, kind: str, l
 
 
 def test_import_does_not_load_matplotlib():
-    code = "import sys, phasediag.maps; print('matplotlib' in sys.modules)"
+    code = "import sys, phasediag.plots.maps; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from phasediag import core
-from phasediag import nonlinear as nl
-from phasediag import nonlinear_experiment as ne
-from phasediag.cli import phasediag
-from phasediag.config import ConfigError, parse_yaml
+from phasediag.training import nonlinear as nl
+from phasediag.studies import nonlinear_digits as ne
+from phasediag.cli.main import phasediag
+from phasediag.config.sweep import ConfigError, parse_yaml
 from helpers import line_of
 
 ROOT = Path(__file__).resolve().parents[1]

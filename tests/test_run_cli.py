@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phasediag import results
+from phasediag.results import store as results
 
 CONFIG = """\
 name: small

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from phasediag import core, simulate
-from phasediag import sgd_drift as sd
-from phasediag.cli import phasediag
-from phasediag.config import ConfigError, parse_yaml
+from phasediag import core
+from phasediag.training import simulate
+from phasediag.studies import sgd_drift as sd
+from phasediag.cli.main import phasediag
+from phasediag.config.sweep import ConfigError, parse_yaml
 from helpers import line_of
 
 TINY = """\

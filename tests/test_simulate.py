@@ -1,4 +1,4 @@
-"""Self-tests of phasediag.simulate: the simulators against the model's own exact laws.
+"""Self-tests of phasediag.training.simulate: the simulators against the model's own exact laws.
 
 Nothing here uses phasediag.core. Each check is a law of THEORY.md that the simulated vectors must
 obey (sections 1, 3 and 9), or an identity between two simulators.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from sim_cases import Case
 
-from phasediag.simulate import (
+from phasediag.training.simulate import (
     DIVERGENCE_LIMIT,
     Trace,
     gd_vectors,

@@ -6,9 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from phasediag import core, results, sweep
-from phasediag.config import ConfigError, config_from_text
-from phasediag.workers import remote_write_available
+from phasediag import core
+from phasediag.results import store as results
+from phasediag.engine import sweep
+from phasediag.config.sweep import ConfigError, config_from_text
+from phasediag.engine.workers import remote_write_available
 
 GRID = """\
 name: grid
@@ -284,7 +286,7 @@ def test_the_kind_of_workers_follows_the_work():
 
 
 def test_workers_fall_back_to_threads_where_the_kernel_refuses_forked_writes(monkeypatch):
-    from phasediag import workers
+    from phasediag.engine import workers
 
     if not remote_write_available():
         pytest.skip("this system has no forked workers")

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from phasediag import core
-from phasediag.cli import phasediag
-from phasediag.config import config_from_text
-from phasediag.validation import Settings, prediction_arrays, select_points
-from phasediag import sweep
+from phasediag.cli.main import phasediag
+from phasediag.config.sweep import config_from_text
+from phasediag.studies.validation import Settings, prediction_arrays, select_points
+from phasediag.engine import sweep
 
 FLOW = """\
 name: vflow

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from phasediag import simulate
-from phasediag.cli import phasediag
-from phasediag.witness import measured_label, measured_order_parameters, simulate_point
+from phasediag.training import simulate
+from phasediag.cli.main import phasediag
+from phasediag.training.measure import measured_label, measured_order_parameters, simulate_point
 
 
 def cli(*args, code=0):

@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from phasediag import workers
+from phasediag.engine import workers
 
 pytestmark = pytest.mark.skipif(not workers.remote_write_available(), reason="needs Linux process_vm_writev")
 
@@ -137,7 +137,7 @@ def test_arrays_that_are_not_contiguous_are_refused():
 
 
 def test_result_mappings_are_kept_from_the_workers_and_forkable_again_afterwards():
-    from phasediag import sweep
+    from phasediag.engine import sweep
 
     n = 64
     mapped = {name: sweep._mapped(a.shape, a.dtype, huge=False, populate=False) for name, a in arrays_of(n).items()}

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from phasediag import expr
+from phasediag.config import expr
 
 MODEL_KEYS = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w")
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
@@ -440,7 +440,7 @@ def _classify(item: Located | None):
 
 
 def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str = "flow"):
-    from phasediag.metrics import MAP_METRICS, METRICS, SCALING_MAPS  # the registries of plottable metrics
+    from phasediag.engine.metrics import MAP_METRICS, METRICS, SCALING_MAPS  # the registries of plottable metrics
 
     allowed_maps = SCALING_MAPS if mode == "scaling" else MAP_METRICS
     spec = _mapping(item, ("x", "y", "maps", "formats")) if item is not None else {}
@@ -483,7 +483,7 @@ def _metrics(item: Located | None, kind: str, plot: dict) -> tuple[str, ...] | N
     """metrics: the list of metrics to store (default: all of the kind); the plotted maps are always kept."""
     if item is None:
         return None
-    from phasediag.metrics import metrics_for
+    from phasediag.engine.metrics import metrics_for
 
     allowed = [m.name for m in metrics_for(kind)]
     if not isinstance(item.value, list) or not item.value:

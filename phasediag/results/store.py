@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phasediag.io import atomic_path, atomic_write
+from phasediag.results.atomic import atomic_path, atomic_write
 
 RESULTS_FILE = "results.npz"
 META_FILE = "meta.json"

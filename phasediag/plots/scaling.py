@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from phasediag.maps import _figure, _save  # pyplot-free figures; deterministic atomic writes
-from phasediag.results import SweepResult
+from phasediag.plots.maps import _figure, _save  # pyplot-free figures; deterministic atomic writes
+from phasediag.results.store import SweepResult
 
 PHASE_COLOURS = {"kernel": "#56B4E9", "feature_learning": "#E69F00"}
 HEALTH_STYLE = {  # flag -> (hatch, boundary exponent field, line colour)

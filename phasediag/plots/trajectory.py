@@ -56,7 +56,7 @@ def _limit_to(ax, values, margin=0.08):
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Save ``fig`` atomically to ``path`` (format from the suffix, PNG if none)."""
-    from phasediag.io import atomic_path
+    from phasediag.results.atomic import atomic_path
 
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"
@@ -66,7 +66,7 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
 
 
 def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None = None):
-    """2x2 figure of a :func:`phasediag.solve.solve_point` result: m, NTK, alignment and excess loss vs t.
+    """2x2 figure of a :func:`phasediag.engine.point.solve_point` result: m, NTK, alignment and excess loss vs t.
 
     The time axis is logarithmic with a short linear stretch around 0 (``symlog``, linear below the smallest
     positive time) so that t = 0 is shown; t = inf (and non-finite values of a diverging GD run) are left

@@ -4,7 +4,7 @@ Every public function returns a matplotlib ``Figure`` and writes a file only whe
 format from the suffix; the same result always gives the same bytes). Figures are plain
 ``matplotlib.figure.Figure`` objects, never registered with pyplot, so nothing needs closing and no global
 state changes; matplotlib is imported inside the functions (Agg selected when pyplot is not loaded yet), so
-``import phasediag.maps`` stays cheap and no display is needed.
+``import phasediag.plots.maps`` stays cheap and no display is needed.
 
 Reading the figures:
 - every label has a fixed colour-blind-safe colour (CATEGORY_COLOURS); on phase maps, exact-GD outcomes other
@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from phasediag.io import atomic_path
-from phasediag.results import SweepResult
+from phasediag.results.atomic import atomic_path
+from phasediag.results.store import SweepResult
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes

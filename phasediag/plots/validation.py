@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from phasediag import core, maps, sweep
-from phasediag.config import Config
+from phasediag import core
+from phasediag.plots import maps
+from phasediag.engine import sweep
+from phasediag.config.sweep import Config
 
 
 def _colour(label: str | None) -> str:

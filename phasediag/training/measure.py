@@ -1,6 +1,6 @@
 """One point by simulated training: the engine of ``phasediag simulate`` and of ``validate``'s points.
 
-The actual vectors u, w in R^d are drawn and trained (:mod:`phasediag.simulate`: GD on the population loss,
+The actual vectors u, w in R^d are drawn and trained (:mod:`phasediag.training.simulate`: GD on the population loss,
 minibatch SGD on a sampled dataset, or the gradient flow integrated by DOPRI5). The recorded trajectory is
 reported with the keys of ``phasediag solve`` (plus the imbalance and the Gram determinant), and labelled by
 the same rules (THEORY section 6, :func:`phasediag.core.phase_codes`) applied to *measured* order parameters:
@@ -24,8 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from phasediag import __version__, core, simulate
-from phasediag.solve import (
+from phasediag import __version__, core
+from phasediag.training import simulate
+from phasediag.engine.point import (
     DEFAULTS,
     SUPPORTED_RANGE,
     InputError,

@@ -17,9 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from phasediag import results, sweep
-from phasediag.config import Config, ConfigError, load_config
-from phasediag.io import atomic_write
+from phasediag.results import store as results
+from phasediag.engine import sweep
+from phasediag.config.sweep import Config, ConfigError, load_config
+from phasediag.results.atomic import atomic_write
 
 DEFAULT_ROOT = Path("outputs")
 
@@ -139,9 +140,9 @@ def run_config(
 def draw(result: results.SweepResult, out: Path, formats: list[str] | None = None) -> list[str]:
     """Render the config's figures into `out` (returns their paths)."""
     if result.meta.get("mode") == "scaling":
-        from phasediag.limit_maps import render_all
+        from phasediag.plots.scaling import render_all
     else:
-        from phasediag.maps import render_all
+        from phasediag.plots.maps import render_all
 
     started = time.perf_counter()
     paths = [str(p) for p in render_all(result, out, formats)]
@@ -151,7 +152,7 @@ def draw(result: results.SweepResult, out: Path, formats: list[str] | None = Non
 
 def summary(result: results.SweepResult, out: Path, files: list[str]) -> dict:
     """What a script wants to know after a run: where, how big, how long, which phases."""
-    from phasediag.metrics import LEGENDS
+    from phasediag.engine.metrics import LEGENDS
 
     counts = {}
     for name, legend in LEGENDS.items():
@@ -188,7 +189,7 @@ def merge_dirs(directories: list[str | Path], out: str | Path, plot: bool = True
     meta = results.merge_files([Path(d) for d in directories], out)  # streamed: one array at a time
     files = [str(out / results.RESULTS_FILE)]
     results.save_meta(results.SweepResult(coords={}, arrays={}, meta=meta), out)  # complete from here on
-    from phasediag.metrics import LEGENDS
+    from phasediag.engine.metrics import LEGENDS
 
     merged = results.load(out, only=None if plot else set(LEGENDS))  # the summary counts the categories
     figures = draw(merged, out) if plot else []
@@ -200,7 +201,7 @@ def merge_dirs(directories: list[str | Path], out: str | Path, plot: bool = True
 def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str]:
     """Tidy tables: one row per grid point (axis values, then every metric; categorical codes as names),
     and with trajectories a second table with one row per (point, time)."""
-    from phasediag.metrics import LEGENDS
+    from phasediag.engine.metrics import LEGENDS
 
     directory = Path(directory)
     result = results.load(directory)

@@ -2,7 +2,7 @@
 
 A config names its study with the top-level key ``experiment``; each study lives in its own module with a
 ``run(root, *, source, out, workers, plot, progress_total, progress) -> dict`` entry point that reads the parsed YAML
-(:class:`phasediag.config.Located` values, so errors name the key path and line), trains, writes its results
+(:class:`phasediag.config.sweep.Located` values, so errors name the key path and line), trains, writes its results
 atomically under ``out`` and returns a JSON-ready summary. Studies:
 
 - ``nonlinear``: a two-layer tanh / ReLU network on scikit-learn's digits (``pip install '.[experiments]'``);
@@ -16,14 +16,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from phasediag.config import FORMATS, ConfigError, Located, _did_you_mean, _fail, _number, _string, parse_yaml
+from phasediag.config.sweep import FORMATS, ConfigError, Located, _did_you_mean, _fail, _number, _string, parse_yaml
 
 __all__ = ["EXPERIMENTS", "run_experiment", "bounded_int", "fmt", "figure_formats", "write_study", "write_meta"]
 
 #: experiment name -> module implementing ``run``
 EXPERIMENTS = {
-    "nonlinear": "phasediag.nonlinear_experiment",
-    "sgd_drift": "phasediag.sgd_drift",
+    "nonlinear": "phasediag.studies.nonlinear_digits",
+    "sgd_drift": "phasediag.studies.sgd_drift",
 }
 
 
@@ -90,7 +90,7 @@ def write_study(out_dir: Path, name: str, arrays: dict, figures: Sequence[tuple[
                 formats: Sequence[str]) -> list[Path]:
     """Write results.npz and each figure `draw(path)` as `<name>__<stem>.<fmt>`, atomically; return the paths.
     `write_meta` comes last."""
-    from phasediag.results import write_npz
+    from phasediag.results.store import write_npz
 
     files = [out_dir / "results.npz"]
     write_npz(files[0], arrays)
@@ -104,7 +104,7 @@ def write_study(out_dir: Path, name: str, arrays: dict, figures: Sequence[tuple[
 def write_meta(out_dir: Path, files: list[Path], meta: dict) -> None:
     """Append meta.json to `files` and write it, listing every file: written last, so its presence marks a
     complete result."""
-    from phasediag.io import atomic_write
+    from phasediag.results.atomic import atomic_write
 
     files.append(out_dir / "meta.json")
     with atomic_write(files[-1]) as fh:

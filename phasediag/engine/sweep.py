@@ -23,9 +23,9 @@ import numpy as np
 
 import phasediag
 from phasediag import core
-from phasediag.config import Config, ConfigError, Quantity
-from phasediag.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
-from phasediag.results import SweepResult
+from phasediag.config.sweep import Config, ConfigError, Quantity
+from phasediag.engine.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
+from phasediag.results.store import SweepResult
 
 DEFAULT_CHUNK = 1 << 17  # 1 MiB per float64 temporary: measured best on the 1000 x 1000 grid (benchmarks/)
 _TRAJ_BUDGET = 1 << 21  # points x times per chunk for trajectory arrays (~16 MB per array)
@@ -205,7 +205,7 @@ def result_bytes(config: Config, points: int) -> int:
 
 def scaling_values(config: Config, flat: np.ndarray | range) -> tuple[np.ndarray, ...]:
     """The exponents (k, su, sw, eu, ew) on the points `flat` of a `mode: scaling` grid (bases checked > 0)."""
-    from phasediag.config import SCALING_KEYS
+    from phasediag.config.sweep import SCALING_KEYS
 
     variables = _variables(config, flat)
     out = []
@@ -234,7 +234,7 @@ def evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarra
             else:
                 lo = mid
         where = _where_text(_variables(config, np.array([lo])), 0) if config.axes else f"point {lo}"
-        from phasediag.solve import SUPPORTED_RANGE
+        from phasediag.engine.point import SUPPORTED_RANGE
 
         raise ConfigError(f"model/data: floating-point {exc} at {where}: the values there are outside the range "
                           f"the closed form supports ({SUPPORTED_RANGE})") from None
@@ -242,7 +242,7 @@ def evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarra
 
 def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarray]:
     if config.mode == "scaling":
-        from phasediag.metrics import ScalingPointSet
+        from phasediag.engine.metrics import ScalingPointSet
 
         points = ScalingPointSet(*scaling_values(config, range(start, stop)))
         return {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
@@ -371,7 +371,7 @@ def worker_kind(workers: int, n_chunks: int) -> str:
     """How a sweep of `n_chunks` chunks runs on `workers` workers: "serial" (one worker or one chunk),
     "processes" (forked workers writing into this process: Linux process_vm_writev, at least FORK_MIN_CHUNKS
     chunks per worker) or "threads". Every kind gives the same bits."""
-    from phasediag.workers import remote_write_available
+    from phasediag.engine.workers import remote_write_available
 
     if workers <= 1 or n_chunks <= 1:
         return "serial"
@@ -397,7 +397,7 @@ def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind
         yield from map(evaluate_into, todo)
         return
     if kind == "processes":
-        from phasediag.workers import RemoteWriteUnavailable, fill_forked
+        from phasediag.engine.workers import RemoteWriteUnavailable, fill_forked
 
         config = todo[0][0]
         tasks = [(lo - start, hi - start) for _, lo, hi in todo]
@@ -464,7 +464,7 @@ def _load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) ->
 
 def _save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[int, int]]) -> None:
     """Write the finished chunks, one file per contiguous run of them (atomically, like every output)."""
-    from phasediag.results import write_npz
+    from phasediag.results.store import write_npz
 
     runs: list[list[int]] = []
     for lo, hi in sorted(finished):

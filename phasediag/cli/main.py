@@ -290,7 +290,7 @@ def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, te
     init = {"--gram": "gram", "--seed": "seed"}.get(chosen[0], "typical") if chosen else "typical"
     _check_grid_and_plot(times, t_max, t_min, points, plot)
 
-    from phasediag.solve import DEFAULTS, InputError, NumericalRangeError, log_times, solve_point
+    from phasediag.engine.point import DEFAULTS, InputError, NumericalRangeError, log_times, solve_point
 
     try:
         if times is None:
@@ -329,7 +329,7 @@ def _check_grid_and_plot(times, t_max, t_min, points, plot) -> None:
 def _emit_point(result: dict, plot, as_json: bool, quiet: bool, formatter) -> None:
     """Draw the trajectory figure if asked, then print the JSON or the table."""
     if plot is not None:
-        from phasediag.plotting import trajectory_figure
+        from phasediag.plots.trajectory import trajectory_figure
 
         try:
             trajectory_figure(result, plot)
@@ -386,8 +386,8 @@ def simulate(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var,
     (default: t = 0 plus 24 log-spaced steps up to 100).
     """
     _check_grid_and_plot(times, t_max, t_min, points, plot)
-    from phasediag.solve import DEFAULTS, InputError, NumericalRangeError, log_times
-    from phasediag.witness import simulate_point
+    from phasediag.engine.point import DEFAULTS, InputError, NumericalRangeError, log_times
+    from phasediag.training.measure import simulate_point
 
     try:
         if times is None:
@@ -580,8 +580,8 @@ def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_eve
     Outputs are written under temporary names and renamed into place: an interrupted or failed run never
     leaves a partial results.npz (finished chunks are kept in .partial-*/ for --resume).
     """
-    from phasediag import runner
-    from phasediag.config import ConfigError
+    from phasediag.jobs import runner
+    from phasediag.config.sweep import ConfigError
 
     try:
         shard_spec = runner.parse_shard(shard)
@@ -602,7 +602,7 @@ def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_eve
 def _formats(value):
     if value is None:
         return None
-    from phasediag.config import FORMATS
+    from phasediag.config.sweep import FORMATS
 
     items = [v.strip().lower() for v in value.split(",")]
     bad = [v for v in items if v not in FORMATS]
@@ -619,8 +619,8 @@ def _formats(value):
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
 def plot_command(directory, formats, as_json, quiet):
     """Re-render the figures of a results DIRECTORY (from results.npz and meta.json)."""
-    from phasediag import runner
-    from phasediag.results import ResultsError
+    from phasediag.jobs import runner
+    from phasediag.results.store import ResultsError
 
     formats = _formats(formats)
     try:
@@ -649,8 +649,8 @@ def _echo_paths(paths, as_json: bool, quiet: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
 def export_command(directory, as_csv, out, as_json, quiet):
     """Export a results DIRECTORY as tidy CSV: axis values and every metric per grid point."""
-    from phasediag import runner
-    from phasediag.results import ResultsError
+    from phasediag.jobs import runner
+    from phasediag.results.store import ResultsError
 
     try:
         paths = runner.export_csv(directory, out)
@@ -668,10 +668,10 @@ def export_command(directory, as_csv, out, as_json, quiet):
 def merge_command(directories, out, no_plot, as_json, quiet):
     """Join the shard DIRECTORIES of one config (written by 'run --shard K/N' or 'validate --shard K/N') into
     one result."""
-    from phasediag import runner
-    from phasediag.config import ConfigError
-    from phasediag.results import ResultsError
-    from phasediag.validation import VALIDATION_FILE, merge_validation
+    from phasediag.jobs import runner
+    from phasediag.config.sweep import ConfigError
+    from phasediag.results.store import ResultsError
+    from phasediag.studies.validation import VALIDATION_FILE, merge_validation
 
     kinds = {os.path.isfile(os.path.join(d, VALIDATION_FILE)) for d in directories}
     if len(kinds) > 1:
@@ -905,9 +905,9 @@ def validate(config, points, max_width, method, step, max_steps, out, shard, wor
     Writes validation.json, meta.json and two figures (markers coloured by measured phase over the predicted
     map; predicted vs measured). Exit status 0 also when labels differ: read the report.
     """
-    from phasediag import runner
-    from phasediag.config import ConfigError
-    from phasediag.validation import Settings, run_validation
+    from phasediag.jobs import runner
+    from phasediag.config.sweep import ConfigError
+    from phasediag.studies.validation import Settings, run_validation
 
     try:
         shard_spec = runner.parse_shard(shard)
@@ -984,8 +984,8 @@ def experiment(config, out, workers, no_plot, as_json, quiet):
     """
     import json
 
-    from phasediag.config import ConfigError
-    from phasediag.experiment import run_experiment
+    from phasediag.config.sweep import ConfigError
+    from phasediag.studies.experiment import run_experiment
 
     start, update, close = _progress(quiet or as_json)
     try:

@@ -1,6 +1,6 @@
 """A nonlinear two-layer network on a real task (issue 5): ``phasediag experiment CONFIG``, ``experiment: nonlinear``.
 
-The network, its gradients, NTK and alignment are in :mod:`phasediag.nonlinear` (notation of THEORY sections
+The network, its gradients, NTK and alignment are in :mod:`phasediag.training.nonlinear` (notation of THEORY sections
 1-3: kappa = output_scale, eta_u = lr_u, eta_w = lr_w, sigma_u^2 = init_var_u, sigma_w^2 = init_var_w). This
 module reads the config, trains every point of the grid
 
@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 import phasediag
-from phasediag import core, expr
-from phasediag import nonlinear as nl
-from phasediag.config import (
+from phasediag import core
+from phasediag.config import expr
+from phasediag.training import nonlinear as nl
+from phasediag.config.sweep import (
     _FILE_NAME,
     ConfigError,
     Located,
@@ -56,11 +57,11 @@ from phasediag.config import (
     _plain,
     _string,
 )
-from phasediag.experiment import bounded_int as _int
-from phasediag.experiment import figure_formats
-from phasediag.experiment import fmt as _fmt
-from phasediag.experiment import write_meta, write_study
-from phasediag.maps import nan_median as _median
+from phasediag.studies.experiment import bounded_int as _int
+from phasediag.studies.experiment import figure_formats
+from phasediag.studies.experiment import fmt as _fmt
+from phasediag.studies.experiment import write_meta, write_study
+from phasediag.plots.maps import nan_median as _median
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
@@ -626,7 +627,7 @@ def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
     style). Bottom row: the mechanism label of each run. Saves when `path` is given."""
     from matplotlib.patches import Patch
 
-    from phasediag.maps import CATEGORY_COLOURS, _figure, _save
+    from phasediag.plots.maps import CATEGORY_COLOURS, _figure, _save
 
     s = np.array(study.init_scales)
     n_act = len(study.activations)
@@ -686,7 +687,7 @@ def _labels_present(arrays: dict[str, np.ndarray]) -> list[str]:
 def _mechanism_strip(ax: Axes, study: Study, arrays: dict[str, np.ndarray], ia: int, curves: list, s: np.ndarray,
                      labels: bool = True) -> None:
     """One row of cells per curve: the label of each run (most frequent over seeds), on the log s axis."""
-    from phasediag.maps import CATEGORY_COLOURS
+    from phasediag.plots.maps import CATEGORY_COLOURS
 
     edges = np.exp(np.concatenate([[np.log(s[0]) - 0.5 * _step(s)], 0.5 * (np.log(s[1:]) + np.log(s[:-1])),
                                    [np.log(s[-1]) + 0.5 * _step(s)]]))
@@ -712,7 +713,7 @@ def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path
     (dark: small s, light: large s; median over seeds). Saves when `path` is given."""
     from matplotlib import colormaps
 
-    from phasediag.maps import _figure, _save
+    from phasediag.plots.maps import _figure, _save
 
     iw = len(study.widths) - 1
     steps = arrays["step"].astype(float)

@@ -52,8 +52,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 import phasediag
-from phasediag import core, simulate
-from phasediag.config import (
+from phasediag import core
+from phasediag.training import simulate
+from phasediag.config.sweep import (
     _FILE_NAME,
     ConfigError,
     Located,
@@ -64,12 +65,12 @@ from phasediag.config import (
     _plain,
     _string,
 )
-from phasediag.experiment import bounded_int as _int
-from phasediag.experiment import figure_formats
-from phasediag.experiment import fmt as _fmt
-from phasediag.experiment import write_meta, write_study
-from phasediag.maps import nan_median as _median
-from phasediag.workers import ordered_map
+from phasediag.studies.experiment import bounded_int as _int
+from phasediag.studies.experiment import figure_formats
+from phasediag.studies.experiment import fmt as _fmt
+from phasediag.studies.experiment import write_meta, write_study
+from phasediag.plots.maps import nan_median as _median
+from phasediag.engine.workers import ordered_map
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
@@ -651,7 +652,7 @@ def _at_half(study: Study, values: np.ndarray) -> np.ndarray:
 
 
 def _colours(n: int) -> list[str]:
-    from phasediag.maps import CURVE_COLOURS
+    from phasediag.plots.maps import CURVE_COLOURS
 
     palette = [c for c in CURVE_COLOURS if c not in ("#000000", "#999999")]
     return [palette[k % len(palette)] for k in range(n)]
@@ -677,7 +678,7 @@ def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
     """Per noise level (rows): D_t = -ln|Delta_t/Delta_0| and 1 - |zeta_t| against the step at plot.lr, for
     population GD (exact), gradient flow and SGD at each batch size (median and 25-75% band over seeds),
     with the leading-order prediction of each SGD curve (dotted). Saves when `path` is given."""
-    from phasediag.maps import _figure, _save
+    from phasediag.plots.maps import _figure, _save
 
     study = replace(study, plot_lr=chosen_lr(study, arrays))
     rows = len(study.noise_vars)
@@ -723,7 +724,7 @@ def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray], path: str | 
     D_K against lr for each batch size and population GD (least-squares slopes in the legend); the noise part
     D_K(B) - D_K(full batch on the same sample) against B at each lr, with the leading-order prediction
     proportional to f_B = (n - B)/(B (n - 1)) (dotted); and 1 - |zeta_K| against lr. Saves when `path` is given."""
-    from phasediag.maps import _figure, _save
+    from phasediag.plots.maps import _figure, _save
 
     rows = len(study.noise_vars)
     fig = _figure(16.0, 3.7 * rows + 0.4)

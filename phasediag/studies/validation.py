@@ -15,7 +15,7 @@ and trained:
 
 The prediction uses the sampled vectors' own Gram (U, W, V), so any deviation is numerical, not a finite-width
 fluctuation; the map label (the grid's label, with the config's initialization) is reported beside it. Both
-the predicted and the measured labels are taken by :func:`phasediag.witness.measured_label` on the same
+the predicted and the measured labels are taken by :func:`phasediag.training.measure.measured_label` on the same
 recorded times, so they apply the same rule. Errors are measured over the whole recorded path:
 m (relative to max(|m*|, |m|)), Theta (relative), alignment zeta (absolute), ntk_change at T (absolute,
 relative above 1).
@@ -34,11 +34,13 @@ from typing import Callable
 import numpy as np
 
 import phasediag
-from phasediag import core, simulate, sweep
-from phasediag.config import Config, ConfigError, config_from_text
-from phasediag.io import atomic_write
-from phasediag.workers import ordered_map
-from phasediag.witness import measured_label, measured_order_parameters
+from phasediag import core
+from phasediag.training import simulate
+from phasediag.engine import sweep
+from phasediag.config.sweep import Config, ConfigError, config_from_text
+from phasediag.results.atomic import atomic_write
+from phasediag.engine.workers import ordered_map
+from phasediag.training.measure import measured_label, measured_order_parameters
 
 __all__ = ["Settings", "select_points", "validate_point", "run_validation", "merge_validation",
            "VALIDATION_FILE", "draw"]
@@ -412,6 +414,6 @@ def _config_from_meta(meta: dict) -> Config | None:
 def draw(config: Config, body: dict, out: Path, map_result=None) -> list[str]:
     """validate__phase_overlay__<y>_vs_<x>.png (predicted map, markers coloured by measured label) and
     validate__predicted_vs_measured.png (parity plots of ntk_change and final alignment)."""
-    from phasediag import validate_plots
+    from phasediag.plots import validation as validate_plots
 
     return validate_plots.draw(config, body, out, map_result)
