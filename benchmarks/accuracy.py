@@ -1,6 +1,6 @@
-"""Measured accuracy of the float64 closed form against the mpmath reference (THEORY section 8).
+"""Measured accuracy of the float64 closed form against the mpmath reference (docs/theory.md section 8).
 
-Draws random points over the full ranges of THEORY section 8 (log-uniform d in [1, 1e15], kappa in
+Draws random points over the full ranges of docs/theory.md section 8 (log-uniform d in [1, 1e15], kappa in
 [1e-8, 1e8], sigma^2 in {0} U [1e-16, 1e4], eta in [1e-6, 1e6], a in [1e-3, 1e3], m* in +-[1e-3, 1e3]; exact
 sampled initial Grams) at times t = x tau (x log-uniform in [1e-6, 1e3]) and t = inf, and prints the worst
 error of each quantity in the units of section 8 (m: |err| / max(|m|, min(sqrt(m^2 + g^2), |m0| + |m*|));

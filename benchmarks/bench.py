@@ -7,7 +7,7 @@ eta_u = eta_w = 1, a = m* = 1, typical initialization) scaled to N = n x n point
   best of k repeats, at N = 1e4, 1e5, 1e6 and 1e7 -- final state (horizon inf), final state at T = 10, and
   trajectories (8 log-spaced times up to T = 10, besides the metrics at T = 10; rate = (point, time) pairs/s);
   the same with `workers=2`;
-- a naive numpy pass: the textbook formulas of THEORY sections 4-6 (z(t) Riccati form, m = alpha0/z - beta0 z,
+- a naive numpy pass: the textbook formulas of docs/theory.md sections 4-6 (z(t) Riccati form, m = alpha0/z - beta0 z,
   Theta = 2c sqrt(m^2 + g^2), ...) over the whole grid at once, with no accuracy care; its speed, and its
   accuracy against the exact solution over the whole 1000 x 1000 grid (NaN/inf, points off by > 1e-6, phase
   labels that differ);
@@ -112,7 +112,7 @@ def make_config(n: int, horizon: float = math.inf, times: int | None = None):
 
 def naive_pass(d, s, horizon=math.inf, kappa=1.0, lr_u=1.0, lr_w=1.0, a=1.0, m_star=1.0,
                ntk_threshold=0.1, alignment_threshold=0.1) -> dict[str, np.ndarray]:
-    """THEORY sections 2-6 taken literally, over whole arrays at once (config 1: typical init, V = 0).
+    """docs/theory.md sections 2-6 taken literally, over whole arrays at once (config 1: typical init, V = 0).
 
     The same 20 metrics as a sweep; t = inf by section 5, finite t by the z(t) Riccati form of section 4,
     t_learn by inverting that form for z and then e = exp(-lambda t). No accuracy care: no cancellation-free
@@ -430,7 +430,7 @@ def _record(row: dict, key: str, walls: list[float]) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # 2. accuracy
 
-# how each metric's error is measured (THEORY section 8 units where it defines them)
+# how each metric's error is measured (docs/theory.md section 8 units where it defines them)
 ERROR_KIND = {
     "m_init": "m", "m_final": "m", "alignment_init": "zeta", "alignment_final": "zeta", "alignment_gain": "zeta",
     "disalignment": "zeta", "phase": "label", "not_converged": "label",
@@ -439,7 +439,7 @@ ERROR_KIND = {
 
 def error_array(x: np.ndarray, ref: np.ndarray, kind: str, m_scale=None, zeta_scale=None) -> np.ndarray:
     """Elementwise error of x against ref: 'rel' |x - ref| / |ref| (|x - ref| where ref = 0), 'm' in units of
-    THEORY 8's m scale, 'zeta' in units of that scale / sqrt(m^2 + kappa^2 G); non-finite x with finite ref
+    docs/theory.md section 8's m scale, 'zeta' in units of that scale / sqrt(m^2 + kappa^2 G); non-finite x with finite ref
     (or the reverse, or inf of the other sign) -> inf."""
     with np.errstate(all="ignore"):
         diff = np.abs(x - ref)
@@ -455,7 +455,7 @@ def error_array(x: np.ndarray, ref: np.ndarray, kind: str, m_scale=None, zeta_sc
 
 
 def scales(m_ref, m0, m_star, g, kappa_sqrt_g):
-    """THEORY 8: m scale = max(|m|, min(sqrt(m^2 + g^2), |m0| + |m*|)); zeta's sqrt(m^2 + kappa^2 G)."""
+    """docs/theory.md section 8: m scale = max(|m|, min(sqrt(m^2 + g^2), |m0| + |m*|)); zeta's sqrt(m^2 + kappa^2 G)."""
     m_scale = np.maximum(np.abs(m_ref), np.minimum(np.hypot(m_ref, g), np.abs(m0) + np.abs(m_star)))
     return m_scale, np.hypot(m_ref, kappa_sqrt_g)
 
@@ -1110,7 +1110,7 @@ def markdown(res: dict, figure_path: Path, out_path: Path) -> str:
         f"(final state), `{{horizon: {FINITE_T:g}}}`, or `{{horizon: {FINITE_T:g}, times: {{log: [0.01, "
         f"{FINITE_T:g}, {TRAJ_TIMES}]}}}}` (trajectories). \"Core\" is the sweep engine in one process "
         "(`sweep.run(config, workers=1)`: grid values, chunked evaluation of all 20 stored metrics into the "
-        "result arrays; no file I/O). The naive pass is THEORY sections 4-6 taken literally in numpy over the whole "
+        "result arrays; no file I/O). The naive pass is docs/theory.md sections 4-6 taken literally in numpy over the whole "
         "grid at once (`naive_pass` in the script).")
     add("")
     add("## Targets (issue 6)")
@@ -1160,7 +1160,7 @@ def markdown(res: dict, figure_path: Path, out_path: Path) -> str:
         add("")
     add("## Accuracy")
     add("")
-    add("Errors are in THEORY section 8's units: m relative to max(|m|, min(sqrt(m^2 + g^2), |m0| + |m*|)); "
+    add("Errors are in docs/theory.md section 8's units: m relative to max(|m|, min(sqrt(m^2 + g^2), |m0| + |m*|)); "
         "zeta (alignments) the same divided by sqrt(m^2 + kappa^2 G); everything else relative. \"> 1e-6\" counts "
         "points where the quantity is off by more than 1e-6 or not finite. The core is the reference over the "
         "whole grid after its own check against mpmath on the sample below.")

@@ -1,17 +1,17 @@
-"""Independent high-precision reference for the solvable model (THEORY.md sections 3-6 and 9).
+"""Independent high-precision reference for the solvable model (docs/theory.md sections 3-6 and 9).
 
-Written from THEORY.md only -- it does not import or imitate ``phasediag.core``.  Everything is evaluated
+Written from docs/theory.md only -- it does not import or imitate ``phasediag.core``.  Everything is evaluated
 with mpmath from the *exact* values of the float inputs, using the formulas of sections 3-5 nearly
-literally.  Literal formulas cancel (THEORY section 8), so every public function evaluates at two
+literally.  Literal formulas cancel (docs/theory.md section 8), so every public function evaluates at two
 precisions (50 and 100 digits to start with) and accepts the result only when the two agree to
 ``AGREEMENT`` (1e-16) times the tolerance that the accuracy tests apply to that quantity; otherwise the
 precision is doubled, up to ``MAX_DPS`` digits.  The reference error is therefore provably negligible
-next to the tolerances of THEORY section 8.
+next to the tolerances of docs/theory.md section 8.
 
 Only algebraic identities of section 4 are used to avoid divisions by zero (beta0 = (g^2/4)/alpha0,
 b + q = a^2 g^2/(q - b) for b < 0); the remaining cancellation is handled by the precision loop.
 
-The tolerances themselves (THEORY section 8, and the conventions this test-suite adopts where the
+The tolerances themselves (docs/theory.md section 8, and the conventions this test-suite adopts where the
 spec is silent) are defined here too, in ``state_tolerances`` -- one place, used by the reference's own
 precision check and by tests/test_accuracy.py.
 """
@@ -29,7 +29,7 @@ MAX_DPS = 3200
 AGREEMENT = mpf("1e-16")  # reference error must be <= AGREEMENT * (test tolerance)
 
 # ---------------------------------------------------------------------------------------------------------
-# Tolerances of THEORY section 8 (and the documented conventions where the spec is silent)
+# Tolerances of docs/theory.md section 8 (and the documented conventions where the spec is silent)
 # ---------------------------------------------------------------------------------------------------------
 REL = mpf("1e-9")
 # "Near a sign crossing of m": |m| < CROSSING * min(sqrt(m^2 + g^2), |m0| + |m*|).  There m itself is
@@ -273,10 +273,10 @@ class _Model:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Tolerances (THEORY section 8) -- shared by the precision check here and by the accuracy tests
+# Tolerances (docs/theory.md section 8) -- shared by the precision check here and by the accuracy tests
 # ---------------------------------------------------------------------------------------------------------
 def m_scale(m, inv, g2=None) -> mpf:
-    """max(|m|, min(sqrt(m^2 + g^2), |m0| + |m*|)): the scale of the m bound in THEORY section 8."""
+    """max(|m|, min(sqrt(m^2 + g^2), |m0| + |m*|)): the scale of the m bound in docs/theory.md section 8."""
     g2 = inv["g2"] if g2 is None else g2
     return max(abs(m), min(mp.sqrt(m * m + g2), abs(inv["m0"]) + abs(inv["ms"])))
 
@@ -459,7 +459,7 @@ class Reference:
                     loss_ratio=sT["loss"] / s0["loss"] if s0["loss"] > 0 else None)
 
     def classify(self, horizon=math.inf, ntk_threshold=0.1, alignment_threshold=0.1, margin=1e-6):
-        """(label, ambiguous): label per THEORY section 6; ambiguous=True when any compared quantity is
+        """(label, ambiguous): label per docs/theory.md section 6; ambiguous=True when any compared quantity is
         within a relative `margin` of its threshold (or alignment ~ disalignment when that decides)."""
         inv = self.invariants()
         if inv["saddle"]:

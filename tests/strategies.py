@@ -1,4 +1,4 @@
-"""Hypothesis strategies over the full ranges of THEORY section 8.
+"""Hypothesis strategies over the full ranges of docs/theory.md section 8.
 
     d in [1, 1e15] (log-uniform integer), kappa in [1e-8, 1e8], sigma^2 in {0} U [1e-16, 1e4],
     eta in [1e-6, 1e6], a in [1e-3, 1e3], m* in +-[1e-3, 1e3], t in [0, 1e12] and inf.

@@ -1,4 +1,4 @@
-"""Accuracy of the float64 core against the independent high-precision reference (THEORY section 8).
+"""Accuracy of the float64 core against the independent high-precision reference (docs/theory.md section 8).
 
 Every expected value comes from tests/reference.py (mpmath, precision checked at two levels), never from
 the core.  Tolerances (tests/reference.py: ``state_tolerances``):

@@ -1,6 +1,6 @@
 """Tests of the command line (`phasediag solve`), its glue (phasediag.engine.point), plotting and atomic writes.
 
-Expected values come from THEORY.md formulas worked out by hand, from direct calls of phasediag.core at the
+Expected values come from docs/theory.md formulas worked out by hand, from direct calls of phasediag.core at the
 same point, or from an explicit vector gradient-descent step -- never from the command's own output.
 """
 
@@ -135,7 +135,7 @@ def test_json_keys_types_and_strictness():
 
 
 def test_json_default_point_matches_theory():
-    """Defaults: U = W = 1, V = 0, kappa = 1, eta = 0.1, a = m* = 1. By hand (THEORY 3-5): c = 0.1, g = 1,
+    """Defaults: U = W = 1, V = 0, kappa = 1, eta = 0.1, a = m* = 1. By hand (docs/theory.md sections 3-5): c = 0.1, g = 1,
     Theta0 = 0.2, Theta_inf = 2c hypot(m*, g) = 0.2 sqrt(2), zeta_inf = 1/sqrt(2), tau = 1/(a Theta_inf)."""
     out = run_json()
     assert out["init"]["U"] == pytest.approx(1.0, rel=1e-15)
@@ -155,7 +155,7 @@ def test_json_default_point_matches_theory():
     assert all(b <= a for a, b in zip(out["loss"], out["loss"][1:]))
 
 
-_VAR = st.one_of(st.just(0.0), st.floats(1e-16, 10.0))  # THEORY section 8: sigma^2 in {0} U [1e-16, 1e4]
+_VAR = st.one_of(st.just(0.0), st.floats(1e-16, 10.0))  # docs/theory.md section 8: sigma^2 in {0} U [1e-16, 1e4]
 
 
 @settings(max_examples=25, deadline=None)
@@ -201,8 +201,8 @@ def test_json_agrees_with_direct_core_calls():
 
 
 def test_explicit_gram_gives_initial_state_of_theory():
-    """--gram U,W,V: m0 = kappa V, Theta0 = kappa^2 (eta_w U + eta_u W), zeta0 = V / sqrt(U W) (THEORY 1-3);
-    m(inf) = m* and zeta_inf = m*/sqrt(m*^2 + kappa^2 G) (THEORY 5)."""
+    """--gram U,W,V: m0 = kappa V, Theta0 = kappa^2 (eta_w U + eta_u W), zeta0 = V / sqrt(U W) (docs/theory.md sections 1-3);
+    m(inf) = m* and zeta_inf = m*/sqrt(m*^2 + kappa^2 G) (docs/theory.md section 5)."""
     p = POINT
     out = run_json(*point_args())
     assert (out["init"]["U"], out["init"]["W"], out["init"]["V"]) == (p["U"], p["W"], p["V"])
@@ -240,7 +240,7 @@ def test_seed_is_reproducible_and_is_the_exact_sample():
 
 
 def test_width_one_sample_has_parallel_layers():
-    """A real d = 1 network always has G = 0 (THEORY 7): |zeta| = 1 whenever m != 0."""
+    """A real d = 1 network always has G = 0 (docs/theory.md section 7): |zeta| = 1 whenever m != 0."""
     out = run_json("--width", "1", "--seed", "3", "--times", "0,1,inf")
     assert out["init"]["G"] == 0.0
     assert all(abs(abs(z) - 1.0) < 1e-12 for z, m in zip(out["alignment"], out["m"]) if m != 0.0)
@@ -248,7 +248,7 @@ def test_width_one_sample_has_parallel_layers():
 
 def test_saddle_point():
     """d = 1 balanced, opposite sign start (U = W = 1, V = -1, equal rates): g = 0 and m0 m* < 0, so m -> 0
-    and never learns (THEORY 4-5)."""
+    and never learns (docs/theory.md sections 4-5)."""
     out = run_json("--gram", "1,1,-1", "--lr-u", "0.5", "--lr-w", "0.5", "--times", "0,1,10,inf")
     assert out["final"]["phase"] == "saddle" and out["final"]["mechanism"] is None
     assert abs(out["final"]["m"]) < 1e-12
@@ -283,7 +283,7 @@ def test_both_layers_zero_give_defined_results(args):
 
 
 def test_kernel_aligning_example_of_theory():
-    """THEORY 6: kappa = 1/d, eta_u = d, eta_w = 1/d at d = 4000 (unit init variances): the layers align
+    """docs/theory.md section 6: kappa = 1/d, eta_u = d, eta_w = 1/d at d = 4000 (unit init variances): the layers align
     while the NTK does not change."""
     d = 4000
     out = run_json("--width", str(d), "--output-scale", repr(1 / d), "--lr-u", str(d), "--lr-w", repr(1 / d),
@@ -357,7 +357,7 @@ def test_gd_agrees_with_core_and_reports_outcome():
 
 
 def test_gd_outcomes_on_both_sides_of_the_stability_edge():
-    """THEORY 9 at m0 = 0 (typical init, U = W = 1, kappa = a = m* = 1): a Theta0 = eta_u + eta_w. Small
+    """docs/theory.md section 9 at m0 = 0 (typical init, U = W = 1, kappa = a = m* = 1): a Theta0 = eta_u + eta_w. Small
     steps (a Theta0 = 0.2 <= 2, a c m* = 0.1 < 1) converge; eta_u = 2.3, eta_w = 0.2 gives a Theta0 = 2.5
     inside the catapult window 2 < a Theta0 < 4 - (a c m*)^2 = 3.54."""
     small = run_json("--optimizer", "gd", "--times", "0,10,inf")
@@ -537,7 +537,7 @@ def test_internal_error_exits_1_without_traceback(monkeypatch):
 
 
 def test_floating_point_trouble_is_a_one_line_error_not_garbage():
-    """Inputs far outside THEORY section 8's range overflow: bad input (exit 2) with a plain message naming
+    """Inputs far outside docs/theory.md section 8's range overflow: bad input (exit 2) with a plain message naming
     the supported range, never inf/nan output."""
     res = run("solve", "--output-scale", "1e300", "--json")
     assert res.exit_code == 2 and res.stdout == ""

@@ -1,7 +1,7 @@
 """The closed form (phasediag.core) against the finite-width witness (phasediag.training.simulate).
 
 The simulator trains the actual vectors u, w in R^d; the core only sees their Gram entries. Agreement is
-asserted per quantity, with the error scales of THEORY section 8:
+asserted per quantity, with the error scales of docs/theory.md section 8:
 - m:     |m_sim - m_cf| <= tol * max(|m|, min(hypot(m, g), |m0| + |m*|))  (relative, except near m = 0)
 - zeta:  |zeta_sim - zeta_cf| <= tol * (the m scale) / hypot(m, kappa sqrt(G))
 - Theta, |u|^2, |w|^2: relative error <= tol
@@ -44,7 +44,7 @@ def closed_form(case: Case, u0: np.ndarray, w0: np.ndarray):
 
 
 def m_scale(inv, m) -> np.ndarray:
-    """THEORY 8's scale for errors in m: max(|m|, min(hypot(m, g), |m0| + |m*|))."""
+    """docs/theory.md section 8's scale for errors in m: max(|m|, min(hypot(m, g), |m0| + |m*|))."""
     return np.maximum(np.abs(m), np.minimum(np.hypot(m, inv.g), np.abs(inv.m0) + np.abs(inv.teacher)))
 
 
@@ -116,7 +116,7 @@ def test_cases_span_kernel_and_feature_learning():
     change = {name: flow_pair(name)[0].ntk[-1] / flow_pair(name)[0].ntk[0] - 1 for name in FLOW_CASES}
     assert abs(change["d1000_kernel_ntk_param"]) < 1e-3 and abs(change["d1000_kernel_aligning"]) < 1e-3
     assert change["d1000_small_init_feature"] > 10
-    _, cf, _ = flow_pair("d1000_kernel_aligning")  # rotation without NTK change (THEORY 6)
+    _, cf, _ = flow_pair("d1000_kernel_aligning")  # rotation without NTK change (docs/theory.md section 6)
     assert abs(cf.alignment[-1]) - abs(cf.alignment[0]) > 0.1
 
 

@@ -1,7 +1,7 @@
 """Core behaviour: limits, degenerate cases, independent closed forms of special cases, labels, GD outcomes.
 
 Expected values come from independent formulas (the initial state read directly off the Gram, logistic
-solutions of the scalar ODE in sign-locked cases, THEORY's stated boundaries), never from the code itself.
+solutions of the scalar ODE in sign-locked cases, the theory's stated boundaries), never from the code itself.
 The mpmath comparison over the full ranges lives in test_accuracy.py.
 """
 
@@ -120,7 +120,7 @@ def logistic(m0, m_star, rate, t):
 
 @pytest.mark.parametrize("m0,m_star", [(0.3, 2.0), (5.0, 0.5), (-0.3, -2.0)])
 def test_balanced_parallel_layers_follow_the_logistic(m0, m_star):
-    # d = 1, balanced (eta_u U = ... Delta = 0): g = 0, m cannot change sign (THEORY section 4)
+    # d = 1, balanced (eta_u U = ... Delta = 0): g = 0, m cannot change sign (docs/theory.md section 4)
     kappa, lr, a = 1.5, 0.4, 2.0
     u = math.sqrt(abs(m0) / kappa)
     inv = invariants(Problem(kappa, lr, lr, a, m_star, explicit_gram(u * u, u * u, math.copysign(u * u, m0))))
@@ -225,7 +225,7 @@ def test_relaxation_time_is_the_final_exponential_rate():
 
 
 def test_theory_example_kernel_aligning():
-    # THEORY 6: kappa = 1/d, eta_u = d, eta_w = 1/d at d = 4000: zeta 0.02 -> 0.70 with ntk_change ~1.2e-7
+    # docs/theory.md section 6: kappa = 1/d, eta_u = d, eta_w = 1/d at d = 4000: zeta 0.02 -> 0.70 with ntk_change ~1.2e-7
     d = 4000.0
     inv = invariants(Problem(1 / d, d, 1 / d, 1.0, 1.0, explicit_gram(d, d, 0.02 * d)))
     op = order_parameters(inv)
@@ -240,7 +240,7 @@ def test_theory_example_kernel_aligning():
 
 
 def test_kernel_disaligning_exists():
-    # mirror image of the above, missing from THEORY's list: imbalanced layers, |m0| > |m*|
+    # mirror image of the above, missing from the theory's list: imbalanced layers, |m0| > |m*|
     inv = invariants(Problem(1.0, 1e3, 1e-3, 1.0, 0.1, explicit_gram(10.0, 10.0, 3.0)))
     op = order_parameters(inv)
     assert abs(op.ntk_change) < 1e-6 and op.disalignment > 0.25
@@ -292,7 +292,7 @@ def test_negative_time_is_rejected():
         flow_state(inv, -1.0)
 
 
-# ---- exact discrete GD (THEORY section 9) ----
+# ---- exact discrete GD (docs/theory.md section 9) ----
 
 def gd_point(a_theta0, acm, m_star=1.0, a=1.0):
     """m0 = 0 (V = 0), d = 1, balanced rates: a Theta0 and a c m* set exactly."""
@@ -303,7 +303,7 @@ def gd_point(a_theta0, acm, m_star=1.0, a=1.0):
 
 @pytest.mark.parametrize("acm", [0.05, 0.3])
 def test_gd_outcome_boundaries_at_zero_start(acm):
-    upper = 4 - acm**2  # THEORY 9: catapult window 2 < a Theta0 < 4 - (a c m*)^2 for m0 = 0
+    upper = 4 - acm**2  # docs/theory.md section 9: catapult window 2 < a Theta0 < 4 - (a c m*)^2 for m0 = 0
     cases = {1.0: "converges", 1.98: "converges", 2.02: "catapult", 0.99 * upper: "catapult",
              1.01 * upper: "diverges"}
     for a_theta0, expected in cases.items():

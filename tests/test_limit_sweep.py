@@ -1,4 +1,4 @@
-"""`mode: scaling` sweeps: config rules, exponent arrays against THEORY 7 formulas, diagrams, named points."""
+"""`mode: scaling` sweeps: config rules, exponent arrays against docs/theory.md section 7 formulas, diagrams, named points."""
 
 import json
 import subprocess
@@ -35,7 +35,7 @@ def test_exponent_arrays_follow_theory_section_7():
     r = sweep.run(load(SCALING))
     k, s = np.meshgrid(r.coords["k"], r.coords["s"], indexing="ij")
     eu = ew = -1 - 2 * k - s
-    theta0 = 2 * k + 1 + np.maximum(ew + s, eu + s)  # THEORY 7, written out independently
+    theta0 = 2 * k + 1 + np.maximum(ew + s, eu + s)  # docs/theory.md section 7, written out independently
     c = k + (eu + ew) / 2
     np.testing.assert_allclose(r.arrays["ntk_init_exp"], theta0, atol=1e-12)
     np.testing.assert_allclose(r.arrays["rho_exp"], c - theta0, atol=1e-12)

@@ -1,7 +1,7 @@
 """`phasediag experiment` with `experiment: nonlinear`: a tanh / ReLU two-layer network on digits (issue 5).
 
 The expectations come from outside the code under test: central finite differences of the loss and of the
-network function (gradients, NTK), THEORY's exact solution of linear GD (`phasediag.core`) for a linear
+network function (gradients, NTK), the theory's exact solution of linear GD (`phasediag.core`) for a linear
 p = k = 1 network, an NTK worked out by hand, and the definition |cos(u, w)| of the alignment.
 """
 
@@ -149,12 +149,12 @@ def test_relu_ntk_computed_by_hand():
     assert 193.0 / 4 <= nl.ntk_scale(expected, 2) * 2 <= 193.0
 
 
-# ---------------------------------------------------------------- the linear network is THEORY's model
+# ---------------------------------------------------------------- the linear network is the theory's model
 
 
 def test_linear_network_reproduces_exact_gd_of_the_linear_model():
     """phi = id, p = k = 1: f(x) = kappa (u . w) x, K = Theta x x'^T. Every recorded number must match
-    phasediag.core's exact GD map (THEORY section 9) on a = mean x^2, m* = mean(x y) / a."""
+    phasediag.core's exact GD map (docs/theory.md section 9) on a = mean x^2, m* = mean(x y) / a."""
     rng = np.random.default_rng(11)
     n, d, kappa, lr_u, lr_w = 64, 24, 0.8, 0.3, 0.7
     x = rng.standard_normal((n, 1))

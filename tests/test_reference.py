@@ -229,7 +229,7 @@ def test_section8_one_minus_zstar_form_equals_literal():
             assert abs(inv["lam"] - inv["a"] * 2 * inv["c"] * Qs) < mpf("1e-80") * inv["lam"]
 
 
-# -- the precision loop converges over the full ranges of THEORY section 8 --------------------------------
+# -- the precision loop converges over the full ranges of docs/theory.md section 8 --------------------------------
 @settings(max_examples=150, deadline=None)
 @given(data=case_and_times(n_times=3, kinds=("typical", "explicit")))
 def test_precision_loop_converges_over_full_range(data):
@@ -266,7 +266,7 @@ def _gd_outcome_m0_zero(a_theta0, acm, nsteps=4000):
 
 @pytest.mark.parametrize("acm", [0.3, 0.7])
 def test_section9_catapult_window_for_m0_zero(acm):
-    """THEORY section 9: for m0 = 0 the catapult window is 2 < a Theta0 < 4 - (a c m*)^2."""
+    """docs/theory.md section 9: for m0 = 0 the catapult window is 2 < a Theta0 < 4 - (a c m*)^2."""
     upper = 4 - acm**2
     assert _gd_outcome_m0_zero(1.9, acm) == "converges"
     assert _gd_outcome_m0_zero(2.1, acm) == "catapult"

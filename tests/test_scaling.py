@@ -1,6 +1,6 @@
-"""Infinite-width scaling exponents (THEORY section 7), the named parametrizations and `phasediag limit`.
+"""Infinite-width scaling exponents (docs/theory.md section 7), the named parametrizations and `phasediag limit`.
 
-Expected values are exponents worked out by hand from THEORY 3-5 (written next to each), slopes measured
+Expected values are exponents worked out by hand from docs/theory.md sections 3-5 (written next to each), slopes measured
 on the exact finite-width solution of phasediag.core, or consequences of exact identities (AM-GM bounds,
 the rescaling symmetries of the model) -- never the module's own output.
 """
@@ -44,7 +44,7 @@ LIMIT_KEYS = {"ntk_init", "c", "ntk_final", "rho", "rho0", "alignment", "m0", "n
 
 
 def quarter_lattice():
-    """Exponent sets on a 1/4 lattice inside THEORY 8's ranges for d = 1e2 .. 1e12
+    """Exponent sets on a 1/4 lattice inside docs/theory.md section 8's ranges for d = 1e2 .. 1e12
     (kappa in [1e-8, 1e8]: |k| <= 2/3; sigma^2 in [1e-16, 1e4]: s in [-4/3, 1/3];
     eta in [1e-6, 1e6]: |e| <= 1/2)."""
     ks = es = [F(x, 4) for x in (-2, -1, 0, 1, 2)]
@@ -106,7 +106,7 @@ def test_c_rho_and_alignment_exponents_measured_on_invariants(s):
     (0, 0, 0, -1, -1),  # lazy: m0 ~ d^1/2 diverges; the change ~ rho0^2 ~ 1/d beats rho^2 ~ 1/d^2
     (-1, 0, 0, 1, 1),  # mean field
     (F(-1, 2), -1, -1, 0, 0),  # small init: exp(rho) = 1/2 > 0, the NTK grows from a vanishing start
-    (-1, 0, 0, 1, -1),  # THEORY 6's imbalanced "kernel, aligning" scaling
+    (-1, 0, 0, 1, -1),  # docs/theory.md section 6's imbalanced "kernel, aligning" scaling
     (0, -1, 0, -1, -1),  # standard with a stable rate
 ])
 def test_sampled_init_slopes(s):

@@ -1,6 +1,6 @@
 """`phasediag experiment` with `experiment: sgd_drift`: GD vs SGD drift of the conservation laws (issue 5).
 
-The expectations come from the model (THEORY sections 3 and 9), not from this code's output: one descent step
+The expectations come from the model (docs/theory.md sections 3 and 9), not from this code's output: one descent step
 with batch residual r_k multiplies Delta by (1 - c^2 r_k^2) and G by its square; full-batch SGD is GD on the
 sample moments; the flow conserves both, so GD's drift is a discretization effect (O(lr^2) per step);
 minibatch noise keeps r_k != 0 at the optimum when the labels are noisy, with variance prop. to (n - B)/(B (n - 1)).

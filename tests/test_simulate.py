@@ -1,6 +1,6 @@
 """Self-tests of phasediag.training.simulate: the simulators against the model's own exact laws.
 
-Nothing here uses phasediag.core. Each check is a law of THEORY.md that the simulated vectors must
+Nothing here uses phasediag.core. Each check is a law of docs/theory.md that the simulated vectors must
 obey (sections 1, 3 and 9), or an identity between two simulators.
 Run: cd /work/main && python3 -m pytest tests/test_simulate.py -q -W error
 """
@@ -133,7 +133,7 @@ def test_d1_layers_are_parallel_and_zero_layer_has_zero_alignment():
 
 
 # ------------------------------------------------------------------------------------------
-# Gradient flow: conservation laws and the NTK / alignment / norm laws (THEORY 3)
+# Gradient flow: conservation laws and the NTK / alignment / norm laws (docs/theory.md section 3)
 
 
 @pytest.mark.parametrize("name", FLOW_CASES)
@@ -220,7 +220,7 @@ def test_flow_raises_when_out_of_steps():
 
 
 # ------------------------------------------------------------------------------------------
-# Gradient descent: the exact one-step laws of THEORY 9
+# Gradient descent: the exact one-step laws of docs/theory.md section 9
 
 
 def gd_factor_laws(case: Case, tr: Trace) -> None:

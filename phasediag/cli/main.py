@@ -846,7 +846,7 @@ def format_limit(result: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (one line) instead of the table.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (and the JSON with --json).")
 def limit(output_scale, init_var_u, init_var_w, lr_u, lr_w, param, init, check, as_json, quiet):
-    """The infinite-width limit of hyperparameters scaled as powers of the width d (THEORY section 7):
+    """The infinite-width limit of hyperparameters scaled as powers of the width d (docs/theory.md section 7):
     exact exponents of the NTK, rho = 2c|m*|/Theta0, the alignment ratio A and m0; the phase (kernel if
     exp(rho) < 0, else feature learning) and health (unstable, frozen, divergent_output), decided exactly.
     Prefactors do not matter. Without options: every exponent 0.

@@ -1,6 +1,6 @@
 """The pure numerical core: exact solution, sampling, order parameters (no I/O, YAML or plotting).
 
-See docs/core-api.md for the interface and ../shared/THEORY.md for the mathematics.
+See docs/core-api.md for the interface and docs/theory.md for the mathematics.
 """
 
 from phasediag.core.flow import (

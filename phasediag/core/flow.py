@@ -1,4 +1,4 @@
-"""Exact gradient-flow solution of the two-layer linear network (THEORY sections 3-5).
+"""Exact gradient-flow solution of the two-layer linear network (docs/theory.md sections 3-5).
 
 Every function takes arrays that broadcast together and returns arrays of the broadcast shape; a time `t`
 (in steps: the learning rates carry the step size) may be an array and may contain `np.inf`.
@@ -12,7 +12,7 @@ D = 1 - E = -expm1(-lambda t), lambda = 2 c a Q, and Dq = D / Q (-> 2 c a t as Q
     alpha(t) = [alpha0 (a_hat + b_hat E) + h Dq] / [alpha0 Dq + b_hat + a_hat E],
 where a_hat = alpha_inf/Q, b_hat = beta_inf/Q, h = g^2/4; beta(t) is the mirror image (alpha <-> beta,
 m -> -m). Differences such as m - m*, Theta/Theta0 - 1 and the t_learn inversion are written as products of
-positive factors, so every output keeps ~1e-14 relative accuracy (THEORY section 8).
+positive factors, so every output keeps ~1e-14 relative accuracy (docs/theory.md section 8).
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def _times(k: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _saddle(g: np.ndarray, m0: np.ndarray, m_star: np.ndarray) -> np.ndarray:
-    """G = 0 with m0 on the wrong side of 0 (THEORY section 5): m only decays to 0."""
+    """G = 0 with m0 on the wrong side of 0 (docs/theory.md section 5): m only decays to 0."""
     wrong_side = m0 * m_star <= 0
     if np.ndim(wrong_side) == 0:
         return g == 0 if wrong_side else np.zeros((), dtype=bool)
@@ -189,7 +189,7 @@ def _saddle(g: np.ndarray, m0: np.ndarray, m_star: np.ndarray) -> np.ndarray:
 
 
 def invariants(problem: Problem) -> Invariants:
-    """Precompute the conserved quantities of THEORY section 3 for every point of `problem`.
+    """Precompute the conserved quantities of docs/theory.md section 3 for every point of `problem`.
 
     Inputs that are the same for every point (0-d arrays) are combined as scalars; every field is then
     broadcast to the points' shape (read-only views where nothing varies)."""
@@ -285,7 +285,7 @@ class _Path(NamedTuple):
 
 
 def _end_path(inv: Invariants) -> _Path:
-    """t = inf without the clock (THEORY 5): alpha_inf, beta_inf and m = m* exactly; at the saddle (which
+    """t = inf without the clock (docs/theory.md section 5): alpha_inf, beta_inf and m = m* exactly; at the saddle (which
     includes Q = 0) m -> 0 and alpha, beta -> 0. The general path gives the same values up to rounding."""
     zero = np.zeros_like(inv.teacher)
     if not inv.saddle.any():  # the usual case: no masking
@@ -331,7 +331,7 @@ def _evaluate(inv: Invariants, t) -> _Path:
     if not all_finite:
         from_start = np.where(finite, from_start, alpha - beta - inv.m0)
         err_from_start = np.where(finite, err_from_start, np.inf)
-    # pick the form of m with the smallest rounding error (THEORY section 8)
+    # pick the form of m with the smallest rounding error (docs/theory.md section 8)
     candidates = (
         (alpha - beta, alpha + beta),
         (inv.teacher + to_end, err_to_end),
@@ -484,7 +484,7 @@ def relaxation_time(inv: Invariants) -> np.ndarray:
 
 
 def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
-    """Time at which the excess loss has fallen to `fraction` of its initial value (THEORY section 5).
+    """Time at which the excess loss has fallen to `fraction` of its initial value (docs/theory.md section 5).
 
     Exact inversion of alpha(t) (by the symmetry m -> -m, take m0 >= 0): at the target slope
     m_t = m* + r (m0 - m*), r = sqrt(fraction), 1 - E = Q Y with the positive product

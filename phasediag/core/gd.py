@@ -1,4 +1,4 @@
-"""Exact discrete gradient descent (THEORY section 9).
+"""Exact discrete gradient descent (docs/theory.md section 9).
 
 With p = u/sqrt(eta_u), q = w/sqrt(eta_w) one GD step is p' = p - c r q, q' = q - c r p, so
 alpha = c|p + q|^2/4 and beta = c|p - q|^2/4 obey exactly

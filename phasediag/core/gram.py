@@ -1,4 +1,4 @@
-"""Initial state of the network: the Gram entries (U, W, V) and determinant G (THEORY section 2).
+"""Initial state of the network: the Gram entries (U, W, V) and determinant G (docs/theory.md section 2).
 
 The gradient flow depends on the initial weights only through U = |u0|^2, W = |w0|^2, V = u0.w0, so a point
 of any width costs O(1). G = U W - V^2 is carried separately: forming it by subtraction loses every digit

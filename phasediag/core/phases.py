@@ -1,6 +1,6 @@
-"""Order parameters and phase labels at a finite point (THEORY section 6).
+"""Order parameters and phase labels at a finite point (docs/theory.md section 6).
 
-Codes index `PHASES`. THEORY names "kernel, aligning" but not its mirror image: with imbalanced layers and
+Codes index `PHASES` (docs/theory.md section 6). Besides "kernel, aligning" there is its mirror image: with imbalanced layers and
 |m0| > |m*| the layers can turn *away* from each other while the NTK stays put (e.g. kappa = 1,
 eta_u = 1e3, eta_w = 1e-3, d = 10, sigma^2 = 1, m* = 0.1: |zeta| 0.3 -> 0.01 with ntk_change ~ 1e-7), so
 "kernel_disaligning" is a label too, chosen by the same larger-amount rule as the feature-learning mechanisms.
@@ -85,7 +85,7 @@ def order_parameters(inv: Invariants, horizon=np.inf,
 def classify_order(
     inv: Invariants, op: OrderParameters, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
 ) -> np.ndarray:
-    """Phase codes (into PHASES) from precomputed order parameters (rules of THEORY section 6)."""
+    """Phase codes (into PHASES) from precomputed order parameters (rules of docs/theory.md section 6)."""
     return phase_codes(op, inv.saddle, ntk_threshold, alignment_threshold)
 
 
@@ -98,7 +98,7 @@ _PHASE_TABLE = np.array([PHASE_CODE[name] for name in (
 def phase_codes(
     op: OrderParameters, saddle, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
 ) -> np.ndarray:
-    """The rules of THEORY section 6 on order parameters, however obtained (closed form or a measured
+    """The rules of docs/theory.md section 6 on order parameters, however obtained (closed form or a measured
     trajectory); `saddle` (bool array) overrides them. Returns int8 codes into PHASES."""
     # the rules as a table lookup: index = 4 kernel + 2 rotated + mechanism_alignment (int8 arithmetic)
     index = (np.abs(op.ntk_change) < ntk_threshold).astype(np.int8) << 2

@@ -1,4 +1,4 @@
-"""Infinite-width limit: scaling exponents of the two-layer linear network (THEORY section 7).
+"""Infinite-width limit: scaling exponents of the two-layer linear network (docs/theory.md section 7).
 
 Every hyperparameter scales as a power of the width d, with a free constant in front (default 1):
 
@@ -6,20 +6,20 @@ Every hyperparameter scales as a power of the width d, with a free constant in f
 
 Derivation (typical initialization U = d sigma_u^2, W = d sigma_w^2, V = 0; teacher m* and a fixed, O(1)):
 
-- NTK (THEORY 3): Theta0 = kappa^2 (eta_w U + eta_u W) = d^(2k+1) (d^(ew+su) + d^(eu+sw)), so
+- NTK (docs/theory.md section 3): Theta0 = kappa^2 (eta_w U + eta_u W) = d^(2k+1) (d^(ew+su) + d^(eu+sw)), so
       exp(Theta0) = 2k + 1 + max(ew + su, eu + sw).
 - c = kappa sqrt(eta_u eta_w):  exp(c) = k + (eu + ew)/2.
 - rho := 2c|m*|/Theta0:  exp(rho) = exp(c) - exp(Theta0) = -(k + 1) - |delta|/2 - (su + sw)/2 where
   delta := (ew + su) - (eu + sw) is the layer imbalance of the NTK.
 - Alignment ratio A := |m*|/(kappa sqrt(G)), G = U W = d^2 sigma_u^2 sigma_w^2:
-      exp(A) = -(k + 1 + (su + sw)/2);  |zeta_inf| = A/sqrt(1 + A^2) (THEORY 5), so
+      exp(A) = -(k + 1 + (su + sw)/2);  |zeta_inf| = A/sqrt(1 + A^2) (docs/theory.md section 5), so
       exp(zeta_inf) = min(exp(A), 0).
-  exp(rho) = exp(A) - |delta|/2 <= exp(A) (AM-GM: rho <= A, THEORY 7).
+  exp(rho) = exp(A) - |delta|/2 <= exp(A) (AM-GM: rho <= A, docs/theory.md section 7).
 - Sampled initialization: m0 = kappa V, V = sigma_u sigma_w c1 n with c1 ~ sqrt(d), n ~ N(0, 1), so
       exp(m0) = k + 1/2 + (su + sw)/2 = -exp(A) - 1/2  (typical initialization has m0 = 0 exactly);
   rho0 := 2c|m0|/Theta0:  exp(rho0) = exp(c) + exp(m0) - exp(Theta0) = -1/2 - |delta|/2 <= -1/2
   (exactly rho0 <= |cos(u0, w0)| ~ d^-1/2, by AM-GM on Theta0). U, W, G keep their typical exponents.
-- End of training (THEORY 5): Theta_inf^2 = Theta0^2 (1 + rho^2 - rho0^2) = Theta0^2 + 4 c^2 (m*^2 - m0^2), so
+- End of training (docs/theory.md section 5): Theta_inf^2 = Theta0^2 (1 + rho^2 - rho0^2) = Theta0^2 + 4 c^2 (m*^2 - m0^2), so
       exp(Theta_inf) = max(exp(Theta0), exp(c))     (rho0 <= d^-1/2 never matters).
 - NTK change Theta_inf/Theta0 - 1 = sqrt(1 + rho^2 - rho0^2) - 1 = (rho^2 - rho0^2)/(sqrt(...) + 1):
       exp(rho) < 0 (kernel):   2 exp(rho) typical; 2 max(exp(rho), exp(rho0)) sampled (random sign);
@@ -27,7 +27,7 @@ Derivation (typical initialization U = d sigma_u^2, W = d sigma_w^2, V = 0; teac
       exp(rho) > 0:            exp(rho) (the NTK grows from a vanishing start).
 
 Phase: kernel if exp(rho) < 0, feature_learning if exp(rho) >= 0. Health flags: unstable if
-exp(Theta_inf) > 0 (discrete GD with O(1) steps diverges: it needs a Theta <= 2, THEORY 9), frozen if
+exp(Theta_inf) > 0 (discrete GD with O(1) steps diverges: it needs a Theta <= 2, docs/theory.md section 9), frozen if
 exp(Theta_inf) < 0 (the rate a Theta_inf vanishes: nothing is learned in O(1) steps), divergent_output if
 exp(m0) > 0 (the sampled initial output blows up). None of the exponents depends on the prefactors.
 
@@ -146,7 +146,7 @@ def _check_init(init: str) -> None:
 
 
 def _limit(e: ScalingExponents, init: str, ops: _Ops) -> LimitExponents:
-    """THEORY 7 formulas, written once for float arrays (numpy ops) and Fractions (Python ops)."""
+    """docs/theory.md section 7 formulas, written once for float arrays (numpy ops) and Fractions (Python ops)."""
     ntk_init = 2 * e.k + 1 + ops.maximum(e.ew + e.su, e.eu + e.sw)
     c = e.k + (e.eu + e.ew) / 2
     rho = c - ntk_init

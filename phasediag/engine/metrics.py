@@ -18,7 +18,7 @@ from phasediag.core.flow import hypot
 
 @dataclass(frozen=True)
 class Metric:
-    """name: key in results.npz; label: axis/colour-bar text in THEORY notation; kind: continuous |
+    """name: key in results.npz; label: axis/colour-bar text in the notation of docs/theory.md; kind: continuous |
     categorical | flag; log: drawn on a log scale of |value| (spans decades); threshold: the classify
     setting drawn as a contour on its map (or None); optimizer: computed only for that optimizer (None: always)."""
 
@@ -65,7 +65,7 @@ def _phase(p: PointSet) -> np.ndarray:
 
 
 def _solution_norm(p: PointSet) -> np.ndarray:
-    """kappa |u_T| |w_T| = sqrt(m_T^2 + kappa^2 G) (THEORY 5: large G means large norms)."""
+    """kappa |u_T| |w_T| = sqrt(m_T^2 + kappa^2 G) (docs/theory.md section 5: large G means large norms)."""
     return hypot(p.final.m, p.inv.kappa_sqrt_g)
 
 
@@ -107,7 +107,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 class ScalingPointSet:
-    """A chunk of exponent sets (k, su, sw, eu, ew) of `mode: scaling`: the limit exponents (THEORY 7) for
+    """A chunk of exponent sets (k, su, sw, eu, ew) of `mode: scaling`: the limit exponents (docs/theory.md section 7) for
     typical and for sampled initialization (they differ only in the exponent of the NTK change)."""
 
     def __init__(self, k, su, sw, eu, ew):

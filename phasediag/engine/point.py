@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "alignment_threshold": 0.1,
 }
 
-#: Coarse phase and finer mechanism of each label of ``core.PHASES`` (THEORY section 6). The core's own
+#: Coarse phase and finer mechanism of each label of ``core.PHASES`` (docs/theory.md section 6). The core's own
 #: tables (``phasediag.core.phases.REGIME`` / ``MECHANISM``) take precedence when present; this copy agrees
 #: with them and only serves if they are missing.
 PHASE_OF_LABEL: dict[str, tuple[str, str | None]] = {
@@ -80,7 +80,7 @@ class NumericalRangeError(ArithmeticError):
     """A floating-point overflow / invalid operation in the core: valid but extreme inputs."""
 
 
-#: The range over which the core is specified and tested (THEORY section 8), quoted in error messages.
+#: The range over which the core is specified and tested (docs/theory.md section 8), quoted in error messages.
 SUPPORTED_RANGE = ("d <= 1e15, kappa in [1e-8, 1e8], sigma^2 in {0} U [1e-16, 1e4], eta in [1e-6, 1e6], "
                    "a in [1e-3, 1e3], |m*| in [1e-3, 1e3], t <= 1e12")
 

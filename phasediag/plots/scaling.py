@@ -1,6 +1,6 @@
 """Figures of `mode: scaling` results: infinite-width phase diagrams over two scaling exponents.
 
-Every limit exponent is a maximum/minimum of affine functions of the swept exponents (THEORY 7), so each
+Every limit exponent is a maximum/minimum of affine functions of the swept exponents (docs/theory.md section 7), so each
 region boundary is a polyline: it is drawn as the zero contour of the exponent field (straight segments
 between grid points, exact on each affine piece), not as pixel edges. Named parametrizations that lie in
 the drawn plane are marked: the config's exponents are affine in the sweep variables, so the point is found

@@ -1,6 +1,6 @@
 """A nonlinear two-layer network on a real task (issue 5): ``phasediag experiment CONFIG``, ``experiment: nonlinear``.
 
-The network, its gradients, NTK and alignment are in :mod:`phasediag.training.nonlinear` (notation of THEORY sections
+The network, its gradients, NTK and alignment are in :mod:`phasediag.training.nonlinear` (notation of docs/theory.md sections
 1-3: kappa = output_scale, eta_u = lr_u, eta_w = lr_w, sigma_u^2 = init_var_u, sigma_w^2 = init_var_w). This
 module reads the config, trains every point of the grid
 
@@ -11,7 +11,7 @@ NTK change, alignment, test error and the hidden layer's movement against the in
 
 Choices (all stated in meta.json too):
 - init scale s multiplies both initial standard deviations: U_ia ~ N(0, s^2 sigma_u^2), W_ij ~ N(0, s^2 sigma_w^2/p).
-  ``standard``: i.i.d.; ``symmetric``: hidden units in pairs (w, u), (w, -u), so f_0 = 0 (THEORY's typical
+  ``standard``: i.i.d.; ``symmetric``: hidden units in pairs (w, u), (w, -u), so f_0 = 0 (the theory's typical
   initialization has m0 = 0 likewise). With the standard initialization the random initial function f_0
   (size ~ s^2) must itself be unlearned, which keeps the NTK moving even at large s.
 - rates: model.lr_u, lr_w (numbers or expressions in the width d, like output_scale), times a common factor
@@ -22,7 +22,7 @@ Choices (all stated in meta.json too):
 - common random numbers: the standard-normal draws behind U_0, W_0 depend on (seed, width, seed index) only,
   so every init scale, activation and initialization type starts from the same draws; the train/test split and
   the probe batch depend on the seed only; minibatch orders on (seed, width, seed index).
-- mechanism labels: THEORY section 6's rules (core.phase_codes) on the measured ntk_change (Frobenius) and the
+- mechanism labels: docs/theory.md section 6's rules (core.phase_codes) on the measured ntk_change (Frobenius) and the
   alignment amounts along the recorded path: alignment gain = A_T - min_t A_t, disalignment = A_0 - min_t A_t.
 - BLAS runs single-threaded during training (threadpoolctl, installed with scikit-learn), so results are
   bit-identical for any --workers.
@@ -495,7 +495,7 @@ def _amounts(alignment: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def mechanisms(study: Study, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """THEORY section 6's labels (codes into core.PHASES) from the measured order parameters; -1 = diverged."""
+    """docs/theory.md section 6's labels (codes into core.PHASES) from the measured order parameters; -1 = diverged."""
     diverged = arrays["diverged"] | ~np.isfinite(arrays["ntk_change"]) | ~np.isfinite(arrays["alignment_gain"])
     safe = {k: np.where(diverged, 0.0, arrays[k]) for k in ("ntk_change", "alignment_gain", "disalignment")}
     op = core.OrderParameters(ntk_change=safe["ntk_change"], alignment_init=arrays["alignment_init"],
@@ -667,7 +667,7 @@ def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
                for name in _labels_present(arrays)]
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.legend(handles=handles, loc="lower center", ncols=min(4, max(1, len(handles))), fontsize=8,
-               title="mechanism: THEORY section 6 rules on the measured NTK change and alignment amounts",
+               title="mechanism: docs/theory.md section 6 rules on the measured NTK change and alignment amounts",
                title_fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
     fig.suptitle(_title(study), fontsize=9)
@@ -803,7 +803,7 @@ DEFINITIONS = {
     "ntk": "K_(x,a),(x',b) = kappa^2 [eta_u delta_ab phi(Wx).phi(Wx') + eta_w (x.x') sum_i U_ia U_ib phi'(w_i.x) "
            "phi'(w_i.x')] on the probe batch, (P k) x (P k), with the rates used for training",
     "ntk_change": "||K_t - K_0||_F / ||K_0||_F",
-    "ntk_trace_change": "tr K_t / tr K_0 - 1 (signed; THEORY's ntk_change for a linear p = k = 1 network)",
+    "ntk_trace_change": "tr K_t / tr K_0 - 1 (signed; the theory's ntk_change for a linear p = k = 1 network)",
     "ntk_scale": "lambda_max(K) / P",
     "alignment": "||P_W U||_F / ||U||_F, P_W = projection onto the top min(k, p) left singular vectors of W "
                  "(= |cos(u, w)| for p = k = 1)",

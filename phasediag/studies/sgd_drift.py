@@ -1,6 +1,6 @@
 """GD versus SGD (issue 5): how minibatch noise breaks the conservation laws of the linear model.
 
-``phasediag experiment CONFIG`` with ``experiment: sgd_drift``. Notation of THEORY sections 1-3 and 9:
+``phasediag experiment CONFIG`` with ``experiment: sgd_drift``. Notation of docs/theory.md sections 1-3 and 9:
 kappa output scale, eta_u = lr_ratio * lr and eta_w = lr the layer learning rates, a = E[x^2], m* teacher,
 c = kappa sqrt(eta_u eta_w), Delta = |u|^2/eta_u - |w|^2/eta_w, G = |u|^2 |w|^2 - (u . w)^2,
 zeta = cos(u, w).

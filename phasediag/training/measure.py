@@ -3,7 +3,7 @@
 The actual vectors u, w in R^d are drawn and trained (:mod:`phasediag.training.simulate`: GD on the population loss,
 minibatch SGD on a sampled dataset, or the gradient flow integrated by DOPRI5). The recorded trajectory is
 reported with the keys of ``phasediag solve`` (plus the imbalance and the Gram determinant), and labelled by
-the same rules (THEORY section 6, :func:`phasediag.core.phase_codes`) applied to *measured* order parameters:
+the same rules (docs/theory.md section 6, :func:`phasediag.core.phase_codes`) applied to *measured* order parameters:
 
 - ntk_change = Theta(T)/Theta(0) - 1 at the last recorded time T;
 - min |zeta| is the minimum over the recorded times, or 0 if m changes sign between two records
@@ -78,7 +78,7 @@ def measured_order_parameters(trace: simulate.Trace) -> core.OrderParameters:
 
 def measured_label(trace: simulate.Trace, teacher: float, ntk_threshold: float = 0.1,
                    alignment_threshold: float = 0.1) -> str | None:
-    """The THEORY section 6 label of a recorded trajectory; None if the run diverged."""
+    """The docs/theory.md section 6 label of a recorded trajectory; None if the run diverged."""
     if not np.all(np.isfinite(trace.m)):
         return None
     op = measured_order_parameters(trace)

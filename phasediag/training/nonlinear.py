@@ -1,29 +1,29 @@
 """A two-layer network with a nonlinearity, trained by gradient descent: the numerical core of issue 5's study.
 
 Pure numpy (no YAML, files or plots); scikit-learn is imported only by :func:`load_digits_data`.
-Notation follows THEORY sections 1-3 and 6, generalized from vectors u, w in R^d to matrices:
+Notation follows docs/theory.md sections 1-3 and 6, generalized from vectors u, w in R^d to matrices:
 
 - data X in R^{n x p} (rows are inputs x), one-hot targets Y in R^{n x k};
 - hidden layer W in R^{d x p} (row i is hidden unit i's input weights w_i), output layer U in R^{d x k};
 - network   F = kappa phi(X W^T) U   in R^{n x k},   i.e.   f_a(x) = kappa sum_i U_ia phi(w_i . x),
   with kappa = ``output_scale`` and phi = ``activation`` (tanh, relu or linear = identity);
-- square loss   L = (1/2n) sum_x |f(x) - y(x)|^2   (THEORY's a (m - m*)^2/2 + L* when p = k = 1, phi = id);
+- square loss   L = (1/2n) sum_x |f(x) - y(x)|^2   (the theory's a (m - m*)^2/2 + L* when p = k = 1, phi = id);
 - layer-wise gradient descent   U <- U - eta_u dL/dU,   W <- W - eta_w dL/dW   (eta_u = ``lr_u``, eta_w = ``lr_w``);
 - initialization   U_ia ~ N(0, s^2 sigma_u^2),   W_ij ~ N(0, s^2 sigma_w^2 / p)   with s the ``init_scale``
   (it multiplies both standard deviations). The 1/p keeps the pre-activation w_i . x of variance
-  s^2 sigma_w^2 |x|^2/p (~ s^2 sigma_w^2 for standardized inputs); at p = 1 it is THEORY's w_i ~ N(0, sigma_w^2).
+  s^2 sigma_w^2 |x|^2/p (~ s^2 sigma_w^2 for standardized inputs); at p = 1 it is the theory's w_i ~ N(0, sigma_w^2).
 
 Gradients (backpropagation by hand), with R = (F - Y)/n and Z = X W^T:
     dL/dU = kappa phi(Z)^T R   (d x k),     dL/dW = [kappa (R U^T) * phi'(Z)]^T X   (d x p).
 
-Empirical NTK on a probe batch X_P (P inputs), learning-rate weighted like THEORY's Theta, as a (P k) x (P k)
+Empirical NTK on a probe batch X_P (P inputs), learning-rate weighted like the theory's Theta, as a (P k) x (P k)
 matrix indexed by (probe input x, output a) -> x k + a:
     K_{(x,a),(x',b)} = sum_theta eta_theta d_theta f_a(x) d_theta f_b(x')
                      = kappa^2 [ eta_u delta_ab phi(W x) . phi(W x')
                                  + eta_w (x . x') sum_i U_ia U_ib phi'(w_i . x) phi'(w_i . x') ].
-For phi = id, p = k = 1 this is K = Theta x x'^T with THEORY's Theta = kappa^2 (eta_w |u|^2 + eta_u |w|^2).
+For phi = id, p = k = 1 this is K = Theta x x'^T with the theory's Theta = kappa^2 (eta_w |u|^2 + eta_u |w|^2).
 - ``ntk_change`` = ||K_t - K_0||_F / ||K_0||_F (>= 0; = |Theta_t/Theta_0 - 1| in that linear case, any probe);
-- ``ntk_trace_change`` = tr K_t / tr K_0 - 1 (signed; = THEORY's ntk_change Theta_t/Theta_0 - 1 there);
+- ``ntk_trace_change`` = tr K_t / tr K_0 - 1 (signed; = the theory's ntk_change Theta_t/Theta_0 - 1 there);
 - ``ntk_scale`` = lambda_max(K) / P: the probe's estimate of the largest eigenvalue of the kernel operator with
   the loss's 1/n, so that GD with the kernel frozen at K is stable iff ntk_scale < 2 (= a Theta when p = k = 1).
 
@@ -32,10 +32,10 @@ Alignment of the output weights with the hidden layer (the matrix version of |ze
 where P_W projects the hidden-unit space R^d onto the span of the top r = min(k, p) left singular vectors of W
 (the r directions of hidden-unit space that carry most of the hidden layer's weight). It is the fraction of
 the output weights' norm that reads out the hidden layer's dominant directions; for p = k = 1 it is exactly
-|u . w| / (|u| |w|). A random U has alignment ~ sqrt(r/d) (~ 1/sqrt(d) like |zeta0| in THEORY).
+|u . w| / (|u| |w|). A random U has alignment ~ sqrt(r/d) (~ 1/sqrt(d) like |zeta0| in docs/theory.md section 7).
 Why W and not the learned change W_t - W_0: each column of a gradient dL/dW = [(kappa R U^T) * phi'(Z)]^T X
 is a combination of the columns of U re-weighted unit by unit by phi' (exactly in span U for phi = id), so
-W_t - W_0 is aligned with U almost by construction, even in the kernel regime (THEORY's "kernel, aligning" in
+W_t - W_0 is aligned with U almost by construction, even in the kernel regime (the theory's "kernel, aligning" in
 the linear model); the alignment of U with W itself only grows once the learned part dominates the layer.
 """
 
@@ -171,7 +171,7 @@ def init_params(normal_w: np.ndarray, normal_u: np.ndarray, *, init_var_w: float
     normal_w (d, p) and normal_u (d, k) are N(0, 1) arrays, so the same draws serve every init scale s
     (common random numbers across a sweep). symmetric: the hidden units come in pairs with the same input
     weights and opposite output weights (rows d/2.. repeat rows ..d/2 of Z_W and negate those of Z_U; d even),
-    so the initial function is f_0 = 0 (the analogue of THEORY's typical initialization, m0 = u0 . w0 = 0);
+    so the initial function is f_0 = 0 (the analogue of the theory's typical initialization, m0 = u0 . w0 = 0);
     then U is orthogonal to every column of W and the initial alignment is 0."""
     d, p = normal_w.shape
     if symmetric:
@@ -282,7 +282,7 @@ def alignment(U: np.ndarray, W: np.ndarray) -> float:
 def rate_factor(initial_ntk_scale: float, cap: float | None) -> float:
     """The common factor f = min(1, cap / ntk_scale(K0)) applied to both rates (1 when cap is None).
 
-    A common factor of eta_u and eta_w only rescales the gradient-flow time (the path and THEORY's
+    A common factor of eta_u and eta_w only rescales the gradient-flow time (the path and the theory's
     rho = 2c|m*|/Theta0 do not change), so it makes large-init runs stable without changing their regime."""
     if cap is None or not initial_ntk_scale > cap:
         return 1.0

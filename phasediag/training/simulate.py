@@ -1,7 +1,7 @@
-"""Finite-width witness: train the actual vectors u, w in R^d and measure what THEORY.md predicts.
+"""Finite-width witness: train the actual vectors u, w in R^d and measure what docs/theory.md predicts.
 
 This module is deliberately independent of ``phasediag.core``: it never uses the closed form, only
-the model's definition (THEORY section 1), so the tests can check the closed form against it.
+the model's definition (docs/theory.md section 1), so the tests can check the closed form against it.
 
 Model: f(x) = kappa (u . w) x = m x with u, w in R^d, loss L = E[(f(x) - y)^2] / 2. The data enter
 only through a = E[x^2] (``input_var``) and b = E[x y] = a m* (``teacher`` = m*). With the residual
@@ -36,7 +36,7 @@ __all__ = [
 
 #: A (S)GD run is declared diverged once |u|^2 or |w|^2 exceeds this value (or is not finite).
 #: Below it every recorded quantity, and one more update, is computable without overflow for any
-#: hyperparameters in THEORY section 8's range.
+#: hyperparameters in docs/theory.md section 8's range.
 DIVERGENCE_LIMIT = 1e80
 
 
@@ -194,7 +194,7 @@ def _trace(t: np.ndarray, rows: list[tuple[float, ...]]) -> Trace:
 def sample_vectors(
     width: int, init_var_u: float, init_var_w: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw u0 ~ N(0, init_var_u I_d) and w0 ~ N(0, init_var_w I_d) (THEORY section 1).
+    """Draw u0 ~ N(0, init_var_u I_d) and w0 ~ N(0, init_var_w I_d) (docs/theory.md section 1).
 
     Returns two float64 arrays of shape (width,). A zero variance gives the exact zero vector.
     Both vectors' normal draws (u first, then w) are always consumed, so the generator's stream
@@ -245,7 +245,7 @@ def _update(
     u: np.ndarray, w: np.ndarray, model: _Model, a_k: float, b_k: float
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """One simultaneous descent step; (None, None) if the new state is beyond DIVERGENCE_LIMIT."""
-    with np.errstate(over="ignore", invalid="ignore"):  # only reachable beyond THEORY 8's range
+    with np.errstate(over="ignore", invalid="ignore"):  # only reachable beyond docs/theory.md section 8's range
         r = a_k * model.kappa * float(u @ w) - b_k
         g = model.kappa * r
         u_new = u - (model.lr_u * g) * w
