@@ -6,7 +6,6 @@ Every error names the key path and its line (`model.lr_w (line 9): must be > 0 .
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from phasediag.config import expr
+from phasediag.config.reader import (FORMATS, AnyKey, ConfigError, Located, check_name, did_you_mean, fail,
+                                     mapping, number, parse_yaml, plain, read_config, string)
 
 MODEL_KEYS = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w")
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
@@ -23,142 +24,9 @@ DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
 TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "metrics", "plot")
 SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
 RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
-FORMATS = ("png", "pdf", "svg")
 MAX_GD_STEPS = 1_000_000  # as `solve`: the exact GD map costs one vectorized step per step
 
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-_INF = re.compile(r"^[-+]?\.?(inf|Inf|INF)(inity)?$")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
-_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class ConfigError(ValueError):
-    """Bad config: the message names the key path and line."""
-
-
-def _fail(where: str, line: int | None, message: str) -> ConfigError:
-    return ConfigError(f"{where} (line {line}): {message}" if line else f"{where}: {message}")
-
-
-def _did_you_mean(key: str, allowed) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# ---------- YAML with positions ----------
-
-@dataclass
-class Located:
-    """A YAML value with the line of its key or item (1-based) and its dotted path."""
-
-    value: Any
-    line: int
-    path: str
-
-
-def _scalar(node) -> Any:
-    import yaml
-
-    text = node.value
-    if node.style is not None:  # quoted or block scalar: text as written
-        return text
-    if node.tag not in _PLAIN_TAGS:  # explicit tags (!!python/..., !custom) are never constructed
-        raise yaml.YAMLError(f"line {node.start_mark.line + 1}: unsupported tag {node.tag}")
-    if text in ("", "~", "null", "Null", "NULL"):
-        return None
-    if text in ("true", "True", "TRUE"):
-        return True
-    if text in ("false", "False", "FALSE"):
-        return False
-    if _NUMBER.match(text):
-        return float(text) if any(ch in text for ch in ".eE") else int(text)
-    if _INF.match(text):
-        return float("-inf") if text.startswith("-") else float("inf")
-    return text
-
-
-def _build(node, path: str) -> Located:
-    import yaml
-
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Located] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-            if not isinstance(key, str):
-                raise _fail(path or "config", key_node.start_mark.line + 1, "keys must be names")
-            sub = f"{path}.{key}" if path else key
-            if key in out:
-                raise _fail(sub, key_node.start_mark.line + 1, "duplicate key")
-            item = _build(value_node, sub)
-            item.line = key_node.start_mark.line + 1
-            out[key] = item
-        return Located(out, line, path)
-    if isinstance(node, yaml.SequenceNode):
-        return Located([_build(item, f"{path}[{i}]") for i, item in enumerate(node.value)], line, path)
-    return Located(_scalar(node), line, path)
-
-
-def parse_yaml(text: str, source: str = "config") -> Located:
-    """Parse YAML into Located values; broken YAML raises ConfigError with its line."""
-    import yaml
-
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        context = ""
-        if exc.context and exc.context_mark and exc.problem_mark:
-            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
-        raise ConfigError(f"{source}: line {line}: broken YAML: {exc.problem or exc.context}{context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: broken YAML: {exc}") from None
-    if node is None:
-        raise ConfigError(f"{source}: the file is empty")
-    try:
-        return _build(node, "")
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-# ---------- typed accessors ----------
-
-def _mapping(item: Located, allowed, required=()) -> dict[str, Located]:
-    if not isinstance(item.value, dict):
-        raise _fail(item.path or "config", item.line, "must be a mapping (key: value)")
-    for key, sub in item.value.items():
-        if key not in allowed:
-            raise _fail(sub.path, sub.line, f"unknown key{_did_you_mean(key, allowed)}; "
-                                            f"allowed: {', '.join(allowed)}")
-    for key in required:
-        if key not in item.value:
-            where = f"{item.path!r} (line {item.line})" if item.path else "the top level"
-            raise ConfigError(f"{item.path + '.' if item.path else ''}{key}: is required, missing in {where}")
-    return item.value
-
-
-def _number(item: Located, *, positive=False, nonneg=False, allow_inf=False, integer=False) -> float:
-    value = item.value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(item.path, item.line, f"must be a number, got {_plain(item)!r}")
-    value = float(value)
-    if np.isnan(value) or (np.isinf(value) and not allow_inf):
-        raise _fail(item.path, item.line, f"must be a finite number, got {value}")
-    if positive and not value > 0:
-        raise _fail(item.path, item.line, f"must be > 0, got {value:g}")
-    if nonneg and value < 0:
-        raise _fail(item.path, item.line, f"must be >= 0, got {value:g}")
-    if integer and value != int(value):
-        raise _fail(item.path, item.line, f"must be an integer, got {value:g}")
-    return value
-
-
-def _string(item: Located) -> str:
-    if not isinstance(item.value, str):
-        raise _fail(item.path, item.line, f"must be text, got {_plain(item)!r}")
-    return item.value
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 
 
 # ---------- the config ----------
@@ -186,7 +54,7 @@ class Quantity:
         try:
             return expr.evaluate(self.tree, variables)
         except expr.ExpressionError as exc:
-            raise _fail(self.path, self.line, f"{self.text!r}: {exc}") from None
+            raise fail(self.path, self.line, f"{self.text!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -229,25 +97,25 @@ class Config:
         return tuple(a.name for a in self.axes) + (("seed",) if self.init_kind == "seeds" else ())
 
 
-def _axis_values(item: Located) -> np.ndarray:
-    spec = _mapping(item, ("log", "lin", "values"))
+def axis_values(item: Located) -> np.ndarray:
+    spec = mapping(item, ("log", "lin", "values"))
     if len(spec) != 1:
-        raise _fail(item.path, item.line, "give exactly one of log: [start, stop, num], lin: [start, stop, num], "
+        raise fail(item.path, item.line, "give exactly one of log: [start, stop, num], lin: [start, stop, num], "
                                           "values: [...]")
     (kind, sub), = spec.items()
     if not isinstance(sub.value, list) or not sub.value:
-        raise _fail(sub.path, sub.line, "must be a non-empty list")
+        raise fail(sub.path, sub.line, "must be a non-empty list")
     if kind == "values":
-        values = np.array([_number(v) for v in sub.value])
+        values = np.array([number(v) for v in sub.value])
         if len(np.unique(values)) != len(values):
-            raise _fail(sub.path, sub.line, "values must be distinct")
+            raise fail(sub.path, sub.line, "values must be distinct")
         return values
     if len(sub.value) != 3:
-        raise _fail(sub.path, sub.line, f"must be [start, stop, num], got {len(sub.value)} items")
-    start, stop = (_number(v, positive=(kind == "log")) for v in sub.value[:2])
-    num = _number(sub.value[2], positive=True, integer=True)
+        raise fail(sub.path, sub.line, f"must be [start, stop, num], got {len(sub.value)} items")
+    start, stop = (number(v, positive=(kind == "log")) for v in sub.value[:2])
+    num = number(sub.value[2], positive=True, integer=True)
     if num > 1 and start == stop:
-        raise _fail(sub.path, sub.line, "start and stop must differ")
+        raise fail(sub.path, sub.line, "start and stop must differ")
     if kind == "log":
         values = np.logspace(np.log10(start), np.log10(stop), int(num))
         values[0] = start  # the endpoints as written (10^log10(x) can be off by an ulp)
@@ -260,15 +128,15 @@ def _axis_values(item: Located) -> np.ndarray:
 def _quantity(item: Located, variables) -> Quantity:
     value = item.value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _fail(item.path, item.line, f"must be a number or an expression, got {_plain(item)!r}")
+        raise fail(item.path, item.line, f"must be a number or an expression, got {plain(item)!r}")
     text = repr(float(value)) if not isinstance(value, str) else value
     try:
         tree = expr.parse(text) if isinstance(value, str) else float(value)
         expr.check_names(tree, variables)
     except expr.ExpressionError as exc:
-        raise _fail(item.path, item.line, str(exc)) from None
+        raise fail(item.path, item.line, str(exc)) from None
     if not isinstance(value, str) and not np.isfinite(float(value)):
-        raise _fail(item.path, item.line, f"must be finite, got {value}")
+        raise fail(item.path, item.line, f"must be finite, got {value}")
     return Quantity(item.path, item.line, text, tree)
 
 
@@ -276,51 +144,51 @@ def _default_quantity(path: str, value: float) -> Quantity:
     return Quantity(path, 0, repr(value), float(value))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML sweep config (raises ConfigError with key path and line)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return config_from_text(text, source=str(path))
+def load_config(source: str | Path | dict) -> Config:
+    """Read and validate a YAML sweep config (a path, or a dict of its content); ConfigError names the key
+    path and line."""
+    root, _ = read_config(source)
+    return config_from_root(root)
 
 
 def config_from_text(text: str, source: str = "config") -> Config:
-    root = parse_yaml(text, source)
-    top = _mapping(root, TOP_KEYS, required=("name", "sweep", "model"))
-    mode = _string(top["mode"]) if "mode" in top else "finite"
+    """The sweep config written in the YAML `text` (`source` names it in messages)."""
+    return config_from_root(parse_yaml(text, source))
+
+
+def config_from_root(root: Located) -> Config:
+    """Validate a parsed config (see :func:`phasediag.config.reader.read_config`) into a :class:`Config`."""
+    top = mapping(root, TOP_KEYS, required=("name", "sweep", "model"))
+    mode = string(top["mode"]) if "mode" in top else "finite"
     if mode not in ("finite", "scaling"):
-        raise _fail("mode", top["mode"].line, f"must be finite or scaling, got {mode!r}")
-    name = _string(top["name"])
-    if not _FILE_NAME.match(name):
-        raise _fail("name", top["name"].line, "use letters, digits, '_', '-', '.' (it names output files)")
-    description = _string(top["description"]) if "description" in top else ""
+        raise fail("mode", top["mode"].line, f"must be finite or scaling, got {mode!r}")
+    name = check_name(top["name"])
+    description = string(top["description"]) if "description" in top else ""
 
     sweep_item = top["sweep"]
-    sweep = _mapping(sweep_item, allowed=_AnyKey())
+    sweep = mapping(sweep_item, allowed=AnyKey())
     if not sweep:
-        raise _fail("sweep", sweep_item.line, "needs at least one variable (name: {log: [start, stop, num]})")
+        raise fail("sweep", sweep_item.line, "needs at least one variable (name: {log: [start, stop, num]})")
     axes = []
     for key, sub in sweep.items():
-        if not _NAME.match(key) or key in RESERVED or key in MODEL_KEYS or key in DATA_KEYS:
-            raise _fail(sub.path, sub.line, "sweep variable names must be identifiers other than "
+        if not _NAME.fullmatch(key) or key in RESERVED or key in MODEL_KEYS or key in DATA_KEYS:
+            raise fail(sub.path, sub.line, "sweep variable names must be identifiers other than "
                                             f"{', '.join(sorted(RESERVED | set(MODEL_KEYS) | set(DATA_KEYS)))}")
-        axes.append(Axis(key, _axis_values(sub), _plain(sub), sub.line))
+        axes.append(Axis(key, axis_values(sub), plain(sub), sub.line))
     variables = [a.name for a in axes]
 
     bases: dict[str, Quantity] = {}
     if mode == "scaling":
         for key in ("init", "train"):
             if key in top:
-                raise _fail(key, top[key].line, "is not used with mode: scaling (the width goes to infinity; "
+                raise fail(key, top[key].line, "is not used with mode: scaling (the width goes to infinity; "
                                                 "phases follow from the exponents alone)")
         model, bases = _scaling_model(top["model"], variables)
     else:
-        model_items = _mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
+        model_items = mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
         model = {key: _quantity(model_items[key], variables) if key in model_items
                  else _default_quantity(f"model.{key}", MODEL_DEFAULTS[key]) for key in MODEL_KEYS}
-    data_items = _mapping(top["data"], DATA_KEYS) if "data" in top else {}
+    data_items = mapping(top["data"], DATA_KEYS) if "data" in top else {}
     data = {key: _quantity(data_items[key], variables) if key in data_items
             else _default_quantity(f"data.{key}", DATA_DEFAULTS[key]) for key in DATA_KEYS}
 
@@ -339,28 +207,9 @@ def config_from_text(text: str, source: str = "config") -> Config:
     return config
 
 
-class _AnyKey:
-    """`allowed` for mappings whose keys are user names (sweep variables)."""
-
-    def __contains__(self, key) -> bool:
-        return True
-
-    def __iter__(self):
-        return iter(())
-
-
-def _plain(item: Located) -> Any:
-    """Strip positions: Located tree -> plain Python data."""
-    if isinstance(item.value, dict):
-        return {k: _plain(v) for k, v in item.value.items()}
-    if isinstance(item.value, list):
-        return [_plain(v) for v in item.value]
-    return item.value
-
-
 def _scaling_model(item: Located, variables) -> tuple[dict[str, Quantity], dict[str, Quantity]]:
     """model.<key>: {base: b, exp: e} (hyperparameter = b d^e; base defaults to 1, a missing key is d^0)."""
-    items = _mapping(item, SCALING_KEYS)
+    items = mapping(item, SCALING_KEYS)
     exps, bases = {}, {}
     for key in SCALING_KEYS:
         if key not in items:
@@ -369,8 +218,8 @@ def _scaling_model(item: Located, variables) -> tuple[dict[str, Quantity], dict[
             continue
         sub = items[key]
         if not isinstance(sub.value, dict):
-            raise _fail(sub.path, sub.line, "with mode: scaling give {base: number, exp: number or expression}")
-        spec = _mapping(sub, ("base", "exp"), required=("exp",))
+            raise fail(sub.path, sub.line, "with mode: scaling give {base: number, exp: number or expression}")
+        spec = mapping(sub, ("base", "exp"), required=("exp",))
         exps[key] = _quantity(spec["exp"], variables)
         bases[key] = _quantity(spec["base"], variables) if "base" in spec else _default_quantity(
             f"model.{key}.base", 1.0)
@@ -381,61 +230,61 @@ def _init(item: Located | None, variables):
     if item is None or item.value == "typical":
         return "typical", 1, 0, ()
     if isinstance(item.value, str):
-        raise _fail("init", item.line, f"unknown init {_plain(item)!r}; use typical, {{seeds: N}} or "
+        raise fail("init", item.line, f"unknown init {plain(item)!r}; use typical, {{seeds: N}} or "
                                        "{gram: [U, W, V]}")
-    spec = _mapping(item, ("seeds", "seed", "gram"))
+    spec = mapping(item, ("seeds", "seed", "gram"))
     if "gram" in spec:
         if "seeds" in spec or "seed" in spec:
-            raise _fail("init", item.line, "give either gram or seeds, not both")
+            raise fail("init", item.line, "give either gram or seeds, not both")
         entries = spec["gram"]
         if not isinstance(entries.value, list) or len(entries.value) != 3:
-            raise _fail(entries.path, entries.line, "must be a list [U, W, V]")
+            raise fail(entries.path, entries.line, "must be a list [U, W, V]")
         return "gram", 1, 0, tuple(_quantity(e, variables) for e in entries.value)
     if "seeds" not in spec:
         raise ConfigError(f"init.seeds: is required (the number of sampled initializations per point), "
                           f"missing in 'init' (line {item.line})")
-    seeds = int(_number(spec["seeds"], positive=True, integer=True))
-    seed = int(_number(spec["seed"], nonneg=True, integer=True)) if "seed" in spec else 0
+    seeds = int(number(spec["seeds"], positive=True, integer=True))
+    seed = int(number(spec["seed"], nonneg=True, integer=True)) if "seed" in spec else 0
     if seed >= 2**63:
-        raise _fail("init.seed", spec["seed"].line, "must be below 2^63")
+        raise fail("init.seed", spec["seed"].line, "must be below 2^63")
     return "seeds", seeds, seed, ()
 
 
 def _train(item: Located | None):
-    spec = _mapping(item, ("horizon", "optimizer", "times", "max_steps")) if item is not None else {}
-    horizon = _number(spec["horizon"], positive=True, allow_inf=True) if "horizon" in spec else float("inf")
-    optimizer = _string(spec["optimizer"]) if "optimizer" in spec else "flow"
+    spec = mapping(item, ("horizon", "optimizer", "times", "max_steps")) if item is not None else {}
+    horizon = number(spec["horizon"], positive=True, allow_inf=True) if "horizon" in spec else float("inf")
+    optimizer = string(spec["optimizer"]) if "optimizer" in spec else "flow"
     if optimizer not in ("flow", "gd"):
-        raise _fail("train.optimizer", spec["optimizer"].line, f"must be flow or gd, got {optimizer!r}")
-    max_steps = int(_number(spec["max_steps"], positive=True, integer=True)) if "max_steps" in spec else 100_000
+        raise fail("train.optimizer", spec["optimizer"].line, f"must be flow or gd, got {optimizer!r}")
+    max_steps = int(number(spec["max_steps"], positive=True, integer=True)) if "max_steps" in spec else 100_000
     if max_steps > MAX_GD_STEPS:
-        raise _fail("train.max_steps", spec["max_steps"].line, f"must be at most {MAX_GD_STEPS:,}, got {max_steps:,}")
+        raise fail("train.max_steps", spec["max_steps"].line, f"must be at most {MAX_GD_STEPS:,}, got {max_steps:,}")
     times = None
     if "times" in spec:
-        times = _axis_values(spec["times"])
+        times = axis_values(spec["times"])
         if np.any(times < 0):
-            raise _fail("train.times", spec["times"].line, "times must be >= 0")
+            raise fail("train.times", spec["times"].line, "times must be >= 0")
         if optimizer == "gd":  # GD times are step counts
             if np.any(times != np.round(times)):
                 bad = times[times != np.round(times)][0]
-                raise _fail("train.times", spec["times"].line, f"with optimizer gd times are whole numbers of "
+                raise fail("train.times", spec["times"].line, f"with optimizer gd times are whole numbers of "
                                                                f"steps, got {bad:g} (use values: [...] or lin)")
             if times.max() > MAX_GD_STEPS:
-                raise _fail("train.times", spec["times"].line, f"at most {MAX_GD_STEPS:,} GD steps (the exact map "
+                raise fail("train.times", spec["times"].line, f"at most {MAX_GD_STEPS:,} GD steps (the exact map "
                                                                f"costs O(steps)), got {times.max():g}")
             times = np.unique(times)
         times = np.sort(times)
     if optimizer == "gd" and np.isfinite(horizon) and horizon != int(horizon):
-        raise _fail("train.horizon", spec["horizon"].line, "with optimizer gd the horizon is a whole number of steps")
+        raise fail("train.horizon", spec["horizon"].line, "with optimizer gd the horizon is a whole number of steps")
     return horizon, optimizer, times, max_steps
 
 
 def _classify(item: Located | None):
-    spec = _mapping(item, ("ntk_threshold", "alignment_threshold")) if item is not None else {}
-    ntk = _number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
-    align = _number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec else 0.1
+    spec = mapping(item, ("ntk_threshold", "alignment_threshold")) if item is not None else {}
+    ntk = number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
+    align = number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec else 0.1
     if align >= 1:
-        raise _fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
+        raise fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
     return ntk, align
 
 
@@ -443,18 +292,18 @@ def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str 
     from phasediag.engine.metrics import MAP_METRICS, METRICS, SCALING_MAPS  # the registries of plottable metrics
 
     allowed_maps = SCALING_MAPS if mode == "scaling" else MAP_METRICS
-    spec = _mapping(item, ("x", "y", "maps", "formats")) if item is not None else {}
+    spec = mapping(item, ("x", "y", "maps", "formats")) if item is not None else {}
     out: dict[str, Any] = {}
     for axis in ("x", "y"):
         if axis in spec:
-            name = _string(spec[axis])
+            name = string(spec[axis])
             if name not in variables:
-                raise _fail(f"plot.{axis}", spec[axis].line,
-                            f"{name!r} is not a sweep variable{_did_you_mean(name, variables)}; "
+                raise fail(f"plot.{axis}", spec[axis].line,
+                            f"{name!r} is not a sweep variable{did_you_mean(name, variables)}; "
                             f"sweep variables: {', '.join(variables)}")
             out[axis] = name
     if "x" in out and out.get("y") == out["x"]:
-        raise _fail("plot.y", spec["y"].line, "must differ from plot.x")
+        raise fail("plot.y", spec["y"].line, "must differ from plot.x")
     out.setdefault("x", variables[0])
     if len(variables) > 1:
         out.setdefault("y", next(v for v in variables if v != out["x"]))
@@ -462,15 +311,15 @@ def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str 
         if key in spec:
             sub = spec[key]
             if not isinstance(sub.value, list) or not sub.value:
-                raise _fail(sub.path, sub.line, "must be a non-empty list")
-            names = [_string(v) for v in sub.value]
+                raise fail(sub.path, sub.line, "must be a non-empty list")
+            names = [string(v) for v in sub.value]
             for v, name in zip(sub.value, names):
                 if name not in allowed:
-                    raise _fail(v.path, v.line, f"unknown {key[:-1]} {name!r}{_did_you_mean(name, allowed)}; "
+                    raise fail(v.path, v.line, f"unknown {key[:-1]} {name!r}{did_you_mean(name, allowed)}; "
                                                 f"allowed: {', '.join(allowed)}")
                 needs = METRICS[name].optimizer if key == "maps" and mode != "scaling" and name in METRICS else None
                 if needs is not None and needs != optimizer:
-                    raise _fail(v.path, v.line, f"map {name!r} exists only for train.optimizer: {needs} "
+                    raise fail(v.path, v.line, f"map {name!r} exists only for train.optimizer: {needs} "
                                                 f"(this sweep uses {optimizer})")
             out[key] = names
     out.setdefault("maps", ["limit_phase", "rho_exp", "ntk_init_exp"] if mode == "scaling"
@@ -487,13 +336,13 @@ def _metrics(item: Located | None, kind: str, plot: dict) -> tuple[str, ...] | N
 
     allowed = [m.name for m in metrics_for(kind)]
     if not isinstance(item.value, list) or not item.value:
-        raise _fail(item.path, item.line, f"must be a non-empty list of metric names; allowed: {', '.join(allowed)}")
+        raise fail(item.path, item.line, f"must be a non-empty list of metric names; allowed: {', '.join(allowed)}")
     names = []
     for sub in item.value:
-        name = _string(sub)
+        name = string(sub)
         if name not in allowed:
-            raise _fail(sub.path, sub.line, f"unknown metric {name!r} for a {kind} sweep"
-                                            f"{_did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}")
+            raise fail(sub.path, sub.line, f"unknown metric {name!r} for a {kind} sweep"
+                                            f"{did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}")
         names.append(name)
     wanted = set(names) | set(plot.get("maps", ()))
     return tuple(name for name in allowed if name in wanted)  # registry order

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import platform
 import time
 import zipfile
@@ -23,6 +21,7 @@ import numpy as np
 
 import phasediag
 from phasediag import core
+from phasediag.config import reader
 from phasediag.config.sweep import Config, ConfigError, Quantity
 from phasediag.engine.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
 from phasediag.results.store import SweepResult
@@ -48,8 +47,7 @@ def grid_size(config: Config) -> int:
 
 def config_hash(config: Config) -> str:
     """Fingerprint of everything that determines the numbers (plot settings excluded)."""
-    numeric = {k: v for k, v in config.resolved.items() if k not in ("plot", "description")}
-    return hashlib.sha256(json.dumps(numeric, sort_keys=True).encode()).hexdigest()[:16]
+    return reader.config_hash(config.resolved)
 
 
 def chunk_length(config: Config, chunk_size: int = DEFAULT_CHUNK) -> int:

@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import numpy as np
 
+from phasediag.results.atomic import STOP_SIGNALS, signals_held
+
 __all__ = ["ordered_map", "fill_forked", "remote_write_available", "RemoteWriteUnavailable"]
 
 T = TypeVar("T")
@@ -64,7 +66,6 @@ _READY = -1                      # the task index of a worker's first report
 _IN_FLIGHT = 2                   # tasks handed to each worker at a time, so that it never waits for the next
 _PR_SET_PDEATHSIG, _PR_SET_PTRACER, _SIGKILL = 1, 0x59616D61, 9
 _MADV_DONTFORK, _MADV_DOFORK = 10, 11
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,7 +138,7 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
     children: list[_Child] = []
     using_ptracer = False
     try:
-        with _signals_held():
+        with signals_held():
             _ptracer.declare()
             using_ptracer = True
             _advise(own, _MADV_DONTFORK)  # the workers never touch them: no page-table copy, no copy-on-write
@@ -152,7 +153,7 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
                 raise RemoteWriteUnavailable("the kernel refused process_vm_writev into this process")
         yield from _dispatch(children, len(tasks))
     finally:
-        with _signals_held():  # a second Ctrl-C must not leave workers behind
+        with signals_held():  # a second Ctrl-C must not leave workers behind
             if using_ptracer:
                 _ptracer.release()
             for child in children:
@@ -180,20 +181,6 @@ class _Job(NamedTuple):
     rows: dict
     tasks: list
     evaluate: Callable
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Hold Ctrl-C and SIGTERM in this thread until the block ends (then they arrive): a fork and the cleanup
-    are never cut in half."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are delivered to the main thread only
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _spawn(job: _Job, index: int, siblings: list["_Child"]) -> "_Child":
@@ -385,9 +372,9 @@ def _worker(job: _Job, index: int, orders: int, reports: int, not_ours: list[int
     the parent closes the pipe (or dies). Never returns into the caller's code."""
     status = 1
     try:
-        for sig in _STOP_SIGNALS:  # still held: ignore them before letting them in
+        for sig in STOP_SIGNALS:  # still held: ignore them before letting them in
             signal.signal(sig, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         for fd in not_ours:
             os.close(fd)
         _libc().prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "signals_held"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _current_umask() -> int:
@@ -40,16 +44,19 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
             parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError:  # a path component is a regular file
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent)) from None
-    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{final.name}.", suffix=f".tmp{final.suffix}")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        with signals_held():  # a Ctrl-C or SIGTERM between creating and naming the file would leave it behind
+            fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{final.name}.", suffix=f".tmp{final.suffix}")
+            tmp = Path(tmp_name)
+        os.close(fd)
         yield tmp
         os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, final)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
 
 
@@ -71,3 +78,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | No
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM in this thread until the block ends (then they arrive): a fork, a cleanup or
+    the creation of a temporary file is never cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

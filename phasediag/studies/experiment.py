@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from phasediag.config.sweep import FORMATS, ConfigError, Located, _did_you_mean, _fail, _number, _string, parse_yaml
+from phasediag.config.reader import ConfigError, did_you_mean, fail, parse_yaml, string
 
-__all__ = ["EXPERIMENTS", "run_experiment", "bounded_int", "fmt", "figure_formats", "write_study", "write_meta"]
+__all__ = ["EXPERIMENTS", "run_experiment", "fmt", "write_study", "write_meta"]
 
 #: experiment name -> module implementing ``run``
 EXPERIMENTS = {
@@ -42,14 +42,14 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, workers: 
         raise ConfigError(f"{source}: cannot read the config: {getattr(exc, 'strerror', None) or exc}") from None
     root = parse_yaml(text, source)
     if not isinstance(root.value, dict):
-        raise _fail("config", root.line, "must be a mapping (key: value)")
+        raise fail("config", root.line, "must be a mapping (key: value)")
     if "experiment" not in root.value:
         raise ConfigError(f"experiment: is required at the top level (one of {', '.join(EXPERIMENTS)}); "
                           f"sweeps of the closed form run with 'phasediag run'")
     item = root.value["experiment"]
-    kind = _string(item)
+    kind = string(item)
     if kind not in EXPERIMENTS:
-        raise _fail(item.path, item.line, f"unknown experiment {kind!r}{_did_you_mean(kind, EXPERIMENTS)}; "
+        raise fail(item.path, item.line, f"unknown experiment {kind!r}{did_you_mean(kind, EXPERIMENTS)}; "
                                           f"allowed: {', '.join(EXPERIMENTS)}")
     module = importlib.import_module(EXPERIMENTS[kind])
     return module.run(root, source=source, out=out, workers=workers, plot=plot,
@@ -57,28 +57,6 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, workers: 
 
 
 # ---------------------------------------------------------------- shared by the studies
-
-
-def bounded_int(item: Located, *, low: int, high: int) -> int:
-    """The integer at a YAML key, in [low, high] (ConfigError naming the key and line otherwise)."""
-    value = _number(item, integer=True)
-    if not low <= value <= high:
-        raise _fail(item.path, item.line, f"must be an integer in [{low:,}, {high:,}], got {value:g}")
-    return int(value)
-
-
-def figure_formats(plot: dict[str, Located]) -> tuple[str, ...]:
-    """`plot.formats` of a study (default png): known formats, each once, in the order written."""
-    if "formats" not in plot:
-        return ("png",)
-    sub = plot["formats"]
-    if not isinstance(sub.value, list) or not sub.value:
-        raise _fail(sub.path, sub.line, "must be a non-empty list, e.g. [png, pdf]")
-    for v in sub.value:
-        if _string(v) not in FORMATS:
-            raise _fail(v.path, v.line, f"unknown format {v.value!r}{_did_you_mean(str(v.value), FORMATS)}; "
-                                        f"allowed: {', '.join(FORMATS)}")
-    return tuple(dict.fromkeys(_string(v) for v in sub.value))
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

@@ -45,20 +45,9 @@ import phasediag
 from phasediag import core
 from phasediag.config import expr
 from phasediag.training import nonlinear as nl
-from phasediag.config.sweep import (
-    _FILE_NAME,
-    ConfigError,
-    Located,
-    _axis_values,
-    _did_you_mean,
-    _fail,
-    _mapping,
-    _number,
-    _plain,
-    _string,
-)
-from phasediag.studies.experiment import bounded_int as _int
-from phasediag.studies.experiment import figure_formats
+from phasediag.config.reader import (ConfigError, Located, bounded_int, check_name, did_you_mean, fail,
+                                     figure_formats, mapping, number, plain, string)
+from phasediag.config.sweep import axis_values
 from phasediag.studies.experiment import fmt as _fmt
 from phasediag.studies.experiment import write_meta, write_study
 from phasediag.plots.maps import nan_median as _median
@@ -162,7 +151,7 @@ class Study:
 
 def _bool(item: Located) -> bool:
     if not isinstance(item.value, bool):
-        raise _fail(item.path, item.line, f"must be true or false, got {_plain(item)!r}")
+        raise fail(item.path, item.line, f"must be true or false, got {plain(item)!r}")
     return item.value
 
 
@@ -171,12 +160,12 @@ def _distinct(item: Located, example: str, parse: Callable[[Located], Any], what
     non-empty list of ...", `what` names one value in the "listed twice" error."""
     entries = item.value if isinstance(item.value, list) else [item]
     if isinstance(item.value, list) and not entries:
-        raise _fail(item.path, item.line, f"must be a non-empty list of {example}")
+        raise fail(item.path, item.line, f"must be a non-empty list of {example}")
     values: list = []
     for entry in entries:
         value = parse(entry)
         if value in values:
-            raise _fail(entry.path, entry.line, f"{what} {value!r} is listed twice")
+            raise fail(entry.path, entry.line, f"{what} {value!r} is listed twice")
         values.append(value)
     return tuple(values)
 
@@ -184,9 +173,9 @@ def _distinct(item: Located, example: str, parse: Callable[[Located], Any], what
 def _names(item: Located, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     """A name or a non-empty list of distinct names from `allowed`."""
     def name_of(entry: Located) -> str:
-        name = _string(entry)
+        name = string(entry)
         if name not in allowed:
-            raise _fail(entry.path, entry.line, f"unknown {what} {name!r}{_did_you_mean(name, allowed)}; "
+            raise fail(entry.path, entry.line, f"unknown {what} {name!r}{did_you_mean(name, allowed)}; "
                                                 f"allowed: {', '.join(allowed)}")
         return name
 
@@ -195,17 +184,17 @@ def _names(item: Located, allowed: tuple[str, ...], what: str) -> tuple[str, ...
 
 def _widths(item: Located, classes: int, symmetric: bool) -> tuple[int, ...]:
     def width_of(entry: Located) -> int:
-        width = _int(entry, low=1, high=MAX_WIDTH)
+        width = bounded_int(entry, low=1, high=MAX_WIDTH)
         if width <= classes:
-            raise _fail(entry.path, entry.line, f"must be > {classes} (the number of classes): the alignment "
+            raise fail(entry.path, entry.line, f"must be > {classes} (the number of classes): the alignment "
                                                 f"projects onto the top {classes} directions of the hidden layer, "
                                                 f"which is all of R^d when d <= {classes}")
         if symmetric and width <= 2 * classes:
-            raise _fail(entry.path, entry.line, f"must be > {2 * classes} with init: symmetric: the paired units "
+            raise fail(entry.path, entry.line, f"must be > {2 * classes} with init: symmetric: the paired units "
                                                 f"give W rank d/2 at init, and the alignment needs {classes} "
                                                 f"well-defined top directions of W (d/2 > {classes})")
         if symmetric and width % 2:
-            raise _fail(entry.path, entry.line, f"must be even with init: symmetric (hidden units come in pairs), "
+            raise fail(entry.path, entry.line, f"must be even with init: symmetric (hidden units come in pairs), "
                                                 f"got {width}")
         return width
 
@@ -220,15 +209,15 @@ def _expression(model: dict, key: str, widths: tuple[int, ...], *, positive: boo
     item = model[key]
     value = item.value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _fail(item.path, item.line, f"must be a number or an expression in d (the width), "
-                                          f"got {_plain(item)!r}")
+        raise fail(item.path, item.line, f"must be a number or an expression in d (the width), "
+                                          f"got {plain(item)!r}")
     if isinstance(value, str):
         try:
             tree = expr.parse(value)
             expr.check_names(tree, (WIDTH_VARIABLE,))
             values = expr.evaluate(tree, {WIDTH_VARIABLE: np.array(widths, dtype=float)})
         except expr.ExpressionError as exc:
-            raise _fail(item.path, item.line, f"{value!r}: {exc} (the only variable is d, the width)") from None
+            raise fail(item.path, item.line, f"{value!r}: {exc} (the only variable is d, the width)") from None
         values = np.broadcast_to(np.asarray(values, dtype=float), (len(widths),))
         text = value
     else:
@@ -237,7 +226,7 @@ def _expression(model: dict, key: str, widths: tuple[int, ...], *, positive: boo
     for d, v in zip(widths, values):
         if not np.isfinite(v) or (positive and not v > 0) or v < 0:
             at = f" at d = {d}" if isinstance(value, str) else ""
-            raise _fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'} and finite, got {v:g}{at}")
+            raise fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'} and finite, got {v:g}{at}")
     return text, tuple(float(v) for v in values)
 
 
@@ -245,29 +234,29 @@ def _init_scales(item: Located) -> tuple[np.ndarray, Any]:
     """sweep.init_scale: [v1, ...] or {log: [a, b, n]} / {lin: ...} / {values: [...]}; all > 0, distinct."""
     if isinstance(item.value, list):
         if not item.value:
-            raise _fail(item.path, item.line, "must be a non-empty list or {log: [start, stop, num]}")
-        values = np.array([_number(v, positive=True) for v in item.value])
+            raise fail(item.path, item.line, "must be a non-empty list or {log: [start, stop, num]}")
+        values = np.array([number(v, positive=True) for v in item.value])
     else:
-        values = _axis_values(item)
+        values = axis_values(item)
     if np.any(~(values > 0)):
-        raise _fail(item.path, item.line, f"init scales must be > 0, got {values[~(values > 0)][0]:g}")
+        raise fail(item.path, item.line, f"init scales must be > 0, got {values[~(values > 0)][0]:g}")
     if len(np.unique(values)) != len(values):
-        raise _fail(item.path, item.line, "init scales must be distinct")
-    return np.sort(values), _plain(item)
+        raise fail(item.path, item.line, "init scales must be distinct")
+    return np.sort(values), plain(item)
 
 
 def _dataset(item: Located | None) -> tuple[str, float, bool, bool, int]:
-    spec = _mapping(item, DATASET_KEYS) if item is not None else {}
-    name = _string(spec["name"]) if "name" in spec else "digits"
+    spec = mapping(item, DATASET_KEYS) if item is not None else {}
+    name = string(spec["name"]) if "name" in spec else "digits"
     if name not in DATASETS:
-        raise _fail("dataset.name", spec["name"].line, f"unknown dataset {name!r}{_did_you_mean(name, DATASETS)}; "
+        raise fail("dataset.name", spec["name"].line, f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; "
                                                        f"allowed: {', '.join(DATASETS)}")
-    test_fraction = _number(spec["test_fraction"]) if "test_fraction" in spec else 0.25
+    test_fraction = number(spec["test_fraction"]) if "test_fraction" in spec else 0.25
     if not 0 < test_fraction < 1:
-        raise _fail("dataset.test_fraction", spec["test_fraction"].line, f"must be in (0, 1), got {test_fraction:g}")
+        raise fail("dataset.test_fraction", spec["test_fraction"].line, f"must be in (0, 1), got {test_fraction:g}")
     n_test = int(round(test_fraction * DATASETS[name]))
     if n_test < 1 or n_test > DATASETS[name] - 2:
-        raise _fail("dataset.test_fraction", spec["test_fraction"].line,
+        raise fail("dataset.test_fraction", spec["test_fraction"].line,
                     f"leaves {n_test} test and {DATASETS[name] - n_test} training examples of {DATASETS[name]}")
     standardize = _bool(spec["standardize"]) if "standardize" in spec else True
     center = _bool(spec["center_targets"]) if "center_targets" in spec else True
@@ -276,17 +265,15 @@ def _dataset(item: Located | None) -> tuple[str, float, bool, bool, int]:
 
 def parse_study(root: Located) -> Study:
     """Validate the whole config (ConfigError naming the key path and line) before any data or training."""
-    top = _mapping(root, TOP_KEYS, required=("name", "experiment", "model", "sweep", "train"))
-    if _string(top["experiment"]) != "nonlinear":
-        raise _fail("experiment", top["experiment"].line, f"this study is nonlinear, got {top['experiment'].value!r}")
-    name = _string(top["name"])
-    if not _FILE_NAME.match(name):
-        raise _fail("name", top["name"].line, "use letters, digits, '_', '-', '.' (it names output files)")
-    description = " ".join(_string(top["description"]).split()) if "description" in top else ""
+    top = mapping(root, TOP_KEYS, required=("name", "experiment", "model", "sweep", "train"))
+    if string(top["experiment"]) != "nonlinear":
+        raise fail("experiment", top["experiment"].line, f"this study is nonlinear, got {top['experiment'].value!r}")
+    name = check_name(top["name"])
+    description = " ".join(string(top["description"]).split()) if "description" in top else ""
     dataset, test_fraction, standardize, center, n_train = _dataset(top.get("dataset"))
     classes = nl.DIGITS_CLASSES
 
-    model = _mapping(top["model"], MODEL_KEYS, required=("activations", "widths"))
+    model = mapping(top["model"], MODEL_KEYS, required=("activations", "widths"))
     activations = _names(model["activations"], nl.ACTIVATIONS, "activation")
     inits = _names(model["init"], INITS, "init") if "init" in model else ("standard",)
     widths = _widths(model["widths"], classes, "symmetric" in inits)
@@ -296,32 +283,32 @@ def parse_study(root: Located) -> Study:
     for d, var_u, var_w in zip(widths, values["init_var_u"], values["init_var_w"]):
         if var_u == 0 or var_w == 0:
             key = "init_var_u" if var_u == 0 else "init_var_w"
-            raise _fail(f"model.{key}", model[key].line, f"is 0 at d = {d}: a zero layer has no alignment "
+            raise fail(f"model.{key}", model[key].line, f"is 0 at d = {d}: a zero layer has no alignment "
                                                          f"(0/0) and, for both, nothing trains; use a small value")
 
-    sweep = _mapping(top["sweep"], SWEEP_KEYS, required=SWEEP_KEYS)
+    sweep = mapping(top["sweep"], SWEEP_KEYS, required=SWEEP_KEYS)
     init_scales, init_scale_spec = _init_scales(sweep["init_scale"])
 
-    train = _mapping(top["train"], TRAIN_KEYS, required=("steps",))
-    steps = _int(train["steps"], low=1, high=MAX_STEPS)
-    record = _int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 25
+    train = mapping(top["train"], TRAIN_KEYS, required=("steps",))
+    steps = bounded_int(train["steps"], low=1, high=MAX_STEPS)
+    record = bounded_int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 25
     batch_size = None
     if "batch_size" in train and train["batch_size"].value is not None:
-        batch_size = _int(train["batch_size"], low=1, high=n_train)
-    probe_size = _int(train["probe_size"], low=1, high=min(n_train, 512)) if "probe_size" in train else 32
+        batch_size = bounded_int(train["batch_size"], low=1, high=n_train)
+    probe_size = bounded_int(train["probe_size"], low=1, high=min(n_train, 512)) if "probe_size" in train else 32
     cap = 1.0
     if "initial_ntk_cap" in train:
-        cap = None if train["initial_ntk_cap"].value is None else _number(train["initial_ntk_cap"], positive=True)
+        cap = None if train["initial_ntk_cap"].value is None else number(train["initial_ntk_cap"], positive=True)
 
-    spec = _mapping(top["classify"], CLASSIFY_KEYS) if "classify" in top else {}
-    ntk_threshold = _number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
-    alignment_threshold = (_number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec
+    spec = mapping(top["classify"], CLASSIFY_KEYS) if "classify" in top else {}
+    ntk_threshold = number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
+    alignment_threshold = (number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec
                            else 0.1)
     if alignment_threshold >= 1:
-        raise _fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
-    seeds = _int(top["seeds"], low=1, high=1000) if "seeds" in top else 1
-    seed = _int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
-    formats = figure_formats(_mapping(top["plot"], PLOT_KEYS) if "plot" in top else {})
+        raise fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
+    seeds = bounded_int(top["seeds"], low=1, high=1000) if "seeds" in top else 1
+    seed = bounded_int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
+    formats = figure_formats(mapping(top["plot"], PLOT_KEYS) if "plot" in top else {})
 
     study = Study(
         name=name, description=description, dataset=dataset, test_fraction=test_fraction, standardize=standardize,
@@ -340,7 +327,7 @@ def _check_work(study: Study, n_train: int, steps_item: Located) -> None:
     runs_per_width = study.runs // len(study.widths)
     work = runs_per_width * study.steps * rows * sum(study.widths)
     if work > MAX_WORK:
-        raise _fail("train.steps", steps_item.line,
+        raise fail("train.steps", steps_item.line,
                     f"{study.runs:,} runs x {study.steps:,} steps x {rows:,} examples per step x width is "
                     f"{work:.3g} units, above the cap of {MAX_WORK:.0e} (about an hour of one core); reduce "
                     f"train.steps, seeds, the sweep, model.widths or use train.batch_size")

@@ -54,19 +54,9 @@ import numpy as np
 import phasediag
 from phasediag import core
 from phasediag.training import simulate
-from phasediag.config.sweep import (
-    _FILE_NAME,
-    ConfigError,
-    Located,
-    _axis_values,
-    _fail,
-    _mapping,
-    _number,
-    _plain,
-    _string,
-)
-from phasediag.studies.experiment import bounded_int as _int
-from phasediag.studies.experiment import figure_formats
+from phasediag.config.reader import (ConfigError, Located, bounded_int, check_name, fail,
+                                     figure_formats, mapping, number, plain, string)
+from phasediag.config.sweep import axis_values
 from phasediag.studies.experiment import fmt as _fmt
 from phasediag.studies.experiment import write_meta, write_study
 from phasediag.plots.maps import nan_median as _median
@@ -166,105 +156,103 @@ def _values(item: Located, *, positive: bool) -> np.ndarray:
     """A swept list: [v1, v2, ...] or {values: [...]} / {log: [start, stop, num]} / {lin: [...]}."""
     if isinstance(item.value, list):
         if not item.value:
-            raise _fail(item.path, item.line, "must be a non-empty list")
-        values = np.array([_number(v, positive=positive, nonneg=not positive) for v in item.value])
+            raise fail(item.path, item.line, "must be a non-empty list")
+        values = np.array([number(v, positive=positive, nonneg=not positive) for v in item.value])
         if len(np.unique(values)) != len(values):
-            raise _fail(item.path, item.line, "values must be distinct")
+            raise fail(item.path, item.line, "values must be distinct")
         return values
-    values = _axis_values(item)
+    values = axis_values(item)
     bad = values[~(values > 0)] if positive else values[values < 0]
     if bad.size:
-        raise _fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'}, got {bad[0]:g}")
+        raise fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'}, got {bad[0]:g}")
     return values
 
 
 def _batch_sizes(item: Located, samples: int) -> tuple[int, ...]:
     if not isinstance(item.value, list) or not item.value:
-        raise _fail(item.path, item.line, "must be a non-empty list of batch sizes, e.g. [1, 4, 16, 64]")
+        raise fail(item.path, item.line, "must be a non-empty list of batch sizes, e.g. [1, 4, 16, 64]")
     sizes = []
     for v in item.value:
-        if _number(v, integer=True) > samples:
-            raise _fail(v.path, v.line, f"batch size {_number(v):g} is larger than data.samples = {samples} "
+        if number(v, integer=True) > samples:
+            raise fail(v.path, v.line, f"batch size {number(v):g} is larger than data.samples = {samples} "
                                         f"(use {samples} for full-batch GD on the sample)")
-        sizes.append(_int(v, low=1, high=samples))
+        sizes.append(bounded_int(v, low=1, high=samples))
     if len(set(sizes)) != len(sizes):
-        raise _fail(item.path, item.line, "batch sizes must be distinct")
+        raise fail(item.path, item.line, "batch sizes must be distinct")
     return tuple(sorted(sizes))
 
 
 def _optional(items: dict, key: str, default: float, **kw) -> float:
-    return _number(items[key], **kw) if key in items else default
+    return number(items[key], **kw) if key in items else default
 
 
 def parse_study(root: Located) -> Study:
     """Validate the whole config (ConfigError naming the key path and line) before any training."""
-    top = _mapping(root, TOP_KEYS, required=("name", "experiment", "model", "sweep", "train"))
-    if _string(top["experiment"]) != "sgd_drift":
-        raise _fail("experiment", top["experiment"].line, f"this study is sgd_drift, got {top['experiment'].value!r}")
-    name = _string(top["name"])
-    if not _FILE_NAME.match(name):
-        raise _fail("name", top["name"].line, "use letters, digits, '_', '-', '.' (it names output files)")
-    description = _string(top["description"]) if "description" in top else ""
+    top = mapping(root, TOP_KEYS, required=("name", "experiment", "model", "sweep", "train"))
+    if string(top["experiment"]) != "sgd_drift":
+        raise fail("experiment", top["experiment"].line, f"this study is sgd_drift, got {top['experiment'].value!r}")
+    name = check_name(top["name"])
+    description = string(top["description"]) if "description" in top else ""
 
-    model = _mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
-    width = _int(model["width"], low=1, high=MAX_WIDTH)
-    init_var_u = _number(model["init_var_u"], nonneg=True)
-    init_var_w = _number(model["init_var_w"], nonneg=True)
+    model = mapping(top["model"], MODEL_KEYS, required=("width", "init_var_u", "init_var_w"))
+    width = bounded_int(model["width"], low=1, high=MAX_WIDTH)
+    init_var_u = number(model["init_var_u"], nonneg=True)
+    init_var_w = number(model["init_var_w"], nonneg=True)
     if init_var_u == 0 and init_var_w == 0:
-        raise _fail("model.init_var_w", model["init_var_w"].line,
+        raise fail("model.init_var_w", model["init_var_w"].line,
                     "init_var_u and init_var_w are both 0: u = w = 0 is a fixed point, nothing trains")
     output_scale = _optional(model, "output_scale", 1.0, positive=True)
     lr_ratio = _optional(model, "lr_ratio", 1.0, positive=True)
 
-    data = _mapping(top["data"], DATA_KEYS, required=("samples",)) if "data" in top else {}
+    data = mapping(top["data"], DATA_KEYS, required=("samples",)) if "data" in top else {}
     if "samples" not in data:
         raise ConfigError("data.samples: is required (the size n of the training set SGD samples from)")
-    samples = _int(data["samples"], low=1, high=10_000_000)
+    samples = bounded_int(data["samples"], low=1, high=10_000_000)
     input_var = _optional(data, "input_var", 1.0, positive=True)
     teacher = _optional(data, "teacher", 1.0)
 
-    sweep = _mapping(top["sweep"], SWEEP_KEYS, required=("lr", "batch_size"))
+    sweep = mapping(top["sweep"], SWEEP_KEYS, required=("lr", "batch_size"))
     lrs = _values(sweep["lr"], positive=True)
     batch_sizes = _batch_sizes(sweep["batch_size"], samples)
     noise_vars, noise_swept = _noise(data, sweep)
 
-    train = _mapping(top["train"], TRAIN_KEYS, required=("steps",))
-    steps = _int(train["steps"], low=1, high=MAX_STEPS)
-    record = _int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 60
-    seeds = _int(top["seeds"], low=1, high=10_000) if "seeds" in top else 8
-    seed = _int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
+    train = mapping(top["train"], TRAIN_KEYS, required=("steps",))
+    steps = bounded_int(train["steps"], low=1, high=MAX_STEPS)
+    record = bounded_int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 60
+    seeds = bounded_int(top["seeds"], low=1, high=10_000) if "seeds" in top else 8
+    seed = bounded_int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
     plot_lr, formats = _plot_settings(top.get("plot"), lrs)
 
     study = Study(name=name, description=description, width=width, output_scale=output_scale,
                   init_var_u=init_var_u, init_var_w=init_var_w, lr_ratio=lr_ratio, input_var=input_var,
                   teacher=teacher, samples=samples, noise_vars=noise_vars, lrs=tuple(float(v) for v in lrs),
                   batch_sizes=batch_sizes, steps=steps, record=record, seeds=seeds, seed=seed, plot_lr=plot_lr,
-                  formats=formats, noise_swept=noise_swept, lr_spec=_plain(sweep["lr"]))
+                  formats=formats, noise_swept=noise_swept, lr_spec=plain(sweep["lr"]))
     _check_work(study, train["steps"])
     return study
 
 
 def _noise(data: dict, sweep: dict) -> tuple[tuple[float, ...], bool]:
     if "noise_var" in sweep and "noise_var" in data:
-        raise _fail("sweep.noise_var", sweep["noise_var"].line,
+        raise fail("sweep.noise_var", sweep["noise_var"].line,
                     f"noise_var is also set in data (line {data['noise_var'].line}); give it in one place")
     if "noise_var" not in sweep:
         return (_optional(data, "noise_var", 0.0, nonneg=True),), False
     values = _values(sweep["noise_var"], positive=False)
     if values.size > MAX_NOISE_LEVELS:
-        raise _fail("sweep.noise_var", sweep["noise_var"].line,
+        raise fail("sweep.noise_var", sweep["noise_var"].line,
                     f"at most {MAX_NOISE_LEVELS} values (one figure row each), got {values.size}")
     return tuple(float(v) for v in values), True
 
 
 def _plot_settings(item: Located | None, lrs: np.ndarray) -> tuple[float | None, tuple[str, ...]]:
-    spec = _mapping(item, PLOT_KEYS) if item is not None else {}
+    spec = mapping(item, PLOT_KEYS) if item is not None else {}
     plot_lr = None
     if "lr" in spec:
-        want = _number(spec["lr"], positive=True)
+        want = number(spec["lr"], positive=True)
         hit = np.flatnonzero(np.isclose(lrs, want, rtol=1e-9, atol=0))
         if hit.size == 0:
-            raise _fail("plot.lr", spec["lr"].line, f"{want:g} is not one of the swept learning rates "
+            raise fail("plot.lr", spec["lr"].line, f"{want:g} is not one of the swept learning rates "
                                                     f"({', '.join(f'{v:.4g}' for v in lrs)})")
         plot_lr = float(lrs[hit[0]])
     return plot_lr, figure_formats(spec)
@@ -273,7 +261,7 @@ def _plot_settings(item: Located | None, lrs: np.ndarray) -> tuple[float | None,
 def _check_work(study: Study, steps_item: Located) -> None:
     work = study.runs * study.steps * (1 + study.width / 4000)
     if work > MAX_WORK:
-        raise _fail("train.steps", steps_item.line,
+        raise fail("train.steps", steps_item.line,
                     f"{study.runs:,} SGD runs (noise levels x lr x batch sizes x seeds) x {study.steps:,} steps at "
                     f"width {study.width:,} is {work:.3g} step units, above the cap of {MAX_WORK:.0e} (about an "
                     f"hour of one core); reduce train.steps, seeds, the sweep or model.width")
