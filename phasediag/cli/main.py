@@ -21,9 +21,6 @@ from phasediag import __version__
 
 DEBUG_ENV = "PHASEDIAG_DEBUG"
 
-# Formats matplotlib's Agg backend writes (checked before any computation; no suffix means PNG).
-PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf",
-                "raw", "rgba")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -320,6 +317,8 @@ def _check_grid_and_plot(times, t_max, t_min, points, plot) -> None:
     if times is not None and grid_opts:
         raise click.UsageError(f"--times conflicts with {', '.join(grid_opts)}: give a list or a grid, not both")
     if plot is not None:
+        from phasediag.plots.base import WRITABLE_FORMATS as PLOT_FORMATS
+
         suffix = os.path.splitext(plot)[1][1:].lower()
         if suffix and suffix not in PLOT_FORMATS:
             raise click.BadParameter(f"unsupported figure format '.{suffix}' (use one of "

@@ -26,7 +26,6 @@ coordinates, pixel-identical to a QuadMesh but several times faster: the four de
 from __future__ import annotations
 
 import itertools
-import sys
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from phasediag.results.atomic import atomic_path
+from phasediag.plots.base import (CATEGORY_COLOURS, CURVE_COLOURS, FALLBACK_COLOURS, FORMATS,
+                                   new_figure, save_figure, swatch)
 from phasediag.results.store import SweepResult
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -48,21 +48,6 @@ __all__ = [
     "sweep_axes", "reduce_seeds",
 ]
 
-# Okabe-Ito (colour-blind safe): kernel family blue/green, feature learning warm, no learning grey.
-CATEGORY_COLOURS: dict[str, dict[str, str]] = {
-    "phase": {
-        "kernel": "#56B4E9", "kernel_aligning": "#0072B2", "kernel_disaligning": "#009E73",
-        "alignment": "#E69F00", "disalignment": "#CC79A7", "rescaling": "#D55E00", "saddle": "#999999",
-    },
-    "gd_outcome": {
-        "converges": "#56B4E9", "catapult": "#E69F00", "diverges": "#D55E00", "oscillates": "#CC79A7",
-        "stalls": "#999999",
-    },
-    "limit_phase": {"kernel": "#56B4E9", "feature_learning": "#E69F00"},
-}
-# for categorical metrics or labels not listed above (Paul Tol's "muted", colour-blind safe)
-FALLBACK_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255",
-                    "#AA4499")
 GD_HATCHES = {"catapult": "///", "diverges": "xxx", "oscillates": "...", "stalls": "\\\\\\"}
 NOT_CONVERGED_HATCH = "oo"
 # flags hatched on the phase maps (not_converged; the health flags of mode: scaling); others: SPARE_HATCHES
@@ -74,14 +59,11 @@ NEGATIVE_HATCH = "//"  # ntk_change < 0 on the NTK-change map
 NEGATIVE_HATCH_COLOUR = "#ffffffb0"  # white, translucent
 HATCH_COLOUR = "#1a1a1a"
 SPECIAL_COLOURS = {"inf": "#5c5c5c", "nan": "#bdbdbd", "off_scale": "#e4e4e4"}
-CURVE_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999")
 MAX_TRAJECTORIES = 12
 MAX_FACETS = 4
 MIN_CONTOUR_POINTS = 4  # threshold contours only on maps with at least this many points along each axis
 MIN_LOOP_CELLS = 4  # closed threshold contours this small are left out (noise, not a boundary) ...
 MIN_LOOP_FRACTION = 0.025  # ... as are those with fewer vertices than this fraction of the longer grid side
-DPI = 150
-FORMATS = ("png", "pdf", "svg")
 TIME_METRICS = ("tau", "t_learn")
 DIVERGED_UNDEFINED = ("gd_loss_peak", "gd_ntk_final")  # arbitrary where GD diverges (grey there)
 _MODEL_ORDER = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w", "input_var", "teacher",
@@ -89,42 +71,6 @@ _MODEL_ORDER = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var
 
 
 # ---------------------------------------------------------------- matplotlib, files
-
-def _matplotlib():
-    """Import matplotlib; select Agg unless pyplot is already live (switching would close a user's figures)."""
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    return matplotlib
-
-
-def _figure(width: float, height: float) -> Figure:
-    """A constrained-layout Figure that pyplot does not know about (nothing to close, no global state)."""
-    _matplotlib()
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _save(fig: Figure, path: str | Path | None) -> None:
-    """Write `fig` atomically to `path` (format from the suffix, PNG without one); nothing when path is None."""
-    if path is None:
-        return
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    if fmt not in FORMATS:
-        raise ValueError(f"{path}: unknown figure format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    matplotlib = _matplotlib()
-    with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "phasediag"}):
-        fig.savefig(tmp, format=fmt, dpi=DPI, metadata=_metadata(fmt))
-
-
-def _metadata(fmt: str) -> dict[str, Any]:
-    """No creation dates in PDF/SVG (and fixed SVG ids), so the same results always give the same bytes."""
-    return {"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else {}
-
-
-# ---------------------------------------------------------------- data selection
 
 def sweep_axes(result: SweepResult) -> list[str]:
     """The swept variables (result axes without the seed axis)."""
@@ -459,12 +405,6 @@ def _hatch(ax: Axes, grid: _Grid, mask: np.ndarray, hatch: str, label: str, colo
     return Patch(facecolor="white", edgecolor=colour, hatch=hatch, label=label)
 
 
-def _swatch(colour: str, label: str):
-    from matplotlib.patches import Patch
-
-    return Patch(facecolor=colour, edgecolor="0.4", linewidth=0.3, label=label)
-
-
 def _category_colours(result: SweepResult, metric: str) -> list[str]:
     """Colour of every code of a categorical metric (fixed per label; unknown labels from FALLBACK_COLOURS)."""
     fixed = CATEGORY_COLOURS.get(metric, {})
@@ -486,7 +426,7 @@ def _draw_categories(ax: Axes, result: SweepResult, metric: str, grid: _Grid, co
     colours = _category_colours(result, metric)
     norm = BoundaryNorm(np.arange(len(names) + 1) - 0.5, len(names))
     _raster(ax, grid, codes, cmap=ListedColormap(colours), norm=norm)
-    return {_pretty(names[c]): _swatch(colours[c], _pretty(names[c])) for c in np.unique(codes).tolist()}
+    return {_pretty(names[c]): swatch(colours[c], _pretty(names[c])) for c in np.unique(codes).tolist()}
 
 
 def _hatch_marks(ax: Axes, result: SweepResult, grid: _Grid, at: Mapping[str, int]) -> dict:
@@ -516,12 +456,12 @@ def _panels(result: SweepResult, used: Sequence[str], ax: Axes | None, fixed: Ma
     if ax is not None or fixed or len(sweep_axes(result)) <= len(used):
         held = _held(result, used, fixed)
         if ax is None:
-            fig = _figure(6.4 + (1.2 if colorbar else 2.0), 4.6)
+            fig = new_figure(6.4 + (1.2 if colorbar else 2.0), 4.6)
             ax = fig.add_subplot()
         return ax.figure, [(ax, held)], held
     grid, held = _facet_grid(result, used)
     rows, cols = len(grid), len(grid[0])
-    fig = _figure(3.6 * cols + (1.2 if colorbar else 2.2), 3.1 * rows + 0.8)
+    fig = new_figure(3.6 * cols + (1.2 if colorbar else 2.2), 3.1 * rows + 0.8)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
     return fig, [(axes[i, j], grid[i][j]) for i in range(rows) for j in range(cols)], held
 
@@ -589,7 +529,7 @@ def phase_map(result: SweepResult, x: str, y: str, ax: Axes | None = None, path:
     what = _categorical_what(result, metric)
     _set_title(fig, panels, _title(result, what, categorical=True, held=held if len(panels) > 1 else
                                        panels[0][1]))
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -700,7 +640,7 @@ def _draw_special(ax: Axes, result: SweepResult, grid: _Grid, colours: _Colours,
         codes[mask & (codes == 0)] = k
     norm = BoundaryNorm(np.arange(len(masks) + 1) + 0.5, len(masks))
     _raster(ax, grid, np.ma.masked_equal(codes, 0), cmap=ListedColormap([c for _, c, _ in masks]), norm=norm)
-    return {t: _swatch(c, t) for _, c, t in masks}
+    return {t: swatch(c, t) for _, c, t in masks}
 
 
 def _level(result: SweepResult, metric: str, colours: _Colours) -> tuple[float, str, bool] | None:
@@ -813,7 +753,7 @@ def metric_map(result: SweepResult, metric: str, x: str, y: str, ax: Axes | None
     _legend(fig, ax, list(handles.values()), below=True)
     _set_title(fig, panels, _title(result, info["label"], categorical=False,
                                        held=held if len(panels) > 1 else panels[0][1]))
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -834,7 +774,7 @@ def _bands(ax: Axes, result: SweepResult, grid: _Grid, codes: np.ndarray, metric
     for code in present:
         ax.add_artist(PathPatch(_region_path(_row(grid), np.atleast_2d(codes == code)), facecolor=colours[code],
                                 edgecolor="none", linewidth=0, transform=ax.get_xaxis_transform()))
-    return {_pretty(names[c]): _swatch(colours[c], _pretty(names[c])) for c in present}
+    return {_pretty(names[c]): swatch(colours[c], _pretty(names[c])) for c in present}
 
 
 def _per_seed(result: SweepResult, metric: str, x: str, at: dict) -> np.ndarray:
@@ -866,7 +806,7 @@ def _seed_fractions(ax: Axes, result: SweepResult, metric: str, grid: _Grid, per
     for code in np.unique(per_seed).tolist():
         share = np.mean(per_seed == code, axis=1)
         ax.stairs(bottom + share, grid.xe, baseline=bottom, fill=True, color=colours[code], linewidth=0)
-        handles[_pretty(names[code])] = _swatch(colours[code], _pretty(names[code]))
+        handles[_pretty(names[code])] = swatch(colours[code], _pretty(names[code]))
         bottom = bottom + share
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"fraction of the {per_seed.shape[1]} seeds")
@@ -913,7 +853,7 @@ def _line_axes(ax: Axes | None, with_strip: bool) -> tuple[Figure, Axes, Axes | 
     """(figure, main axes, phase-strip axes or None): a new figure unless the caller gives `ax`."""
     if ax is not None:
         return ax.figure, ax, None
-    fig = _figure(7.4, 4.2)
+    fig = new_figure(7.4, 4.2)
     if not with_strip:
         return fig, fig.add_subplot(), None
     main, strip = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [14, 1]})
@@ -949,7 +889,7 @@ def line_plot(result: SweepResult, metric: str, x: str, path: str | Path | None 
     _legend(fig, ax, list(handles.values()))
     what = _categorical_what(result, metric) if categorical else info["label"]
     main.set_title(_title(result, what, categorical=categorical, held=held), fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -1054,7 +994,7 @@ def trajectory_plot(result: SweepResult, path: str | Path | None = None) -> Figu
         raise ValueError("no trajectories in this result (set train.times in the config)")
     t = np.asarray(result.coords["time"], float)
     points = _trajectory_points(result)
-    fig = _figure(11.0, 7.6)
+    fig = new_figure(11.0, 7.6)
     axes = fig.subplots(2, 2, sharex=True)
     for j, index in enumerate(points):
         style = dict(color=CURVE_COLOURS[j % len(CURVE_COLOURS)], linewidth=1.5,
@@ -1071,7 +1011,7 @@ def trajectory_plot(result: SweepResult, path: str | Path | None = None) -> Figu
                  "prediction", fontsize=10)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8,
                frameon=False)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -1151,7 +1091,7 @@ def render_all(result: SweepResult, out_dir: str | Path, formats: Sequence[str] 
         try:
             for fmt in formats:
                 path = out_dir / f"{stem}.{fmt}"
-                _save(fig, path)
+                save_figure(fig, path)
                 written.append(path)
         finally:
             fig.clear()  # free the artists now (the figure is not registered with pyplot)

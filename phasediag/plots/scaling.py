@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from phasediag.plots.maps import _figure, _save  # pyplot-free figures; deterministic atomic writes
+from phasediag.plots.base import new_figure, save_figure
 from phasediag.results.store import SweepResult
 
 PHASE_COLOURS = {"kernel": "#56B4E9", "feature_learning": "#E69F00"}
@@ -79,7 +79,7 @@ def limit_phase_diagram(result: SweepResult, x: str, y: str, path=None):
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    fig = _figure(7.6, 5.4)
+    fig = new_figure(7.6, 5.4)
     ax = fig.add_subplot()
     xs, ys = result.coords[x], result.coords[y]
     X, Y = np.meshgrid(xs, ys)
@@ -112,7 +112,7 @@ def limit_phase_diagram(result: SweepResult, x: str, y: str, path=None):
     ax.set_title(f"{result.meta['name']}: phase as width d -> infinity", fontsize=10)
     dedup = {h.get_label(): h for h in handles}
     fig.legend(handles=list(dedup.values()), loc="outside right upper", fontsize=8, frameon=False)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -120,7 +120,7 @@ def exponent_map(result: SweepResult, metric: str, x: str, y: str, path=None):
     """A limit exponent over the plane, diverging colours centred at 0, its zero level as a line."""
     from matplotlib.colors import TwoSlopeNorm
 
-    fig = _figure(6.8, 5.0)
+    fig = new_figure(6.8, 5.0)
     ax = fig.add_subplot()
     xs, ys = result.coords[x], result.coords[y]
     values = _plane(result, metric, x, y)
@@ -134,7 +134,7 @@ def exponent_map(result: SweepResult, metric: str, x: str, y: str, path=None):
     ax.set_xlabel(_label(result, x))
     ax.set_ylabel(_label(result, y))
     ax.set_title(f"{result.meta['name']}: {metric.replace('_', ' ')}", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -152,6 +152,6 @@ def render_all(result: SweepResult, out_dir, formats: Sequence[str] | None = Non
                else exponent_map(result, metric, x, y))
         for fmt in formats:
             path = Path(out_dir) / f"{result.meta['name']}__{metric}__{y}_vs_{x}.{fmt}"
-            _save(fig, path)
+            save_figure(fig, path)
             written.append(path)
     return written

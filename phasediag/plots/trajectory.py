@@ -5,27 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["trajectory_figure", "save_figure"]
+from phasediag.plots.base import new_figure, save_figure
 
-
-def _new_figure(**kwargs):
-    """A Figure that is not registered with pyplot (no global state to close), on the Agg backend.
-
-    The Agg backend is selected only if pyplot has not been imported yet: switching the backend of a live
-    pyplot session (a notebook) would close its figures. Saving does not need pyplot either way.
-    """
-    import sys
-
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
+__all__ = ["trajectory_figure"]
 
 
 def _finite_xy(t, y, *, positive=False):
@@ -54,17 +38,6 @@ def _limit_to(ax, values, margin=0.08):
     ax.set_ylim(lo - pad, hi + pad)
 
 
-def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
-    """Save ``fig`` atomically to ``path`` (format from the suffix, PNG if none)."""
-    from phasediag.results.atomic import atomic_path
-
-    path = Path(path)
-    fmt = path.suffix[1:].lower() or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-    return path
-
-
 def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None = None):
     """2x2 figure of a :func:`phasediag.engine.point.solve_point` result: m, NTK, alignment and excess loss vs t.
 
@@ -79,7 +52,7 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     steps = params.get("optimizer") in ("gd", "sgd")
     teacher = params.get("teacher")
 
-    fig = _new_figure(figsize=(10, 7), layout="constrained")
+    fig = new_figure(10, 7)
     axes = fig.subplots(2, 2, sharex=True)
     (ax_m, ax_ntk), (ax_al, ax_loss) = axes
 
@@ -138,5 +111,5 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     fig.suptitle(title)
 
     if path is not None:
-        save_figure(fig, path)
+        save_figure(fig, path, dpi=120)
     return fig

@@ -13,6 +13,7 @@ import numpy as np
 
 from phasediag import core
 from phasediag.plots import maps
+from phasediag.plots.base import new_figure, save_figure, swatch
 from phasediag.engine import sweep
 from phasediag.config.sweep import Config
 
@@ -28,7 +29,7 @@ def overlay_figure(config: Config, body: dict, path: str | Path | None = None, m
 
     x, y = config.plot["x"], config.plot.get("y")
     result = map_result if map_result is not None else sweep.run(replace(config, metrics=None))
-    fig = maps._figure(7.2, 4.8)
+    fig = new_figure(7.2, 4.8)
     ax = fig.add_subplot()
     maps.phase_map(result, x, y, ax=ax)
     rows = body["rows"]
@@ -41,7 +42,7 @@ def overlay_figure(config: Config, body: dict, path: str | Path | None = None, m
                        zorder=5, clip_on=False)
     present = set(np.unique(result.arrays["phase"]).tolist())  # the map's own legend lists these
     extra = sorted({r["measured_label"] for r in rows} - {core.PHASES[c] for c in present})
-    handles = [maps._swatch(_colour(n), f"measured only: {n.replace('_', ' ')}") for n in extra]
+    handles = [swatch(_colour(n), f"measured only: {n.replace('_', ' ')}") for n in extra]
     handles += [Line2D([], [], marker="o", ls="", mfc="white", mec="black", label="simulated: measured = map"),
                 Line2D([], [], marker="X", ls="", mfc="white", mec="black", label="simulated: labels differ")]
     legend = ax.get_legend()  # phase_map's: the map's labels, right of the axes
@@ -52,7 +53,7 @@ def overlay_figure(config: Config, body: dict, path: str | Path | None = None, m
                  f"measured = map label: {sum(r['measured_label'] == r['map_label'] for r in rows)}/{n}; "
                  f"= exact label of the same vectors: "
                  f"{sum(r['measured_label'] == r['predicted_label'] for r in rows)}/{n}", fontsize=8)
-    maps._save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -60,7 +61,7 @@ def parity_figure(body: dict, path: str | Path | None = None):
     """Measured against predicted (same vectors): NTK change and final alignment, and each point's worst
     relative deviation over its path."""
     rows = [r for r in body["rows"] if not r["measured"]["diverged"] and not r["predicted"]["diverged"]]
-    fig = maps._figure(10.5, 3.4)
+    fig = new_figure(10.5, 3.4)
     axes = fig.subplots(1, 3)
     for ax, key, label in ((axes[0], "ntk_change", r"NTK change $\Theta_T/\Theta_0 - 1$"),
                            (axes[1], "alignment", r"final alignment $\zeta_T$")):
@@ -91,7 +92,7 @@ def parity_figure(body: dict, path: str | Path | None = None):
     for ax in axes:
         ax.tick_params(labelsize=7)
     fig.suptitle(f"{body['name']}: closed form vs simulated training of the same vectors", fontsize=9)
-    maps._save(fig, path)
+    save_figure(fig, path)
     return fig
 
 

@@ -614,12 +614,12 @@ def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
     style). Bottom row: the mechanism label of each run. Saves when `path` is given."""
     from matplotlib.patches import Patch
 
-    from phasediag.plots.maps import CATEGORY_COLOURS, _figure, _save
+    from phasediag.plots.base import CATEGORY_COLOURS, new_figure, save_figure
 
     s = np.array(study.init_scales)
     n_act = len(study.activations)
     curves = _curves(study)
-    fig = _figure(4.8 * n_act + 0.8, 15.0)
+    fig = new_figure(4.8 * n_act + 0.8, 15.0)
     axes = fig.subplots(6, n_act, squeeze=False, sharex=True,
                         gridspec_kw={"height_ratios": [1, 1, 1, 1, 1, 0.15 * len(curves) + 0.2]})
     rows = (("ntk_change", 1.0, "NTK change\n||K_T - K_0||_F / ||K_0||_F", True),
@@ -658,7 +658,7 @@ def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
                title_fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
     fig.suptitle(_title(study), fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -674,7 +674,7 @@ def _labels_present(arrays: dict[str, np.ndarray]) -> list[str]:
 def _mechanism_strip(ax: Axes, study: Study, arrays: dict[str, np.ndarray], ia: int, curves: list, s: np.ndarray,
                      labels: bool = True) -> None:
     """One row of cells per curve: the label of each run (most frequent over seeds), on the log s axis."""
-    from phasediag.plots.maps import CATEGORY_COLOURS
+    from phasediag.plots.base import CATEGORY_COLOURS
 
     edges = np.exp(np.concatenate([[np.log(s[0]) - 0.5 * _step(s)], 0.5 * (np.log(s[1:]) + np.log(s[:-1])),
                                    [np.log(s[-1]) + 0.5 * _step(s)]]))
@@ -700,7 +700,7 @@ def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path
     (dark: small s, light: large s; median over seeds). Saves when `path` is given."""
     from matplotlib import colormaps
 
-    from phasediag.plots.maps import _figure, _save
+    from phasediag.plots.base import new_figure, save_figure
 
     iw = len(study.widths) - 1
     steps = arrays["step"].astype(float)
@@ -708,7 +708,7 @@ def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path
     s = np.array(study.init_scales)
     colours = colormaps["viridis"](np.linspace(0.0, 0.92, s.size))
     rows = 3 * len(study.inits)
-    fig = _figure(4.6 * len(study.activations) + 1.6, 2.3 * rows + 0.9)
+    fig = new_figure(4.6 * len(study.activations) + 1.6, 2.3 * rows + 0.9)
     axes = fig.subplots(rows, len(study.activations), squeeze=False, sharex=True)
     panels = (("traj_ntk_change", 1.0, "NTK change\n||K_t - K_0||_F / ||K_0||_F", True),
               ("traj_alignment", 1.0, "alignment\n||P_W U||_F / ||U||_F", False),
@@ -734,7 +734,7 @@ def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="init scale",
                        title_fontsize=7)
     fig.suptitle(_title(study), fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 

@@ -640,7 +640,7 @@ def _at_half(study: Study, values: np.ndarray) -> np.ndarray:
 
 
 def _colours(n: int) -> list[str]:
-    from phasediag.plots.maps import CURVE_COLOURS
+    from phasediag.plots.base import CURVE_COLOURS
 
     palette = [c for c in CURVE_COLOURS if c not in ("#000000", "#999999")]
     return [palette[k % len(palette)] for k in range(n)]
@@ -666,11 +666,11 @@ def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
     """Per noise level (rows): D_t = -ln|Delta_t/Delta_0| and 1 - |zeta_t| against the step at plot.lr, for
     population GD (exact), gradient flow and SGD at each batch size (median and 25-75% band over seeds),
     with the leading-order prediction of each SGD curve (dotted). Saves when `path` is given."""
-    from phasediag.plots.maps import _figure, _save
+    from phasediag.plots.base import new_figure, save_figure
 
     study = replace(study, plot_lr=chosen_lr(study, arrays))
     rows = len(study.noise_vars)
-    fig = _figure(11.5, 3.6 * rows + 0.4)
+    fig = new_figure(11.5, 3.6 * rows + 0.4)
     axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False))
     i_lr = _lr_index(study)
     t = arrays["step"].astype(float)
@@ -703,7 +703,7 @@ def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
     axes[0, 0].legend(fontsize=7, loc="upper left")
     axes[0, 1].legend(fontsize=7, loc="lower left")
     fig.suptitle(_suptitle(study, f"lr = {study.plot_lr:.3g}"), fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -712,10 +712,10 @@ def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray], path: str | 
     D_K against lr for each batch size and population GD (least-squares slopes in the legend); the noise part
     D_K(B) - D_K(full batch on the same sample) against B at each lr, with the leading-order prediction
     proportional to f_B = (n - B)/(B (n - 1)) (dotted); and 1 - |zeta_K| against lr. Saves when `path` is given."""
-    from phasediag.plots.maps import _figure, _save
+    from phasediag.plots.base import new_figure, save_figure
 
     rows = len(study.noise_vars)
-    fig = _figure(16.0, 3.7 * rows + 0.4)
+    fig = new_figure(16.0, 3.7 * rows + 0.4)
     axes = np.atleast_2d(fig.subplots(rows, 3, squeeze=False))
     lrs = np.asarray(study.lrs)
     colours = _colours(len(study.batch_sizes))
@@ -751,7 +751,7 @@ def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray], path: str | 
         middle.legend(fontsize=7, loc="lower left")
     axes[0, 2].legend(fontsize=7, loc="lower left")
     fig.suptitle(_suptitle(study, f"K = {study.steps:,} steps"), fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
