@@ -18,6 +18,7 @@ import sys
 import click
 
 from phasediag import __version__
+from phasediag.errors import BadInput as LibraryBadInput
 
 DEBUG_ENV = "PHASEDIAG_DEBUG"
 
@@ -168,6 +169,9 @@ class PhasediagGroup(click.Group):
         except click.ClickException as e:
             click.echo(f"Error: {' '.join(e.format_message().split())}", err=True)
             sys.exit(e.exit_code)
+        except LibraryBadInput as e:  # the library's bad-input errors: one line, exit status 2
+            click.echo(f"Error: {' '.join(str(e).split())}", err=True)
+            sys.exit(2)
         except click.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
             click.echo("Interrupted", err=True)
             sys.exit(130)
@@ -530,22 +534,47 @@ def _progress(quiet: bool):
     return start, update, close
 
 
-def _echo_summary(info: dict, as_json: bool, quiet: bool) -> None:
+def _echo_summary(summary, as_json: bool, quiet: bool) -> None:
+    """Print a lifecycle Summary: its JSON object, or its text."""
     import json
 
     if as_json:
-        click.echo(json.dumps(info, allow_nan=False))
+        click.echo(json.dumps(summary.to_dict(), allow_nan=False))
     elif not quiet:
-        if info.get("status") == "up to date":
-            click.echo(f"{info['out']}: up to date (config {info['config_hash']}), nothing to do")
+        if summary.status == "up to date":
+            click.echo(f"{summary.out}: up to date (config {summary.config_hash}), nothing to do")
             return
-        t = info["timing"]
-        click.echo(f"{info['name']}: {info['grid_points']} points {tuple(info['shape'])} -> {info['out']} "
-                   f"(evaluated in {t['eval_s']:.3g} s)")
-        for name, counts in info.get("counts", {}).items():
-            click.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        for path in info["files"]:
-            click.echo(f"  wrote {path}")
+        click.echo(summary.text)
+
+
+def _shard_option(shard):
+    from phasediag.jobs.lifecycle import parse_shard
+
+    try:
+        return parse_shard(shard)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--shard'") from None
+
+
+def _run_job(config, out, as_json: bool, quiet: bool, **how) -> None:
+    """Run any job kind through the lifecycle, print its summary (bad input: one line, exit 2)."""
+    from phasediag.config.reader import ConfigError
+    from phasediag.jobs import lifecycle
+
+    flags = {"validate", "experiment"}
+    modes = {k: how.pop(k) for k in flags if k in how}
+    start, update, close = _progress(quiet or as_json)
+    options = lifecycle.Options(progress_total=start, progress=update, **how)
+    try:
+        _, summary = lifecycle.run(config, out=lifecycle.DEFAULT if out is None else out, options=options,
+                                   **modes)
+    except lifecycle.OptionError as e:
+        raise BadInput(f"--{e.field.replace('_', '-')}: {e.message}") from None
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+    finally:
+        close()
+    _echo_summary(summary, as_json, quiet)
 
 
 RUN_EPILOG = """\b
@@ -579,23 +608,8 @@ def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_eve
     Outputs are written under temporary names and renamed into place: an interrupted or failed run never
     leaves a partial results.npz (finished chunks are kept in .partial-*/ for --resume).
     """
-    from phasediag.jobs import runner
-    from phasediag.config.sweep import ConfigError
-
-    try:
-        shard_spec = runner.parse_shard(shard)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--shard'") from None
-    start, update, close = _progress(quiet or as_json)
-    try:
-        info = runner.run_config(config, out=out, shard=shard_spec, workers=workers, resume=resume,
-                                 plot=not no_plot, chunk_size=chunk_size, checkpoint_every=checkpoint_every,
-                                 progress=update, progress_total=start)
-    except ConfigError as e:
-        raise BadInput(str(e)) from None
-    finally:
-        close()
-    _echo_summary(info, as_json, quiet)
+    _run_job(config, out, as_json, quiet, shard=_shard_option(shard), workers=workers, resume=resume,
+             plot=not no_plot, chunk_size=chunk_size, checkpoint_every=checkpoint_every)
 
 
 def _formats(value):
@@ -618,13 +632,13 @@ def _formats(value):
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
 def plot_command(directory, formats, as_json, quiet):
     """Re-render the figures of a results DIRECTORY (from results.npz and meta.json)."""
-    from phasediag.jobs import runner
-    from phasediag.results.store import ResultsError
+    from phasediag.config.reader import ConfigError
+    from phasediag.jobs import lifecycle
 
     formats = _formats(formats)
     try:
-        paths = runner.plot_dir(directory, formats)
-    except ResultsError as e:
+        paths = [str(p) for p in lifecycle.plot(directory, formats)]
+    except ConfigError as e:
         raise BadInput(str(e)) from None
     _echo_paths(paths, as_json, quiet)
 
@@ -648,12 +662,12 @@ def _echo_paths(paths, as_json: bool, quiet: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
 def export_command(directory, as_csv, out, as_json, quiet):
     """Export a results DIRECTORY as tidy CSV: axis values and every metric per grid point."""
-    from phasediag.jobs import runner
-    from phasediag.results.store import ResultsError
+    from phasediag.config.reader import ConfigError
+    from phasediag.jobs import lifecycle
 
     try:
-        paths = runner.export_csv(directory, out)
-    except ResultsError as e:
+        paths = lifecycle.export_csv(directory, out)
+    except ConfigError as e:
         raise BadInput(str(e)) from None
     _echo_paths(paths, as_json, quiet)
 
@@ -667,25 +681,14 @@ def export_command(directory, as_csv, out, as_json, quiet):
 def merge_command(directories, out, no_plot, as_json, quiet):
     """Join the shard DIRECTORIES of one config (written by 'run --shard K/N' or 'validate --shard K/N') into
     one result."""
-    from phasediag.jobs import runner
-    from phasediag.config.sweep import ConfigError
-    from phasediag.results.store import ResultsError
-    from phasediag.studies.validation import VALIDATION_FILE, merge_validation
+    from phasediag.config.reader import ConfigError
+    from phasediag.jobs import lifecycle
 
-    kinds = {os.path.isfile(os.path.join(d, VALIDATION_FILE)) for d in directories}
-    if len(kinds) > 1:
-        raise BadInput("merge: the directories mix 'validate' and 'run' shards")
-    if os.path.abspath(out) in {os.path.abspath(d) for d in directories}:
-        raise click.BadParameter("must not be one of the shard directories", param_hint="'--out'")
     try:
-        if kinds == {True}:
-            info = merge_validation(list(directories), out, plot=not no_plot)
-            _echo_validation(info, as_json, quiet)
-            return
-        info = runner.merge_dirs(list(directories), out, plot=not no_plot)
-    except (ResultsError, ConfigError) as e:
+        summary = lifecycle.merge(list(directories), out, plot=not no_plot)
+    except ConfigError as e:
         raise BadInput(str(e)) from None
-    _echo_summary(info, as_json, quiet)
+    _echo_summary(summary, as_json, quiet)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -981,23 +984,7 @@ def experiment(config, out, workers, no_plot, as_json, quiet):
     against init scale) or 'sgd_drift' (the linear model under SGD vs GD: drift of the imbalance Delta and the
     alignment across batch sizes and learning rates).
     """
-    import json
-
-    from phasediag.config.sweep import ConfigError
-    from phasediag.studies.experiment import run_experiment
-
-    start, update, close = _progress(quiet or as_json)
-    try:
-        info = run_experiment(config, out=out, workers=workers, plot=not no_plot, progress_total=start,
-                              progress=update)
-    except ConfigError as e:
-        raise BadInput(str(e)) from None
-    finally:
-        close()
-    if as_json:
-        click.echo(json.dumps(info, allow_nan=False))
-    elif not quiet:
-        click.echo(info.get("text") or json.dumps(info, indent=1, allow_nan=False))
+    _run_job(config, out, as_json, quiet, workers=workers, plot=not no_plot, experiment=True)
 
 
 def main(argv=None):

@@ -18,15 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from phasediag.errors import ConfigError
+
 FORMATS = ("png", "pdf", "svg")  # figure formats a config may ask for
 
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
 _INF = re.compile(r"^[-+]?\.?(inf|Inf|INF)(inity)?$")
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-class ConfigError(ValueError):
-    """Bad config: the message names the key path and line."""
 
 
 def fail(where: str, line: int | None, message: str) -> ConfigError:

@@ -24,7 +24,7 @@ from phasediag import core
 from phasediag.config import reader
 from phasediag.config.sweep import Config, ConfigError, Quantity
 from phasediag.engine.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
-from phasediag.results.store import SweepResult
+from phasediag.results.store import Result
 
 DEFAULT_CHUNK = 1 << 17  # 1 MiB per float64 temporary: measured best on the 1000 x 1000 grid (benchmarks/)
 _TRAJ_BUDGET = 1 << 21  # points x times per chunk for trajectory arrays (~16 MB per array)
@@ -314,7 +314,7 @@ def run(
     checkpoint: Path | None = None,
     checkpoint_every: float = CHECKPOINT_EVERY,
     progress: Callable[[int], None] | None = None,
-) -> SweepResult:
+) -> Result:
     """Evaluate the grid (or one shard of it). `checkpoint`: a directory where finished chunks are kept (written
     every `checkpoint_every` seconds, 0 = after every chunk) so an interrupted run resumes without recomputing
     them; `progress(k)` is called with the points just done."""
@@ -351,7 +351,7 @@ def run(
     meta = build_meta(config, n, length, workers, shard, (start, stop), eval_s)
     meta["workers_requested"] = requested
     meta["worker_kind"] = used.get("kind", "serial")
-    return SweepResult(coords=coordinates(config), arrays=arrays, meta=meta)
+    return Result(coords=coordinates(config), arrays=arrays, meta=meta)
 
 
 def workers_for(workers: int, n_chunks: int) -> int:
@@ -484,7 +484,13 @@ def coordinates(config: Config) -> dict[str, np.ndarray]:
 
 
 def build_meta(config: Config, n: int, chunk: int, workers: int, shard: Shard | None, bounds, eval_s: float):
+    metrics = stored_metrics(config)
+    axes = list(config.axis_names)
+    dims = {m.name: axes for m in metrics}
+    if config.times is not None:
+        dims.update({f"traj_{field}": axes + ["time"] for field in TRAJECTORY_FIELDS})
     return {
+        "kind": "scaling" if config.mode == "scaling" else "sweep",
         "name": config.name,
         "description": config.description,
         "mode": config.mode,
@@ -493,7 +499,9 @@ def build_meta(config: Config, n: int, chunk: int, workers: int, shard: Shard | 
         "times": None if config.times is None else config.times.tolist(),
         "grid_points": n,
         "metrics": {m.name: {"label": m.label, "kind": m.kind, "log": m.log, "threshold": m.threshold}
-                    for m in stored_metrics(config)},
+                    for m in metrics},
+        "coords": list(coordinates(config)),
+        "dims": dims,
         "legends": {k: list(v) for k, v in LEGENDS.items() if k in METRICS},
         "thresholds": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
         "config": config.resolved,

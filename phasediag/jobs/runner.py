@@ -137,7 +137,7 @@ def run_config(
     return summary(result, out, files + figures)
 
 
-def draw(result: results.SweepResult, out: Path, formats: list[str] | None = None) -> list[str]:
+def draw(result: results.Result, out: Path, formats: list[str] | None = None) -> list[str]:
     """Render the config's figures into `out` (returns their paths)."""
     if result.meta.get("mode") == "scaling":
         from phasediag.plots.scaling import render_all
@@ -150,7 +150,7 @@ def draw(result: results.SweepResult, out: Path, formats: list[str] | None = Non
     return paths
 
 
-def summary(result: results.SweepResult, out: Path, files: list[str]) -> dict:
+def summary(result: results.Result, out: Path, files: list[str]) -> dict:
     """What a script wants to know after a run: where, how big, how long, which phases."""
     from phasediag.engine.metrics import LEGENDS
 
@@ -188,7 +188,7 @@ def merge_dirs(directories: list[str | Path], out: str | Path, plot: bool = True
                               "merge itself holds one metric at a time)")
     meta = results.merge_files([Path(d) for d in directories], out)  # streamed: one array at a time
     files = [str(out / results.RESULTS_FILE)]
-    results.save_meta(results.SweepResult(coords={}, arrays={}, meta=meta), out)  # complete from here on
+    results.save_meta(results.Result(coords={}, arrays={}, meta=meta), out)  # complete from here on
     from phasediag.engine.metrics import LEGENDS
 
     merged = results.load(out, only=None if plot else set(LEGENDS))  # the summary counts the categories

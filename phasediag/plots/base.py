@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from phasediag.config.reader import FORMATS  # the formats a config's plot.formats may name
 from phasediag.results.atomic import atomic_path
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
 
 __all__ = ["FORMATS", "WRITABLE_FORMATS", "DPI", "CATEGORY_COLOURS", "FALLBACK_COLOURS", "CURVE_COLOURS",
-           "load_matplotlib", "new_figure", "save_figure", "swatch"]
+           "load_matplotlib", "new_figure", "save_figure", "swatch", "figure_formats", "render"]
 
 #: every format matplotlib's Agg backend writes (a figure file named by the user, e.g. `solve --plot x.eps`)
 WRITABLE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf",
@@ -88,3 +88,28 @@ def swatch(colour: str, label: str):
     from matplotlib.patches import Patch
 
     return Patch(facecolor=colour, edgecolor="0.4", linewidth=0.3, label=label)
+
+
+def figure_formats(meta: dict, formats: Sequence[str] | None = None) -> list[str]:
+    """`formats` (normalized), else the config's plot.formats, else PNG; unknown names are a ValueError."""
+    chosen = [f.lower().lstrip(".") for f in (formats or meta.get("config", {}).get("plot", {}).get("formats")
+                                              or ["png"])]
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown figure format(s) {bad}; allowed: {', '.join(FORMATS)}")
+    return list(dict.fromkeys(chosen))
+
+
+def render(stems: Sequence[tuple[str, Callable[[], Figure]]], out_dir: str | Path,
+           formats: Sequence[str]) -> list[Path]:
+    """Draw each (file stem, draw) once and save it as `<stem>.<format>` in `out_dir` for every format.
+    Returns the paths written."""
+    written = []
+    for stem, draw in stems:
+        fig = draw()
+        try:
+            for fmt in formats:
+                written.append(save_figure(fig, Path(out_dir) / f"{stem}.{fmt}"))
+        finally:
+            fig.clear()  # free the artists now (the figure is not registered with pyplot)
+    return written

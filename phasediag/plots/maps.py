@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from phasediag.plots.base import (CATEGORY_COLOURS, CURVE_COLOURS, FALLBACK_COLOURS, FORMATS,
-                                   new_figure, save_figure, swatch)
-from phasediag.results.store import SweepResult
+from phasediag.plots.base import (CATEGORY_COLOURS, CURVE_COLOURS, FALLBACK_COLOURS, figure_formats, new_figure,
+                                   render, save_figure, swatch)
+from phasediag.results.store import Result
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
@@ -72,16 +72,16 @@ _MODEL_ORDER = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var
 
 # ---------------------------------------------------------------- matplotlib, files
 
-def sweep_axes(result: SweepResult) -> list[str]:
+def sweep_axes(result: Result) -> list[str]:
     """The swept variables (result axes without the seed axis)."""
     return [a for a in result.axes if a != "seed"]
 
 
-def _seeds(result: SweepResult) -> int:
+def _seeds(result: Result) -> int:
     return len(result.coords["seed"]) if "seed" in result.axes else 0
 
 
-def _info(result: SweepResult, metric: str) -> dict:
+def _info(result: Result, metric: str) -> dict:
     """meta["metrics"][metric], with a clear error for a metric this result does not have."""
     if metric not in result.arrays or metric not in result.meta["metrics"]:
         have = ", ".join(m for m in result.meta["metrics"] if m in result.arrays)
@@ -89,7 +89,7 @@ def _info(result: SweepResult, metric: str) -> dict:
     return result.meta["metrics"][metric]
 
 
-def _check_axes(result: SweepResult, *names: str | None) -> None:
+def _check_axes(result: Result, *names: str | None) -> None:
     axes = sweep_axes(result)
     for name in names:
         if name is not None and name not in axes:
@@ -124,7 +124,7 @@ def nan_median(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.where(count > 0, middle, np.nan)
 
 
-def reduce_seeds(result: SweepResult, metric: str) -> np.ndarray:
+def reduce_seeds(result: Result, metric: str) -> np.ndarray:
     """`metric` over the sweep axes only: the mode over seeds (categorical), the majority (flags) or the
     median (continuous; infinities count as large values: the median of [1, 2, inf] is 2)."""
     values = result.arrays[metric]
@@ -139,12 +139,12 @@ def reduce_seeds(result: SweepResult, metric: str) -> np.ndarray:
     return nan_median(values.astype(float), axis)
 
 
-def _index(result: SweepResult, axis: str, value: float) -> int:
+def _index(result: Result, axis: str, value: float) -> int:
     """Index of the coordinate of `axis` nearest to `value`."""
     return int(np.argmin(np.abs(result.coords[axis] - value)))
 
 
-def _held(result: SweepResult, used: Sequence[str], fixed: Mapping[str, float] | None) -> dict[str, int]:
+def _held(result: Result, used: Sequence[str], fixed: Mapping[str, float] | None) -> dict[str, int]:
     """Indices of the sweep axes not drawn: `fixed` values (nearest point) or the middle point."""
     fixed = dict(fixed or {})
     unknown = set(fixed) - set(sweep_axes(result))
@@ -154,7 +154,7 @@ def _held(result: SweepResult, used: Sequence[str], fixed: Mapping[str, float] |
             for a in sweep_axes(result) if a not in used}
 
 
-def _plane(result: SweepResult, values: np.ndarray, x: str, y: str | None, at: Mapping[str, int]) -> np.ndarray:
+def _plane(result: Result, values: np.ndarray, x: str, y: str | None, at: Mapping[str, int]) -> np.ndarray:
     """`values` (over the sweep axes, then any trailing axes) at the indices `at`, as (y, x, ...) or (x, ...)."""
     axes = sweep_axes(result)
     index = tuple(at.get(a, slice(None)) for a in axes)
@@ -181,7 +181,7 @@ def _picks(n: int, k: int) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, min(n, k)).round().astype(int).tolist()))
 
 
-def _facet_grid(result: SweepResult, used: Sequence[str]) -> tuple[list[list[dict[str, int]]], dict[str, int]]:
+def _facet_grid(result: Result, used: Sequence[str]) -> tuple[list[list[dict[str, int]]], dict[str, int]]:
     """Small multiples: rows x columns of index dicts over the first two extra sweep axes (columns: the first,
     rows: the second; at most MAX_FACETS values each); further extra axes are held at their middle value."""
     extra = [a for a in sweep_axes(result) if a not in used]
@@ -196,7 +196,7 @@ def _facet_grid(result: SweepResult, used: Sequence[str]) -> tuple[list[list[dic
 
 # ---------------------------------------------------------------- axes, labels, titles
 
-def _model_entries(result: SweepResult) -> dict[str, str]:
+def _model_entries(result: Result) -> dict[str, str]:
     """Model/data/init keys -> expression text (only those that enter the dynamics)."""
     cfg = result.meta["config"]
     entries = {**{k: _text(v) for k, v in cfg.get("model", {}).items()},
@@ -224,7 +224,7 @@ def _uses(text: str, var: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(var)}(?![\w(])", text) is not None
 
 
-def axis_label(result: SweepResult, var: str) -> str:
+def axis_label(result: Result, var: str) -> str:
     """'d (width)' when `var` is one model key's whole value and nothing else uses it; otherwise the variable
     and the keys that use it, keys with the same expression grouped: 's  (init_var_u = init_var_w = s)'."""
     users = {k: t for k, t in _model_entries(result).items() if _uses(t, var)}
@@ -245,7 +245,7 @@ def _wrap(text: str, width: int = 60) -> str:
     return "\n".join(textwrap.wrap(text, width, break_long_words=False)) if len(text) > width else text
 
 
-def _is_log(result: SweepResult, var: str) -> bool:
+def _is_log(result: Result, var: str) -> bool:
     """Log axis: swept with `log`, or `values` all positive, spread over a decade, closer to geometric spacing."""
     spec = result.meta["config"]["sweep"].get(var, {})
     if "log" in spec:
@@ -282,7 +282,7 @@ class _Grid:
     ylog: bool
 
     @classmethod
-    def of(cls, result: SweepResult, x: str, y: str | None) -> _Grid:
+    def of(cls, result: Result, x: str, y: str | None) -> _Grid:
         xlog = _is_log(result, x)
         ylog = y is not None and _is_log(result, y)
         xc = np.sort(np.asarray(result.coords[x], float))
@@ -299,7 +299,7 @@ class _Grid:
         return all(np.allclose(np.diff(e), np.diff(e)[0], rtol=1e-6, atol=0) for e in self.scaled())
 
 
-def _setup_axes(ax: Axes, result: SweepResult, grid: _Grid, *, xlabel: bool = True, ylabel: bool = True) -> None:
+def _setup_axes(ax: Axes, result: Result, grid: _Grid, *, xlabel: bool = True, ylabel: bool = True) -> None:
     """Scales, limits (the cells exactly), labels, and ticks at the values of short `values` axes."""
     ax.set_xscale("log" if grid.xlog else "linear")
     ax.set_xlim(grid.xe[0], grid.xe[-1])
@@ -315,7 +315,7 @@ def _setup_axes(ax: Axes, result: SweepResult, grid: _Grid, *, xlabel: bool = Tr
         ax.set_ylabel(axis_label(result, grid.y))
 
 
-def _discrete_ticks(axis, result: SweepResult, var: str) -> None:
+def _discrete_ticks(axis, result: Result, var: str) -> None:
     """A sweep given as a short list of `values`: one tick per value, labelled with it."""
     spec = result.meta["config"]["sweep"].get(var, {})
     values = result.coords[var]
@@ -327,12 +327,12 @@ def _discrete_ticks(axis, result: SweepResult, var: str) -> None:
         axis.set_minor_locator(NullLocator())
 
 
-def _horizon_note(result: SweepResult) -> str:
+def _horizon_note(result: Result) -> str:
     horizon = result.meta["config"].get("train", {}).get("horizon", "inf")
     return "" if horizon in ("inf", None) or not np.isfinite(float(horizon)) else f" at T = {float(horizon):g} steps"
 
 
-def _title(result: SweepResult, what: str, *, categorical: bool, held: Mapping[str, int] | None = None) -> str:
+def _title(result: Result, what: str, *, categorical: bool, held: Mapping[str, int] | None = None) -> str:
     """'<name>: <what>[ at T][, mode/median over N seeds]' and a second line with the axes held fixed."""
     n = _seeds(result)
     over = "most frequent label" if categorical else "median"
@@ -341,7 +341,7 @@ def _title(result: SweepResult, what: str, *, categorical: bool, held: Mapping[s
     return f"{result.meta['name']}: {what}{_horizon_note(result)}{seeds}" + (f"\n(at {at})" if at else "")
 
 
-def _facet_title(result: SweepResult, at: Mapping[str, int], held: Mapping[str, int]) -> str:
+def _facet_title(result: Result, at: Mapping[str, int], held: Mapping[str, int]) -> str:
     return ", ".join(f"{a} = {result.coords[a][i]:.3g}" for a, i in at.items() if a not in held)
 
 
@@ -405,7 +405,7 @@ def _hatch(ax: Axes, grid: _Grid, mask: np.ndarray, hatch: str, label: str, colo
     return Patch(facecolor="white", edgecolor=colour, hatch=hatch, label=label)
 
 
-def _category_colours(result: SweepResult, metric: str) -> list[str]:
+def _category_colours(result: Result, metric: str) -> list[str]:
     """Colour of every code of a categorical metric (fixed per label; unknown labels from FALLBACK_COLOURS)."""
     fixed = CATEGORY_COLOURS.get(metric, {})
     spare = iter(FALLBACK_COLOURS * 4)
@@ -418,7 +418,7 @@ def _pretty(label: str) -> str:
 
 # ---------------------------------------------------------------- categorical maps
 
-def _draw_categories(ax: Axes, result: SweepResult, metric: str, grid: _Grid, codes: np.ndarray) -> dict:
+def _draw_categories(ax: Axes, result: Result, metric: str, grid: _Grid, codes: np.ndarray) -> dict:
     """Colour every cell by its label; returns legend handles of the labels present."""
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
@@ -429,7 +429,7 @@ def _draw_categories(ax: Axes, result: SweepResult, metric: str, grid: _Grid, co
     return {_pretty(names[c]): swatch(colours[c], _pretty(names[c])) for c in np.unique(codes).tolist()}
 
 
-def _hatch_marks(ax: Axes, result: SweepResult, grid: _Grid, at: Mapping[str, int]) -> dict:
+def _hatch_marks(ax: Axes, result: Result, grid: _Grid, at: Mapping[str, int]) -> dict:
     """Hatch GD outcomes other than 'converges' (one hatch per outcome) and every flag metric where it is set
     (not converged at T; the health flags of a scaling sweep), each with its own hatch; legend handles."""
     marks = []
@@ -449,7 +449,7 @@ def _hatch_marks(ax: Axes, result: SweepResult, grid: _Grid, at: Mapping[str, in
     return handles
 
 
-def _panels(result: SweepResult, used: Sequence[str], ax: Axes | None, fixed: Mapping[str, float] | None,
+def _panels(result: Result, used: Sequence[str], ax: Axes | None, fixed: Mapping[str, float] | None,
             colorbar: bool) -> tuple[Figure, list[tuple[Axes, dict[str, int]]], dict[str, int]]:
     """The figure and (axes, indices of the other sweep axes) per panel: small multiples over the extra axes
     when we own the figure and no `fixed` is given, else one panel."""
@@ -466,7 +466,7 @@ def _panels(result: SweepResult, used: Sequence[str], ax: Axes | None, fixed: Ma
     return fig, [(axes[i, j], grid[i][j]) for i in range(rows) for j in range(cols)], held
 
 
-def _label_panel(ax: Axes, result: SweepResult, grid: _Grid, at: dict, held: dict, many: bool) -> None:
+def _label_panel(ax: Axes, result: Result, grid: _Grid, at: dict, held: dict, many: bool) -> None:
     """Axis setup of one panel; small multiples get their fixed values as titles and no axis labels (the
     figure carries them once, see _outer_labels), and no minor ticks beyond 4 panels (clutter, slow)."""
     _setup_axes(ax, result, grid, xlabel=not many, ylabel=not many)
@@ -474,7 +474,7 @@ def _label_panel(ax: Axes, result: SweepResult, grid: _Grid, at: dict, held: dic
         ax.set_title(_facet_title(result, at, held), fontsize=9)
 
 
-def _outer_labels(fig: Figure, panels: list, result: SweepResult, grid: _Grid) -> None:
+def _outer_labels(fig: Figure, panels: list, result: Result, grid: _Grid) -> None:
     """Small multiples: one x and one y label for the figure."""
     if len(panels) <= 1:
         return
@@ -502,7 +502,7 @@ def _legend(fig: Figure, ax: Axes | None, handles: Sequence, *, below: bool = Fa
     fig.legend(handles=list(handles), loc=loc, fontsize=8, frameon=False, ncols=min(len(handles), 3) if below else 1)
 
 
-def phase_map(result: SweepResult, x: str, y: str, ax: Axes | None = None, path: str | Path | None = None, *,
+def phase_map(result: Result, x: str, y: str, ax: Axes | None = None, path: str | Path | None = None, *,
               metric: str = "phase", fixed: Mapping[str, float] | None = None) -> Figure:
     """Categorical map of `metric` ("phase", or "gd_outcome") over the sweep axes x (horizontal) and y.
 
@@ -533,7 +533,7 @@ def phase_map(result: SweepResult, x: str, y: str, ax: Axes | None = None, path:
     return fig
 
 
-def _categorical_what(result: SweepResult, metric: str) -> str:
+def _categorical_what(result: Result, metric: str) -> str:
     if metric == "gd_outcome":
         return "outcome of exact gradient descent"
     if metric == "limit_phase":
@@ -570,7 +570,7 @@ def _inf_text(metric: str) -> str:
     return f"{metric} = inf (never reached)" if metric in TIME_METRICS else f"{metric} = inf"
 
 
-def _colours(result: SweepResult, metric: str, values: np.ndarray) -> _Colours:
+def _colours(result: Result, metric: str, values: np.ndarray) -> _Colours:
     """Colour scale of a continuous metric: log10|ntk_change|, a log scale for positive values spanning a
     decade or more where meta says log, a diverging scale centred at 0 for signed values, else viridis."""
     from matplotlib.colors import LogNorm, Normalize
@@ -611,7 +611,7 @@ def _log_abs_colours(values: np.ndarray, special: list) -> _Colours:
                     log_field=False)
 
 
-def _diverged(result: SweepResult, metric: str, shape: tuple[int, ...]) -> np.ndarray:
+def _diverged(result: Result, metric: str, shape: tuple[int, ...]) -> np.ndarray:
     """Where exact GD diverges (most frequent outcome over seeds), for metrics that mean nothing there."""
     if metric not in DIVERGED_UNDEFINED or "gd_outcome" not in result.arrays:
         return np.zeros(shape, bool)
@@ -628,7 +628,7 @@ def _linear_norm(values: np.ndarray):
     return Normalize(lo, hi if hi > lo else lo + 1.0)
 
 
-def _draw_special(ax: Axes, result: SweepResult, grid: _Grid, colours: _Colours, at: dict) -> dict:
+def _draw_special(ax: Axes, result: Result, grid: _Grid, colours: _Colours, at: dict) -> dict:
     """Grey cells where the metric is not on the colour scale; legend handles of those present anywhere."""
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
@@ -643,7 +643,7 @@ def _draw_special(ax: Axes, result: SweepResult, grid: _Grid, colours: _Colours,
     return {t: swatch(c, t) for _, c, t in masks}
 
 
-def _level(result: SweepResult, metric: str, colours: _Colours) -> tuple[float, str, bool] | None:
+def _level(result: Result, metric: str, colours: _Colours) -> tuple[float, str, bool] | None:
     """(level in the drawn units, legend text, contour log10 of the values?) of the line drawn on a map: the
     classify threshold of the metric, or 0 for a width exponent (its sign decides the limit); else None."""
     name = result.meta["metrics"][metric].get("threshold")
@@ -657,7 +657,7 @@ def _level(result: SweepResult, metric: str, colours: _Colours) -> tuple[float, 
     return None
 
 
-def _threshold(ax: Axes, result: SweepResult, metric: str, grid: _Grid, shown: np.ndarray, colours: _Colours):
+def _threshold(ax: Axes, result: Result, metric: str, grid: _Grid, shown: np.ndarray, colours: _Colours):
     """The threshold (see _level) as a black line with a white halo; its legend handle, or None when the values
     do not cross it or the grid is too coarse to interpolate."""
     line = _level(result, metric, colours)
@@ -709,7 +709,7 @@ def _sign_legend(raw: np.ndarray) -> dict:
     return {note: Patch(facecolor="none", edgecolor="none", label=note)}
 
 
-def _metric_panel(ax: Axes, result: SweepResult, metric: str, grid: _Grid, colours: _Colours, raw: np.ndarray,
+def _metric_panel(ax: Axes, result: Result, metric: str, grid: _Grid, colours: _Colours, raw: np.ndarray,
                   at: dict[str, int]) -> dict:
     """One panel of a metric map: coloured cells, grey special cells, threshold contour, sign hatching."""
     shown = _plane(result, colours.values, grid.x, grid.y, at)
@@ -723,7 +723,7 @@ def _metric_panel(ax: Axes, result: SweepResult, metric: str, grid: _Grid, colou
     return handles
 
 
-def metric_map(result: SweepResult, metric: str, x: str, y: str, ax: Axes | None = None,
+def metric_map(result: Result, metric: str, x: str, y: str, ax: Axes | None = None,
                path: str | Path | None = None, *, fixed: Mapping[str, float] | None = None) -> Figure:
     """Continuous map of `metric` over the sweep axes x and y, with a colour bar.
 
@@ -764,7 +764,7 @@ def _row(grid: _Grid) -> _Grid:
     return _Grid(grid.x, None, grid.xc, np.array([0.5]), grid.xe, np.array([0.0, 1.0]), grid.xlog, False)
 
 
-def _bands(ax: Axes, result: SweepResult, grid: _Grid, codes: np.ndarray, metric: str = "phase") -> dict:
+def _bands(ax: Axes, result: Result, grid: _Grid, codes: np.ndarray, metric: str = "phase") -> dict:
     """Full-height bands coloured by label along x (one patch per label); legend handles of the labels."""
     from matplotlib.patches import PathPatch
 
@@ -777,7 +777,7 @@ def _bands(ax: Axes, result: SweepResult, grid: _Grid, codes: np.ndarray, metric
     return {_pretty(names[c]): swatch(colours[c], _pretty(names[c])) for c in present}
 
 
-def _per_seed(result: SweepResult, metric: str, x: str, at: dict) -> np.ndarray:
+def _per_seed(result: Result, metric: str, x: str, at: dict) -> np.ndarray:
     """(len(x), seeds) values along x at the indices `at` (one column without a seed axis)."""
     values = result.arrays[metric]
     if "seed" not in result.axes:
@@ -785,7 +785,7 @@ def _per_seed(result: SweepResult, metric: str, x: str, at: dict) -> np.ndarray:
     return _plane(result, np.moveaxis(values, result.axes.index("seed"), -1), x, None, at)
 
 
-def _categorical_line(ax: Axes, result: SweepResult, metric: str, grid: _Grid, at: dict) -> dict:
+def _categorical_line(ax: Axes, result: Result, metric: str, grid: _Grid, at: dict) -> dict:
     """Bands of the label along x; with seeds, stacked fractions of the seeds per label instead."""
     per_seed = _per_seed(result, metric, grid.x, at)
     if per_seed.shape[1] == 1:
@@ -798,7 +798,7 @@ def _categorical_line(ax: Axes, result: SweepResult, metric: str, grid: _Grid, a
     return handles
 
 
-def _seed_fractions(ax: Axes, result: SweepResult, metric: str, grid: _Grid, per_seed: np.ndarray) -> dict:
+def _seed_fractions(ax: Axes, result: Result, metric: str, grid: _Grid, per_seed: np.ndarray) -> dict:
     """Stacked fractions of the seeds carrying each label, along x."""
     names = result.meta["legends"][metric]
     colours = _category_colours(result, metric)
@@ -813,7 +813,7 @@ def _seed_fractions(ax: Axes, result: SweepResult, metric: str, grid: _Grid, per
     return handles
 
 
-def _continuous_line(ax: Axes, result: SweepResult, metric: str, grid: _Grid, at: dict) -> dict:
+def _continuous_line(ax: Axes, result: Result, metric: str, grid: _Grid, at: dict) -> dict:
     """The values along x (with seeds: median and 25-75% band), the threshold, inf markers; legend handles."""
     info = result.meta["metrics"][metric]
     signed = _per_seed(result, metric, grid.x, at).astype(float)
@@ -860,7 +860,7 @@ def _line_axes(ax: Axes | None, with_strip: bool) -> tuple[Figure, Axes, Axes | 
     return fig, main, strip
 
 
-def line_plot(result: SweepResult, metric: str, x: str, path: str | Path | None = None, *,
+def line_plot(result: Result, metric: str, x: str, path: str | Path | None = None, *,
               ax: Axes | None = None, fixed: Mapping[str, float] | None = None) -> Figure:
     """`metric` along the sweep axis x (a 1-D sweep, or a slice at `fixed`/the middle of the other axes).
 
@@ -895,7 +895,7 @@ def line_plot(result: SweepResult, metric: str, x: str, path: str | Path | None 
 
 # ---------------------------------------------------------------- trajectories
 
-def _trajectory_points(result: SweepResult) -> list[tuple[int, ...]]:
+def _trajectory_points(result: Result) -> list[tuple[int, ...]]:
     """Up to MAX_TRAJECTORIES grid points: an evenly spread sub-grid of the sweep axes (ends included;
     the axis with the most points per pick gets the next one), the first seed."""
     axes = sweep_axes(result)
@@ -912,7 +912,7 @@ def _trajectory_points(result: SweepResult) -> list[tuple[int, ...]]:
     return [_with_first_seed(result, p) for p in points]
 
 
-def _with_first_seed(result: SweepResult, point: tuple[int, ...]) -> tuple[int, ...]:
+def _with_first_seed(result: Result, point: tuple[int, ...]) -> tuple[int, ...]:
     """Full index of a point of the sweep axes: seed 0 inserted where the seed axis is."""
     if "seed" not in result.axes:
         return tuple(point)
@@ -920,7 +920,7 @@ def _with_first_seed(result: SweepResult, point: tuple[int, ...]) -> tuple[int, 
     return tuple(point[:position]) + (0,) + tuple(point[position:])
 
 
-def _curve_label(result: SweepResult, index: tuple[int, ...]) -> str:
+def _curve_label(result: Result, index: tuple[int, ...]) -> str:
     """'q = 1e-06, rho = 0  [alignment; GD converges]': the point and its labels."""
     parts = [f"{a} = {result.coords[a][i]:.3g}" for a, i in zip(result.axes, index) if a != "seed"]
     tags = []
@@ -931,7 +931,7 @@ def _curve_label(result: SweepResult, index: tuple[int, ...]) -> str:
     return ", ".join(parts) + (f"  [{'; '.join(tags)}]" if tags else "")
 
 
-def _teacher(result: SweepResult) -> float | None:
+def _teacher(result: Result) -> float | None:
     """m* when it is one number (not an expression of sweep variables)."""
     try:
         return float(result.meta["config"].get("data", {}).get("teacher", 1.0))
@@ -986,7 +986,7 @@ TRAJECTORY_PANELS = (("traj_m", "slope $m$ (dashed: kernel prediction)"), ("traj
                      ("traj_loss", r"excess loss $a(m - m^*)^2/2$"))
 
 
-def trajectory_plot(result: SweepResult, path: str | Path | None = None) -> Figure:
+def trajectory_plot(result: Result, path: str | Path | None = None) -> Figure:
     """m, NTK, alignment and excess loss against (log) time, one curve per grid point (at most
     MAX_TRAJECTORIES, an evenly spread sub-grid, named in the legend with its label); the kernel
     (frozen-NTK) prediction m_lin dashed; non-finite values (diverging GD) left out."""
@@ -1015,7 +1015,7 @@ def trajectory_plot(result: SweepResult, path: str | Path | None = None) -> Figu
     return fig
 
 
-def _n_points(result: SweepResult) -> int:
+def _n_points(result: Result) -> int:
     return int(np.prod([len(result.coords[a]) for a in sweep_axes(result)]))
 
 
@@ -1023,7 +1023,7 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.nan)
 
 
-def _trajectory_axes(result: SweepResult, axes, points: list[tuple[int, ...]]) -> None:
+def _trajectory_axes(result: Result, axes, points: list[tuple[int, ...]]) -> None:
     """Scales (from the actual trajectories, not the kernel prediction), labels and the teacher line."""
     gd = result.meta["config"].get("train", {}).get("optimizer") == "gd"
     t = np.asarray(result.coords["time"], float)
@@ -1049,7 +1049,7 @@ def _trajectory_axes(result: SweepResult, axes, points: list[tuple[int, ...]]) -
 
 # ---------------------------------------------------------------- everything a config asks for
 
-def figure_stems(result: SweepResult) -> list[tuple[str, Callable[[], Figure]]]:
+def figure_stems(result: Result) -> list[tuple[str, Callable[[], Figure]]]:
     """(file stem, drawing function) of every figure the config asks for:
     `<name>__<metric>__<y>_vs_<x>` (2-D maps; `__by_<axes>` appended for small multiples),
     `<name>__<metric>__vs_<x>` (1-D sweeps), `<name>__trajectories` (with a time axis)."""
@@ -1076,23 +1076,7 @@ def figure_stems(result: SweepResult) -> list[tuple[str, Callable[[], Figure]]]:
     return stems
 
 
-def render_all(result: SweepResult, out_dir: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
+def render_all(result: Result, out_dir: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
     """Draw every figure of `figure_stems` into `out_dir`, in `formats` (default: the config's plot.formats,
     else PNG); each file written atomically. Returns the paths written."""
-    formats = [f.lower().lstrip(".") for f in (formats or result.meta["config"].get("plot", {}).get("formats")
-                                               or ["png"])]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ValueError(f"unknown figure format(s) {bad}; allowed: {', '.join(FORMATS)}")
-    out_dir = Path(out_dir)
-    written = []
-    for stem, draw in figure_stems(result):
-        fig = draw()
-        try:
-            for fmt in formats:
-                path = out_dir / f"{stem}.{fmt}"
-                save_figure(fig, path)
-                written.append(path)
-        finally:
-            fig.clear()  # free the artists now (the figure is not registered with pyplot)
-    return written
+    return render(figure_stems(result), out_dir, figure_formats(result.meta, formats))

@@ -9,15 +9,19 @@ by solving that affine map (least squares, accepted only when it is exact).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from phasediag.plots.base import new_figure, save_figure
-from phasediag.results.store import SweepResult
+from phasediag.plots.base import CATEGORY_COLOURS, figure_formats, new_figure, render, save_figure
+from phasediag.results.store import Result
 
-PHASE_COLOURS = {"kernel": "#56B4E9", "feature_learning": "#E69F00"}
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.figure import Figure
+
+PHASE_COLOURS = CATEGORY_COLOURS["limit_phase"]
 HEALTH_STYLE = {  # flag -> (hatch, boundary exponent field, line colour)
     "unstable": ("///", "ntk_final_exp", "#D55E00"),
     "frozen": ("\\\\\\", "ntk_final_exp", "#0072B2"),
@@ -26,7 +30,7 @@ HEALTH_STYLE = {  # flag -> (hatch, boundary exponent field, line colour)
 INPUTS = ("output_scale_exp", "init_var_u_exp", "init_var_w_exp", "lr_u_exp", "lr_w_exp")
 
 
-def _plane(result: SweepResult, name: str, x: str, y: str) -> np.ndarray:
+def _plane(result: Result, name: str, x: str, y: str) -> np.ndarray:
     """The (y, x) plane of a metric (other sweep axes at their middle value)."""
     values = result.arrays[name]
     index = tuple(slice(None) if a in (x, y) else len(result.coords[a]) // 2 for a in result.axes)
@@ -34,7 +38,7 @@ def _plane(result: SweepResult, name: str, x: str, y: str) -> np.ndarray:
     return np.transpose(values[index], [kept.index(y), kept.index(x)])
 
 
-def named_points(result: SweepResult, x: str, y: str) -> dict[str, tuple[float, float]]:
+def named_points(result: Result, x: str, y: str) -> dict[str, tuple[float, float]]:
     """Where each named parametrization sits in the (x, y) plane, if it lies on it."""
     from phasediag.core import PARAMETRIZATIONS
 
@@ -61,7 +65,7 @@ def named_points(result: SweepResult, x: str, y: str) -> dict[str, tuple[float, 
     return found
 
 
-def _label(result: SweepResult, var: str) -> str:
+def _label(result: Result, var: str) -> str:
     """The variable and the hyperparameters whose exponents use it: 'k  (output_scale ~ d^(k))'."""
     import re
 
@@ -72,7 +76,7 @@ def _label(result: SweepResult, var: str) -> str:
     return f"{var}  ({per_line})" if users else var
 
 
-def limit_phase_diagram(result: SweepResult, x: str, y: str, path=None):
+def limit_phase_diagram(result: Result, x: str, y: str, path=None):
     """Kernel / feature-learning regions as d -> infinity, health regions hatched, exact boundary lines, and
     the named parametrizations marked."""
     from matplotlib.colors import ListedColormap
@@ -116,7 +120,7 @@ def limit_phase_diagram(result: SweepResult, x: str, y: str, path=None):
     return fig
 
 
-def exponent_map(result: SweepResult, metric: str, x: str, y: str, path=None):
+def exponent_map(result: Result, metric: str, x: str, y: str, path=None):
     """A limit exponent over the plane, diverging colours centred at 0, its zero level as a line."""
     from matplotlib.colors import TwoSlopeNorm
 
@@ -138,20 +142,20 @@ def exponent_map(result: SweepResult, metric: str, x: str, y: str, path=None):
     return fig
 
 
-def render_all(result: SweepResult, out_dir, formats: Sequence[str] | None = None) -> list[Path]:
-    """The config's maps: limit_phase as the phase diagram, other entries as exponent maps.
-    Needs two sweep variables (plot.x, plot.y)."""
+def figure_stems(result: Result) -> list[tuple[str, Callable[[], Figure]]]:
+    """(file stem, drawing function) of the config's maps: limit_phase as the phase diagram, other entries as
+    exponent maps, `<name>__<metric>__<y>_vs_<x>`. Needs two sweep variables (plot.x, plot.y): a 1-D exponent
+    sweep has no plane to draw."""
     plot = result.meta["config"]["plot"]
-    formats = list(formats or plot.get("formats") or ["png"])
     x, y = plot["x"], plot.get("y")
     if y is None:
-        return []  # a 1-D exponent sweep has no plane to draw
-    written = []
-    for metric in plot["maps"]:
-        fig = (limit_phase_diagram(result, x, y) if metric == "limit_phase"
-               else exponent_map(result, metric, x, y))
-        for fmt in formats:
-            path = Path(out_dir) / f"{result.meta['name']}__{metric}__{y}_vs_{x}.{fmt}"
-            save_figure(fig, path)
-            written.append(path)
-    return written
+        return []
+    return [(f"{result.meta['name']}__{metric}__{y}_vs_{x}",
+             partial(limit_phase_diagram, result, x, y) if metric == "limit_phase"
+             else partial(exponent_map, result, metric, x, y))
+            for metric in plot["maps"]]
+
+
+def render_all(result: Result, out_dir, formats: Sequence[str] | None = None) -> list[Path]:
+    """Draw every figure of `figure_stems` into `out_dir` (default formats: the config's plot.formats)."""
+    return render(figure_stems(result), out_dir, figure_formats(result.meta, formats))

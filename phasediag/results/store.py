@@ -16,31 +16,90 @@ from pathlib import Path
 
 import numpy as np
 
+from phasediag.errors import ResultsError
 from phasediag.results.atomic import atomic_path, atomic_write
 
 RESULTS_FILE = "results.npz"
 META_FILE = "meta.json"
 
 
-class ResultsError(ValueError):
-    """A results directory that is missing, incomplete or inconsistent."""
 
 
 @dataclass
-class SweepResult:
-    """coords: axis name -> 1-D values; arrays: metric name -> array; meta: everything else (JSON-ready)."""
+class Result:
+    """One run's result, whatever its kind: coordinates, data variables and attributes (as an xarray Dataset).
+
+    coords: coordinate name -> 1-D values; arrays: data variable name -> array, its dimensions named by
+    :meth:`dims`; meta: everything else (JSON-ready: kind, name, resolved config, version, timing, ...).
+    ``result["ntk_change"]`` is a data variable (or a coordinate), ``result.to_xarray()`` the Dataset.
+    """
 
     coords: dict[str, np.ndarray]
     arrays: dict[str, np.ndarray]
     meta: dict
 
     @property
+    def kind(self) -> str:
+        return self.meta.get("kind", "sweep")
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
     def axes(self) -> list[str]:
+        """A sweep's grid axes, in order (the dimensions of every map metric)."""
         return list(self.meta["axes"])
 
     @property
     def is_shard(self) -> bool:
         return self.meta.get("shard") is not None
+
+    def dims(self, name: str) -> tuple[str, ...]:
+        """The dimension names of data variable `name` (coordinates are their own dimension)."""
+        if name in self.coords:
+            return (name,)
+        if "dims" in self.meta and name in self.meta["dims"]:
+            return tuple(self.meta["dims"][name])
+        if name not in self.arrays:
+            raise KeyError(name)
+        if self.is_shard:  # a shard holds the flat slice [start, stop) of the grid
+            return ("point",) + (("time",) if name.startswith("traj_") else ())
+        return tuple(self.axes) + (("time",) if name.startswith("traj_") else ())
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.arrays:
+            return self.arrays[name]
+        if name in self.coords:
+            return self.coords[name]
+        raise KeyError(f"{name!r}: not in this result; data variables: {', '.join(self.arrays)}; "
+                       f"coordinates: {', '.join(self.coords)}")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.arrays or name in self.coords
+
+    def keys(self) -> list[str]:
+        """The data variables' names."""
+        return list(self.arrays)
+
+    def plot(self, name: str | None = None):
+        """A matplotlib Figure of data variable (or figure stem) `name` (default: the first figure the config
+        asks for); nothing is saved."""
+        from phasediag.jobs import figure_of
+
+        return figure_of(self, name)
+
+    def to_xarray(self):
+        """An ``xarray.Dataset``: coordinates, data variables with their dimensions, meta as attributes
+        (JSON text under ``attrs["meta"]``). Needs xarray (``pip install 'phasediag[xarray]'``)."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("to_xarray needs xarray: pip install 'phasediag[xarray]'") from None
+        variables = {name: (self.dims(name), values) for name, values in self.arrays.items()}
+        coords = {name: values for name, values in self.coords.items()}
+        attrs = {"kind": self.kind, "name": self.name, "meta": json.dumps(self.meta, default=_json_default)}
+        return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -53,14 +112,14 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                     np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
 
 
-def save(result: SweepResult, out_dir: Path) -> list[Path]:
+def save(result: Result, out_dir: Path) -> list[Path]:
     """Write results.npz then meta.json (the latter marks the directory complete)."""
     out_dir = Path(out_dir)
     write_npz(out_dir / RESULTS_FILE, {**result.coords, **result.arrays})
     return [out_dir / RESULTS_FILE, save_meta(result, out_dir)]
 
 
-def save_meta(result: SweepResult, out_dir: Path) -> Path:
+def save_meta(result: Result, out_dir: Path) -> Path:
     """(Re)write meta.json atomically, e.g. after timings and figure names are known."""
     path = Path(out_dir) / META_FILE
     with atomic_write(path) as fh:
@@ -78,24 +137,39 @@ def _json_default(value):
 
 
 def load_meta(out_dir: Path) -> dict:
-    """meta.json of a complete results directory (ResultsError if it is missing or unreadable)."""
+    """meta.json of a complete run directory, with every data file it lists (ResultsError if one is missing
+    or meta.json is unreadable)."""
     out_dir = Path(out_dir)
-    meta_path, npz_path = out_dir / META_FILE, out_dir / RESULTS_FILE
-    if not meta_path.is_file() or not npz_path.is_file():
-        raise ResultsError(f"{out_dir}: no complete results here (need {RESULTS_FILE} and {META_FILE})")
+    meta_path = out_dir / META_FILE
+    if not meta_path.is_file():
+        raise ResultsError(f"{out_dir}: no complete results here (no {META_FILE})")
     try:
-        return json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        raise ResultsError(f"{out_dir}: {META_FILE} is not the metadata of a phasediag run")
+    figures = set(meta.get("figures") or [])
+    listed = meta.get("files") or (["validation.json"] if "settings" in meta else [RESULTS_FILE])  # older runs
+    data = [n for n in listed if n != META_FILE and n not in figures]
+    missing = [n for n in data if not isinstance(n, str) or not (out_dir / n).is_file()]
+    if missing:
+        raise ResultsError(f"{out_dir}: no complete results here ({missing[0]} is missing)")
+    return meta
 
 
 def _coord_names(meta: dict) -> list[str]:
-    return meta["axes"] + (["time"] if meta.get("times") is not None else [])
+    """The coordinates stored beside the data variables (a sweep written before `coords` was recorded: its
+    axes, and the time axis of trajectories)."""
+    if meta.get("coords"):
+        return list(meta["coords"])
+    return list(meta.get("axes", [])) + (["time"] if meta.get("times") is not None else [])
 
 
-def load(out_dir: Path, only: set[str] | None = None) -> SweepResult:
-    """Read a results directory written by `save` (`only`: just these arrays, and the coordinates)."""
-    meta = load_meta(out_dir)
+def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None) -> Result:
+    """Read a results directory written by `save` (`only`: just these arrays, and the coordinates; `meta`:
+    its meta.json, if already read)."""
+    meta = load_meta(out_dir) if meta is None else meta
     keep = None if only is None else set(only) | set(_coord_names(meta))
     try:
         with np.load(Path(out_dir) / RESULTS_FILE, allow_pickle=False) as data:
@@ -103,7 +177,7 @@ def load(out_dir: Path, only: set[str] | None = None) -> SweepResult:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
     coords = {name: stored.pop(name) for name in _coord_names(meta) if name in stored}
-    return SweepResult(coords=coords, arrays=stored, meta=meta)
+    return Result(coords=coords, arrays=stored, meta=meta)
 
 
 def shard_order(metas: list[dict]) -> list[int]:
@@ -136,11 +210,11 @@ def merged_meta(ordered: list[dict]) -> dict:
     return meta
 
 
-def merge(shards: list[SweepResult]) -> SweepResult:
+def merge(shards: list[Result]) -> Result:
     """Join shard results (any order) into the full result; checks they are one complete, consistent set."""
     ordered = [shards[i] for i in shard_order([s.meta for s in shards])]
     joined = _Joined([s.arrays for s in ordered], list(ordered[0].arrays), set(), tuple(ordered[0].meta["shape"]))
-    return SweepResult(coords=ordered[0].coords, arrays=dict(joined.items()),
+    return Result(coords=ordered[0].coords, arrays=dict(joined.items()),
                        meta=merged_meta([s.meta for s in ordered]))
 
 

@@ -1,0 +1,115 @@
+"""Job kinds `sweep` and `scaling`: the closed form evaluated on a grid of hyperparameters.
+
+`sweep`: a finite-width sweep (gradient flow or exact GD, docs/theory.md sections 4-6 and 9); `scaling`
+(`mode: scaling`): the infinite-width limit over a grid of scaling exponents (section 7). Reading the config
+is :mod:`phasediag.config.sweep`, the chunked evaluation :mod:`phasediag.engine.sweep`, the figures
+:mod:`phasediag.plots.maps` and :mod:`phasediag.plots.scaling`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from phasediag.config.reader import ConfigError, Located
+from phasediag.config.sweep import Config, config_from_root
+from phasediag.engine import sweep
+from phasediag.engine.metrics import LEGENDS
+from phasediag.results import store
+from phasediag.results.store import Result
+
+SUPPORTS = frozenset({"shard", "resume", "chunk_size", "checkpoint_every"})
+TABLES = {"time": "trajectories"}  # export: the trajectory table is <name>_trajectories.csv
+
+
+def read(root: Located, source: str, options) -> Config:
+    """The sweep config; every bad value and a grid too large for memory are reported before any work."""
+    config = config_from_root(root)
+    _check_size(config, options.shard)
+    sweep.validate(config, options.chunk_size, options.shard)
+    return config
+
+
+def units(config: Config, options) -> int:
+    start, stop = _bounds(config, options.shard)
+    return stop - start
+
+
+def execute(config: Config, options, checkpoint: Path | None) -> Result:
+    start, stop = _bounds(config, options.shard)
+    return sweep.run(config, chunk_size=options.chunk_size, shard=options.shard, workers=options.workers,
+                     checkpoint=checkpoint if checkpoint is not None and stop - start > options.chunk_size
+                     else None,
+                     checkpoint_every=options.checkpoint_every, progress=options.progress)
+
+
+def figures(result: Result):
+    if result.meta.get("mode") == "scaling":
+        from phasediag.plots.scaling import figure_stems
+    else:
+        from phasediag.plots.maps import figure_stems
+    return figure_stems(result)
+
+
+def summarize(result: Result) -> dict:
+    """Grid size and shape, the shard, and how many points carry each label of every categorical metric."""
+    counts = {}
+    for name, legend in LEGENDS.items():
+        if name in result.arrays:
+            codes, freq = np.unique(result.arrays[name], return_counts=True)
+            counts[name] = {legend[int(c)]: int(f) for c, f in zip(codes, freq)}
+    return {"grid_points": result.meta["grid_points"], "shape": result.meta["shape"],
+            "shard": result.meta["shard"], "counts": counts}
+
+
+def text(summary: dict) -> str:
+    t = summary["timing"]
+    lines = [f"{summary['name']}: {summary['grid_points']} points {tuple(summary['shape'])} -> {summary['out']} "
+             f"(evaluated in {t['eval_s']:.3g} s)"]
+    lines += [f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+              for name, counts in summary.get("counts", {}).items()]
+    lines += [f"  wrote {path}" for path in summary["files"]]
+    return "\n".join(lines)
+
+
+def merge(directories: list[Path], out: Path, plot: bool) -> Result:
+    """Join shard directories into `out` (streamed: one array in memory at a time; bit-identical to a single
+    run); the result holds the categorical arrays only unless figures are to be drawn."""
+    if plot:  # drawing loads the joined result: refuse before writing anything if it cannot fit
+        need = sum((d / store.RESULTS_FILE).stat().st_size for d in directories
+                   if (d / store.RESULTS_FILE).is_file())
+        have = _available_memory()
+        if need > 0.8 * have:
+            raise ConfigError(f"merge: drawing the maps needs the joined result in memory ({need / 1e9:.3g} GB), "
+                              f"more than the {have / 1e9:.3g} GB available; use --no-plot (the "
+                              "merge itself holds one metric at a time)")
+    meta = store.merge_files(directories, out)
+    meta["files"] = [store.RESULTS_FILE]
+    return store.load(out, only=None if plot else set(LEGENDS), meta=meta)
+
+
+def _bounds(config: Config, shard) -> tuple[int, int]:
+    n = sweep.grid_size(config)
+    return shard.bounds(n) if shard else (0, n)
+
+
+def _available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 62
+
+
+def _check_size(config: Config, shard) -> None:
+    """Refuse, before any work, a grid whose result arrays cannot fit in memory (suggest --shard)."""
+    start, stop = _bounds(config, shard)
+    need = sweep.result_bytes(config, stop - start)
+    have = _available_memory()
+    if need > 0.8 * have:
+        parts = int(np.ceil(need / (0.4 * have)))
+        raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays, "
+                          f"more than the {have / 1e9:.3g} GB of memory available; split it with --shard K/N "
+                          f"(N >= {parts}) and join the parts with 'phasediag merge --no-plot' (it holds one "
+                          f"metric of the grid at a time), or make the sweep smaller")
