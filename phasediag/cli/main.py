@@ -907,56 +907,11 @@ def validate(config, points, max_width, method, step, max_steps, out, shard, wor
     Writes validation.json, meta.json and two figures (markers coloured by measured phase over the predicted
     map; predicted vs measured). Exit status 0 also when labels differ: read the report.
     """
-    from phasediag.jobs import runner
-    from phasediag.config.sweep import ConfigError
-    from phasediag.studies.validation import Settings, run_validation
+    from phasediag.studies.validation import Settings
 
-    try:
-        shard_spec = runner.parse_shard(shard)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--shard'") from None
     settings = Settings(points=points, max_width=max_width, step=step, max_steps=max_steps, method=method)
-    start, update, close = _progress(quiet or as_json)
-    try:
-        info = run_validation(config, settings=settings, out=out, shard=shard_spec, workers=workers,
-                              plot=not no_plot, progress=update, progress_total=start)
-    except ConfigError as e:
-        raise BadInput(str(e)) from None
-    finally:
-        close()
-    _echo_validation(info, as_json, quiet)
-
-
-def _echo_validation(info: dict, as_json: bool, quiet: bool) -> None:
-    import json
-
-    if as_json:
-        click.echo(json.dumps(info, allow_nan=False))
-    elif not quiet:
-        click.echo(format_validation(info))
-
-
-def format_validation(info: dict) -> str:
-    """Per-point table (predicted vs measured) and the worst deviations."""
-    rows = info.get("rows", [])
-    head = ["index", "width", "steps", "map", "predicted", "measured", "dNTK pred", "dNTK meas", "zeta pred",
-            "zeta meas", "worst err"]
-    table = [[str(r["index"]), str(r["width"]), str(r["steps"]), r["map_label"], str(r["predicted_label"]),
-              str(r["measured_label"]), _fmt(r["predicted"]["ntk_change"]), _fmt(r["measured"]["ntk_change"]),
-              _fmt(r["predicted"]["alignment"]), _fmt(r["measured"]["alignment"]), _fmt(r["error"]["worst"])]
-             for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
-    n = info["points"]
-    worst = info["worst_error"]
-    lines.append("")
-    lines.append(f"{info['name']}: {n} points -> {info['out']}; labels: {info['labels_agree']}/{n} measured = "
-                 f"predicted (same vectors), {info['map_labels_agree']}/{n} measured = map"
-                 + (" (the map's labels are gradient-flow labels)" if info["optimizer"] == "gd" else ""))
-    lines.append("worst deviation: " + ", ".join(
-        f"{k} {_fmt(v['value'])} (point {v['index']})" for k, v in worst.items() if v is not None))
-    return "\n".join(lines)
+    _run_job(config, out, as_json, quiet, shard=_shard_option(shard), workers=workers, plot=not no_plot,
+             settings=settings, validate=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

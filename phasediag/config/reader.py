@@ -208,6 +208,8 @@ def located(data: Any, path: str = "") -> Located:
         return Located([located(v, f"{path}[{i}]") for i, v in enumerate(data)], 0, path)
     if isinstance(data, np.generic):
         data = data.item()
+    if isinstance(data, str) and _INF.fullmatch(data):  # as YAML reads it (JSON, e.g. a stored config, has no inf)
+        data = float("-inf") if data.startswith("-") else float("inf")
     if data is not None and not isinstance(data, (bool, int, float, str)):
         raise fail(path or "config", None, f"must be a number, text, list or mapping, got {type(data).__name__}")
     return Located(data, 0, path)

@@ -260,7 +260,7 @@ def _train(item: Located | None):
     if max_steps > MAX_GD_STEPS:
         raise fail("train.max_steps", spec["max_steps"].line, f"must be at most {MAX_GD_STEPS:,}, got {max_steps:,}")
     times = None
-    if "times" in spec:
+    if "times" in spec and spec["times"].value is not None:  # (a resolved config says times: null)
         times = axis_values(spec["times"])
         if np.any(times < 0):
             raise fail("train.times", spec["times"].line, "times must be >= 0")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -94,18 +93,3 @@ def parity_figure(body: dict, path: str | Path | None = None):
     fig.suptitle(f"{body['name']}: closed form vs simulated training of the same vectors", fontsize=9)
     save_figure(fig, path)
     return fig
-
-
-def draw(config: Config | None, body: dict, out: Path, map_result=None) -> list[str]:
-    """Both figures into `out` in the config's formats (the overlay needs a 2-D grid); returns the paths."""
-    written: list[str] = []
-    formats: list[Any] = config.plot.get("formats", ["png"]) if config is not None else ["png"]
-    for fmt in formats:
-        if config is not None and config.plot.get("y"):
-            p = out / f"validate__phase_overlay__{config.plot['y']}_vs_{config.plot['x']}.{fmt}"
-            overlay_figure(config, body, p, map_result)
-            written.append(str(p))
-        p = out / f"validate__predicted_vs_measured.{fmt}"
-        parity_figure(body, p)
-        written.append(str(p))
-    return written

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ class Result:
     coords: dict[str, np.ndarray]
     arrays: dict[str, np.ndarray]
     meta: dict
+    payload: Any = field(default=None, repr=False, compare=False)  # a kind's own form of its data (not saved)
 
     @property
     def kind(self) -> str:

@@ -26,27 +26,29 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-import phasediag
 from phasediag import core
 from phasediag.training import simulate
 from phasediag.engine import sweep
-from phasediag.config.sweep import Config, ConfigError, config_from_text
+from phasediag.config.reader import ConfigError, Located, located
+from phasediag.config.sweep import Config, config_from_root
+from phasediag.errors import ResultsError
+from phasediag.results import store
+from phasediag.results.store import Result
 from phasediag.results.atomic import atomic_write
 from phasediag.engine.workers import ordered_map
 from phasediag.training.measure import measured_label, measured_order_parameters
 
-__all__ = ["Settings", "select_points", "validate_point", "run_validation", "merge_validation",
-           "VALIDATION_FILE", "draw"]
+__all__ = ["Settings", "Validation", "select_points", "validate_point", "VALIDATION_FILE", "read", "execute",
+           "figures", "summarize", "text", "merge", "load_data", "write_data"]
 
 VALIDATION_FILE = "validation.json"
-META_FILE = "meta.json"
 ERROR_FIELDS = ("m", "ntk", "alignment", "ntk_change")
 
 
@@ -300,22 +302,40 @@ def _execute(tasks: list, workers: int, progress: Callable[[int], None] | None):
     return ordered_map(_task, tasks, workers, progress, chunksize=1)
 
 
-def default_out(config: Config, shard: sweep.Shard | None) -> Path:
-    base = Path("outputs") / config.name / "validate"
-    return base / f"shard-{shard.index}-of-{shard.count}" if shard else base
+# ---------------------------------------------------------------- the job kind (phasediag.jobs)
+
+SUPPORTS = frozenset({"shard"})
+OUT_SUFFIX = "validate"  # outputs/<name>/validate/: beside the sweep's own results
 
 
-def run_validation(config_path: str | Path, *, settings: Settings = Settings(), out: str | Path | None = None,
-                   shard: sweep.Shard | None = None, workers: int = 1, plot: bool = True,
-                   progress: Callable[[int], None] | None = None,
-                   progress_total: Callable[[int], None] | None = None) -> dict:
-    """Select, simulate and compare; write validation.json, meta.json (and figures); return the summary."""
-    started = time.perf_counter()
-    try:
-        text = Path(config_path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{config_path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    config = config_from_text(text, source=str(config_path))
+@dataclass(frozen=True)
+class Validation:
+    """A resolved validation: the sweep config, the settings, the predicted map and the selected points."""
+
+    config: Config
+    settings: Settings
+    map_result: Any = field(compare=False, repr=False)
+    prediction: dict = field(compare=False, repr=False)
+    selected: np.ndarray = field(compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def description(self) -> str:
+        return self.config.description
+
+    @property
+    def resolved(self) -> dict:
+        return {**self.config.resolved, "validate": asdict(self.settings)}
+
+
+def read(root: Located, source: str, options) -> Validation:
+    """The sweep config with the validation settings (options.settings); the predicted map is evaluated and
+    the points chosen here, so that every problem is reported before anything is simulated or written."""
+    config = config_from_root(root)
+    settings = options.settings or Settings()
     settings.check(config)
     sweep.validate(config)
     map_result = sweep.run(replace(config, metrics=None))  # the labels need the phase (and GD outcome)
@@ -323,68 +343,142 @@ def run_validation(config_path: str | Path, *, settings: Settings = Settings(), 
     selected = select_points(config, prediction, settings)
     if selected.size == 0:
         raise ConfigError(f"--max-width: no grid point has width <= {settings.max_width:,}; raise it")
-    mine = selected[shard.bounds(selected.size)[0]:shard.bounds(selected.size)[1]] if shard else selected
-    out = Path(out) if out is not None else default_out(config, shard)
-    if progress_total:
-        progress_total(int(mine.size))
-    tasks = [(config, int(i), settings, core.PHASES[int(prediction["phase"][i])]) for i in mine]
-    rows = list(_execute(tasks, workers, progress))
+    return Validation(config, settings, map_result, prediction, selected)
+
+
+def _mine(spec: Validation, shard) -> np.ndarray:
+    if shard is None:
+        return spec.selected
+    lo, hi = shard.bounds(spec.selected.size)
+    return spec.selected[lo:hi]
+
+
+def units(spec: Validation, options) -> int:
+    return int(_mine(spec, options.shard).size)
+
+
+def execute(spec: Validation, options, checkpoint) -> Result:
+    started = time.perf_counter()
+    config, settings = spec.config, spec.settings
+    tasks = [(config, int(i), settings, core.PHASES[int(spec.prediction["phase"][i])])
+             for i in _mine(spec, options.shard)]
+    rows = list(_execute(tasks, options.workers, options.progress))
+    shard = options.shard
     body = {"name": config.name, "config_hash": sweep.config_hash(config), "optimizer": config.optimizer,
             "settings": asdict(settings),
-            "selected": [int(i) for i in selected],
+            "selected": [int(i) for i in spec.selected],
             "shard": None if shard is None else {"index": shard.index, "count": shard.count},
             "rows": rows}
-    meta = {"name": config.name, "config": config.resolved, "config_text": text, "config_hash": body["config_hash"],
-            "settings": asdict(settings), "version": phasediag.__version__, "workers": workers,
-            "shard": body["shard"], "timing": {"total_s": None}}
-    return _finish(config, body, meta, out, plot and shard is None, started, map_result)
+    meta = {"kind": "validation", "name": config.name, "settings": asdict(settings), "workers": options.workers,
+            "timing": {"simulate_s": round(time.perf_counter() - started, 6)}}
+    return _result(body, meta, spec.map_result)
 
 
-def _finish(config: Config, body: dict, meta: dict, out: Path, plot: bool, started: float,
-            map_result=None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / VALIDATION_FILE) as fh:
-        json.dump(body, fh, indent=1, allow_nan=False)
+def _result(body: dict, meta: dict, map_result=None) -> Result:
+    """The rows as data variables over the dimension `index` (the flat grid index of each point)."""
+    columns = _columns(body["rows"])
+    index = columns.pop("index")
+    meta = {**meta, "coords": ["index"], "dims": {name: ["index"] for name in columns}}
+    return Result(coords={"index": index}, arrays=columns, meta=meta, payload={"body": body, "map": map_result})
+
+
+def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Flatten the rows' nested dicts into columns (`predicted_ntk_change`, `coords_d`, ...); None -> NaN in a
+    numeric column."""
+    flat = [_flatten(r) for r in rows]
+    names = list(dict.fromkeys(k for r in flat for k in r))
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in flat]
+        if all(v is None or isinstance(v, (bool, np.bool_)) for v in values) and any(v is not None for v in values):
+            columns[name] = np.array([bool(v) for v in values])
+        elif all(v is None or isinstance(v, (int, float)) for v in values):
+            kind = int if all(isinstance(v, int) for v in values) else float
+            columns[name] = np.array([np.nan if v is None else v for v in values], dtype=kind)
+        else:
+            columns[name] = np.array(["" if v is None else str(v) for v in values])
+    return columns
+
+
+def _flatten(row: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "_"))
+        else:
+            out[name] = value
+    return out
+
+
+def write_data(result: Result, out: Path) -> list[Path]:
+    path = Path(out) / VALIDATION_FILE
+    with atomic_write(path) as fh:
+        json.dump(result.payload["body"], fh, indent=1, allow_nan=False)
         fh.write("\n")
-    files = [str(out / VALIDATION_FILE)]
-    if plot:
-        files += draw(config, body, out, map_result)
-    meta["figures"] = [Path(f).name for f in files[1:]]
-    meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
-    meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with atomic_write(out / META_FILE) as fh:
-        json.dump(meta, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    files.append(str(out / META_FILE))
-    return summarize(body, out, files, meta["timing"]["total_s"])
+    return [path]
 
 
-def summarize(body: dict, out: Path, files: list[str], total_s: float | None) -> dict:
+def load_data(directory: Path, meta: dict) -> Result:
+    path = Path(directory) / VALIDATION_FILE
+    try:
+        body = json.loads(path.read_text())
+        return _result(body, meta)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ResultsError(f"{path}: not a readable validation result ({exc})") from None
+
+
+def summarize(result: Result) -> dict:
     """Counts of label agreement and the worst deviation of every quantity (with its point)."""
+    body = result.payload["body"]
     rows = body["rows"]
     worst = {}
-    for field in (*ERROR_FIELDS, "worst"):
-        vals = [(r["error"][field], r["index"]) for r in rows if r["error"][field] is not None]
-        worst[field] = {"value": max(vals)[0], "index": max(vals)[1]} if vals else None
+    for name in (*ERROR_FIELDS, "worst"):
+        vals = [(r["error"][name], r["index"]) for r in rows if r["error"][name] is not None]
+        worst[name] = {"value": max(vals)[0], "index": max(vals)[1]} if vals else None
     return {
-        "name": body["name"], "out": str(out), "files": files, "points": len(rows), "optimizer": body["optimizer"],
-        "selected": len(body["selected"]), "shard": body["shard"],
+        "points": len(rows), "optimizer": body["optimizer"], "selected": len(body["selected"]),
+        "shard": body["shard"],
         "labels_agree": sum(r["predicted_label"] == r["measured_label"] for r in rows),
         "map_labels_agree": sum(r["map_label"] == r["measured_label"] for r in rows),
-        "worst_error": worst, "timing": {"total_s": total_s}, "rows": rows,
+        "worst_error": worst, "rows": rows,
     }
 
 
-def merge_validation(directories: list[str | Path], out: str | Path, plot: bool = True) -> dict:
+def text(info: dict) -> str:
+    """Per-point table (predicted vs measured) and the worst deviations."""
+    rows = info.get("rows", [])
+    head = ["index", "width", "steps", "map", "predicted", "measured", "dNTK pred", "dNTK meas", "zeta pred",
+            "zeta meas", "worst err"]
+    table = [[str(r["index"]), str(r["width"]), str(r["steps"]), r["map_label"], str(r["predicted_label"]),
+              str(r["measured_label"]), _fmt(r["predicted"]["ntk_change"]), _fmt(r["measured"]["ntk_change"]),
+              _fmt(r["predicted"]["alignment"]), _fmt(r["measured"]["alignment"]), _fmt(r["error"]["worst"])]
+             for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
+    n = info["points"]
+    lines.append("")
+    lines.append(f"{info['name']}: {n} points -> {info['out']}; labels: {info['labels_agree']}/{n} measured = "
+                 f"predicted (same vectors), {info['map_labels_agree']}/{n} measured = map"
+                 + (" (the map's labels are gradient-flow labels)" if info["optimizer"] == "gd" else ""))
+    lines.append("worst deviation: " + ", ".join(
+        f"{k} {_fmt(v['value'])} (point {v['index']})" for k, v in info["worst_error"].items() if v is not None))
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return str(x)
+
+
+def merge(directories: list[Path], out: Path, plot: bool) -> Result:
     """Join validate shard directories (any order) into one validation (identical to an unsharded run)."""
-    started = time.perf_counter()
-    bodies = []
-    for d in directories:
-        path = Path(d) / VALIDATION_FILE
-        try:
-            bodies.append(json.loads(path.read_text()))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: not a readable validation result ({exc})") from None
+    parts = [load_data(d, store.load_meta(d)) for d in directories]
+    bodies = [p.payload["body"] for p in parts]
     first = bodies[0]
     if any(b.get("shard") is None for b in bodies):
         raise ConfigError("merge takes validate shard directories (written with --shard K/N)")
@@ -396,24 +490,24 @@ def merge_validation(directories: list[str | Path], out: str | Path, plot: bool 
         raise ConfigError(f"need validate shards 1..{count} exactly once, got {got}")
     ordered = sorted(bodies, key=lambda b: b["shard"]["index"])
     body = {**first, "shard": None, "rows": [r for b in ordered for r in b["rows"]]}
-    meta_path = Path(directories[0]) / META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    meta.update(shard=None, timing={"total_s": None}, merged_from=len(bodies))
-    config = _config_from_meta(meta) if plot else None
-    return _finish(config, body, meta, Path(out), plot and config is not None, started)
+    meta = {**parts[0].meta, "shard": None, "timing": {}, "merged_from": len(bodies)}
+    result = _result(body, meta)
+    result.meta["files"] = [p.name for p in write_data(result, out)]
+    return result
 
 
-def _config_from_meta(meta: dict) -> Config | None:
-    """The Config behind a validation, rebuilt from the YAML text kept in its meta.json (for the figures)."""
-    text = meta.get("config_text")
-    return config_from_text(text, "meta.json config_text") if text else None
+def figures(result: Result):
+    """validate__phase_overlay__<y>_vs_<x> (predicted map, markers coloured by measured label; a 2-D grid
+    only) and validate__predicted_vs_measured (parity plots of ntk_change and final alignment)."""
+    from functools import partial
 
-
-# ---------------------------------------------------------------- figures
-
-def draw(config: Config, body: dict, out: Path, map_result=None) -> list[str]:
-    """validate__phase_overlay__<y>_vs_<x>.png (predicted map, markers coloured by measured label) and
-    validate__predicted_vs_measured.png (parity plots of ntk_change and final alignment)."""
     from phasediag.plots import validation as validate_plots
 
-    return validate_plots.draw(config, body, out, map_result)
+    body = result.payload["body"]
+    config = config_from_root(located({k: v for k, v in result.meta["config"].items() if k != "validate"}))
+    stems = []
+    if config.plot.get("y"):
+        stems.append((f"validate__phase_overlay__{config.plot['y']}_vs_{config.plot['x']}",
+                      partial(validate_plots.overlay_figure, config, body, None, result.payload.get("map"))))
+    stems.append(("validate__predicted_vs_measured", partial(validate_plots.parity_figure, body)))
+    return stems
