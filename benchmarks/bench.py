@@ -324,7 +324,7 @@ def measure_other_grids(mode: dict, log) -> list[dict]:
 
 
 def measure_worker_scaling(mode: dict, log) -> dict:
-    """Chunk evaluation alone with 1 and 2 workers of each kind (`sweep._execute` into result arrays already
+    """Chunk evaluation alone with 1 and 2 workers of each kind (`sweep.execute_chunks` into result arrays already
     in memory): how the computing scales, apart from the kernel's cost of providing fresh result memory."""
     from phasediag.engine import sweep
 
@@ -332,11 +332,11 @@ def measure_worker_scaling(mode: dict, log) -> dict:
     config = make_config(n)
     sweep.tune_allocator()
     todo = [(config, lo, hi) for lo, hi in sweep.chunks(0, n * n, sweep.DEFAULT_CHUNK)]
-    arrays = sweep._allocate(config, n * n)
+    arrays = sweep.allocate(config, n * n)
     out = {"points": n * n, "chunks": len(todo), "kind": sweep.worker_kind(2, len(todo))}
-    _record(out, "w1", timed_runs(lambda: list(sweep._execute(todo, 1, arrays, 0)), mode["repeats"]))
+    _record(out, "w1", timed_runs(lambda: list(sweep.execute_chunks(todo, 1, arrays, 0)), mode["repeats"]))
     for kind in ("processes", "threads"):
-        _record(out, f"w2_{kind}", timed_runs(lambda: list(sweep._execute(todo, 2, arrays, 0, kind)),
+        _record(out, f"w2_{kind}", timed_runs(lambda: list(sweep.execute_chunks(todo, 2, arrays, 0, kind)),
                                               mode["repeats"]))
     log(f"  chunk evaluation of {n * n:,} points into warm arrays: 1 worker {out['w1']:.3f} s, 2 processes "
         f"{out['w2_processes']:.3f} s ({out['w1'] / out['w2_processes']:.2f}x), 2 threads {out['w2_threads']:.3f} s "
@@ -1266,7 +1266,7 @@ def markdown(res: dict, figure_path: Path, out_path: Path) -> str:
         "time, minor page faults. The system time is the kernel handing out fresh zeroed pages, mostly for the "
         "result arrays, which every call maps anew (private anonymous mappings, with transparent-huge-page "
         "advice up to 256 MiB of results and pre-faulted (MAP_POPULATE) above, "
-        "`sweep._allocate`: in 4 KiB pages the faults alone cost more than copying the values in); a best-of-k "
+        "`sweep.allocate`: in 4 KiB pages the faults alone cost more than copying the values in); a best-of-k "
         "timing in a long process cannot avoid it either, since the results of each call are fresh memory.")
     add("")
     add("| N | call | wall | user | system | page faults |")

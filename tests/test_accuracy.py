@@ -22,7 +22,7 @@ the core.  Tolerances (tests/reference.py: ``state_tolerances``):
 Every float output must be finite (inf only where the spec says: t_learn = inf when never reached), and
 the core is called under warnings-as-errors with numpy's default floating-point reporting restored, so
 an overflow/invalid/divide warning that the core does not handle itself fails the test.
-Run: cd /work/main && python3 -m pytest tests/test_accuracy.py -q -W error
+Run (from the repository root): python3 -m pytest tests/test_accuracy.py -q -W error
 """
 
 from __future__ import annotations

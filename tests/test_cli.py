@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import phasediag
+from phasediag.config.hyperparameters import Hyperparameters
 from phasediag import core
 from phasediag.cli import main as cli
 from phasediag.results.atomic import atomic_path, atomic_write
@@ -401,7 +402,7 @@ def test_log_times_function():
     assert log_times(10.0, 2) == [0.0, 10.0]
     with pytest.raises(InputError) as err:
         log_times(10.0, 1)
-    assert err.value.option == "--points"
+    assert err.value.field == "points"
 
 
 def test_times_are_sorted():
@@ -522,7 +523,7 @@ def test_bad_input_exit_status_in_a_real_process(args, option):
 
 
 def test_internal_error_exits_1_without_traceback(monkeypatch):
-    def boom(**kwargs):
+    def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr("phasediag.engine.point.solve_point", boom)
@@ -547,14 +548,14 @@ def test_floating_point_trouble_is_a_one_line_error_not_garbage():
 
 def test_solve_point_validates_like_the_cli():
     with pytest.raises(InputError) as err:
-        solve_point(width=0)
-    assert err.value.option == "--width"
+        solve_point(Hyperparameters(width=0))
+    assert err.value.field == "width"
     with pytest.raises(InputError) as err:
         solve_point(init="gram", gram=(1.0, 1.0, 1.0000001))
-    assert err.value.option == "--gram"
+    assert err.value.field == "gram"
     with pytest.raises(InputError) as err:
         solve_point(optimizer="gd", times=[0, 0.5])
-    assert err.value.option == "--times"
+    assert err.value.field == "times"
 
 
 def test_gram_check_is_exact_at_the_boundary():

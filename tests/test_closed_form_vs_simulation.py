@@ -6,7 +6,7 @@ asserted per quantity, with the error scales of docs/theory.md section 8:
 - zeta:  |zeta_sim - zeta_cf| <= tol * (the m scale) / hypot(m, kappa sqrt(G))
 - Theta, |u|^2, |w|^2: relative error <= tol
 - loss:  |loss_sim - loss_cf| <= a (|m - m*| + tol * m scale) * tol * m scale  (the loss error implied by m's)
-Run: cd /work/main && python3 -m pytest tests/test_closed_form_vs_simulation.py -q -W error
+Run (from the repository root): python3 -m pytest tests/test_closed_form_vs_simulation.py -q -W error
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from matplotlib.patches import PathPatch
 from phasediag.plots import maps
 from phasediag.engine import sweep
 from phasediag.config.sweep import config_from_text
-from phasediag.results.store import SweepResult
+from phasediag.results.store import Result
 
 matplotlib.use("Agg")
 
@@ -96,32 +96,32 @@ train: {optimizer: gd, times: {lin: [0, 100, 101]}}
 """
 
 
-def run(text: str) -> SweepResult:
+def run(text: str) -> Result:
     return sweep.run(config_from_text(textwrap.dedent(text)))
 
 
 @pytest.fixture(scope="module")
-def flow2d() -> SweepResult:
+def flow2d() -> Result:
     return run(FLOW_2D)
 
 
 @pytest.fixture(scope="module")
-def gd2d() -> SweepResult:
+def gd2d() -> Result:
     return run(GD_2D)
 
 
 @pytest.fixture(scope="module")
-def saddle() -> SweepResult:
+def saddle() -> Result:
     return run(SADDLE)
 
 
 @pytest.fixture(scope="module")
-def seeds2d() -> SweepResult:
+def seeds2d() -> Result:
     return run(SEEDS_2D)
 
 
 @pytest.fixture(scope="module")
-def three() -> SweepResult:
+def three() -> Result:
     return run(THREE_AXES)
 
 
@@ -146,7 +146,7 @@ def hatched(ax) -> dict[str, PathPatch]:
     return {p.get_label(): p for p in ax.patches if p.get_hatch()}
 
 
-def centres(result: SweepResult, x: str, y: str) -> np.ndarray:
+def centres(result: Result, x: str, y: str) -> np.ndarray:
     """(ny, nx, 2) cell centres in data coordinates."""
     X, Y = np.meshgrid(result.coords[x], result.coords[y])
     return np.stack([X, Y], axis=-1)
@@ -170,7 +170,7 @@ def threshold_lines(ax) -> list[LineCollection]:
     return [c for c in ax.collections if isinstance(c, LineCollection)]
 
 
-def on_level(result: SweepResult, x: str, y: str, field: np.ndarray, line: LineCollection, level: float) -> None:
+def on_level(result: Result, x: str, y: str, field: np.ndarray, line: LineCollection, level: float) -> None:
     """Every vertex of the line lies where the field (ny, nx), interpolated linearly between cell centres in
     log coordinates, equals the level."""
     from scipy.interpolate import RegularGridInterpolator
@@ -190,20 +190,20 @@ def mode_over_seeds(values: np.ndarray) -> np.ndarray:
     return np.array([np.bincount(row).argmax() for row in flat]).reshape(values.shape[:-1])
 
 
-def only(result: SweepResult, *figures: str) -> SweepResult:
+def only(result: Result, *figures: str) -> Result:
     """`result` whose config asks for these maps only (fewer figures to draw)."""
     config = {**result.meta["config"], "plot": {**result.meta["config"]["plot"], "maps": list(figures)}}
-    return SweepResult(result.coords, result.arrays, {**result.meta, "config": config})
+    return Result(result.coords, result.arrays, {**result.meta, "config": config})
 
 
-def with_metric(result: SweepResult, name: str, values: np.ndarray, kind: str, label: str,
-                legend: list[str] | None = None) -> SweepResult:
+def with_metric(result: Result, name: str, values: np.ndarray, kind: str, label: str,
+                legend: list[str] | None = None) -> Result:
     """`result` with one more metric (as a newer registry, e.g. the exponents of a width-scaling sweep, adds)."""
     meta = {**result.meta, "metrics": {**result.meta["metrics"],
                                        name: {"label": label, "kind": kind, "log": False, "threshold": None}}}
     if legend is not None:
         meta["legends"] = {**meta["legends"], name: legend}
-    return SweepResult(result.coords, {**result.arrays, name: values}, meta)
+    return Result(result.coords, {**result.arrays, name: values}, meta)
 
 
 # ---------- import, files
@@ -446,7 +446,7 @@ def test_threshold_line_leaves_out_islands_of_noise(flow2d):
     i, j = np.add(np.unravel_index(np.argmin(change[1:-1, 1:-1]), (10, 8)), 1)  # inside the kernel regime
     change[i, j] = 10.0  # one cell above the threshold: noise, not a boundary
     arrays["ntk_change"] = change
-    ax = maps.metric_map(SweepResult(flow2d.coords, arrays, flow2d.meta), "ntk_change", "d", "s").axes[0]
+    ax = maps.metric_map(Result(flow2d.coords, arrays, flow2d.meta), "ntk_change", "d", "s").axes[0]
     (line,) = threshold_lines(ax)
     vertices = np.concatenate(line.get_segments())
     assert len(vertices) > 0
@@ -504,7 +504,7 @@ def test_median_over_seeds_is_exact_with_infinities(seeds2d):
     t_learn[0, 1] = [np.inf, np.inf, np.inf]
     t_learn[0, 2] = [np.nan, 2.0, np.inf]
     arrays["t_learn"] = t_learn
-    median = maps.reduce_seeds(SweepResult(seeds2d.coords, arrays, seeds2d.meta), "t_learn")
+    median = maps.reduce_seeds(Result(seeds2d.coords, arrays, seeds2d.meta), "t_learn")
     assert median[0, 0] == np.inf and median[0, 1] == np.inf and median[0, 2] == np.inf
     np.testing.assert_allclose(median[1:], np.median(t_learn[1:], axis=-1))
 
@@ -640,7 +640,7 @@ def test_hatch_rectangles_tile_a_mask_exactly_once(seed):
     mask = rng.random((23, 17)) < [0.1, 0.5, 0.9, 0.5, 0.3][seed]
     mask[5:15, 3:9] = True  # a block, merged over rows
     cover = np.zeros(mask.shape, int)
-    for r0, r1, c0, c1 in maps._rectangles(mask):
+    for r0, r1, c0, c1 in maps.rectangles(mask):
         cover[r0:r1, c0:c1] += 1
     assert np.array_equal(cover, mask.astype(int))
 

@@ -9,7 +9,7 @@ plus: the closed form satisfies its ODE at random times (mp.diff), the g -> 0 li
 is the g = 0 logistic, t = inf is the limit of large t, t_learn is a root of the loss condition,
 section 8's cancellation-free 1 - z* equals the literal one, and the precision loop converges over the
 full ranges of section 8.
-Run: cd /work/main && python3 -m pytest tests/test_reference.py -q -W error
+Run (from the repository root): python3 -m pytest tests/test_reference.py -q -W error
 """
 
 from __future__ import annotations

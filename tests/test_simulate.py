@@ -2,7 +2,7 @@
 
 Nothing here uses phasediag.core. Each check is a law of docs/theory.md that the simulated vectors must
 obey (sections 1, 3 and 9), or an identity between two simulators.
-Run: cd /work/main && python3 -m pytest tests/test_simulate.py -q -W error
+Run (from the repository root): python3 -m pytest tests/test_simulate.py -q -W error
 """
 
 from __future__ import annotations

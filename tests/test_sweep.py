@@ -163,7 +163,7 @@ def test_checkpoints_are_batched_by_time_and_ranges_are_reused(tmp_path):
     assert not list(tmp_path.glob("chunk-*.npz"))  # a fast run writes no checkpoint at all
     whole = sweep.run(config, chunk_size=20)
     flat = {k: v.reshape((-1,) + v.shape[len(config.shape):]) for k, v in whole.arrays.items()}
-    sweep._save_checkpoints(tmp_path, flat, 0, [(20, 40), (0, 20), (60, 80)])  # two contiguous runs
+    sweep.save_checkpoints(tmp_path, flat, 0, [(20, 40), (0, 20), (60, 80)])  # two contiguous runs
     assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [
         "chunk-000000000000000-000000000000040.npz", "chunk-000000000000060-000000000000080.npz"]
     reused = []
@@ -189,7 +189,7 @@ def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, kind, tmp
     with pytest.raises(stop):
         sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9,
                   progress=interrupt_after_three)
-    kept = sweep._load_checkpoints(tmp_path, sweep._allocate(config, 117), 0, 117)
+    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117)
     assert sum(hi - lo for lo, hi in kept) == 15  # the three finished chunks, though no save was due yet
     reused = []
     again = sweep.run(config, chunk_size=5, checkpoint=tmp_path, progress=reused.append)
@@ -216,7 +216,7 @@ def test_a_worker_killed_mid_run_keeps_the_finished_chunks_for_resume(tmp_path, 
     with pytest.raises(RuntimeError, match="killed by signal 9"):
         sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9)
     monkeypatch.setattr(sweep, "evaluate_chunk", real)
-    kept = sweep._load_checkpoints(tmp_path, sweep._allocate(config, 117), 0, 117)
+    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117)
     assert sum(hi - lo for lo, hi in kept) >= 50  # at least the chunks before 50 had landed in order...
     assert not any(lo <= 60 < hi for lo, hi in kept)  # ...and never the one that was lost
     assert_same(sweep.run(config), sweep.run(config, chunk_size=5, checkpoint=tmp_path))
@@ -298,8 +298,8 @@ def test_workers_fall_back_to_threads_where_the_kernel_refuses_forked_writes(mon
 
     monkeypatch.setattr(workers, "_write_remote", refused)
     threads = []
-    real = sweep._execute_threads
-    monkeypatch.setattr(sweep, "_execute_threads", lambda *a: threads.append(1) or real(*a))
+    real = sweep.execute_threads
+    monkeypatch.setattr(sweep, "execute_threads", lambda *a: threads.append(1) or real(*a))
     fallback = sweep.run(config, chunk_size=1, workers=2)  # 117 chunks: enough for processes
     assert_same(whole, fallback)
     assert threads == [1] and fallback.meta["worker_kind"] == "threads"
@@ -309,8 +309,8 @@ def test_workers_fall_back_to_threads_where_the_kernel_refuses_forked_writes(mon
 def test_chunk_variables_equal_the_unravelled_indices(lo, hi):
     config = load(GRID + "init: {seeds: 2, seed: 9}\n")  # 13 x 9 grid and a seed axis of 2: 234 points
     assert config.shape == (13, 9, 2)
-    fast = sweep._variables(config, range(lo, hi))
-    slow = sweep._variables(config, np.arange(lo, hi))
+    fast = sweep.grid_variables(config, range(lo, hi))
+    slow = sweep.grid_variables(config, np.arange(lo, hi))
     assert fast.keys() == slow.keys()
     for name in fast:
         np.testing.assert_array_equal(fast[name], slow[name])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from phasediag.config.hyperparameters import Hyperparameters
 from phasediag.training import simulate
 from phasediag.cli.main import phasediag
 from phasediag.training.measure import measured_label, measured_order_parameters, simulate_point
@@ -91,8 +92,8 @@ def test_gd_error_against_the_flow_shrinks_linearly_with_the_step():
 
 def test_sgd_with_the_full_dataset_as_batch_is_gd_on_the_sample_moments():
     seed, n = 9, 64
-    sgd = simulate_point(width=15, seed=seed, optimizer="sgd", batch_size=n, samples=n, noise_var=0.3,
-                         teacher=0.7, times=[0, 1, 5, 40])
+    sgd = simulate_point(Hyperparameters(width=15, teacher=0.7), seed=seed, optimizer="sgd", batch_size=n,
+                         samples=n, noise_var=0.3, times=[0, 1, 5, 40])
     # the same draws as simulate_point: the vectors, then the dataset, from one generator
     rng = np.random.default_rng(seed)
     u0, w0 = simulate.sample_vectors(15, 1 / 15, 1 / 15, rng)
@@ -107,9 +108,10 @@ def test_sgd_with_the_full_dataset_as_batch_is_gd_on_the_sample_moments():
 
 
 def test_sgd_small_batches_break_the_conservation_law_gd_nearly_keeps():
-    opts = dict(width=20, seed=3, teacher=1.0, lr_u=0.2, lr_w=0.2, times=[0, 400])
-    gd = simulate_point(**opts, optimizer="gd")
-    sgd = simulate_point(**opts, optimizer="sgd", batch_size=1, samples=256, noise_var=0.5)
+    hyper = Hyperparameters(width=20, teacher=1.0, lr_u=0.2, lr_w=0.2)
+    opts = dict(seed=3, times=[0, 400])
+    gd = simulate_point(hyper, **opts, optimizer="gd")
+    sgd = simulate_point(hyper, **opts, optimizer="sgd", batch_size=1, samples=256, noise_var=0.5)
     drift = lambda r: abs(r["imbalance"][-1] - r["imbalance"][0]) / (r["init"]["U"] / 0.2 + r["init"]["W"] / 0.2)  # noqa: E731
     assert drift(sgd) > 10 * drift(gd)
 

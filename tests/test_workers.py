@@ -29,7 +29,7 @@ def values(lo: int, hi: int) -> dict[str, np.ndarray]:
 def forked_pids(monkeypatch) -> list[int]:
     """The pids of every worker forked in the test (to check that each was reaped)."""
     pids: list[int] = []
-    real = workers._fork
+    real = workers.fork_worker
 
     def fork() -> int:
         pid = real()
@@ -37,7 +37,7 @@ def forked_pids(monkeypatch) -> list[int]:
             pids.append(pid)
         return pid
 
-    monkeypatch.setattr(workers, "_fork", fork)
+    monkeypatch.setattr(workers, "fork_worker", fork)
     return pids
 
 
@@ -140,8 +140,8 @@ def test_result_mappings_are_kept_from_the_workers_and_forkable_again_afterwards
     from phasediag.engine import sweep
 
     n = 64
-    mapped = {name: sweep._mapped(a.shape, a.dtype, huge=False, populate=False) for name, a in arrays_of(n).items()}
-    assert all(workers._own_mapping(a) is not None for a in mapped.values())
+    mapped = {name: sweep.mapped_array(a.shape, a.dtype, huge=False, populate=False) for name, a in arrays_of(n).items()}
+    assert all(workers.own_mapping(a) is not None for a in mapped.values())
     tasks = [(lo, lo + 8) for lo in range(0, n, 8)]
     list(workers.fill_forked(mapped, tasks, values, 2))
     expected = arrays_of(n)

@@ -18,6 +18,8 @@ import sys
 import click
 
 from phasediag import __version__
+from phasediag.config.hyperparameters import FIELDS as HYPER_FIELDS
+from phasediag.config.hyperparameters import Hyperparameters
 from phasediag.errors import BadInput as LibraryBadInput
 
 DEBUG_ENV = "PHASEDIAG_DEBUG"
@@ -126,6 +128,11 @@ GRAM = RealListType(FINITE, length=3, name="U,W,V")
 # ----------------------------------------------------------------------------------------------------------
 # the group: one-line errors, exit codes
 
+def flag(field: str) -> str:
+    """The command-line flag of a library field name: lr_u -> --lr-u."""
+    return "--" + field.replace("_", "-")
+
+
 def _debug() -> bool:
     """PHASEDIAG_DEBUG set (and not 0): let unexpected exceptions show their traceback."""
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -224,18 +231,38 @@ def _options(*decorators):
     return apply
 
 
-MODEL_OPTIONS = _options(
-    click.option("--width", type=WIDTH, default=100, show_default=True, help="Hidden width d (integer >= 1; 1e6 is accepted)."),
-    click.option("--output-scale", type=POSITIVE, default=1.0, show_default=True, help="Output scale kappa > 0."),
-    click.option("--lr-u", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_u of the output layer u."),
-    click.option("--lr-w", type=POSITIVE, default=0.1, show_default=True, help="Learning rate eta_w of the input layer w."),
-    click.option("--init-var-u", type=NONNEGATIVE, default=None, show_default="1/width",
+_HYPER = Hyperparameters()
+_HYPER_OPTIONS = _options(
+    click.option("--width", type=WIDTH, default=_HYPER.width, show_default=True,
+                 help="Hidden width d (integer >= 1; 1e6 is accepted)."),
+    click.option("--output-scale", type=POSITIVE, default=_HYPER.output_scale, show_default=True,
+                 help="Output scale kappa > 0."),
+    click.option("--lr-u", type=POSITIVE, default=_HYPER.lr_u, show_default=True,
+                 help="Learning rate eta_u of the output layer u."),
+    click.option("--lr-w", type=POSITIVE, default=_HYPER.lr_w, show_default=True,
+                 help="Learning rate eta_w of the input layer w."),
+    click.option("--init-var-u", type=NONNEGATIVE, default=_HYPER.init_var_u, show_default="1/width",
                  help="Initial variance sigma_u^2 of u's entries (0 = zero-initialized layer)."),
-    click.option("--init-var-w", type=NONNEGATIVE, default=None, show_default="1/width",
+    click.option("--init-var-w", type=NONNEGATIVE, default=_HYPER.init_var_w, show_default="1/width",
                  help="Initial variance sigma_w^2 of w's entries."),
-    click.option("--input-var", type=POSITIVE, default=1.0, show_default=True, help="Input variance a = E[x^2] > 0."),
-    click.option("--teacher", type=FINITE, default=1.0, show_default=True, help="Teacher slope m* = E[xy]/E[x^2]."),
+    click.option("--input-var", type=POSITIVE, default=_HYPER.input_var, show_default=True,
+                 help="Input variance a = E[x^2] > 0."),
+    click.option("--teacher", type=FINITE, default=_HYPER.teacher, show_default=True,
+                 help="Teacher slope m* = E[xy]/E[x^2]."),
 )
+
+
+def MODEL_OPTIONS(f):
+    """The eight hyperparameter options, handed to the command as one `hyper` (a Hyperparameters)."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapped(**kwargs):
+        values = {name: kwargs.pop(name) for name in HYPER_FIELDS}
+        return f(hyper=Hyperparameters(**values), **kwargs)
+
+    return _HYPER_OPTIONS(wrapped)
+
 
 TIME_GRID_OPTIONS = _options(
     click.option("--times", type=TIMES, default=None,
@@ -274,8 +301,7 @@ OUTPUT_OPTIONS = _options(
 @click.option("--horizon", type=HORIZON, default=math.inf, show_default="inf",
               help="Training horizon T for the final/phase block (GD: integer steps).")
 @OUTPUT_OPTIONS
-def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher, gram, seed, typical,
-          times, t_max, t_min, points, optimizer, horizon, ntk_threshold, alignment_threshold, as_json, plot,
+def solve(hyper, gram, seed, typical, times, t_max, t_min, points, optimizer, horizon, ntk_threshold, alignment_threshold, as_json, plot,
           quiet):
     """Solve one hyperparameter point exactly: the trajectory m(t), NTK Theta(t), alignment zeta(t), layer
     norms, excess loss and the kernel (frozen-NTK) prediction m_lin(t), then the end-of-training block
@@ -299,13 +325,11 @@ def solve(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, te
                               DEFAULTS["points"] if points is None else points,
                               t_min, steps=optimizer == "gd")
         result = solve_point(
-            width=width, output_scale=output_scale, lr_u=lr_u, lr_w=lr_w, init_var_u=init_var_u,
-            init_var_w=init_var_w, input_var=input_var, teacher=teacher, init=init, gram=gram, seed=seed,
-            times=times, optimizer=optimizer, horizon=horizon, ntk_threshold=ntk_threshold,
+            hyper, init=init, gram=gram, seed=seed, times=times, optimizer=optimizer, horizon=horizon, ntk_threshold=ntk_threshold,
             alignment_threshold=alignment_threshold,
         )
     except InputError as e:
-        raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
+        raise click.BadParameter(e.message, param_hint=f"'{flag(e.field)}'") from None
     except NumericalRangeError as e:  # inputs beyond the supported range: bad input (exit 2), said plainly
         if _debug():
             raise
@@ -377,8 +401,7 @@ Examples:
               help="SGD label-noise variance.")
 @TIME_GRID_OPTIONS
 @OUTPUT_OPTIONS
-def simulate(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher, seed, optimizer,
-             batch_size, samples, noise_var, times, t_max, t_min, points, ntk_threshold, alignment_threshold,
+def simulate(hyper, seed, optimizer, batch_size, samples, noise_var, times, t_max, t_min, points, ntk_threshold, alignment_threshold,
              as_json, plot, quiet):
     """Train the actual vectors u, w in R^d (GD, minibatch SGD or the gradient flow) and report what solve
     reports, measured: m, NTK, alignment, norms and loss per time, the frozen-NTK prediction m_lin, the
@@ -398,13 +421,12 @@ def simulate(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var,
                               DEFAULTS["points"] if points is None else points,
                               t_min, steps=optimizer != "flow")
         result = simulate_point(
-            width=width, output_scale=output_scale, lr_u=lr_u, lr_w=lr_w, init_var_u=init_var_u,
-            init_var_w=init_var_w, input_var=input_var, teacher=teacher, seed=seed, times=times,
+            hyper, seed=seed, times=times,
             optimizer=optimizer, batch_size=batch_size, samples=samples, noise_var=noise_var,
             ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold,
         )
     except InputError as e:
-        raise click.BadParameter(e.message, param_hint=f"'{e.option}'") from None
+        raise click.BadParameter(e.message, param_hint=f"'{flag(e.field)}'") from None
     except NumericalRangeError as e:  # inputs beyond the supported range: bad input (exit 2), said plainly
         if _debug():
             raise
@@ -569,7 +591,7 @@ def _run_job(config, out, as_json: bool, quiet: bool, **how) -> None:
         _, summary = lifecycle.run(config, out=lifecycle.DEFAULT if out is None else out, options=options,
                                    **modes)
     except lifecycle.OptionError as e:
-        raise BadInput(f"--{e.field.replace('_', '-')}: {e.message}") from None
+        raise BadInput(f"{flag(e.field)}: {e.message}") from None
     except ConfigError as e:
         raise BadInput(str(e)) from None
     finally:

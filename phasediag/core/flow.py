@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.gram import Gram, _two_product, difference_of_products
+from phasediag.core.gram import Gram, two_product, difference_of_products
 
 
 class Problem(NamedTuple):
@@ -194,10 +194,10 @@ def invariants(problem: Problem) -> Invariants:
     Inputs that are the same for every point (0-d arrays) are combined as scalars; every field is then
     broadcast to the points' shape (read-only views where nothing varies)."""
     kappa, lr_u, lr_w, a, m_star = (
-        _lean_field(np.asarray(x, dtype=float))
+        lean_field(np.asarray(x, dtype=float))
         for x in (problem.output_scale, problem.lr_u, problem.lr_w, problem.input_var, problem.teacher)
     )
-    U, W, V, G = (_lean_field(np.asarray(x, dtype=float)) for x in problem.gram)
+    U, W, V, G = (lean_field(np.asarray(x, dtype=float)) for x in problem.gram)
     shape = np.broadcast_shapes(kappa.shape, lr_u.shape, lr_w.shape, a.shape, m_star.shape, U.shape, W.shape,
                                 V.shape, G.shape)
     kappa2 = kappa * kappa
@@ -210,7 +210,7 @@ def invariants(problem: Problem) -> Invariants:
     else:  # balanced layers everywhere (eta_w U = eta_u W): g = kappa sqrt(G)
         g = np.abs(kappa_sqrt_g)
     h = 0.25 * g * g
-    m0, m0_lo = _two_product(kappa, V)  # kappa V = m0 + m0_lo exactly
+    m0, m0_lo = two_product(kappa, V)  # kappa V = m0 + m0_lo exactly
     s0 = g if _is_zero(m0) else hypot(m0, g)  # (g >= 0)
     Q = hypot(m_star, g)
     alpha0, beta0 = split(m0, s0, h)
@@ -421,22 +421,22 @@ def _change_of(inv: Invariants, path: _Path, end: bool = False) -> np.ndarray:
     return np.divide(path.from_start * m_plus_m0, den, out=out, where=den > 0)
 
 
-def _lean_field(x):
+def lean_field(x):
     """A zero-stride array (one value broadcast) as that value, 0-d; anything else unchanged."""
     if isinstance(x, np.ndarray) and x.ndim and x.size and not any(x.strides):
         return np.asarray(x[(0,) * x.ndim])
     return x
 
 
-def _lean(inv: Invariants) -> Invariants:
+def lean(inv: Invariants) -> Invariants:
     """`inv` with its constant fields (zero-stride broadcasts of one value, e.g. a learning rate that is not
     swept) as 0-d arrays: numpy then combines them as scalars instead of streaming an array of one value
     through every operation. Internal: the public functions broadcast what they return to the points' shape."""
-    fields = {k: _lean_field(getattr(inv, k)) for k in inv._fields if k != "gram"}
-    return Invariants(gram=Gram(*(_lean_field(x) for x in inv.gram)), **fields)
+    fields = {k: lean_field(getattr(inv, k)) for k in inv._fields if k != "gram"}
+    return Invariants(gram=Gram(*(lean_field(x) for x in inv.gram)), **fields)
 
 
-def _shaped(values, shape: tuple[int, ...]):
+def shaped(values, shape: tuple[int, ...]):
     """Each array of a NamedTuple (or one array) broadcast to `shape` (views; no copy where it has it)."""
     if isinstance(values, tuple):
         return type(values)(*(broadcast(x, shape) for x in values))
@@ -449,9 +449,9 @@ def flow_state(inv: Invariants, t) -> FlowState:
     Shapes: the broadcast of the Invariants arrays with t (e.g. points[..., None] with t of shape (T,)).
     """
     shape = np.broadcast_shapes(np.shape(inv.m0), np.shape(t))
-    inv = _lean(inv)
+    inv = lean(inv)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        return _shaped(_state_of(inv, _evaluate(inv, t), t), shape)
+        return shaped(_state_of(inv, _evaluate(inv, t), t), shape)
 
 
 def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
@@ -461,18 +461,18 @@ def ntk_change(inv: Invariants, t=np.inf) -> np.ndarray:
     time m = -m0 where the NTK passes back through Theta0). Defined as 0 when Theta0 = 0.
     """
     shape = np.broadcast_shapes(np.shape(inv.m0), np.shape(t))
-    inv = _lean(inv)
+    inv = lean(inv)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        return _shaped(_change_of(inv, _evaluate(inv, t), end=_is_end(t)), shape)
+        return shaped(_change_of(inv, _evaluate(inv, t), end=_is_end(t)), shape)
 
 
 def flow_state_and_change(inv: Invariants, t) -> tuple[FlowState, np.ndarray]:
     """`flow_state` and `ntk_change` at the same times from one evaluation of the closed form."""
     shape = np.broadcast_shapes(np.shape(inv.m0), np.shape(t))
-    inv = _lean(inv)
+    inv = lean(inv)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         path = _evaluate(inv, t)
-        return _shaped(_state_of(inv, path, t), shape), _shaped(_change_of(inv, path, end=_is_end(t)), shape)
+        return shaped(_state_of(inv, path, t), shape), shaped(_change_of(inv, path, end=_is_end(t)), shape)
 
 
 def relaxation_time(inv: Invariants) -> np.ndarray:
@@ -496,9 +496,9 @@ def t_learn(inv: Invariants, fraction: float = 0.1) -> np.ndarray:
         raise ValueError("fraction must lie in (0, 1)")
     r = np.sqrt(fraction)
     shape = np.shape(inv.m0)
-    inv = _lean(inv)
+    inv = lean(inv)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        return _shaped(_t_learn(inv, r), shape)
+        return shaped(_t_learn(inv, r), shape)
 
 
 def _t_learn(inv: Invariants, r: float) -> np.ndarray:

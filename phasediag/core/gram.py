@@ -37,7 +37,7 @@ def _exact_scale(a: np.ndarray) -> bool:
     return bool(a == 0 or (abs(a) >= 1 and np.frexp(a)[0] in (0.5, -0.5)))
 
 
-def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dekker's error-free product: a * b == p + e exactly (barring over/underflow). e is a 0-d zero when one
     factor is a scalar power of two >= 1 (the product is then exact)."""
     for one, other in ((a, b), (b, a)):
@@ -60,8 +60,8 @@ def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def difference_of_products(a, b, c, d) -> np.ndarray:
     """a*b - c*d to about one rounding of the result, even under heavy cancellation."""
-    p1, e1 = _two_product(np.asarray(a, float), np.asarray(b, float))
-    p2, e2 = _two_product(np.asarray(c, float), np.asarray(d, float))
+    p1, e1 = two_product(np.asarray(a, float), np.asarray(b, float))
+    p2, e2 = two_product(np.asarray(c, float), np.asarray(d, float))
     return (p1 - p2) + (e1 - e2)
 
 

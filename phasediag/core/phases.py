@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.flow import FlowState, Invariants, _lean, _lean_field, _shaped, alignment_of, flow_state_and_change
+from phasediag.core.flow import FlowState, Invariants, lean, lean_field, shaped, alignment_of, flow_state_and_change
 
 PHASES = (
     "kernel",
@@ -59,7 +59,7 @@ def order_parameters(inv: Invariants, horizon=np.inf,
     `at_horizon`: `flow_state_and_change(inv, horizon)` if the caller has it already."""
     final, change = at_horizon if at_horizon is not None else flow_state_and_change(inv, horizon)
     shape = np.broadcast_shapes(np.shape(final.m), np.shape(inv.m0))
-    inv, final = _lean(inv), type(final)(*(_lean_field(x) for x in final))  # constants as scalars
+    inv, final = lean(inv), type(final)(*(lean_field(x) for x in final))  # constants as scalars
     zeta0 = alignment_of(inv, inv.m0)
     zeta_T = final.alignment
     abs0, abs_T = np.abs(zeta0), np.abs(zeta_T)
@@ -76,7 +76,7 @@ def order_parameters(inv: Invariants, horizon=np.inf,
     else:
         loss0 = 0.5 * inv.input_var * inv.gap**2
         not_converged = np.isfinite(horizon) & (inv.gap != 0) & (final.loss > 0.01 * loss0)
-    return _shaped(OrderParameters(
+    return shaped(OrderParameters(
         ntk_change=change, alignment_init=zeta0, alignment_final=zeta_T,
         alignment_gain=gain, disalignment=dis, not_converged=np.asarray(not_converged),
     ), shape)

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from phasediag import __version__, core
+from phasediag.config.hyperparameters import Hyperparameters, finite, real
+from phasediag.errors import FieldError
 
 __all__ = [
     "InputError",
@@ -32,14 +34,7 @@ __all__ = [
 #: Default hyperparameters (documented in ``phasediag solve --help`` and the README). ``init_var_u`` and
 #: ``init_var_w`` default to ``1/width`` (``None`` here), so the typical initialization has U = W = 1.
 DEFAULTS: dict[str, Any] = {
-    "width": 100,
-    "output_scale": 1.0,
-    "lr_u": 0.1,
-    "lr_w": 0.1,
-    "init_var_u": None,
-    "init_var_w": None,
-    "input_var": 1.0,
-    "teacher": 1.0,
+    **Hyperparameters().to_dict(),
     "t_max": 100.0,
     "points": 25,
     "horizon": math.inf,
@@ -67,13 +62,8 @@ MAX_GD_STEPS = 1_000_000
 TRAJECTORY_KEYS = ("t", "m", "ntk", "alignment", "norm_u2", "norm_w2", "loss", "m_lin", "loss_lin")
 
 
-class InputError(ValueError):
-    """Invalid user input; ``option`` names the offending command-line option (e.g. ``"--width"``)."""
-
-    def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
-        self.option = option
-        self.message = message
+#: Invalid input; ``field`` names the offending hyperparameter or setting (e.g. ``"lr_u"``).
+InputError = FieldError
 
 
 class NumericalRangeError(ArithmeticError):
@@ -89,69 +79,27 @@ SUPPORTED_RANGE = ("d <= 1e15, kappa in [1e-8, 1e8], sigma^2 in {0} U [1e-16, 1e
 # validation
 
 
-def _real(option: str, x) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise InputError(option, f"{x!r} is not a number") from None
-    if math.isnan(v):
-        raise InputError(option, "must be a number, not NaN")
-    return v
-
-
-def _finite_positive(option: str, x) -> float:
-    v = _real(option, x)
-    if not (0.0 < v < math.inf):
-        raise InputError(option, f"must be a finite number > 0, got {x}")
-    return v
-
-
-def _finite_nonnegative(option: str, x) -> float:
-    v = _real(option, x)
-    if not (0.0 <= v < math.inf):
-        raise InputError(option, f"must be a finite number >= 0, got {x}")
-    return v
-
-
-def _finite(option: str, x) -> float:
-    v = _real(option, x)
-    if not math.isfinite(v):
-        raise InputError(option, f"must be finite, got {x}")
-    return v
-
-
-def _width(x) -> int:
-    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
-        if x < 1:
-            raise InputError("--width", f"must be an integer >= 1, got {x}")
-        return int(x)
-    v = _real("--width", x)
-    if not math.isfinite(v) or v != math.floor(v) or v < 1:
-        raise InputError("--width", f"must be an integer >= 1, got {x}")
-    return int(v)
-
-
-def _time(option: str, x, *, steps: bool) -> float:
-    v = _real(option, x)
+def check_time(option: str, x, *, steps: bool) -> float:
+    v = real(option, x)
     if v < 0:
         raise InputError(option, f"times must be >= 0, got {v:g}")
     if steps and math.isfinite(v):
         if v != math.floor(v):
-            raise InputError(option, f"with --optimizer gd times are step counts and must be integers, got {v:g}")
+            raise InputError(option, f"with optimizer gd times are step counts and must be integers, got {v:g}")
         if v > MAX_GD_STEPS:
-            raise InputError(option, f"with --optimizer gd step counts above {MAX_GD_STEPS:,} are not "
+            raise InputError(option, f"with optimizer gd step counts above {MAX_GD_STEPS:,} are not "
                                      f"supported, got {v:g} (use inf for the end of training)")
     return v
 
 
 def check_gram(U, W, V) -> tuple[float, float, float]:
     """Validate an explicit Gram (U, W, V): finite, U, W >= 0 and V^2 <= U W (checked exactly)."""
-    U, W, V = (_finite("--gram", x) for x in (U, W, V))
+    U, W, V = (finite("gram", x=x) for x in (U, W, V))
     for name, v in (("U = |u0|^2", U), ("W = |w0|^2", W)):
         if v < 0:
-            raise InputError("--gram", f"{name} must be >= 0, got {v:g}")
+            raise InputError("gram", f"{name} must be >= 0, got {v:g}")
     if Fraction(V) ** 2 > Fraction(U) * Fraction(W):
-        raise InputError("--gram", f"not a Gram matrix: V^2 > U W (U={U:g}, W={W:g}, V={V:g})")
+        raise InputError("gram", f"not a Gram matrix: V^2 > U W (U={U:g}, W={W:g}, V={V:g})")
     return U, W, V
 
 
@@ -177,20 +125,20 @@ def log_times(t_max: float, points: int, t_min: float | None = None, *, steps: b
     the times are rounded to integer step counts and duplicates are dropped, so fewer than ``points`` times may
     result.
     """
-    t_max = _time("--t-max", t_max, steps=steps)
+    t_max = check_time("t_max", t_max, steps=steps)
     if not (0 < t_max < math.inf):
-        raise InputError("--t-max", f"must be a finite number > 0, got {t_max}")
+        raise InputError("t_max", f"must be a finite number > 0, got {t_max}")
     try:
         points_i = int(points)
     except (TypeError, ValueError):
-        raise InputError("--points", f"must be an integer >= 2, got {points!r}") from None
+        raise InputError("points", f"must be an integer >= 2, got {points!r}") from None
     if points_i != points or points_i < 2:
-        raise InputError("--points", f"must be an integer >= 2, got {points}")
+        raise InputError("points", f"must be an integer >= 2, got {points}")
     if t_min is None:
         t_min = min(1.0, t_max) if steps else t_max / 1000.0
-    t_min = _time("--t-min", t_min, steps=steps)
+    t_min = check_time("t_min", t_min, steps=steps)
     if not (0 < t_min <= t_max):
-        raise InputError("--t-min", f"must satisfy 0 < t-min <= t-max, got {t_min} (t-max {t_max})")
+        raise InputError("t_min", f"must satisfy 0 < t-min <= t-max, got {t_min} (t-max {t_max})")
     n = points_i - 1
     grid = np.array([t_max]) if n == 1 else np.geomspace(t_min, t_max, n)
     if steps:
@@ -203,14 +151,14 @@ def log_times(t_max: float, points: int, t_min: float | None = None, *, steps: b
 # evaluation
 
 
-def _num(x) -> float | None:
+def json_number(x) -> float | None:
     """A JSON-ready float: non-finite -> None."""
     v = float(x)
     return v if math.isfinite(v) else None
 
 
-def _nums(a) -> list[float | None]:
-    return [_num(v) for v in np.asarray(a, dtype=float).reshape(-1)]
+def json_numbers(a) -> list[float | None]:
+    return [json_number(v) for v in np.asarray(a, dtype=float).reshape(-1)]
 
 
 def _scalar(a) -> float:
@@ -225,7 +173,7 @@ def _make_gram(init: str, width: int, var_u: float, var_w: float, gram, seed):
     if init == "gram":
         U, W, V = gram
         return core.explicit_gram(U, W, V)
-    raise InputError("--init", f"unknown initialization {init!r} (typical, seed or gram)")
+    raise InputError("init", f"unknown initialization {init!r} (typical, seed or gram)")
 
 
 def _gd_states(inv, times: Sequence[float]):
@@ -249,15 +197,8 @@ def _gd_states(inv, times: Sequence[float]):
 
 
 def solve_point(
+    hyper: Hyperparameters = Hyperparameters(),
     *,
-    width: int = DEFAULTS["width"],
-    output_scale: float = DEFAULTS["output_scale"],
-    lr_u: float = DEFAULTS["lr_u"],
-    lr_w: float = DEFAULTS["lr_w"],
-    init_var_u: float | None = None,
-    init_var_w: float | None = None,
-    input_var: float = DEFAULTS["input_var"],
-    teacher: float = DEFAULTS["teacher"],
     init: str = "typical",
     gram: Sequence[float] | None = None,
     seed: int | None = None,
@@ -274,38 +215,33 @@ def solve_point(
     index 0) or ``"gram"`` (``gram = (U, W, V)``). ``init_var_*`` default to ``1/width``. ``times`` defaults
     to ``log_times(t_max=100, points=25)``; ``inf`` is allowed. With ``optimizer="gd"`` the times (and a
     finite ``horizon``) are integer step counts and the trajectory is the exact discrete GD one.
-    Raises :class:`InputError` (naming the command-line option) on invalid input.
+    Raises :class:`InputError` (naming the field, e.g. ``lr_u``) on invalid input.
     """
     started = time.perf_counter()
     if optimizer not in ("flow", "gd"):
-        raise InputError("--optimizer", f"must be 'flow' or 'gd', got {optimizer!r}")
+        raise InputError("optimizer", f"must be 'flow' or 'gd', got {optimizer!r}")
     steps = optimizer == "gd"
-    width = _width(width)
-    output_scale = _finite_positive("--output-scale", output_scale)
-    lr_u = _finite_positive("--lr-u", lr_u)
-    lr_w = _finite_positive("--lr-w", lr_w)
-    var_u = 1.0 / width if init_var_u is None else _finite_nonnegative("--init-var-u", init_var_u)
-    var_w = 1.0 / width if init_var_w is None else _finite_nonnegative("--init-var-w", init_var_w)
-    input_var = _finite_positive("--input-var", input_var)
-    teacher = _finite("--teacher", teacher)
-    ntk_threshold = _finite_positive("--ntk-threshold", ntk_threshold)
-    alignment_threshold = _finite_positive("--alignment-threshold", alignment_threshold)
-    horizon = _time("--horizon", horizon, steps=steps)
+    h = hyper.checked()
+    width, output_scale, lr_u, lr_w = h.width, h.output_scale, h.lr_u, h.lr_w
+    var_u, var_w, input_var, teacher = h.init_var_u, h.init_var_w, h.input_var, h.teacher
+    ntk_threshold = finite("ntk_threshold", low=0.0, strict=True, x=ntk_threshold)
+    alignment_threshold = finite("alignment_threshold", low=0.0, strict=True, x=alignment_threshold)
+    horizon = check_time("horizon", horizon, steps=steps)
     if horizon == 0:
-        raise InputError("--horizon", "must be > 0 (or inf)")
+        raise InputError("horizon", "must be > 0 (or inf)")
     if init == "gram":
         if gram is None or len(gram) != 3:
-            raise InputError("--gram", "expected three numbers U,W,V")
+            raise InputError("gram", "expected three numbers U,W,V")
         gram = check_gram(*gram)
     elif init == "seed":
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InputError("--seed", f"must be an integer >= 0, got {seed!r}")
+            raise InputError("seed", f"must be an integer >= 0, got {seed!r}")
         seed = int(seed)
     if times is None:
         times = log_times(DEFAULTS["t_max"], DEFAULTS["points"], steps=steps)
-    times = [_time("--times", t, steps=steps) for t in times]
+    times = [check_time("times", t, steps=steps) for t in times]
     if not times:
-        raise InputError("--times", "needs at least one time")
+        raise InputError("times", "needs at least one time")
     times.sort()
 
     try:
@@ -364,20 +300,20 @@ def _evaluate(width, output_scale, lr_u, lr_w, var_u, var_w, input_var, teacher,
         ntk_change = _scalar(core.ntk_change(inv, np.asarray([horizon])))
 
     final: dict[str, Any] = {
-        "horizon": _num(horizon),
-        "m": _num(_scalar(end.m)),
-        "ntk": _num(_scalar(end.ntk)),
-        "alignment": _num(_scalar(end.alignment)),
-        "loss": _num(_scalar(end.loss)),
-        "ntk_change": _num(ntk_change),
+        "horizon": json_number(horizon),
+        "m": json_number(_scalar(end.m)),
+        "ntk": json_number(_scalar(end.ntk)),
+        "alignment": json_number(_scalar(end.alignment)),
+        "loss": json_number(_scalar(end.loss)),
+        "ntk_change": json_number(ntk_change),
         "phase": phase,
         "mechanism": mechanism,
         "label": label,
-        "alignment_gain": _num(_scalar(op.alignment_gain)),
-        "disalignment": _num(_scalar(op.disalignment)),
+        "alignment_gain": json_number(_scalar(op.alignment_gain)),
+        "disalignment": json_number(_scalar(op.disalignment)),
         "not_converged": bool(_scalar(op.not_converged)),
-        "tau": _num(_scalar(core.relaxation_time(inv))),
-        "t_learn": _num(_scalar(core.t_learn(inv))),
+        "tau": json_number(_scalar(core.relaxation_time(inv))),
+        "t_learn": json_number(_scalar(core.t_learn(inv))),
         "thresholds": {"ntk": ntk_threshold, "alignment": alignment_threshold},
     }
     if steps:
@@ -387,7 +323,7 @@ def _evaluate(width, output_scale, lr_u, lr_w, var_u, var_w, input_var, teacher,
         if hasattr(res, "steps"):
             final["gd_steps"] = int(_scalar(res.steps))
         if hasattr(res, "loss_peak"):
-            final["gd_loss_peak"] = _num(_scalar(res.loss_peak))
+            final["gd_loss_peak"] = json_number(_scalar(res.loss_peak))
 
     result: dict[str, Any] = {
         "params": {
@@ -404,22 +340,22 @@ def _evaluate(width, output_scale, lr_u, lr_w, var_u, var_w, input_var, teacher,
             "optimizer": "gd" if steps else "flow",
         },
         "t": [(int(t) if steps else float(t)) if math.isfinite(t) else None for t in times],
-        "m": _nums(traj.m),
-        "ntk": _nums(traj.ntk),
-        "alignment": _nums(traj.alignment),
-        "norm_u2": _nums(traj.norm_u2),
-        "norm_w2": _nums(traj.norm_w2),
-        "loss": _nums(traj.loss),
-        "m_lin": _nums(traj.m_lin),
-        "loss_lin": _nums(loss_lin),
+        "m": json_numbers(traj.m),
+        "ntk": json_numbers(traj.ntk),
+        "alignment": json_numbers(traj.alignment),
+        "norm_u2": json_numbers(traj.norm_u2),
+        "norm_w2": json_numbers(traj.norm_w2),
+        "loss": json_numbers(traj.loss),
+        "m_lin": json_numbers(traj.m_lin),
+        "loss_lin": json_numbers(loss_lin),
         "init": {
-            "U": _num(_scalar(g0.U)),
-            "W": _num(_scalar(g0.W)),
-            "V": _num(_scalar(g0.V)),
-            "G": _num(_scalar(g0.G)),
-            "m": _num(_scalar(start.m)),
-            "ntk": _num(_scalar(start.ntk)),
-            "alignment": _num(_scalar(start.alignment)),
+            "U": json_number(_scalar(g0.U)),
+            "W": json_number(_scalar(g0.W)),
+            "V": json_number(_scalar(g0.V)),
+            "G": json_number(_scalar(g0.G)),
+            "m": json_number(_scalar(start.m)),
+            "ntk": json_number(_scalar(start.ntk)),
+            "alignment": json_number(_scalar(start.alignment)),
         },
         "final": final,
     }

@@ -92,7 +92,7 @@ def tune_allocator() -> bool:
 
 # ---------- model values on a chunk ----------
 
-def _variables(config: Config, flat: np.ndarray | range) -> dict[str, np.ndarray]:
+def grid_variables(config: Config, flat: np.ndarray | range) -> dict[str, np.ndarray]:
     """The sweep variables at the flat (C-order) grid indices `flat`; a `range` (a chunk) is expanded by
     repeating and tiling the axis values, without an integer division per point."""
     if not isinstance(flat, range):
@@ -142,7 +142,7 @@ def _fail_at(q: Quantity, values: np.ndarray, ok: np.ndarray, rule: str, variabl
 
 def model_values(config: Config, flat: np.ndarray | range) -> tuple[dict[str, np.ndarray], core.Problem]:
     """Evaluate and check every model/data/init quantity on the points `flat`; build the core Problem."""
-    variables = _variables(config, flat)
+    variables = grid_variables(config, flat)
     n = len(flat)
 
     def value(q: Quantity) -> np.ndarray:  # a constant stays 0-d: the core then combines it as a scalar
@@ -205,7 +205,7 @@ def scaling_values(config: Config, flat: np.ndarray | range) -> tuple[np.ndarray
     """The exponents (k, su, sw, eu, ew) on the points `flat` of a `mode: scaling` grid (bases checked > 0)."""
     from phasediag.config.sweep import SCALING_KEYS
 
-    variables = _variables(config, flat)
+    variables = grid_variables(config, flat)
     out = []
     for key in SCALING_KEYS:
         base = np.broadcast_to(config.bases[key].evaluate(variables), (len(flat),))
@@ -231,7 +231,7 @@ def evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarra
                 hi = mid
             else:
                 lo = mid
-        where = _where_text(_variables(config, np.array([lo])), 0) if config.axes else f"point {lo}"
+        where = _where_text(grid_variables(config, np.array([lo])), 0) if config.axes else f"point {lo}"
         from phasediag.engine.point import SUPPORTED_RANGE
 
         raise ConfigError(f"model/data: floating-point {exc} at {where}: the values there are outside the range "
@@ -265,7 +265,7 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
 HUGE_PAGE_RESULTS = 256 << 20
 
 
-def _allocate(config: Config, n: int, parallel: bool = False) -> dict[str, np.ndarray]:
+def allocate(config: Config, n: int, parallel: bool = False) -> dict[str, np.ndarray]:
     """The result arrays of n points, each in its own private anonymous mapping, never faulted in one 4 KiB
     page at a time by a single thread: the results are written exactly once, and those faults cost more than
     copying the values in. Up to HUGE_PAGE_RESULTS in all they get transparent huge pages (madvise), the
@@ -279,11 +279,11 @@ def _allocate(config: Config, n: int, parallel: bool = False) -> dict[str, np.nd
             specs[f"traj_{field}"] = ((n, len(config.times)), np.dtype(float))
     total = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in specs.values())
     huge = total <= HUGE_PAGE_RESULTS
-    return {name: _mapped(shape, dtype, huge, populate=not huge and not parallel)
+    return {name: mapped_array(shape, dtype, huge, populate=not huge and not parallel)
             for name, (shape, dtype) in specs.items()}
 
 
-def _mapped(shape: tuple[int, ...], dtype: np.dtype, huge: bool, populate: bool) -> np.ndarray:
+def mapped_array(shape: tuple[int, ...], dtype: np.dtype, huge: bool, populate: bool) -> np.ndarray:
     import mmap
 
     count = int(np.prod(shape))
@@ -325,8 +325,8 @@ def run(
     length = chunk_length(config, chunk_size)
     all_chunks = list(chunks(start, stop, length))
     requested, workers = workers, workers_for(workers, len(all_chunks))
-    arrays = _allocate(config, stop - start, parallel=workers > 1)
-    done = _load_checkpoints(checkpoint, arrays, start, stop)
+    arrays = allocate(config, stop - start, parallel=workers > 1)
+    done = load_checkpoints(checkpoint, arrays, start, stop)
     todo = [(config, lo, hi) for lo, hi in all_chunks if not _covered(done, lo, hi)]
     if progress and stop - start - sum(hi - lo for _, lo, hi in todo):
         progress(stop - start - sum(hi - lo for _, lo, hi in todo))
@@ -334,16 +334,16 @@ def run(
     last_save = time.perf_counter()
     used: dict[str, str] = {}
     try:
-        for lo, hi in _execute(todo, workers, arrays, start, report=used):
+        for lo, hi in execute_chunks(todo, workers, arrays, start, report=used):
             pending.append((lo, hi))
             if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
-                _save_checkpoints(checkpoint, arrays, start, pending)
+                save_checkpoints(checkpoint, arrays, start, pending)
                 pending, last_save = [], time.perf_counter()
             if progress:
                 progress(hi - lo)
     except BaseException:  # Ctrl-C, SIGTERM, a failing chunk or worker: keep what is finished for --resume
         if checkpoint is not None and pending:
-            _save_checkpoints(checkpoint, arrays, start, pending)
+            save_checkpoints(checkpoint, arrays, start, pending)
         raise
     if shard is None:
         arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
@@ -376,7 +376,7 @@ def worker_kind(workers: int, n_chunks: int) -> str:
     return "processes" if remote_write_available() and n_chunks >= FORK_MIN_CHUNKS * workers else "threads"
 
 
-def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind: str | None = None,
+def execute_chunks(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind: str | None = None,
              report: dict | None = None):
     """Evaluate the chunks `todo` into `arrays` (whose first index is the flat grid index minus `start`);
     yield (lo, hi) of each as it is stored (in order with one worker, as they finish with more).
@@ -407,7 +407,7 @@ def _execute(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind
         except RemoteWriteUnavailable:  # raised before any chunk was stored: threads do them all
             if report is not None:
                 report["kind"] = "threads"
-    yield from _execute_threads(todo, workers, evaluate_into)
+    yield from execute_threads(todo, workers, evaluate_into)
 
 
 def _evaluate_into(arrays: dict[str, np.ndarray], start: int, task) -> tuple[int, int]:
@@ -416,7 +416,7 @@ def _evaluate_into(arrays: dict[str, np.ndarray], start: int, task) -> tuple[int
     return lo, hi
 
 
-def _execute_threads(todo, workers: int, evaluate_into: Callable):
+def execute_threads(todo, workers: int, evaluate_into: Callable):
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phasediag-sweep")
@@ -439,7 +439,7 @@ def _covered(done: list[tuple[int, int]], lo: int, hi: int) -> bool:
     return any(a <= lo and hi <= b for a, b in done)
 
 
-def _load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) -> list[tuple[int, int]]:
+def load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) -> list[tuple[int, int]]:
     """Store every saved range [lo, hi) within [start, stop) of `checkpoint` into `arrays`; return the ranges."""
     if checkpoint is None or not checkpoint.is_dir():
         return []
@@ -460,7 +460,7 @@ def _load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) ->
     return done
 
 
-def _save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[int, int]]) -> None:
+def save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[int, int]]) -> None:
     """Write the finished chunks, one file per contiguous run of them (atomically, like every output)."""
     from phasediag.results.store import write_npz
 

@@ -133,7 +133,7 @@ def fill_forked(arrays: dict[str, np.ndarray], tasks: list[tuple[int, int]],
         raise RemoteWriteUnavailable("process_vm_writev is not available on this system")
     rows = {name: (a.ctypes.data, a.strides[0], a.dtype, a.shape[1:]) for name, a in arrays.items()}
     probe = np.zeros(workers, dtype=np.int64)  # each worker's first write: its pid, checked here
-    own = [m for m in map(_own_mapping, arrays.values()) if m is not None]
+    own = [m for m in map(own_mapping, arrays.values()) if m is not None]
     job = _Job(os.getpid(), probe, rows, tasks, evaluate)
     children: list[_Child] = []
     using_ptracer = False
@@ -189,7 +189,7 @@ def _spawn(job: _Job, index: int, siblings: list["_Child"]) -> "_Child":
     try:
         fds.extend(os.pipe())  # orders: (worker's read end, our write end)
         fds.extend(os.pipe())  # reports: (our read end, worker's write end)
-        pid = _fork()
+        pid = fork_worker()
     except BaseException as exc:
         for fd in fds:
             os.close(fd)
@@ -203,7 +203,7 @@ def _spawn(job: _Job, index: int, siblings: list["_Child"]) -> "_Child":
     return _Child(pid, to_child, from_child)
 
 
-def _own_mapping(array: np.ndarray) -> tuple[int, int] | None:
+def own_mapping(array: np.ndarray) -> tuple[int, int] | None:
     """(address, bytes) of the memory mapping `array` fills from its start (an mmap.mmap at the root of its
     bases), or None: only such memory may be advised without touching its neighbours'."""
     import mmap
@@ -258,7 +258,7 @@ def _yama_scope() -> int | None:
         return None
 
 
-def _fork() -> int:
+def fork_worker() -> int:
     import warnings
 
     with warnings.catch_warnings():  # Python >= 3.12 warns about fork in a threaded process (e.g. BLAS

@@ -361,7 +361,7 @@ def _raster(ax: Axes, grid: _Grid, data: np.ndarray, **style) -> Any:
     return ax.pcolormesh(grid.xe, grid.ye, data, shading="flat", rasterized=True, **style)
 
 
-def _rectangles(mask: np.ndarray) -> np.ndarray:
+def rectangles(mask: np.ndarray) -> np.ndarray:
     """Rows [r0, r1) x columns [c0, c1) of rectangles that tile the True cells of a 2-D mask: runs along each
     row, merged down the rows while they repeat. Shape (k, 4)."""
     m = np.asarray(mask, bool)
@@ -385,7 +385,7 @@ def _region_path(grid: _Grid, mask: np.ndarray):
     """One compound Path of the cells where `mask` (ny, nx) is True, in data coordinates."""
     from matplotlib.path import Path as MplPath
 
-    r = _rectangles(mask)
+    r = rectangles(mask)
     x0, x1, y0, y1 = grid.xe[r[:, 2]], grid.xe[r[:, 3]], grid.ye[r[:, 0]], grid.ye[r[:, 1]]
     corners = np.stack([np.stack(p, axis=-1) for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))], axis=1)
     codes = np.tile([MplPath.MOVETO, MplPath.LINETO, MplPath.LINETO, MplPath.LINETO, MplPath.CLOSEPOLY], len(r))

@@ -25,22 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from phasediag import __version__, core
+from phasediag.config.hyperparameters import Hyperparameters, finite
 from phasediag.training import simulate
-from phasediag.engine.point import (
-    DEFAULTS,
-    SUPPORTED_RANGE,
-    InputError,
-    NumericalRangeError,
-    _finite,
-    _finite_nonnegative,
-    _finite_positive,
-    _num,
-    _nums,
-    _time,
-    _width,
-    log_times,
-    split_label,
-)
+from phasediag.engine.point import (DEFAULTS, SUPPORTED_RANGE, InputError, NumericalRangeError, check_time,
+                                    json_number, json_numbers, log_times, split_label)
 
 __all__ = ["OPTIMIZERS", "MAX_WIDTH", "measured_order_parameters", "measured_label", "kernel_prediction",
            "simulate_point", "SIM_DEFAULTS"]
@@ -114,11 +102,11 @@ def _first_time(t: np.ndarray, loss: np.ndarray, fraction: float = 0.1) -> float
 def _check_times(times: Sequence[float] | None, steps: bool) -> list[float]:
     if times is None:
         times = log_times(DEFAULTS["t_max"], DEFAULTS["points"], steps=steps)
-    out = sorted(_time("--times", t, steps=steps) for t in times)
+    out = sorted(check_time("times", t, steps=steps) for t in times)
     if not out:
-        raise InputError("--times", "needs at least one time")
+        raise InputError("times", "needs at least one time")
     if not math.isfinite(out[-1]):
-        raise InputError("--times", "simulated training needs finite times (inf is for 'solve')")
+        raise InputError("times", "simulated training needs finite times (inf is for 'solve')")
     return out
 
 
@@ -133,15 +121,8 @@ def _train(optimizer: str, u0, w0, hyper: dict, times: list[float], batch_size: 
 
 
 def simulate_point(
+    hyper: Hyperparameters = Hyperparameters(),
     *,
-    width: int = DEFAULTS["width"],
-    output_scale: float = DEFAULTS["output_scale"],
-    lr_u: float = DEFAULTS["lr_u"],
-    lr_w: float = DEFAULTS["lr_w"],
-    init_var_u: float | None = None,
-    init_var_w: float | None = None,
-    input_var: float = DEFAULTS["input_var"],
-    teacher: float = DEFAULTS["teacher"],
     seed: int | Sequence[int] = SIM_DEFAULTS["seed"],
     times: Sequence[float] | None = None,
     optimizer: str = SIM_DEFAULTS["optimizer"],
@@ -162,30 +143,25 @@ def simulate_point(
     """
     started = time.perf_counter()
     if optimizer not in OPTIMIZERS:
-        raise InputError("--optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        raise InputError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     steps = optimizer != "flow"
-    width = _width(width)
+    h = hyper.checked()
+    width = h.width
     if width > MAX_WIDTH:
-        raise InputError("--width", f"simulation stores the vectors: at most {MAX_WIDTH:,} (use 'solve' beyond), "
+        raise InputError("width", f"simulation stores the vectors: at most {MAX_WIDTH:,} (use 'solve' beyond), "
                                     f"got {width:,}")
-    hyper = {
-        "output_scale": _finite_positive("--output-scale", output_scale),
-        "lr_u": _finite_positive("--lr-u", lr_u),
-        "lr_w": _finite_positive("--lr-w", lr_w),
-        "input_var": _finite_positive("--input-var", input_var),
-        "teacher": _finite("--teacher", teacher),
-    }
-    var_u = 1.0 / width if init_var_u is None else _finite_nonnegative("--init-var-u", init_var_u)
-    var_w = 1.0 / width if init_var_w is None else _finite_nonnegative("--init-var-w", init_var_w)
-    ntk_threshold = _finite_positive("--ntk-threshold", ntk_threshold)
-    alignment_threshold = _finite_positive("--alignment-threshold", alignment_threshold)
+    hyper = {"output_scale": h.output_scale, "lr_u": h.lr_u, "lr_w": h.lr_w, "input_var": h.input_var,
+             "teacher": h.teacher}
+    var_u, var_w = h.init_var_u, h.init_var_w
+    ntk_threshold = finite("ntk_threshold", low=0.0, strict=True, x=ntk_threshold)
+    alignment_threshold = finite("alignment_threshold", low=0.0, strict=True, x=alignment_threshold)
     if optimizer == "sgd":
         samples, batch_size = int(samples), int(batch_size)
         if samples < 1:
-            raise InputError("--samples", f"must be an integer >= 1, got {samples}")
+            raise InputError("samples", f"must be an integer >= 1, got {samples}")
         if not 1 <= batch_size <= samples:
-            raise InputError("--batch-size", f"must lie in [1, --samples = {samples}], got {batch_size}")
-        noise_var = _finite_nonnegative("--noise-var", noise_var)
+            raise InputError("batch_size", f"must lie in [1, samples = {samples}], got {batch_size}")
+        noise_var = finite("noise_var", low=0.0, x=noise_var)
     times = _check_times(times, steps)
 
     rng = np.random.default_rng(seed)
@@ -198,7 +174,7 @@ def simulate_point(
         raise NumericalRangeError(f"floating-point {exc} while simulating this point: the inputs are probably "
                                   f"outside the supported range ({SUPPORTED_RANGE})") from exc
     except RuntimeError as exc:  # the flow integrator's step budget
-        raise InputError("--times", f"{exc}: the flow is stiff over this span; use --optimizer gd or "
+        raise InputError("times", f"{exc}: the flow is stiff over this span; use optimizer gd or "
                                     f"shorter times") from None
     result = _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_size, samples, noise_var,
                      ntk_threshold, alignment_threshold)
@@ -217,17 +193,17 @@ def _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_siz
     phase, mechanism = split_label(label) if label is not None else ("diverged", None)
     op = None if diverged else measured_order_parameters(trace)
     final = {
-        "horizon": _num(trace.t[-1]),
-        "m": _num(trace.m[-1]),
-        "ntk": _num(trace.ntk[-1]),
-        "alignment": _num(trace.alignment[-1]),
-        "loss": _num(trace.loss[-1]),
-        "ntk_change": None if op is None else _num(op.ntk_change),
+        "horizon": json_number(trace.t[-1]),
+        "m": json_number(trace.m[-1]),
+        "ntk": json_number(trace.ntk[-1]),
+        "alignment": json_number(trace.alignment[-1]),
+        "loss": json_number(trace.loss[-1]),
+        "ntk_change": None if op is None else json_number(op.ntk_change),
         "phase": phase,
         "mechanism": mechanism,
         "label": label,
-        "alignment_gain": None if op is None else _num(op.alignment_gain),
-        "disalignment": None if op is None else _num(op.disalignment),
+        "alignment_gain": None if op is None else json_number(op.alignment_gain),
+        "disalignment": None if op is None else json_number(op.disalignment),
         "not_converged": True if op is None else bool(op.not_converged),
         "tau": None,
         "t_learn": None if diverged else _first_time(trace.t, trace.loss),
@@ -243,11 +219,11 @@ def _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_siz
     return {
         "params": params,
         "t": [int(t) if steps else float(t) for t in trace.t],
-        "m": _nums(trace.m), "ntk": _nums(trace.ntk), "alignment": _nums(trace.alignment),
-        "norm_u2": _nums(trace.norm_u2), "norm_w2": _nums(trace.norm_w2), "loss": _nums(trace.loss),
-        "m_lin": _nums(m_lin), "loss_lin": _nums(loss_lin),
-        "imbalance": _nums(trace.imbalance), "gram_det": _nums(trace.gram_det),
-        "init": {"U": _num(start.U[0]), "W": _num(start.W[0]), "V": _num(start.V[0]), "G": _num(start.gram_det[0]),
-                 "m": _num(start.m[0]), "ntk": _num(start.ntk[0]), "alignment": _num(start.alignment[0])},
+        "m": json_numbers(trace.m), "ntk": json_numbers(trace.ntk), "alignment": json_numbers(trace.alignment),
+        "norm_u2": json_numbers(trace.norm_u2), "norm_w2": json_numbers(trace.norm_w2), "loss": json_numbers(trace.loss),
+        "m_lin": json_numbers(m_lin), "loss_lin": json_numbers(loss_lin),
+        "imbalance": json_numbers(trace.imbalance), "gram_det": json_numbers(trace.gram_det),
+        "init": {"U": json_number(start.U[0]), "W": json_number(start.W[0]), "V": json_number(start.V[0]), "G": json_number(start.gram_det[0]),
+                 "m": json_number(start.m[0]), "ntk": json_number(start.ntk[0]), "alignment": json_number(start.alignment[0])},
         "final": final,
     }

@@ -323,7 +323,7 @@ def train(params: Params, X: np.ndarray, Y: np.ndarray, *, activation: str, outp
     K0 = ntk_matrix(start, X_probe, **ntk_kw)
     loss0 = loss(start, X, Y, **kw)
     bound = DIVERGENCE_FACTOR * max(loss0, 1.0)
-    batches = _batches(X.shape[0], batch_size, rng)
+    batches = batch_indices(X.shape[0], batch_size, rng)
     work = _Workspace(X.shape[0] if batch_size is None else min(batch_size, X.shape[0]), params.W.shape[0])
     current, done, diverged_step = start, 0, -1
     with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
@@ -348,7 +348,7 @@ def train(params: Params, X: np.ndarray, Y: np.ndarray, *, activation: str, outp
                  final=None if diverged else current)
 
 
-def _batches(n: int, batch_size: int | None, rng: np.random.Generator | None):
+def batch_indices(n: int, batch_size: int | None, rng: np.random.Generator | None):
     """Row indices of each step: None (all rows) for full batch, else slices of per-epoch permutations."""
     if batch_size is None or batch_size >= n:
         while True:
