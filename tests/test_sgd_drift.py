@@ -9,6 +9,7 @@ minibatch noise keeps r_k != 0 at the optimum when the labels are noisy, with va
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from phasediag.training import simulate
 from phasediag.studies import sgd_drift as sd
 from phasediag.cli.main import phasediag
 from phasediag.config.sweep import ConfigError, parse_yaml
+from phasediag.jobs import lifecycle
 from helpers import line_of
 
 TINY = """\
@@ -223,17 +225,93 @@ def npz_bytes(directory: Path) -> bytes:
     return (directory / "results.npz").read_bytes()
 
 
+def run_tiny(cfg: Path, out: Path, workers: int = 1, plot: bool = False) -> dict:
+    """Run a config through the one lifecycle; the summary as `--json` prints it."""
+    _, summary = lifecycle.run(cfg, out=out, options=lifecycle.Options(workers=workers, plot=plot))
+    return summary.to_dict()
+
+
 def test_workers_give_bit_identical_results(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
-    root = parse_yaml(TINY, str(cfg))
-    one = sd.run(root, source=str(cfg), out=tmp_path / "w1", workers=1, plot=False)
-    two = sd.run(root, source=str(cfg), out=tmp_path / "w2", workers=2, plot=False)
+    one = run_tiny(cfg, tmp_path / "w1", workers=1)
+    two = run_tiny(cfg, tmp_path / "w2", workers=2)
     assert npz_bytes(tmp_path / "w1") == npz_bytes(tmp_path / "w2")
     assert one["findings"] == two["findings"] and one["runs"] == 2 * 2 * 3 * 3
-    again = sd.run(root, source=str(cfg), out=tmp_path / "w3", workers=1, plot=False)
+    again = run_tiny(cfg, tmp_path / "w3", workers=1)
     assert again["findings"] == one["findings"]
     assert npz_bytes(tmp_path / "w3") == npz_bytes(tmp_path / "w1")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory of TINY written without figures (plot and export below read it back from disk)."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    cfg = base / "tiny.yaml"
+    cfg.write_text(TINY)
+    run_tiny(cfg, base / "out")
+    return base / "out"
+
+
+def test_result_loaded_from_disk_has_the_dimensions_of_every_array(tiny_run):
+    result = lifecycle.load(tiny_run)
+    assert result.kind == "sgd_drift" and result.name == "tiny_sgd"
+    assert list(result.coords) == ["noise_var", "lr", "batch_size", "seed", "step"]
+    with np.load(tiny_run / "results.npz") as data:  # results.npz: the coordinates first, then the data
+        assert data.files[:5] == list(result.coords) and set(data.files[5:]) == set(result.arrays)
+    assert set(result.meta["dims"]) == set(result.arrays)
+    for name, values in result.arrays.items():
+        dims = result.dims(name)
+        assert values.shape == tuple(result.coords[d].size for d in dims), (name, dims, values.shape)
+    assert result.dims("sgd_imbalance") == ("noise_var", "lr", "batch_size", "seed", "step")
+    assert result.dims("sgd_diverged") == ("noise_var", "lr", "batch_size", "seed")
+    assert result.dims("gd_decay") == ("lr", "seed", "step") and result.dims("U0") == ("seed",)
+    assert result.dims("sample_decay") == ("noise_var", "lr", "seed", "step")
+    meta = result.meta
+    assert meta["seed"] == 7 and meta["runs"] == 36 and meta["workers"] == 1 and meta["plot_lr"] == 0.05
+    assert meta["findings"]["lr"] == 0.05 and "train_s" in meta["timing"] and meta["figures"] == []
+
+
+def test_resolved_config_reads_back_as_the_same_study(tiny_run):
+    study = study_of(TINY)
+    assert study.resolved == study.resolved and study.resolved["plot"]["lr"] == "auto"
+    result = lifecycle.load(tiny_run)
+    again = sd.study_of_result(result)  # from meta.json's config, the step figure's lr as chosen after training
+    assert again == replace(study, plot_lr=0.05)
+    assert sd.read(parse_yaml(TINY + "plot: {lr: auto}\n", "t.yaml"), "t.yaml", lifecycle.Options()) == study
+
+
+def test_plot_and_export_work_on_a_run_directory(tiny_run, tmp_path):
+    directory = tmp_path / "copy"
+    directory.mkdir()
+    for f in tiny_run.iterdir():
+        (directory / f.name).write_bytes(f.read_bytes())
+    result = CliRunner().invoke(phasediag, ["plot", str(directory), "--json"])  # lifecycle.plot, from disk
+    assert result.exit_code == 0, result.output
+    paths = [Path(p) for p in json.loads(result.output)]
+    assert sorted(p.name for p in paths) == ["tiny_sgd__drift_vs_lr.png", "tiny_sgd__drift_vs_step.png"]
+    assert all(p.parent == directory and p.stat().st_size > 0 for p in paths)
+    meta = json.loads((directory / "meta.json").read_text())
+    assert sorted(meta["figures"]) == sorted(p.name for p in paths)
+    assert set(meta["figures"]) <= set(meta["files"])
+    result = CliRunner().invoke(phasediag, ["export", str(directory), "--csv", "--json"])
+    assert result.exit_code == 0, result.output
+    tables = {Path(p).name: Path(p).read_text().splitlines() for p in json.loads(result.output)}
+    assert sorted(tables) == ["tiny_sgd.csv", "tiny_sgd_init.csv", "tiny_sgd_population.csv",
+                              "tiny_sgd_runs.csv", "tiny_sgd_sample.csv"]
+    loaded = lifecycle.load(directory)
+    steps = loaded.coords["step"].size
+    header = tables["tiny_sgd.csv"][0].split(",")
+    assert header[:5] == ["noise_var", "lr", "batch_size", "seed", "step"] and "sgd_decay" in header
+    assert len(tables["tiny_sgd.csv"]) == 1 + 2 * 2 * 3 * 3 * steps
+    assert tables["tiny_sgd_runs.csv"][0] == "noise_var,lr,batch_size,seed,sgd_diverged"
+    assert len(tables["tiny_sgd_runs.csv"]) == 1 + 36 and tables["tiny_sgd_runs.csv"][1].endswith(",false")
+    assert tables["tiny_sgd_init.csv"][0] == "seed,U0,W0,V0" and len(tables["tiny_sgd_init.csv"]) == 1 + 3
+    assert len(tables["tiny_sgd_population.csv"]) == 1 + 2 * 3 * steps
+    assert len(tables["tiny_sgd_sample.csv"]) == 1 + 2 * 2 * 3 * steps
+    merged = CliRunner().invoke(phasediag, ["merge", str(directory), "--out", str(tmp_path / "m")])
+    assert merged.exit_code == 2 and "not sharded" in merged.output
+    assert len(merged.output.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
 
 
 def test_cli_end_to_end(tmp_path):
@@ -257,6 +335,14 @@ def test_cli_end_to_end(tmp_path):
     assert not list(out.glob(".*")), "no temporary files may remain"
     text = CliRunner().invoke(phasediag, ["experiment", str(cfg), "--out", str(out), "--no-plot"])
     assert text.exit_code == 0 and "identity" in text.output and "noise_var = 0.25" in text.output
+    # `phasediag run` runs a study too (the one lifecycle), with the same summary
+    again = CliRunner().invoke(phasediag, ["run", str(cfg), "--out", str(tmp_path / "run"), "--no-plot", "--json"])
+    assert again.exit_code == 0, again.output
+    info_run = json.loads(again.output)
+    assert info_run["kind"] == "sgd_drift" and info_run["findings"] == info["findings"] and info_run["runs"] == 36
+    assert npz_bytes(tmp_path / "run") == npz_bytes(out)
+    text = CliRunner().invoke(phasediag, ["run", str(cfg), "--out", str(tmp_path / "run"), "--no-plot"])
+    assert text.exit_code == 0 and "36 SGD runs" in text.output and "noise_var = 0:" in text.output
 
 
 def edit(old: str, new: str) -> str:

@@ -1,6 +1,7 @@
 """GD versus SGD (issue 5): how minibatch noise breaks the conservation laws of the linear model.
 
-``phasediag experiment CONFIG`` with ``experiment: sgd_drift``. Notation of docs/theory.md sections 1-3 and 9:
+``phasediag experiment CONFIG`` (or ``phasediag run CONFIG``) with ``experiment: sgd_drift``: a job kind of
+:mod:`phasediag.jobs` (``read``, ``units``, ``execute``, ``figures``, ``summarize``, ``text``). Notation of docs/theory.md sections 1-3 and 9:
 kappa output scale, eta_u = lr_ratio * lr and eta_w = lr the layer learning rates, a = E[x^2], m* teacher,
 c = kappa sqrt(eta_u eta_w), Delta = |u|^2/eta_u - |w|^2/eta_w, G = |u|^2 |w|^2 - (u . w)^2,
 zeta = cos(u, w).
@@ -36,31 +37,32 @@ What is compared, per seed s (same u0, w0, dataset and epoch permutations for ev
   per-sample variance of the residual and f_B = (n - B) / (B (n - 1)) the without-replacement factor, so that
   E[r_k^2] = rhat_k^2 + f_B v(m_k). It neglects the feedback of the noise on m (higher order in eta).
 
-Results: results.npz (arrays with axes (noise_var, lr, batch_size, seed, step) for SGD, (lr, seed, step) for
-the population references, (noise_var, lr, seed, step) for the full-batch path), meta.json (written last),
-figures ``<name>__drift_vs_step`` and ``<name>__drift_vs_lr``.
+Results: results.npz (the coordinates noise_var, lr, batch_size, seed, step, then arrays with dimensions
+(noise_var, lr, batch_size, seed, step) for SGD, (lr, seed, step) for the population references,
+(noise_var, lr, seed, step) for the full-batch path, (seed,) for the initial Gram entries: meta["dims"]),
+meta.json (written last), figures ``<name>__drift_vs_step`` and ``<name>__drift_vs_lr``, drawn from the run
+directory alone (the study is rebuilt from the stored config).
 """
 
 from __future__ import annotations
 
-from functools import partial
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-import phasediag
 from phasediag import core
 from phasediag.training import simulate
 from phasediag.config.reader import (ConfigError, Located, bounded_int, check_name, fail,
-                                     figure_formats, mapping, number, plain, string)
+                                     figure_formats, located, mapping, number, plain, string)
 from phasediag.config.sweep import axis_values
-from phasediag.studies.experiment import fmt as _fmt
-from phasediag.studies.experiment import write_meta, write_study
 from phasediag.plots.maps import nan_median as _median
 from phasediag.engine.workers import ordered_map
+from phasediag.results import store
+from phasediag.results.store import Result
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
@@ -69,7 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "Study", "parse_study", "record_steps", "dataset", "run_sgd", "population_references", "sample_path",
     "log_decay", "gram_decay", "misalignment", "simulate_study", "chosen_lr", "findings", "drift_vs_step_figure",
-    "drift_vs_lr_figure", "run",
+    "drift_vs_lr_figure", "COORDS", "DIMS", "TABLES", "study_of_result", "read", "units", "execute", "load_data",
+    "figures", "summarize", "text",
 ]
 
 TOP_KEYS = ("name", "description", "experiment", "model", "data", "sweep", "train", "seeds", "seed", "plot")
@@ -134,8 +137,10 @@ class Study:
         """c = kappa sqrt(eta_u eta_w) = kappa lr sqrt(lr_ratio)."""
         return self.output_scale * np.asarray(lr, dtype=float) * np.sqrt(self.lr_ratio)
 
+    @property
     def resolved(self) -> dict:
-        """Plain data of everything that determines the results (stored in meta.json)."""
+        """Plain data of everything that determines the results (stored in meta.json; it reads back as this
+        study, see `study_of_result`)."""
         return {
             "name": self.name, "description": self.description, "experiment": "sgd_drift",
             "model": {"width": self.width, "output_scale": self.output_scale, "init_var_u": self.init_var_u,
@@ -248,7 +253,7 @@ def _noise(data: dict, sweep: dict) -> tuple[tuple[float, ...], bool]:
 def _plot_settings(item: Located | None, lrs: np.ndarray) -> tuple[float | None, tuple[str, ...]]:
     spec = mapping(item, PLOT_KEYS) if item is not None else {}
     plot_lr = None
-    if "lr" in spec:
+    if "lr" in spec and spec["lr"].value != "auto":  # auto (the default): chosen after training
         want = number(spec["lr"], positive=True)
         hit = np.flatnonzero(np.isclose(lrs, want, rtol=1e-9, atol=0))
         if hit.size == 0:
@@ -662,11 +667,12 @@ def _band(ax: Axes, x: np.ndarray, values: np.ndarray, colour: str, label: str, 
         ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.18, linewidth=0)
 
 
-def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
+def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray]) -> Figure:
     """Per noise level (rows): D_t = -ln|Delta_t/Delta_0| and 1 - |zeta_t| against the step at plot.lr, for
     population GD (exact), gradient flow and SGD at each batch size (median and 25-75% band over seeds),
-    with the leading-order prediction of each SGD curve (dotted). Saves when `path` is given."""
-    from phasediag.plots.base import new_figure, save_figure
+    with the leading-order prediction of each SGD curve (dotted). `arrays`: the coordinates and data variables
+    of results.npz. Nothing is saved."""
+    from phasediag.plots.base import new_figure
 
     study = replace(study, plot_lr=chosen_lr(study, arrays))
     rows = len(study.noise_vars)
@@ -703,16 +709,15 @@ def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
     axes[0, 0].legend(fontsize=7, loc="upper left")
     axes[0, 1].legend(fontsize=7, loc="lower left")
     fig.suptitle(_suptitle(study, f"lr = {study.plot_lr:.3g}"), fontsize=10)
-    save_figure(fig, path)
     return fig
 
 
-def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
+def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray]) -> Figure:
     """Per noise level (rows), at the last step K (median and 25-75% range over seeds, log-log):
     D_K against lr for each batch size and population GD (least-squares slopes in the legend); the noise part
     D_K(B) - D_K(full batch on the same sample) against B at each lr, with the leading-order prediction
-    proportional to f_B = (n - B)/(B (n - 1)) (dotted); and 1 - |zeta_K| against lr. Saves when `path` is given."""
-    from phasediag.plots.base import new_figure, save_figure
+    proportional to f_B = (n - B)/(B (n - 1)) (dotted); and 1 - |zeta_K| against lr. Nothing is saved."""
+    from phasediag.plots.base import new_figure
 
     rows = len(study.noise_vars)
     fig = new_figure(16.0, 3.7 * rows + 0.4)
@@ -751,7 +756,6 @@ def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray], path: str | 
         middle.legend(fontsize=7, loc="lower left")
     axes[0, 2].legend(fontsize=7, loc="lower left")
     fig.suptitle(_suptitle(study, f"K = {study.steps:,} steps"), fontsize=10)
-    save_figure(fig, path)
     return fig
 
 
@@ -803,48 +807,109 @@ def _suptitle(study: Study, what: str) -> str:
             f"m* = {study.teacher:g}, n = {study.samples:,}; {what}; {study.seeds} seeds")
 
 
-# ---------------------------------------------------------------- entry point
+# ---------------------------------------------------------------- the job kind (phasediag.jobs)
+
+#: the coordinates of results.npz, in the order they are written (before the data variables)
+COORDS = ("noise_var", "lr", "batch_size", "seed", "step")
+_SGD = ("noise_var", "lr", "batch_size", "seed", "step")
+#: data variable -> its dimensions (every array of results.npz that is not a coordinate)
+DIMS: dict[str, tuple[str, ...]] = {
+    **{f"sgd_{f}": _SGD for f in _FIELDS},
+    "sgd_imbalance_decay": _SGD, "sgd_gram_decay": _SGD, "sgd_decay": _SGD, "sgd_misalignment": _SGD,
+    "sgd_diverged": ("noise_var", "lr", "batch_size", "seed"),
+    "U0": ("seed",), "W0": ("seed",), "V0": ("seed",),
+    **{k: ("lr", "seed", "step") for k in ("gd_decay", "gd_alignment", "gd_loss", "flow_alignment", "flow_loss")},
+    "sample_decay": ("noise_var", "lr", "seed", "step"), "noise_budget": ("noise_var", "lr", "seed", "step"),
+    "predicted_decay": _SGD,
+}
+#: export: the CSV table of each set of dimensions other than the SGD records' (<name>_<table>.csv)
+TABLES = {"by_noise_var_lr_batch_size_seed": "runs", "by_seed": "init", "by_lr_seed_step": "population",
+          "by_noise_var_lr_seed_step": "sample"}
+NORMALIZATION = ("D_t = -ln|Delta_t / Delta_0| = -ln|prod_k (1 - c^2 r_k^2)| (also from G: -ln(G_t/G_0)/2); "
+                 "NaN where Delta_t is not resolved in float64")
 
 
-def run(root: Located, *, source: str, out: str | Path | None = None, workers: int = 1, plot: bool = True,
-        progress_total: Callable[[int], None] | None = None,
-        progress: Callable[[int], None] | None = None) -> dict:
-    """Validate, train, write results.npz, the figures and meta.json (last) under `out`; return the summary
-    {"name", "out", "files", "elapsed_s", "runs", "findings", "text"}. Raises ConfigError on bad input."""
+def read(root: Located, source: str, options) -> Study:
+    """The validated study (every bad value, naming its key and line, and the work cap; no I/O)."""
+    return parse_study(root)
+
+
+def units(study: Study, options) -> int:
+    """Work units of the progress bar: the SGD runs."""
+    return study.runs
+
+
+def execute(study: Study, options, checkpoint: Path | None) -> Result:
+    """Train every SGD run (options.workers, options.progress) and compute the exact references and the
+    findings (`checkpoint` is unused: a study is neither sharded nor resumed)."""
     started = time.perf_counter()
-    study = parse_study(root)
-    out_dir = Path(out) if out is not None else Path("outputs") / study.name
-    if progress_total:
-        progress_total(study.runs)
-    arrays = simulate_study(study, workers=workers, progress=progress)
-    study = replace(study, plot_lr=chosen_lr(study, arrays))
+    arrays = simulate_study(study, workers=options.workers, progress=options.progress)
     trained = time.perf_counter()
+    study = replace(study, plot_lr=chosen_lr(study, arrays))
     found = findings(study, arrays)
-    figures = [("drift_vs_step", partial(drift_vs_step_figure, study, arrays)),
-               ("drift_vs_lr", partial(drift_vs_lr_figure, study, arrays))] if plot else []
-    files = write_study(out_dir, study.name, arrays, figures, study.formats)
-    elapsed = time.perf_counter() - started
-    write_meta(out_dir, files, {
-        "name": study.name, "experiment": "sgd_drift", "source": source, "version": phasediag.__version__,
-        "seed": study.seed, "config": study.resolved(), "runs": study.runs, "workers": workers,
-        "timing": {"train_s": round(trained - started, 3), "total_s": round(elapsed, 3)},
-        "normalization": "D_t = -ln|Delta_t / Delta_0| = -ln|prod_k (1 - c^2 r_k^2)| (also from G: "
-                         "-ln(G_t/G_0)/2); NaN where Delta_t is not resolved in float64",
-        "findings": found})
-    return {"name": study.name, "out": str(out_dir), "files": [str(p) for p in files], "elapsed_s": round(elapsed, 3),
-            "runs": study.runs, "findings": found, "text": _text(study, found, out_dir, elapsed)}
+    coords = {name: arrays.pop(name) for name in COORDS}
+    meta = {
+        "kind": "sgd_drift", "name": study.name, "coords": list(COORDS),
+        "dims": {name: list(DIMS[name]) for name in arrays},
+        "timing": {"train_s": round(trained - started, 6)},
+        "seed": study.seed, "runs": study.runs, "shape": list(study.shape), "workers": options.workers,
+        "plot_lr": study.plot_lr, "normalization": NORMALIZATION, "findings": found,
+    }
+    return Result(coords=coords, arrays=arrays, meta=meta)
 
 
-def _text(study: Study, found: dict, out_dir: Path, elapsed: float) -> str:
+def load_data(directory: Path, meta: dict) -> Result:
+    """results.npz of a run directory; one written before sgd_drift was a job kind (no coords/dims in its
+    meta.json) gets them from COORDS and DIMS."""
+    if not meta.get("coords") or "dims" not in meta:
+        meta = {**meta, "kind": "sgd_drift", "coords": list(COORDS),
+                "dims": {name: list(dims) for name, dims in DIMS.items()}}
+    return store.load(directory, meta=meta)
+
+
+def study_of_result(result: Result) -> Study:
+    """The study of a result (e.g. loaded from a run directory), rebuilt from its stored config, with the
+    step figure's lr as chosen after training."""
+    config = {k: v for k, v in result.meta["config"].items() if k != "lr_values"}  # lr_values: derived
+    study = parse_study(located(config))
+    return replace(study, plot_lr=chosen_lr(study, {"sgd_diverged": result.arrays["sgd_diverged"]}))
+
+
+def figures(result: Result):
+    """<name>__drift_vs_step and <name>__drift_vs_lr, each drawn from the result alone."""
+    study = study_of_result(result)
+    arrays = {**result.coords, **result.arrays}
+    return [(f"{study.name}__drift_vs_step", partial(drift_vs_step_figure, study, arrays)),
+            (f"{study.name}__drift_vs_lr", partial(drift_vs_lr_figure, study, arrays))]
+
+
+def summarize(result: Result) -> dict:
+    """The grid of runs, the elapsed time and the findings (JSON-ready)."""
+    study = study_of_result(result)
+    timing = result.meta.get("timing", {})
+    return {"runs": study.runs, "shape": list(study.shape), "steps": study.steps, "width": study.width,
+            "elapsed_s": timing.get("total_s", timing.get("train_s")), "findings": result.meta["findings"]}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    """A number for the human summary ("n/a" for a missing one)."""
+    return "n/a" if value is None else f"{value:.{digits}g}"
+
+
+def text(summary: dict) -> str:
     """The human summary: the identity check, the references and one table per noise level."""
-    n, l, b, s = study.shape
+    found = summary["findings"]
+    n, l, b, s = summary["shape"]
+    elapsed = summary.get("elapsed_s")
     lines = [
-        f"{study.name}: {study.runs:,} SGD runs ({n} noise level(s) x {l} lr x {b} batch sizes x {s} seeds, "
-        f"{study.steps:,} steps, width {study.width:,}) in {elapsed:.1f} s -> {out_dir}",
+        f"{summary['name']}: {summary['runs']:,} SGD runs ({n} noise level(s) x {l} lr x {b} batch sizes x {s} "
+        f"seeds, {summary['steps']:,} steps, width {summary['width']:,})"
+        + ("" if elapsed is None else f" in {elapsed:.1f} s")
+        + ("" if summary.get("out") is None else f" -> {summary['out']}"),
         f"identity Delta_t/Delta_0 = sqrt(G_t/G_0) = prod_k (1 - c^2 r_k^2): the two log-decays differ by at most "
         f"{_fmt(found['identity_max_abs_diff'])}; records with Delta below float64 resolution (D from G): "
         f"{found['records_from_gram']}; diverged runs: {found['diverged_runs']}",
-        f"lr = {study.plot_lr:.3g}, step K = {study.steps:,}; D = -ln|Delta_K/Delta_0|: flow 0 (exact), "
+        f"lr = {found['lr']:.3g}, step K = {found['steps']:,}; D = -ln|Delta_K/Delta_0|: flow 0 (exact), "
         f"population GD {_fmt(found['gd_decay'])} (slope vs lr {_fmt(found['gd_slope_vs_lr'])}); "
         f"1 - |zeta_K|: flow {_fmt(found['flow_misalignment'])}, GD {_fmt(found['gd_misalignment'])}",
     ]
