@@ -1,4 +1,4 @@
-"""Performance benchmark of phasediag (issue 6): speed, cost growth and accuracy on one grid.
+"""Performance benchmark of phasediag: speed, cost growth and accuracy on one grid.
 
 Everything runs on the bundled `configs/1_width_vs_init.yaml` (width d x initial variance sigma^2, kappa = 1,
 eta_u = eta_w = 1, a = m* = 1, typical initialization) scaled to N = n x n points, in one run:
@@ -1113,7 +1113,7 @@ def markdown(res: dict, figure_path: Path, out_path: Path) -> str:
         "result arrays; no file I/O). The naive pass is docs/theory.md sections 4-6 taken literally in numpy over the whole "
         "grid at once (`naive_pass` in the script).")
     add("")
-    add("## Targets (issue 6)")
+    add("## Performance targets")
     add("")
     add("| target | measured | required | result | notes |")
     add("| --- | --- | --- | --- | --- |")
@@ -1313,33 +1313,28 @@ def slurm_section(res: dict) -> list[str]:
     add = L.append
     add("## Running a very large sweep on a SLURM cluster")
     add("")
-    add("A grid too big for one process or one node's memory is cut into N contiguous parts with `--shard K/N`; "
-        "each part is an ordinary run that writes its own `results.npz`, and `phasediag merge` joins them into "
-        "the result a single run would have written, bit for bit (checked above for 100 shards). With "
-        "`--resume` an array task that was killed (time limit, pre-emption) restarts from its last checkpoint "
-        "(finished chunks are saved every `--checkpoint-every` seconds, default 5, and at once when the task "
-        "is stopped with SIGTERM, as SLURM does at the time limit), and a task whose part is "
-        "complete does nothing, so re-submitting the whole array re-runs only what is missing. `big.yaml` below is any sweep config; give each task its own `--out`.")
-    add("")
-    add("```bash")
-    add("#!/bin/bash")
-    add("#SBATCH --job-name=phasediag-big")
-    add("#SBATCH --array=1-100")
-    add("#SBATCH --cpus-per-task=2 --mem=4G --time=00:30:00")
-    add(". .venv/bin/activate")
-    add("phasediag run configs/big.yaml --quiet --resume --workers 2 \\")
-    add("    --shard \"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\" \\")
-    add("    --out \"outputs/big/shard-$SLURM_ARRAY_TASK_ID\"")
-    add("```")
-    add("")
-    add("then, once every task has finished (e.g. `sbatch --dependency=afterok:<array job id> merge.sh`):")
-    add("")
-    add("```bash")
-    add("phasediag merge outputs/big/shard-* --out outputs/big            # add --no-plot to skip the maps")
-    add("```")
-    add("")
-    add("If some tasks failed, `sbatch --array=<their ids> job.sh` (or the whole array again: `--resume` skips "
-        "finished parts) before merging; `merge` refuses an incomplete or mixed set of shards.")
+    add("A grid too big for one process or one node's memory is cut into N contiguous parts with `--shard K/N`; each part is an ordinary run that writes its own `results.npz`, and `phasediag merge` joins them into the result a single run would have written, bit for bit (checked above for 100 shards). With `--resume` an array task that was killed (time limit, pre-emption) restarts from its last checkpoint (finished chunks are saved every `--checkpoint-every` seconds, default 5, and at once when the task is stopped with SIGTERM, as SLURM does at the time limit), and a task whose part is complete does nothing, so re-submitting the whole array re-runs only what is missing. The repository carries a worked example: `configs/big.yaml` (config 1 on a 3162 x 3162 grid, 9,998,244 points, the 1e7-point grid measured above, storing four metrics via `metrics:`), `examples/slurm/job.sh` (a 100-task array: task K runs `phasediag run configs/big.yaml --shard K/100` into the default shard directory `outputs/big/shard-KKKK-of-0100/`) and `examples/slurm/merge.sh` (the merge step). The core of `examples/slurm/job.sh`:")
+    add('')
+    add('```bash')
+    add('#SBATCH --job-name=phasediag-big')
+    add('#SBATCH --array=1-100')
+    add('#SBATCH --cpus-per-task=2')
+    add('#SBATCH --mem=4G')
+    add('#SBATCH --time=00:30:00')
+    add('NSHARDS=100        # fixed: re-submitting some ids with --array=3,17 must still mean "K of 100"')
+    add('. "${PHASEDIAG_VENV:-.venv}/bin/activate"')
+    add('exec phasediag run configs/big.yaml --quiet --resume --no-plot \\')
+    add('    --workers "${SLURM_CPUS_PER_TASK:-1}" --shard "$SLURM_ARRAY_TASK_ID/$NSHARDS"')
+    add('```')
+    add('')
+    add('Submit both from the repository root, the merge once every task has finished successfully:')
+    add('')
+    add('```bash')
+    add('jid=$(sbatch --parsable examples/slurm/job.sh)')
+    add('sbatch --dependency=afterok:"$jid" examples/slurm/merge.sh   # phasediag merge outputs/big/shard-*-of-0100 --out outputs/big')
+    add('```')
+    add('')
+    add("If some tasks failed, `sbatch --array=<their ids> examples/slurm/job.sh` (or the whole array again: `--resume` skips finished parts) before merging; `merge` refuses an incomplete or mixed set of shards. For another config, change `CONFIG` in `job.sh` and `NAME` (the config's `name:`) in `merge.sh`, and `NSHARDS` in both together with `--array`; for grids of 1e9 points and more submit the merge with `PHASEDIAG_MERGE_FLAGS=--no-plot` (see the merge item below).")
     add("")
     add("**Cost estimate** from the measurements above (config 1's 20 metrics, final state; a config with "
         "`times` stores 5 x 8 bytes more per point and time):")

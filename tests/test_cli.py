@@ -275,7 +275,7 @@ def test_zero_initialized_layer_and_both_zero():
     ["--optimizer", "gd", "--lr-u", "2", "--lr-w", "2", "--times", "0,100,inf"],
 ], ids=["flow", "gd-steps", "gd-end"])
 def test_both_layers_zero_give_defined_results(args):
-    """Issue 2: degenerate cases (both layers zero) give defined results. u = w = 0 is a fixed point of
+    """Degenerate cases (both layers zero) give defined results. u = w = 0 is a fixed point of
     both gradient flow and GD: m stays 0 and the point is a saddle."""
     out = run_json("--init-var-u", "0", "--init-var-w", "0", *args)
     assert all(m == 0.0 for m in out["m"])

@@ -1,4 +1,4 @@
-"""`phasediag experiment` with `experiment: sgd_drift`: GD vs SGD drift of the conservation laws (issue 5).
+"""`phasediag experiment` with `experiment: sgd_drift`: GD vs SGD drift of the conservation laws.
 
 The expectations come from the model (docs/theory.md sections 3 and 9), not from this code's output: one descent step
 with batch residual r_k multiplies Delta by (1 - c^2 r_k^2) and G by its square; full-batch SGD is GD on the

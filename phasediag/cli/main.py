@@ -317,13 +317,10 @@ def solve(hyper, gram, seed, typical, times, t_max, t_min, points, optimizer, ho
     init = {"--gram": "gram", "--seed": "seed"}.get(chosen[0], "typical") if chosen else "typical"
     _check_grid_and_plot(times, t_max, t_min, points, plot)
 
-    from phasediag.engine.point import DEFAULTS, InputError, NumericalRangeError, log_times, solve_point
+    from phasediag.engine.point import InputError, NumericalRangeError, grid_times, solve_point
 
     try:
-        if times is None:
-            times = log_times(DEFAULTS["t_max"] if t_max is None else t_max,
-                              DEFAULTS["points"] if points is None else points,
-                              t_min, steps=optimizer == "gd")
+        times = grid_times(times, t_max, t_min, points, steps=optimizer == "gd")
         result = solve_point(
             hyper, init=init, gram=gram, seed=seed, times=times, optimizer=optimizer, horizon=horizon, ntk_threshold=ntk_threshold,
             alignment_threshold=alignment_threshold,
@@ -412,14 +409,11 @@ def simulate(hyper, seed, optimizer, batch_size, samples, noise_var, times, t_ma
     (default: t = 0 plus 24 log-spaced steps up to 100).
     """
     _check_grid_and_plot(times, t_max, t_min, points, plot)
-    from phasediag.engine.point import DEFAULTS, InputError, NumericalRangeError, log_times
+    from phasediag.engine.point import InputError, NumericalRangeError, grid_times
     from phasediag.training.measure import simulate_point
 
     try:
-        if times is None:
-            times = log_times(DEFAULTS["t_max"] if t_max is None else t_max,
-                              DEFAULTS["points"] if points is None else points,
-                              t_min, steps=optimizer != "flow")
+        times = grid_times(times, t_max, t_min, points, steps=optimizer != "flow")
         result = simulate_point(
             hyper, seed=seed, times=times,
             optimizer=optimizer, batch_size=batch_size, samples=samples, noise_var=noise_var,
@@ -603,7 +597,7 @@ RUN_EPILOG = """\b
 Examples:
   phasediag run configs/1_width_vs_init.yaml                 # -> outputs/width_vs_init/
   phasediag run configs/7_gd_lr_vs_width.yaml --workers 2 --json
-  phasediag run big.yaml --shard 3/100 --out shards/3 && phasediag merge shards/* --out outputs/big
+  phasediag run configs/big.yaml --shard 3/100      # -> outputs/big/shard-0003-of-0100/ (examples/slurm/)
 """
 
 
@@ -718,28 +712,20 @@ def merge_command(directories, out, no_plot, as_json, quiet):
 
 
 class ExponentType(click.ParamType):
-    """A width exponent, kept exact: a fraction such as -1/2 as written; a decimal such as 0.25 or 1e-3 as
-    Fraction(text).limit_denominator(10**6) (the library's rule for floats). Pure Python (no numpy)."""
+    """A width exponent, kept exact (phasediag.engine.limit.to_exponent: -1/2 as written, 0.25 as a fraction)."""
 
     name = "exponent"
 
     def convert(self, value, param, ctx):
-        from fractions import Fraction
+        from phasediag.engine.limit import to_exponent
 
-        if isinstance(value, Fraction):
-            return value
-        text = str(value).strip()
         try:
-            f = Fraction(text)
-        except (ValueError, ZeroDivisionError):
-            self.fail(f"{text!r} is not a number or a fraction (e.g. -1/2, 0.25)", param, ctx)
-        return f if "/" in text else f.limit_denominator(10**6)
+            return to_exponent(param.name if param is not None else "exponent", value)
+        except LibraryBadInput as e:
+            self.fail(e.message if hasattr(e, "message") else str(e), param, ctx)
 
 
 EXPONENT = ExponentType()
-# (option name, hyperparameter) in the order of the exponents k, su, sw, eu, ew
-LIMIT_EXPONENT_OPTIONS = (("--output-scale-exp", "output_scale"), ("--init-var-u-exp", "init_var_u"),
-                          ("--init-var-w-exp", "init_var_w"), ("--lr-u-exp", "lr_u"), ("--lr-w-exp", "lr_w"))
 LIMIT_ROWS = (  # (exponent field, row label)
     ("ntk_init", "Theta0           initial NTK"),
     ("c", "c                kappa sqrt(eta_u eta_w)"),
@@ -764,51 +750,6 @@ Examples:
   phasediag limit --param standard --json             # kernel, unstable
   phasediag limit --param lazy --init sampled --check
 """
-
-
-def _limit_inputs(param: str | None, given: dict):
-    """(parametrization name or None, the five exponents) from --param or the explicit exponent options."""
-    from fractions import Fraction
-
-    explicit = [opt for opt, hp in LIMIT_EXPONENT_OPTIONS if given[hp] is not None]
-    if param is None:
-        return None, tuple(Fraction(0) if given[hp] is None else given[hp] for _, hp in LIMIT_EXPONENT_OPTIONS)
-    if explicit:
-        raise click.UsageError(f"--param conflicts with {', '.join(explicit)}: give a named parametrization "
-                               "or exponents, not both")
-    from phasediag.core.scaling import parametrization
-
-    try:
-        p = parametrization(param)
-    except KeyError as e:
-        raise click.BadParameter(str(e.args[0]), param_hint="'--param'") from None
-    return p.name, tuple(p.exponents)
-
-
-def _check_json(check: dict, widths, init: str, seeds) -> dict:
-    slopes = {name: {"measured": None if math.isnan(c.measured) else c.measured, "exact": str(c.exact),
-                     "points": c.points} for name, c in check.items()}
-    return {"widths": [float(w) for w in widths], "init": init,
-            "seeds": len(seeds) if init == "sampled" else None, "slopes": slopes}
-
-
-def limit_result(param: str | None, exps: tuple, init: str, check: bool) -> dict:
-    """The JSON-ready result of `phasediag limit` (exponents as exact fraction strings such as "-1/2")."""
-    from phasediag.core import scaling
-
-    lim = scaling.exact_limit(*exps, init=init)
-    result = {
-        "param": param,
-        "init": init,
-        "inputs": {hp: str(x) for (_, hp), x in zip(LIMIT_EXPONENT_OPTIONS, lim.exponents)},
-        "exponents": {name: str(x) for name, x in lim.limit._asdict().items()},
-        "phase": lim.phase,
-        "health": list(lim.health),
-    }
-    if check:
-        found = scaling.check_exponents(*lim.exponents, init=init)
-        result["check"] = _check_json(found, scaling.DEFAULT_WIDTHS, init, scaling.DEFAULT_SEEDS)
-    return result
 
 
 def _phase_line(result: dict) -> str:
@@ -875,9 +816,19 @@ def limit(output_scale, init_var_u, init_var_w, lr_u, lr_w, param, init, check, 
     exp(rho) < 0, else feature learning) and health (unstable, frozen, divergent_output), decided exactly.
     Prefactors do not matter. Without options: every exponent 0.
     """
-    given = {"output_scale": output_scale, "init_var_u": init_var_u, "init_var_w": init_var_w,
-             "lr_u": lr_u, "lr_w": lr_w}
-    name, exps = _limit_inputs(param, given)
+    from phasediag.engine.limit import exponents_of, limit_result
+
+    given = {"output_scale_exp": output_scale, "init_var_u_exp": init_var_u, "init_var_w_exp": init_var_w,
+             "lr_u_exp": lr_u, "lr_w_exp": lr_w}
+    try:
+        name, exps = exponents_of(param, given)
+    except LibraryBadInput as e:
+        if getattr(e, "field", None) == "param" and "conflicts" in str(e):
+            message = e.message
+            for field in given:  # the library names fields; say the flags
+                message = message.replace(field, flag(field))
+            raise click.UsageError(f"--param {message}") from None
+        raise click.BadParameter(e.message, param_hint=f"'{flag(e.field)}'") from None
     result = limit_result(name, exps, init, check)
     if as_json:
         import json
@@ -894,7 +845,7 @@ VALIDATE_EPILOG = """\b
 Examples:
   phasediag validate configs/1_width_vs_init.yaml                  # -> outputs/width_vs_init/validate/
   phasediag validate configs/7_gd_lr_vs_width.yaml --points 40 --workers 2 --json
-  phasediag validate big.yaml --shard 2/8 --out v/2 && phasediag merge v/* --out outputs/big/validate
+  phasediag validate configs/1_width_vs_init.yaml --shard 2/8 --out v/2 && phasediag merge v/* --out v/all
 """
 
 

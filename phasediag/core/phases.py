@@ -1,8 +1,9 @@
 """Order parameters and phase labels at a finite point (docs/theory.md section 6).
 
-Codes index `PHASES` (docs/theory.md section 6). Besides "kernel, aligning" there is its mirror image: with imbalanced layers and
-|m0| > |m*| the layers can turn *away* from each other while the NTK stays put (e.g. kappa = 1,
-eta_u = 1e3, eta_w = 1e-3, d = 10, sigma^2 = 1, m* = 0.1: |zeta| 0.3 -> 0.01 with ntk_change ~ 1e-7), so
+Codes index `PHASES` (docs/theory.md section 6). Besides "kernel, aligning" there is its mirror image: with
+imbalanced layers and |m0| > |m*| the layers can turn *away* from each other while the NTK stays put (e.g.
+kappa = 1, eta_u = 1e3, eta_w = 1e-3, Gram U = W = 10, V = 3, m* = 0.1: |zeta| 0.3 -> 0.0105 with ntk_change
+-1.8e-7), so
 "kernel_disaligning" is a label too, chosen by the same larger-amount rule as the feature-learning mechanisms.
 """
 

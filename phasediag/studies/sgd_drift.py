@@ -1,4 +1,4 @@
-"""GD versus SGD (issue 5): how minibatch noise breaks the conservation laws of the linear model.
+"""GD versus SGD: how minibatch noise breaks the conservation laws of the linear model.
 
 ``phasediag experiment CONFIG`` (or ``phasediag run CONFIG``) with ``experiment: sgd_drift``: a job kind of
 :mod:`phasediag.jobs` (``read``, ``units``, ``execute``, ``figures``, ``summarize``, ``text``). Notation of docs/theory.md sections 1-3 and 9:

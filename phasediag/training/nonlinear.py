@@ -1,4 +1,4 @@
-"""A two-layer network with a nonlinearity, trained by gradient descent: the numerical core of issue 5's study.
+"""A two-layer network with a nonlinearity, trained by gradient descent: the numerical core of the `nonlinear` study.
 
 Pure numpy (no YAML, files or plots); scikit-learn is imported only by :func:`load_digits_data`.
 Notation follows docs/theory.md sections 1-3 and 6, generalized from vectors u, w in R^d to matrices:
