@@ -808,8 +808,8 @@ def process_benchmarks(mode: dict, tmp: Path, log) -> dict:
 
 
 def merge_benchmark(mode: dict, tmp: Path, log) -> dict:
-    from phasediag.jobs import runner
     from phasediag.engine import sweep
+    from phasediag.jobs import lifecycle
 
     n = mode["shard_n"]
     cfg = tmp / f"shard{n}.yaml"
@@ -819,7 +819,7 @@ def merge_benchmark(mode: dict, tmp: Path, log) -> dict:
     t0 = time.perf_counter()
     for k in range(1, 101):
         d = tmp / "shards" / f"shard-{k:03d}"
-        runner.run_config(cfg, out=d, shard=sweep.Shard(k, 100), plot=False)
+        lifecycle.run(cfg, out=d, options=lifecycle.Options(shard=sweep.Shard(k, 100), plot=False))
         shards.append(str(d))
     shard_s = time.perf_counter() - t0
     merge = run_process(phasediag_cmd("merge", *shards, "--out", tmp / "merged", "--no-plot", "--json"), tmp)

@@ -59,11 +59,15 @@ def _scalar(node) -> Any:
         return True
     if text in ("false", "False", "FALSE"):
         return False
-    if _NUMBER.match(text):
-        return float(text) if any(ch in text for ch in ".eE") else int(text)
+    if _NUMBER.match(text) or _INF.match(text):
+        return _number_text(text)
+    return text
+
+
+def _number_text(text: str) -> int | float:
     if _INF.match(text):
         return float("-inf") if text.startswith("-") else float("inf")
-    return text
+    return float(text) if any(ch in text for ch in ".eE") else int(text)
 
 
 def _build(node, path: str) -> Located:
@@ -208,8 +212,8 @@ def located(data: Any, path: str = "") -> Located:
         return Located([located(v, f"{path}[{i}]") for i, v in enumerate(data)], 0, path)
     if isinstance(data, np.generic):
         data = data.item()
-    if isinstance(data, str) and _INF.fullmatch(data):  # as YAML reads it (JSON, e.g. a stored config, has no inf)
-        data = float("-inf") if data.startswith("-") else float("inf")
+    if isinstance(data, str) and (_NUMBER.fullmatch(data) or _INF.fullmatch(data)):
+        data = _number_text(data)  # as the YAML reader reads a plain scalar (yaml.safe_load gives '1e6' as text)
     if data is not None and not isinstance(data, (bool, int, float, str)):
         raise fail(path or "config", None, f"must be a number, text, list or mapping, got {type(data).__name__}")
     return Located(data, 0, path)

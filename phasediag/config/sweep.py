@@ -261,7 +261,10 @@ def _train(item: Located | None):
         raise fail("train.max_steps", spec["max_steps"].line, f"must be at most {MAX_GD_STEPS:,}, got {max_steps:,}")
     times = None
     if "times" in spec and spec["times"].value is not None:  # (a resolved config says times: null)
-        times = axis_values(spec["times"])
+        item = spec["times"]
+        if isinstance(item.value, list):  # a plain list is values: [...] (as a resolved config writes it)
+            item = Located({"values": item}, item.line, item.path)
+        times = axis_values(item)
         if np.any(times < 0):
             raise fail("train.times", spec["times"].line, "times must be >= 0")
         if optimizer == "gd":  # GD times are step counts

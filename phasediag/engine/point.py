@@ -27,6 +27,7 @@ __all__ = [
     "PHASE_OF_LABEL",
     "split_label",
     "log_times",
+    "grid_times",
     "solve_point",
     "TRAJECTORY_KEYS",
 ]
@@ -145,6 +146,19 @@ def log_times(t_max: float, points: int, t_min: float | None = None, *, steps: b
         grid = np.unique(np.rint(grid))
     grid[-1] = t_max  # geomspace's last point is t_max only to rounding
     return [0.0] + [float(x) for x in grid]
+
+
+def grid_times(times: Sequence[float] | None, t_max: float | None = None, t_min: float | None = None,
+               points: int | None = None, *, steps: bool = False) -> list[float] | None:
+    """`times` as given, or (when None) the :func:`log_times` grid of the grid settings and their defaults
+    (t_max 100, points 25); a list and grid settings together are an InputError."""
+    grid = [name for name, v in (("t_max", t_max), ("t_min", t_min), ("points", points)) if v is not None]
+    if times is not None:
+        if grid:
+            raise InputError("times", f"conflicts with {', '.join(grid)}: give a list or a grid, not both")
+        return list(times)
+    return log_times(DEFAULTS["t_max"] if t_max is None else t_max,
+                     DEFAULTS["points"] if points is None else points, t_min, steps=steps)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""One lifecycle for every job kind: `run`, `plot`, `export`, `merge` and `phasediag.load` on a run directory of
+each kind (sweep, GD sweep, scaling, validation, sgd_drift, nonlinear), one meta.json schema for all."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import phasediag
+from phasediag.cli.main import phasediag as group
+from phasediag.jobs import KINDS, lifecycle
+from job_cases import CASES, SWEEP
+
+COMMON_META = {"schema", "kind", "name", "version", "config", "config_hash", "created", "timing", "shard",
+               "coords", "dims", "files", "figures"}
+
+
+def cli(*args, code=0):
+    result = CliRunner().invoke(group, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def run_case(tmp_path: Path, case: str, *extra) -> Path:
+    config = tmp_path / f"{case}.yaml"
+    config.write_text(CASES[case][0])
+    out = tmp_path / case
+    cli("run", config, "--out", out, "-q", *extra)
+    return out
+
+
+def run_validation(tmp_path: Path, *extra) -> Path:
+    config = tmp_path / "v.yaml"
+    config.write_text(SWEEP)
+    out = tmp_path / "validation"
+    cli("validate", config, "--points", 3, "--out", out, "-q", *extra)
+    return out
+
+
+def run_dir(tmp_path: Path, case: str) -> Path:
+    return run_validation(tmp_path) if case == "validation" else run_case(tmp_path, case)
+
+
+ALL = [*CASES, "validation"]
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_run_writes_one_layout_with_one_meta_schema(tmp_path, case):
+    out = run_dir(tmp_path, case)
+    meta = json.loads((out / "meta.json").read_text())
+    assert COMMON_META <= set(meta), COMMON_META - set(meta)
+    assert meta["kind"] in KINDS and meta["schema"] == lifecycle.SCHEMA and meta["version"] == phasediag.__version__
+    assert sorted(meta["files"]) == sorted(p.name for p in out.iterdir())  # every file, and only those
+    assert set(meta["figures"]) <= set(meta["files"]) and meta["figures"]
+    assert all(name.endswith(".png") for name in meta["figures"])
+    assert meta["files"][-1] == "meta.json"
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_plot_redraws_every_figure_of_every_kind(tmp_path, case):
+    out = run_dir(tmp_path, case)
+    figures = json.loads((out / "meta.json").read_text())["figures"]
+    for name in figures:
+        (out / name).unlink()
+    result = cli("plot", out, "--json")
+    assert sorted(Path(p).name for p in json.loads(result.output)) == sorted(figures)
+    assert all((out / name).stat().st_size > 1000 for name in figures)
+    cli("plot", out, "--formats", "svg", "-q")
+    svg = [n.replace(".png", ".svg") for n in figures]
+    assert all((out / n).is_file() for n in svg)
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(svg) <= set(meta["figures"]) and set(svg) <= set(meta["files"])
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_export_writes_tidy_tables_of_every_kind(tmp_path, case):
+    out = run_dir(tmp_path, case)
+    result = phasediag.load(out)
+    paths = json.loads(cli("export", out, "--csv", "--json").output)
+    assert paths and paths[0] == str(out / f"{result.name}.csv")
+    covered = set()
+    for path in paths:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        header, body = rows[0], rows[1:]
+        variables = [h for h in header if h in result.arrays]
+        dims = result.dims(variables[0])
+        assert header[:len(dims)] == list(dims)
+        assert len(body) == int(np.prod(result[variables[0]].shape))  # one row per point of its dimensions
+        covered |= set(variables)
+    assert covered == set(result.arrays)  # every data variable is in some table
+
+
+def test_export_writes_categorical_codes_as_their_names(tmp_path):
+    out = run_case(tmp_path, "gd_sweep")
+    result = phasediag.load(out)
+    with open(json.loads(cli("export", out, "--csv", "--json").output)[0], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    legend = result.meta["legends"]
+    assert [r["phase"] for r in rows] == [legend["phase"][c] for c in result["phase"].reshape(-1)]
+    assert [r["gd_outcome"] for r in rows] == [legend["gd_outcome"][c] for c in result["gd_outcome"].reshape(-1)]
+    assert {r["gd_outcome"] for r in rows} >= {"converges", "diverges"}
+
+
+@pytest.mark.parametrize("case", ["sweep", "gd_sweep", "scaling"])
+def test_shards_merge_into_the_single_run_for_every_shardable_kind(tmp_path, case):
+    whole = run_case(tmp_path, case)
+    config = tmp_path / f"{case}.yaml"
+    shards = []
+    for k in (1, 2, 3):
+        shards.append(tmp_path / f"part{k}")
+        cli("run", config, "--shard", f"{k}/3", "--out", shards[-1], "-q")
+        with pytest.raises(phasediag.BadInput, match="shard"):
+            lifecycle.plot(shards[-1])
+    cli("merge", *reversed(shards), "--out", tmp_path / "merged", "-q")
+    assert (tmp_path / "merged" / "results.npz").read_bytes() == (whole / "results.npz").read_bytes()
+    meta = json.loads((tmp_path / "merged" / "meta.json").read_text())
+    assert meta["kind"] == json.loads((whole / "meta.json").read_text())["kind"] and meta["shard"] is None
+    assert sorted(meta["files"]) == sorted(p.name for p in (tmp_path / "merged").iterdir())
+
+
+def test_validation_shards_merge_into_the_single_validation(tmp_path):
+    whole = run_validation(tmp_path)
+    config = tmp_path / "v.yaml"
+    parts = []
+    for k in (1, 2):
+        parts.append(tmp_path / f"v{k}")
+        cli("validate", config, "--points", 3, "--shard", f"{k}/2", "--out", parts[-1], "-q")
+    cli("merge", parts[1], parts[0], "--out", tmp_path / "vm", "-q")
+    assert (tmp_path / "vm" / "validation.json").read_bytes() == (whole / "validation.json").read_bytes()
+    assert phasediag.load(tmp_path / "vm").kind == "validation"
+
+
+@pytest.mark.parametrize("case", ["sgd_drift", "nonlinear"])
+def test_merge_refuses_kinds_that_are_not_sharded(tmp_path, case):
+    out = run_case(tmp_path, case)
+    result = cli("merge", out, "--out", tmp_path / "m", code=2)
+    assert result.output.strip().count("\n") == 0 and case in result.output and "not sharded" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_mixed_kinds_and_an_output_among_its_inputs(tmp_path):
+    a, b = run_case(tmp_path, "sweep"), run_case(tmp_path, "scaling")
+    assert "different kinds" in cli("merge", a, b, "--out", tmp_path / "m", code=2).output
+    assert "--out" in cli("merge", a, "--out", a, code=2).output
+
+
+@pytest.mark.parametrize("case", ["sgd_drift", "nonlinear"])
+def test_run_and_experiment_are_two_spellings_of_a_study(tmp_path, case):
+    config = tmp_path / "c.yaml"
+    config.write_text(CASES[case][0])
+    a = json.loads(cli("run", config, "--out", tmp_path / "a", "--json", "--no-plot").output)
+    b = json.loads(cli("experiment", config, "--out", tmp_path / "b", "--json", "--no-plot").output)
+    assert a["kind"] == b["kind"] == case
+    assert (tmp_path / "a" / "results.npz").read_bytes() == (tmp_path / "b" / "results.npz").read_bytes()
+
+
+def test_experiment_refuses_a_sweep_and_study_options_are_refused(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(SWEEP)
+    assert "experiment" in cli("experiment", config, code=2).output
+    study = tmp_path / "s.yaml"
+    study.write_text(CASES["sgd_drift"][0])
+    result = cli("run", study, "--shard", "1/2", "--out", tmp_path / "x", code=2)
+    assert result.output.startswith("Error: --shard: not available for sgd_drift runs")
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_bundled_config_runs_with_phasediag_run():
+    """Each bundled config's kind comes from the config itself (resolve only: nothing is computed)."""
+    root = Path(__file__).resolve().parent.parent / "configs"
+    kinds = {}
+    for path in sorted(root.glob("*.yaml")):
+        from phasediag.config.reader import read_config
+        from phasediag.jobs import kind_of_config
+
+        kinds[path.name] = kind_of_config(read_config(path)[0])
+    assert kinds["11_gd_vs_sgd.yaml"] == "sgd_drift" and kinds["12_nonlinear_digits.yaml"] == "nonlinear"
+    assert kinds["8_limit_output_scale_vs_init.yaml"] == "scaling" and kinds["1_width_vs_init.yaml"] == "sweep"
+    assert set(kinds.values()) <= set(KINDS)
+
+
+def test_a_resolved_config_reads_back_as_the_same_config():
+    from phasediag.config.reader import located
+    from phasediag.config.sweep import config_from_root, load_config
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        if "experiment" in path.read_text():
+            continue
+        config = load_config(path)
+        again = config_from_root(located(json.loads(json.dumps(config.resolved))))
+        assert again.resolved == config.resolved, path.name
+
+
+def test_default_output_rule_is_one_for_every_kind():
+    shard = lifecycle.parse_shard("3/10")
+    assert lifecycle.default_out("x") == Path("outputs/x")
+    assert lifecycle.default_out("x", "validate", shard) == Path("outputs/x/validate/shard-0003-of-0010")
