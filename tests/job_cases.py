@@ -54,7 +54,7 @@ experiment: nonlinear
 dataset: {name: digits, test_fraction: 0.25}
 model:
   activations: [tanh]
-  widths: [8]
+  widths: [22]
   init: [symmetric]
   output_scale: 1/sqrt(d)
   lr_u: 0.2*sqrt(d)

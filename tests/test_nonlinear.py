@@ -1,4 +1,5 @@
-"""`phasediag experiment` with `experiment: nonlinear`: a tanh / ReLU two-layer network on digits (issue 5).
+"""Job kind `nonlinear` (`phasediag experiment` / `phasediag run` with `experiment: nonlinear`): a tanh / ReLU
+two-layer network on digits (issue 5).
 
 The expectations come from outside the code under test: central finite differences of the loss and of the
 network function (gradients, NTK), the theory's exact solution of linear GD (`phasediag.core`) for a linear
@@ -7,6 +8,7 @@ p = k = 1 network, an NTK worked out by hand, and the definition |cos(u, w)| of 
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -18,8 +20,9 @@ from click.testing import CliRunner
 from phasediag import core
 from phasediag.training import nonlinear as nl
 from phasediag.studies import nonlinear_digits as ne
-from phasediag.cli.main import phasediag
+from phasediag.cli import phasediag
 from phasediag.config.sweep import ConfigError, parse_yaml
+from phasediag.jobs import lifecycle
 from helpers import line_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +50,7 @@ seed: 3
 
 
 def study_of(text: str) -> ne.Study:
-    return ne.parse_study(parse_yaml(text, "test.yaml"))
+    return ne.read(parse_yaml(text, "test.yaml"), "test.yaml", lifecycle.Options())
 
 
 def small_case(activation: str, seed: int = 0, n: int = 7, p: int = 5, d: int = 6, k: int = 3):
@@ -258,7 +261,7 @@ def test_rate_cap_keeps_large_init_stable_and_divergence_is_reported_without_war
 def test_minibatches_cover_every_example_once_per_epoch_and_full_batch_is_the_default():
     X, Y, params = small_case("tanh", seed=8, n=10)
     seen = []
-    batches = nl._batches(10, 4, np.random.default_rng(0))
+    batches = nl.batch_indices(10, 4, np.random.default_rng(0))
     for _ in range(6):  # two epochs of batches 4, 4, 2
         seen.append(next(batches))
     assert [len(b) for b in seen] == [4, 4, 2, 4, 4, 2]
@@ -342,6 +345,102 @@ def test_cli_end_to_end(tmp_path):
         assert list(z["activation"]) == ["tanh", "relu"]
     text = runner.invoke(phasediag, ["experiment", str(config), "--out", str(out), "--no-plot"])
     assert text.exit_code == 0 and "tiny_nonlinear: 8 runs" in text.output and "relu" in text.output
+    # `phasediag run` runs the same kind (one lifecycle): same data, same summary
+    again = runner.invoke(phasediag, ["run", str(config), "--out", str(tmp_path / "run"), "--no-plot", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["findings"] == info["findings"]
+    assert (tmp_path / "run" / "results.npz").read_bytes() == (out / "results.npz").read_bytes()
+
+
+# ---------------------------------------------------------------- a run directory read back from disk
+
+SMALL = (TINY.replace("[tanh, relu]", "[tanh]").replace("[0.01, 0.3, 30]", "[0.01, 30]")
+         .replace("steps: 120", "steps: 40"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished run directory of this kind (with its figures) and the study it came from."""
+    base = tmp_path_factory.mktemp("nonlinear_run")
+    config = base / "small.yaml"
+    config.write_text(SMALL)
+    out = base / "out"
+    result = CliRunner().invoke(phasediag, ["run", str(config), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return out, study_of(SMALL)
+
+
+def test_resolved_is_plain_data_and_the_study_is_rebuilt_from_meta(run_dir):
+    out, study = run_dir
+    assert isinstance(study.resolved, dict)
+    assert json.loads(json.dumps(study.resolved)) == study.resolved
+    loaded = lifecycle.load(out)
+    assert loaded.meta["config"] == study.resolved
+    assert ne.study_of(loaded) == study
+
+
+def test_load_gives_every_arrays_dims(run_dir):
+    out, study = run_dir
+    result = lifecycle.load(out)
+    assert result.kind == "nonlinear" and result.name == "tiny_nonlinear"
+    assert list(result.coords) == list(ne.COORDS) == ["activation", "width", "init", "init_scale", "seed", "step",
+                                                      "probe_index"]
+    axes = ("activation", "width", "init", "init_scale", "seed")
+    assert set(result.meta["dims"]) == set(result.arrays)
+    for name, values in result.arrays.items():
+        dims = result.dims(name)
+        assert dims == (axes + ("step",) if name.startswith("traj_") else axes), name
+        assert values.shape == tuple(result.coords[d].size for d in dims), name
+    assert result.dims("probe_index") == ("probe_index",) and result.coords["probe_index"].size == 8
+    assert result.meta["legends"]["mechanism"] == {**{str(c): n for c, n in enumerate(ne.core.PHASES)}, "-1": "diverged"}
+    assert {"train_s", "total_s"} <= result.meta["timing"].keys()
+    with np.load(out / "results.npz") as z:  # the stored order: coordinates first, as listed in meta
+        assert z.files[:len(ne.COORDS)] == list(ne.COORDS)
+
+
+def test_plot_redraws_the_figures_from_the_run_directory(run_dir):
+    out, _ = run_dir
+    stems = ["tiny_nonlinear__vs_init_scale.png", "tiny_nonlinear__vs_step.png"]
+    drawn = {name: (out / name).read_bytes() for name in stems}  # drawn by the run, from memory
+    for name in stems:
+        (out / name).unlink()
+    result = CliRunner().invoke(phasediag, ["plot", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in stems:  # from disk: the same figures, byte for byte
+        assert (out / name).read_bytes() == drawn[name], name
+    assert sorted(json.loads((out / "meta.json").read_text())["figures"]) == stems
+    loaded = lifecycle.load(out)
+    assert [stem for stem, _ in ne.figures(loaded)] == [name[:-4] for name in stems]
+    fig = loaded.plot("vs_step")  # a Figure, nothing saved
+    assert len(fig.axes) == 3 * 2  # (3 panels x 2 inits) x 1 activation
+
+
+def test_export_csv_of_the_run_directory(run_dir, tmp_path):
+    out, study = run_dir
+    result = CliRunner().invoke(phasediag, ["export", str(out), "--csv", "--out", str(tmp_path / "t.csv")])
+    assert result.exit_code == 0, result.output
+    import csv
+
+    with open(tmp_path / "t.csv") as fh:
+        trajectories = list(csv.DictReader(fh))
+    with open(tmp_path / "t_finals.csv") as fh:
+        finals = list(csv.DictReader(fh))
+    steps = study.record_steps().size
+    assert len(trajectories) == study.runs * steps and len(finals) == study.runs
+    assert list(trajectories[0])[:6] == ["activation", "width", "init", "init_scale", "seed", "step"]
+    assert "traj_alignment" in trajectories[0] and "mechanism" in finals[0]
+    assert {row["mechanism"] for row in finals} <= set(ne.core.PHASES)  # codes decoded to their names
+    loaded = lifecycle.load(out)
+    first = finals[0]
+    assert (first["activation"], first["init"], float(first["init_scale"])) == ("tanh", "symmetric", 0.01)
+    assert float(first["test_error"]) == loaded["test_error"][0, 0, 0, 0, 0]
+
+
+def test_merge_refuses_in_one_line(run_dir, tmp_path):
+    out, _ = run_dir
+    result = CliRunner().invoke(phasediag, ["merge", str(out), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "not sharded" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 BAD = [
@@ -392,7 +491,7 @@ def test_missing_scikit_learn_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_bundled_config_is_valid_within_budget_and_documented():
     path = ROOT / "configs" / "12_nonlinear_digits.yaml"
-    study = ne.parse_study(parse_yaml(path.read_text(), str(path)))
+    study = ne.read(parse_yaml(path.read_text(), str(path)), str(path), lifecycle.Options())
     assert set(study.activations) == {"tanh", "relu"} and len(study.widths) >= 2
     assert set(study.inits) == {"symmetric", "standard"}
     work = study.runs // len(study.widths) * study.steps * 1348 * sum(study.widths)
@@ -428,6 +527,11 @@ def test_diverged_runs_are_recorded_labelled_and_drawn(tmp_path):
         assert z["diverged"][0, 0, 0, 1, 0] and z["mechanism"][0, 0, 0, 1, 0] == -1
         assert z["lr_factor"][0, 0, 0, 1, 0] == 1.0 and np.isnan(z["traj_loss"][0, 0, 0, 1, 0, -1])
     assert (tmp_path / "out" / "tiny_nonlinear__vs_init_scale.png").is_file()
+    exported = CliRunner().invoke(phasediag, ["export", str(tmp_path / "out"), "--csv", "--json"])
+    finals = [p for p in json.loads(exported.output) if p.endswith("_finals.csv")]
+    with open(finals[0], newline="") as fh:
+        mechanisms = [row["mechanism"] for row in csv.DictReader(fh)]
+    assert mechanisms == ["alignment", "diverged"]  # the negative code has its own name, not "invalid"
 
 
 def test_config_error_for_zero_variance_and_missing_sections():

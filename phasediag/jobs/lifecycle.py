@@ -346,9 +346,10 @@ def _write_table(path: Path, result: Result, dims: tuple[str, ...], variables: l
     legends = result.meta.get("legends", {})
     for name in variables:
         flat = np.asarray(result.arrays[name]).reshape(-1)
-        if name in legends:
-            labels = np.asarray(list(legends[name]) + ["invalid"])
-            flat = labels[np.where((flat >= 0) & (flat < len(legends[name])), flat, len(legends[name]))]
+        if name in legends:  # a list of labels by code, or {"code": label} (codes may be negative)
+            legend = legends[name]
+            names = legend if isinstance(legend, dict) else {str(c): n for c, n in enumerate(legend)}
+            flat = np.array([names.get(str(int(code)), "invalid") for code in flat])
         columns[name] = flat
     rows = len(next(iter(columns.values()))) if columns else 0
     with atomic_write(path) as fh:

@@ -1,4 +1,5 @@
-"""A nonlinear two-layer network on a real task (issue 5): ``phasediag experiment CONFIG``, ``experiment: nonlinear``.
+"""Job kind `nonlinear` (issue 5): a nonlinear two-layer network on a real task; ``phasediag experiment CONFIG``
+(or ``phasediag run CONFIG``) with ``experiment: nonlinear``.
 
 The network, its gradients, NTK and alignment are in :mod:`phasediag.training.nonlinear` (notation of docs/theory.md sections
 1-3: kappa = output_scale, eta_u = lr_u, eta_w = lr_w, sigma_u^2 = init_var_u, sigma_w^2 = init_var_w). This
@@ -8,6 +9,12 @@ module reads the config, trains every point of the grid
 
 on scikit-learn's 8 x 8 digits (bundled with scikit-learn, no download), stores the trajectories and draws
 NTK change, alignment, test error and the hidden layer's movement against the init scale.
+
+The kind protocol (:mod:`phasediag.jobs`): :func:`read` validates the config into a :class:`Study` (no I/O),
+:func:`execute` loads the data and trains every run (:func:`phasediag.engine.workers.ordered_map`), returning a
+Result (coordinates activation, width, init, init_scale, seed, step, probe_index; every data variable's
+dimensions in meta["dims"]); :func:`figures` draws from a Result alone (the Study is rebuilt from the resolved
+config in meta.json, so a run directory can be re-plotted); :func:`summarize` / :func:`text` give the summary.
 
 Choices (all stated in meta.json too):
 - init scale s multiplies both initial standard deviations: U_ia ~ N(0, s^2 sigma_u^2), W_ij ~ N(0, s^2 sigma_w^2/p).
@@ -32,32 +39,30 @@ from __future__ import annotations
 
 import contextlib
 from functools import partial
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-import phasediag
 from phasediag import core
 from phasediag.config import expr
 from phasediag.training import nonlinear as nl
 from phasediag.config.reader import (ConfigError, Located, bounded_int, check_name, did_you_mean, fail,
-                                     figure_formats, mapping, number, plain, string)
+                                     figure_formats, located, mapping, number, plain, string)
 from phasediag.config.sweep import axis_values
-from phasediag.studies.experiment import fmt as _fmt
-from phasediag.studies.experiment import write_meta, write_study
+from phasediag.engine.workers import ordered_map
 from phasediag.plots.maps import nan_median as _median
+from phasediag.results.store import Result
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["Study", "parse_study", "DATASETS", "INITS", "prepare_data", "run_point", "simulate_study", "findings",
-           "vs_init_scale_figure", "vs_step_figure", "run"]
+__all__ = ["Study", "read", "units", "execute", "figures", "summarize", "text", "study_of", "TABLES", "parse_study",
+           "DATASETS", "INITS", "AXES", "COORDS", "prepare_data", "run_point", "simulate_study", "findings",
+           "vs_init_scale_figure", "vs_step_figure"]
 
 TOP_KEYS = ("name", "description", "experiment", "dataset", "model", "sweep", "train", "classify", "seeds", "seed",
             "plot")
@@ -80,6 +85,10 @@ MECHANISM_CODES = {name: code for code, name in enumerate(core.PHASES)}
 DIVERGED_CODE = -1
 FINAL_FIELDS = ("loss", "train_error", "test_error", "ntk_change", "ntk_trace_change", "alignment", "norm_u",
                 "norm_w", "move_u", "move_w")
+#: the grid axes (the dimensions of every end-of-training array), in order
+AXES = ("activation", "width", "init", "init_scale", "seed")
+#: the coordinates stored in results.npz, in order: the grid axes, the record axis `step`, the probe batch
+COORDS = AXES + ("step", "probe_index")
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,7 @@ class Study:
     def record_steps(self) -> np.ndarray:
         return nl.record_steps(self.steps, self.record)
 
+    @property
     def resolved(self) -> dict:
         """Plain data of everything that determines the results (stored in meta.json)."""
         per_width = {key: {str(d): v for d, v in zip(self.widths, getattr(self, key))} for key in EXPRESSION_KEYS}
@@ -395,18 +405,6 @@ def run_point(study: Study, prepared: Prepared, index: tuple[int, int, int, int,
 
 # ---------------------------------------------------------------- the sweep
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(study: Study, prepared: Prepared) -> None:
-    _WORKER["study"], _WORKER["prepared"] = study, prepared
-    _WORKER["limits"] = _single_threaded_blas()
-    _WORKER["limits"].__enter__()
-
-
-def _task(index: tuple[int, ...]) -> tuple[tuple[int, ...], dict]:
-    return index, run_point(_WORKER["study"], _WORKER["prepared"], index)
-
 
 def _single_threaded_blas():
     """threadpoolctl's limit to one BLAS thread (results then do not depend on the number of workers); a no-op
@@ -418,30 +416,26 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _task(args: tuple) -> dict:
+    """One run with BLAS single-threaded (in a worker process or in this one): the same bits everywhere."""
+    study, prepared, index = args
+    with _single_threaded_blas():
+        return run_point(study, prepared, index)
+
+
 def _execute(study: Study, prepared: Prepared, workers: int,
              progress: Callable[[int], None] | None) -> Iterator[tuple[tuple[int, ...], dict]]:
-    """Every run of the grid, widest first (for load balance); yields (index, result) in completion order."""
+    """Every run of the grid, widest first (for load balance; one run per task, as runs differ widely in
+    cost); yields (index, result) in that order, for any `workers`."""
     indices = sorted(np.ndindex(*study.shape), key=lambda ix: -study.widths[ix[1]])
-    if workers <= 1 or len(indices) <= 1:
-        with _single_threaded_blas():
-            for index in indices:
-                out = run_point(study, prepared, index)
-                if progress:
-                    progress(1)
-                yield index, out
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                             initializer=_init_worker, initargs=(study, prepared)) as pool:
-        futures = [pool.submit(_task, index) for index in indices]
-        for future in as_completed(futures):
-            if progress:
-                progress(1)
-            yield future.result()
+    results = ordered_map(_task, [(study, prepared, index) for index in indices], workers, progress, chunksize=1)
+    return zip(indices, results)
 
 
 def simulate_study(study: Study, prepared: Prepared, *, workers: int = 1,
                    progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Train every run; returns the arrays of results.npz (see `run`). Bit-identical for any `workers`."""
+    """Train every run; returns every array of results.npz in its order: the coordinates COORDS first, then
+    traj_<field> (AXES + step), the end-of-training values (AXES). Bit-identical for any `workers`."""
     steps = study.record_steps()
     shape = study.shape
     traj = np.full(shape + (len(nl.RECORD_FIELDS), steps.size), np.nan)
@@ -738,49 +732,81 @@ def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path
     return fig
 
 
-# ---------------------------------------------------------------- entry point
+# ---------------------------------------------------------------- the job kind (phasediag.jobs)
 
 
-def run(root: Located, *, source: str, out: str | Path | None = None, workers: int = 1, plot: bool = True,
-        progress_total: Callable[[int], None] | None = None,
-        progress: Callable[[int], None] | None = None) -> dict:
-    """Validate, load the data, train, write results.npz, the figures and meta.json (last) under `out`;
-    return {"name", "out", "files", "elapsed_s", "points", "findings", "text"}. Raises ConfigError on bad input
-    (and when scikit-learn, which provides the dataset, is missing)."""
+def read(root: Located, source: str, options) -> Study:
+    """The validated study (every bad value reported with its key path and line; no data loaded, no I/O)."""
+    return parse_study(root)
+
+
+def units(study: Study, options) -> int:
+    """Work units of the progress bar: one per run."""
+    return study.runs
+
+
+def execute(study: Study, options, checkpoint) -> Result:
+    """Load the data, train every run (options.workers processes; bit-identical for any number) and return
+    the Result: the coordinates COORDS, every trajectory and end-of-training array, and the study's meta.
+    ConfigError when scikit-learn, which provides the dataset, is missing. `checkpoint` is not used."""
     started = time.perf_counter()
-    study = parse_study(root)
-    out_dir = Path(out) if out is not None else Path("outputs") / study.name
     try:
         raw = nl.load_digits_data()
     except ImportError as exc:
         raise ConfigError(f"dataset.name: {exc}") from None
     prepared = prepare_data(study, raw)
-    if progress_total:
-        progress_total(study.runs)
-    arrays = simulate_study(study, prepared, workers=workers, progress=progress)
+    stored = simulate_study(study, prepared, workers=options.workers, progress=options.progress)
     trained = time.perf_counter()
-    found = findings(study, arrays)
-    figures = [("vs_init_scale", partial(vs_init_scale_figure, study, arrays)),
-               ("vs_step", partial(vs_step_figure, study, arrays))] if plot else []
-    files = write_study(out_dir, study.name, arrays, figures, study.formats)
-    elapsed = time.perf_counter() - started
+    coords = {name: stored.pop(name) for name in COORDS}
     data = prepared.data
-    write_meta(out_dir, files, {
-        "name": study.name, "experiment": "nonlinear", "source": source, "version": phasediag.__version__,
-        "seed": study.seed, "config": study.resolved(), "points": study.runs, "workers": workers,
-        "axes": ["activation", "width", "init", "init_scale", "seed"], "record_axis": "step",
-        "record_fields": list(nl.RECORD_FIELDS),
+    meta = {
+        "kind": "nonlinear", "name": study.name, "experiment": "nonlinear", "coords": list(COORDS),
+        "dims": {name: list(AXES) + (["step"] if name.startswith("traj_") else []) for name in stored},
+        "legends": {"mechanism": {**{str(code): name for code, name in enumerate(core.PHASES)},
+                                  str(DIVERGED_CODE): "diverged"}},
+        "timing": {"train_s": round(trained - started, 3)},
+        "seed": study.seed, "points": study.runs, "workers": options.workers,
+        "axes": list(AXES), "record_axis": "step", "record_fields": list(nl.RECORD_FIELDS),
         "data": {"train": int(data.X_train.shape[0]), "test": int(data.X_test.shape[0]),
                  "features": int(data.X_train.shape[1]), "classes": int(data.Y_train.shape[1])},
         "mechanism_labels": {**{str(code): name for code, name in enumerate(core.PHASES)},
                              str(DIVERGED_CODE): "diverged"},
         "definitions": DEFINITIONS,
-        "timing": {"train_s": round(trained - started, 3), "total_s": round(elapsed, 3)},
-        "findings": found,
-    })
-    return {"name": study.name, "out": str(out_dir), "files": [str(p) for p in files],
-            "elapsed_s": round(elapsed, 3), "points": study.runs, "findings": found,
-            "text": _text(study, found, out_dir, elapsed)}
+        "findings": findings(study, stored),
+    }
+    return Result(coords=coords, arrays=stored, meta=meta)
+
+
+#: export: the end-of-training table is <name>_finals.csv (the trajectories are <name>.csv)
+TABLES = {"by_" + "_".join(AXES): "finals"}
+
+
+def study_of(result: Result) -> Study:
+    """The Study of a result (also one loaded from disk): re-read from the resolved config in its meta."""
+    config = {key: value for key, value in result.meta["config"].items() if key in TOP_KEYS}
+    return read(located(config), "meta.json", None)
+
+
+def figures(result: Result) -> list[tuple[str, Callable[[], Figure]]]:
+    """<name>__vs_init_scale and <name>__vs_step, each draw() returning the Figure (nothing saved)."""
+    study = study_of(result)
+    arrays = {**result.coords, **result.arrays}
+    return [(f"{study.name}__vs_init_scale", partial(vs_init_scale_figure, study, arrays)),
+            (f"{study.name}__vs_step", partial(vs_step_figure, study, arrays))]
+
+
+def summarize(result: Result) -> dict:
+    """JSON-ready: the number of runs, the grid shape and steps, and the findings."""
+    config = result.meta["config"]
+    shape = [len(config["model"]["activations"]), len(config["model"]["widths"]), len(config["model"]["init"]),
+             len(config["init_scale_values"]), config["seeds"]]
+    return {"points": result.meta["points"], "shape": shape, "steps": config["train"]["steps"],
+            "findings": result.meta["findings"]}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    """A number for the human summary ("n/a" for a missing one)."""
+    return "n/a" if value is None else f"{value:.{digits}g}"
 
 
 DEFINITIONS = {
@@ -804,12 +830,15 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _text(study: Study, found: dict, out_dir: Path, elapsed: float) -> str:
+def text(summary: dict) -> str:
     """A few human lines: one per (activation, width, init) curve, from the smallest to the largest s."""
+    found = summary["findings"]
     s = found["init_scale"]
-    lines = [f"{study.name}: {study.runs:,} runs ({' x '.join(str(n) for n in study.shape)} activation x width x "
-             f"init x init scale x seed, {study.steps:,} steps) in {elapsed:.1f} s -> {out_dir}; diverged: "
-             f"{found['diverged_runs']}",
+    timing = summary["timing"]
+    elapsed = timing.get("total_s", timing.get("train_s", 0.0))
+    lines = [f"{summary['name']}: {summary['points']:,} runs ({' x '.join(str(n) for n in summary['shape'])} "
+             f"activation x width x init x init scale x seed, {summary['steps']:,} steps) in {elapsed:.1f} s -> "
+             f"{summary['out'] or 'memory (nothing written)'}; diverged: {found['diverged_runs']}",
              f"from s = {_fmt(s[0])} to s = {_fmt(s[-1])}: NTK change ||K_T - K_0||_F/||K_0||_F; alignment "
              f"init/peak/end; test error, best, and train error at the largest s"]
     for g in found["groups"]:
