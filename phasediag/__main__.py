@@ -1,6 +1,6 @@
 """``python -m phasediag`` = the ``phasediag`` console script."""
 
-from phasediag.cli.main import main
+from phasediag.cli import main
 
 if __name__ == "__main__":
     main()

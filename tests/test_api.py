@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 import phasediag
-from phasediag.cli.main import phasediag as group
+from phasediag.cli import phasediag as group
 from job_cases import CASES, GD_SWEEP, SWEEP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +177,7 @@ def test_result_plot_and_to_xarray(tmp_path):
 
 @pytest.mark.parametrize("kind", list(CASES))
 def test_every_kind_runs_from_python_and_converts_to_xarray(kind):
-    xr = pytest.importorskip("xarray", reason="xarray is in the test extra")
+    pytest.importorskip("xarray", reason="xarray is in the test extra")
     result = phasediag.run(yaml.safe_load(CASES[kind][0]))
     ds = result.to_xarray()
     assert set(ds.data_vars) == set(result.keys())

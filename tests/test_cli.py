@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import phasediag
 from phasediag.config.hyperparameters import Hyperparameters
 from phasediag import core
-from phasediag.cli import main as cli
+from phasediag import cli
 from phasediag.results.atomic import atomic_path, atomic_write
 from phasediag.engine.point import InputError, log_times, solve_point, split_label
 
@@ -642,7 +642,7 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
 
 _IMPORT_PROBE = """
 import json, sys
-from phasediag.cli.main import main
+from phasediag.cli import main
 try:
     main({args!r})
 except SystemExit as exc:
@@ -688,14 +688,14 @@ def test_console_script_is_installed():
 def test_seed_beyond_the_counter_range_is_bad_input():
     from click.testing import CliRunner
 
-    from phasediag.cli.main import phasediag as group
+    from phasediag.cli import phasediag as group
 
     result = CliRunner().invoke(group, ["solve", "--seed", str(2**63)])
     assert result.exit_code == 2 and "--seed" in result.output
 
 
 def test_numbers_beyond_float_range_are_bad_input_not_inf():
-    from phasediag.cli.main import phasediag as group
+    from phasediag.cli import phasediag as group
 
     result = CliRunner().invoke(group, ["solve", "--times", "0,1e400"])
     assert result.exit_code == 2 and "1e400" in result.output and "floating-point range" in result.output
@@ -703,7 +703,7 @@ def test_numbers_beyond_float_range_are_bad_input_not_inf():
 
 
 def test_limit_quiet_prints_nothing():
-    from phasediag.cli.main import phasediag as group
+    from phasediag.cli import phasediag as group
 
     result = CliRunner().invoke(group, ["limit", "--param", "ntk", "--quiet"])
     assert result.exit_code == 0 and result.output == ""

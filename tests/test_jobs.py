@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import phasediag
-from phasediag.cli.main import phasediag as group
+from phasediag.cli import phasediag as group
 from phasediag.jobs import KINDS, lifecycle
 from job_cases import CASES, SWEEP
 
@@ -202,3 +202,40 @@ def test_default_output_rule_is_one_for_every_kind():
     shard = lifecycle.parse_shard("3/10")
     assert lifecycle.default_out("x") == Path("outputs/x")
     assert lifecycle.default_out("x", "validate", shard) == Path("outputs/x/validate/shard-0003-of-0010")
+
+
+def _drop(key):
+    def edit(meta):
+        meta.pop(key, None)
+        return meta
+    return edit
+
+
+TAMPERINGS = {
+    "meta.json is not JSON": lambda out: (out / "meta.json").write_text("{not json"),
+    "meta.json is a list": lambda out: (out / "meta.json").write_text("[1, 2]"),
+    "results.npz is garbage": lambda out: (out / "results.npz").write_bytes(b"PK\x03\x04 no zip"),
+    "results.npz is missing": lambda out: (out / "results.npz").unlink(),
+    "unknown kind": lambda out: _edit_meta(out, lambda m: {**m, "kind": "bogus"}),
+    "no config": lambda out: _edit_meta(out, _drop("config")),
+    "dims of another shape": lambda out: _edit_meta(out, lambda m: {**m, "dims": {k: ["nope"] for k in m["dims"]}}),
+    "legend not a list": lambda out: _edit_meta(out, lambda m: {**m, "legends": {"phase": 3}}),
+}
+
+
+def _edit_meta(out: Path, change) -> None:
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps(change(meta)))
+
+
+@pytest.mark.parametrize("command", ["plot", "export", "merge"])
+@pytest.mark.parametrize("tampering", list(TAMPERINGS))
+def test_a_tampered_run_directory_is_one_line_of_bad_input(tmp_path, command, tampering):
+    out = run_case(tmp_path, "sweep", "--no-plot")
+    TAMPERINGS[tampering](out)
+    args = {"plot": ["plot", out], "export": ["export", out, "--csv"],
+            "merge": ["merge", out, "--out", tmp_path / "m"]}[command]
+    result = CliRunner().invoke(group, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phasediag.cli import main as cli
+from phasediag import cli
 from phasediag.core import (
     HEALTH_FLAGS,
     LIMIT_PHASES,
@@ -400,7 +400,7 @@ def test_cli_errors_exit_2(args, fragment):
 
 def test_cli_limit_help_is_fast():
     """`phasediag limit --help` imports neither numpy nor the core."""
-    code = ("import sys\nfrom phasediag.cli.main import main\ntry:\n    main(['limit', '--help'])\n"
+    code = ("import sys\nfrom phasediag.cli import main\ntry:\n    main(['limit', '--help'])\n"
             "except SystemExit:\n    pass\n"
             "print(sorted(m for m in ('numpy', 'phasediag.core') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

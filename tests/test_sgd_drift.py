@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from phasediag import core
 from phasediag.training import simulate
 from phasediag.studies import sgd_drift as sd
-from phasediag.cli.main import phasediag
+from phasediag.cli import phasediag
 from phasediag.config.sweep import ConfigError, parse_yaml
 from phasediag.jobs import lifecycle
 from helpers import line_of

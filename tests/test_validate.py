@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from phasediag import core
-from phasediag.cli.main import phasediag
+from phasediag.cli import phasediag
 from phasediag.config.sweep import config_from_text
 from phasediag.studies.validation import Settings, prediction_arrays, select_points
 from phasediag.engine import sweep

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from phasediag.config.hyperparameters import Hyperparameters
 from phasediag.training import simulate
-from phasediag.cli.main import phasediag
+from phasediag.cli import phasediag
 from phasediag.training.measure import measured_label, measured_order_parameters, simulate_point
 
 

@@ -1,0 +1,115 @@
+"""The ``phasediag`` command line: the group, its exit codes and the console-script entry point :func:`main`.
+
+One module per command group: :mod:`.point` (solve, simulate), :mod:`.jobs` (run, validate, experiment, plot,
+export, merge), :mod:`.limit` (limit); what they share -- parameter types, option groups, the flag of a library
+field, the progress bar, the bad-input exception -- is in :mod:`.options`.
+
+Kept thin and fast to start: only click is imported at module level. numpy, the numerical core, matplotlib,
+yaml and tqdm are imported inside the commands, so ``phasediag --help`` stays quick.
+
+Exit status: 0 success, 1 internal error (message only; set PHASEDIAG_DEBUG=1 for the traceback),
+2 bad input (a one-line message naming the option), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g.
+a batch scheduler's time limit); an interrupted or terminated run cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import click
+
+from phasediag import __version__
+from phasediag.cli import jobs, limit, point
+from phasediag.cli.options import DEBUG_ENV, debug
+from phasediag.errors import BadInput as LibraryBadInput
+
+__all__ = ["PhasediagGroup", "phasediag", "main"]
+
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (scancel, a batch time limit) exits with 143 through the usual cleanup -- temporary files
+    removed, worker processes killed -- instead of dying on the spot."""
+    import signal
+
+    def terminated(signum, frame):
+        with contextlib.suppress(OSError):  # os.write: safe even if the signal interrupted a write to stderr
+            os.write(2, b"Terminated\n")
+        sys.exit(128 + signum)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
+            signal.signal(signal.SIGTERM, terminated)
+
+
+class PhasediagGroup(click.Group):
+    """A click group whose errors are one line and whose unexpected exceptions exit 1 without a traceback.
+
+    The one place where errors become exit codes: click's usage errors and every bad input (the CLI's
+    :class:`~phasediag.cli.options.BadInput`, the library's :class:`phasediag.errors.BadInput`) exit 2.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        _exit_cleanly_on_sigterm()
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            if isinstance(e, _NO_ARGS_IS_HELP):  # bare `phasediag` (click >= 8.2): show the help
+                e.show()
+                sys.exit(e.exit_code)
+            msg = " ".join(e.format_message().split())
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"Error: {msg}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
+        except LibraryBadInput as e:  # the library's bad-input errors: one line, exit status 2
+            click.echo(f"Error: {' '.join(str(e).split())}", err=True)
+            sys.exit(2)
+        except click.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+            click.echo("Interrupted", err=True)
+            sys.exit(130)
+        except OSError as e:  # the file system refused (a path under a file, permissions, a full disk)
+            if debug():
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"Error: cannot read or write {where}{e.strerror or e}", err=True)
+            sys.exit(1)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            if debug():
+                raise
+            detail = " ".join(str(e).split()) or type(e).__name__
+            click.echo(f"Error: internal error: {type(e).__name__}: {detail} "
+                       f"(set {DEBUG_ENV}=1 for the traceback)", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=PhasediagGroup, no_args_is_help=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "--version", prog_name="phasediag", message="%(prog)s %(version)s")
+def phasediag():
+    """Exact phase diagrams of training regimes (kernel / feature learning / saddle) of a two-layer linear
+    network, from the closed-form solution of its gradient flow and of discrete gradient descent.
+
+    Exit status: 0 success, 1 internal error, 2 bad input.
+    """
+
+
+for _command in (point.solve, point.simulate,
+                 jobs.run, jobs.plot_command, jobs.export_command, jobs.merge_command, jobs.validate,
+                 jobs.experiment,
+                 limit.limit):
+    phasediag.add_command(_command)
+del _command
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    return phasediag.main(args=argv, prog_name="phasediag")

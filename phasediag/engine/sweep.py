@@ -449,7 +449,7 @@ def load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) -> 
             lo, hi = (int(x) for x in path.stem.split("-")[1:3])
             if not (start <= lo < hi <= stop):
                 continue
-            with np.load(path, allow_pickle=False) as data:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
                 saved = {name: data[name] for name in data.files}
         except (ValueError, OSError, zipfile.BadZipFile):
             continue  # an unreadable leftover: its points are simply computed again

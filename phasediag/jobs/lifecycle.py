@@ -14,12 +14,14 @@ finished work.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,7 +30,7 @@ import numpy as np
 
 import phasediag
 from phasediag.config.reader import ConfigError, config_hash, read_config
-from phasediag.errors import FieldError
+from phasediag.errors import BadInput, FieldError
 from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
 from phasediag.plots.base import figure_formats, render
@@ -252,15 +254,30 @@ def _previous_figures(out: Path) -> set[str]:
 
 # ---------------------------------------------------------------- finished run directories
 
+@contextlib.contextmanager
+def _reading(directory: Path):
+    """A run directory whose files do not hold what its kind writes (edited, truncated, from another tool)
+    is bad input naming the directory, not an internal error."""
+    try:
+        yield
+    except BadInput:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, zipfile.BadZipFile) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ResultsError(f"{directory}: not a usable run directory ({type(exc).__name__}: {detail})") from None
+
+
 def load(directory: str | Path, only: set[str] | None = None) -> Result:
     """The result in a run directory of any kind (`only`: just these data variables, and the coordinates)."""
     directory = Path(directory)
-    meta = store.load_meta(directory)
-    kind = kind_of_meta(meta, str(directory))
-    module = kind_module(kind)
-    loader = getattr(module, "load_data", None)
-    result = loader(directory, meta) if loader else store.load(directory, only=only, meta=meta)
-    result.meta.setdefault("kind", kind)
+    with _reading(directory):
+        meta = store.load_meta(directory)
+        kind = kind_of_meta(meta, str(directory))
+        module = kind_module(kind)
+        loader = getattr(module, "load_data", None)
+        result = loader(directory, meta) if loader else store.load(directory, only=only, meta=meta)
+        result.meta.setdefault("kind", kind)
+        result.check()
     return result
 
 
@@ -276,7 +293,8 @@ def plot(directory: str | Path, formats: Sequence[str] | None = None) -> list[Pa
         raise ResultsError(f"{directory} holds shard {result.meta['shard']['index']}/"
                            f"{result.meta['shard']['count']}: run 'phasediag merge' first")
     result.meta.setdefault("timing", {})
-    paths = draw(_module_of(result), result, directory, formats)
+    with _reading(directory):
+        paths = draw(_module_of(result), result, directory, formats)
     names = list(dict.fromkeys(list(result.meta.get("figures") or []) + [p.name for p in paths]))
     result.meta["figures"] = names
     if "files" in result.meta:
@@ -300,7 +318,8 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     module = kind_module(kind)
     if not hasattr(module, "merge"):
         raise ConfigError(f"merge: {kind} runs are not sharded; there is nothing to merge")
-    result = module.merge(directories, out, plot)
+    with _reading(directories[0].parent if len(directories) > 1 else directories[0]):
+        result = module.merge(directories, out, plot)
     result.meta["kind"] = kind
     result.meta.setdefault("timing", {})
     store.save_meta(result, out)  # complete from here on
@@ -334,7 +353,8 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
         suffix = "" if dims == main else names.get("_".join(extra) or "by_" + "_".join(dims),
                                                      "_".join(extra) or "by_" + "_".join(dims))
         path = base if not suffix else base.with_name(f"{base.stem}_{suffix}{base.suffix or '.csv'}")
-        written.append(_write_table(path, result, dims, variables))
+        with _reading(directory):
+            written.append(_write_table(path, result, dims, variables))
     return written
 
 

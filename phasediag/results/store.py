@@ -58,16 +58,28 @@ class Result:
         return self.meta.get("shard") is not None
 
     def dims(self, name: str) -> tuple[str, ...]:
-        """The dimension names of data variable `name` (coordinates are their own dimension)."""
+        """The dimension names of data variable `name` (coordinates are their own dimension). A shard holds
+        the flat slice [start, stop) of the grid: its grid axes are one dimension, `point`."""
         if name in self.coords:
             return (name,)
-        if "dims" in self.meta and name in self.meta["dims"]:
-            return tuple(self.meta["dims"][name])
         if name not in self.arrays:
             raise KeyError(name)
-        if self.is_shard:  # a shard holds the flat slice [start, stop) of the grid
-            return ("point",) + (("time",) if name.startswith("traj_") else ())
-        return tuple(self.axes) + (("time",) if name.startswith("traj_") else ())
+        if "dims" in self.meta and name in self.meta["dims"]:
+            dims = tuple(self.meta["dims"][name])
+        else:  # a sweep written before dims were recorded
+            dims = tuple(self.axes) + (("time",) if name.startswith("traj_") else ())
+        if self.is_shard and "axes" in self.meta:
+            dims = ("point",) + dims[len(self.meta["axes"]):]
+        return dims
+
+    def check(self) -> None:
+        """ResultsError unless every data variable's dimensions match its shape and the coordinates."""
+        for name, values in self.arrays.items():
+            dims = self.dims(name)
+            shape = np.shape(values)
+            if len(dims) != len(shape) or any(d in self.coords and np.size(self.coords[d]) != n
+                                              for d, n in zip(dims, shape)):
+                raise ResultsError(f"{self.name}: {name} has shape {shape}, its dimensions {list(dims)} do not fit")
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self.arrays:
@@ -149,7 +161,7 @@ def load_meta(out_dir: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("config"), dict):
         raise ResultsError(f"{out_dir}: {META_FILE} is not the metadata of a phasediag run")
     figures = set(meta.get("figures") or [])
     listed = meta.get("files") or (["validation.json"] if "settings" in meta else [RESULTS_FILE])  # older runs
@@ -174,7 +186,7 @@ def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None) 
     meta = load_meta(out_dir) if meta is None else meta
     keep = None if only is None else set(only) | set(_coord_names(meta))
     try:
-        with np.load(Path(out_dir) / RESULTS_FILE, allow_pickle=False) as data:
+        with open(Path(out_dir) / RESULTS_FILE, "rb") as fh, np.load(fh, allow_pickle=False) as data:
             stored = {name: data[name] for name in data.files if keep is None or name in keep}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
@@ -233,7 +245,8 @@ def merge_files(directories: list[Path], out_dir: Path) -> dict:
     shape = tuple(meta["shape"])
     with contextlib.ExitStack() as stack:
         try:
-            files = [stack.enter_context(np.load(d / RESULTS_FILE, allow_pickle=False)) for d in ordered]
+            files = [stack.enter_context(np.load(stack.enter_context(open(d / RESULTS_FILE, "rb")),
+                                                 allow_pickle=False)) for d in ordered]
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise ResultsError(f"unreadable shard results: {exc}") from None
         names = files[0].files

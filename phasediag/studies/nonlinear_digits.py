@@ -54,6 +54,7 @@ from phasediag.config.reader import (ConfigError, Located, bounded_int, check_na
 from phasediag.config.sweep import axis_values
 from phasediag.engine.workers import ordered_map
 from phasediag.plots.maps import nan_median as _median
+from phasediag.results import store
 from phasediag.results.store import Result
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -762,8 +763,7 @@ def execute(study: Study, options, checkpoint) -> Result:
     meta = {
         "kind": "nonlinear", "name": study.name, "experiment": "nonlinear", "coords": list(COORDS),
         "dims": {name: list(AXES) + (["step"] if name.startswith("traj_") else []) for name in stored},
-        "legends": {"mechanism": {**{str(code): name for code, name in enumerate(core.PHASES)},
-                                  str(DIVERGED_CODE): "diverged"}},
+        "legends": _legends(),
         "timing": {"train_s": round(trained - started, 3)},
         "seed": study.seed, "points": study.runs, "workers": options.workers,
         "axes": list(AXES), "record_axis": "step", "record_fields": list(nl.RECORD_FIELDS),
@@ -785,6 +785,25 @@ def study_of(result: Result) -> Study:
     """The Study of a result (also one loaded from disk): re-read from the resolved config in its meta."""
     config = {key: value for key, value in result.meta["config"].items() if key in TOP_KEYS}
     return read(located(config), "meta.json", None)
+
+
+def _legends() -> dict:
+    """The names of the categorical codes: the mechanism by phase code, -1 for a diverged run."""
+    return {"mechanism": {**{str(code): name for code, name in enumerate(core.PHASES)},
+                          str(DIVERGED_CODE): "diverged"}}
+
+
+def load_data(directory: Path, meta: dict) -> Result:
+    """results.npz of a run directory; one written before `nonlinear` was a job kind (no coords/dims in its
+    meta.json) gets them from COORDS and AXES."""
+    if not meta.get("coords") or "dims" not in meta:
+        result = store.load(directory, meta={**meta, "coords": list(COORDS)})
+        result.meta["dims"] = {name: list(AXES) + (["step"] if name.startswith("traj_") else [])
+                               for name in result.arrays}
+        result.meta["kind"] = "nonlinear"
+        result.meta.setdefault("legends", _legends())
+        return result
+    return store.load(directory, meta=meta)
 
 
 def figures(result: Result) -> list[tuple[str, Callable[[], Figure]]]:

@@ -1,0 +1,256 @@
+"""Config-driven jobs, all through phasediag.jobs.lifecycle: ``run``, ``validate``, ``experiment`` (one
+:func:`run_job`), and ``plot``, ``export``, ``merge`` on their result directories; the summary printing."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from phasediag.cli.options import (
+    NONNEGATIVE,
+    POSITIVE,
+    WIDTH,
+    BadInput,
+    flag,
+    json_option,
+    no_plot_option,
+    progress,
+    quiet_option,
+    shard_option,
+    shard_value,
+    workers_option,
+)
+
+# ----------------------------------------------------------------------------------------------------------
+# the one way in and out of the lifecycle
+
+
+@contextlib.contextmanager
+def config_errors():
+    """A bad config or results directory (the library's ConfigError): one line, exit status 2."""
+    from phasediag.config.reader import ConfigError
+
+    try:
+        yield
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+
+
+def run_job(config, out, as_json: bool, quiet: bool, **how) -> None:
+    """Run any job kind through the lifecycle, print its summary (bad input: one line, exit 2)."""
+    from phasediag.jobs import lifecycle
+
+    flags = {"validate", "experiment"}
+    modes = {k: how.pop(k) for k in flags if k in how}
+    start, update, close = progress(quiet or as_json)
+    options = lifecycle.Options(progress_total=start, progress=update, **how)
+    try:
+        with config_errors():
+            try:
+                _, summary = lifecycle.run(config, out=lifecycle.DEFAULT if out is None else out,
+                                           options=options, **modes)
+            except lifecycle.OptionError as e:
+                raise BadInput(f"{flag(e.field)}: {e.message}") from None
+    finally:
+        close()
+    echo_summary(summary, as_json, quiet)
+
+
+def echo_summary(summary, as_json: bool, quiet: bool) -> None:
+    """Print a lifecycle Summary: its JSON object, or its text."""
+    import json
+
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), allow_nan=False))
+    elif not quiet:
+        if summary.status == "up to date":
+            click.echo(f"{summary.out}: up to date (config {summary.config_hash}), nothing to do")
+            return
+        click.echo(summary.text)
+
+
+def echo_paths(paths, as_json: bool, quiet: bool) -> None:
+    """Print written paths: a JSON list, or one 'wrote PATH' line each."""
+    import json
+
+    if as_json:
+        click.echo(json.dumps(paths))
+    elif not quiet:
+        for p in paths:
+            click.echo(f"wrote {p}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag run
+
+RUN_EPILOG = """\b
+Examples:
+  phasediag run configs/1_width_vs_init.yaml                 # -> outputs/width_vs_init/
+  phasediag run configs/7_gd_lr_vs_width.yaml --workers 2 --json
+  phasediag run configs/big.yaml --shard 3/100      # -> outputs/big/shard-0003-of-0100/ (examples/slurm/)
+"""
+
+
+@click.command(epilog=RUN_EPILOG)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory.  [default: outputs/<name>/, or outputs/<name>/shard-K-of-N/]")
+@shard_option("Evaluate only part K of N of the grid (cluster arrays); join the parts with 'merge'.")
+@workers_option("Parallel workers: forked processes on Linux (threads elsewhere); results are bit-identical "
+                "for any number.")
+@click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
+@no_plot_option("Write results.npz and meta.json only.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=131072, show_default=True,
+              help="Grid points per vectorized chunk (bounds memory; does not change any result).")
+@click.option("--checkpoint-every", type=NONNEGATIVE, default=5.0, show_default=True, metavar="SECONDS",
+              help="Save finished chunks for --resume at most this often (0: after every chunk).")
+@json_option("Print a JSON summary (paths, counts, timings).")
+@quiet_option("No progress bar, no summary.")
+def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_every, as_json, quiet):
+    """Evaluate a YAML sweep CONFIG on its grid and write results.npz, meta.json and the figures.
+
+    Outputs are written under temporary names and renamed into place: an interrupted or failed run never
+    leaves a partial results.npz (finished chunks are kept in .partial-*/ for --resume).
+    """
+    run_job(config, out, as_json, quiet, shard=shard_value(shard), workers=workers, resume=resume,
+            plot=not no_plot, chunk_size=chunk_size, checkpoint_every=checkpoint_every)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag validate
+
+VALIDATE_EPILOG = """\b
+Examples:
+  phasediag validate configs/1_width_vs_init.yaml                  # -> outputs/width_vs_init/validate/
+  phasediag validate configs/7_gd_lr_vs_width.yaml --points 40 --workers 2 --json
+  phasediag validate configs/1_width_vs_init.yaml --shard 2/8 --out v/2 && phasediag merge v/* --out v/all
+"""
+
+
+@click.command(epilog=VALIDATE_EPILOG)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--points", type=click.IntRange(min=1, max=100_000), default=24, show_default=True,
+              help="Grid points to simulate, spread over the predicted phases (GD: outcomes too).")
+@click.option("--max-width", type=WIDTH, default=10_000, show_default=True,
+              help="Only points of at most this width are simulated (the vectors are stored).")
+@click.option("--method", type=click.Choice(["gd", "flow"]), default="gd", show_default=True,
+              help="flow configs: gd = GD at a small step (its discretization error is the deviation), "
+                   "flow = Dormand-Prince integration of the flow. GD configs always use GD.")
+@click.option("--step", type=POSITIVE, default=0.01, show_default=True,
+              help="flow configs, --method gd: a Theta_max times the learning-rate factor (the step size).")
+@click.option("--max-steps", type=click.IntRange(min=1, max=10_000_000), default=200_000, show_default=True,
+              help="Cap on simulated steps per point (GD configs: the exact map is compared at the same step).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory.  [default: outputs/<name>/validate/, or .../shard-K-of-N/]")
+@shard_option("Simulate only part K of N of the selected points; join the parts with 'merge'.")
+@workers_option("Processes simulating points in parallel (results are bit-identical for any number).")
+@no_plot_option("Write validation.json and meta.json only.")
+@json_option("Print a JSON summary (with every point's row).")
+@quiet_option("No progress bar, no table.")
+def validate(config, points, max_width, method, step, max_steps, out, shard, workers, no_plot, as_json, quiet):
+    """Check the closed form against simulated training on points of a sweep CONFIG.
+
+    Points are chosen over the predicted phases; each is simulated at its configured width from vectors seeded
+    by (config seed, grid index) and compared with the exact solution for the same vectors: per point the map
+    label, the predicted and measured labels, NTK change and alignment, and the worst deviation over the path.
+    Writes validation.json, meta.json and two figures (markers coloured by measured phase over the predicted
+    map; predicted vs measured). Exit status 0 also when labels differ: read the report.
+    """
+    from phasediag.studies.validation import Settings
+
+    settings = Settings(points=points, max_width=max_width, step=step, max_steps=max_steps, method=method)
+    run_job(config, out, as_json, quiet, shard=shard_value(shard), workers=workers, plot=not no_plot,
+            settings=settings, validate=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag experiment
+
+EXPERIMENT_EPILOG = """\b
+Examples:
+  phasediag experiment configs/12_nonlinear_digits.yaml      # needs: pip install '.[experiments]'
+  phasediag experiment configs/11_gd_vs_sgd.yaml --workers 2 --json
+"""
+
+
+@click.command(epilog=EXPERIMENT_EPILOG)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory.  [default: outputs/<name>/]")
+@workers_option("Processes training in parallel (results are bit-identical for any number).")
+@no_plot_option("Write the results and meta.json only.")
+@json_option("Print a JSON summary (paths, timings, findings).")
+@quiet_option("No progress bar, no summary.")
+def experiment(config, out, workers, no_plot, as_json, quiet):
+    """Run a simulated-training study from a YAML CONFIG whose top-level key 'experiment' names it:
+    'nonlinear' (a tanh / ReLU two-layer network on scikit-learn's digits: NTK change, alignment, test error
+    against init scale) or 'sgd_drift' (the linear model under SGD vs GD: drift of the imbalance Delta and the
+    alignment across batch sizes and learning rates).
+    """
+    run_job(config, out, as_json, quiet, workers=workers, plot=not no_plot, experiment=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# phasediag plot / export / merge: on result directories
+
+
+def _formats(value):
+    if value is None:
+        return None
+    from phasediag.config.sweep import FORMATS
+
+    items = [v.strip().lower() for v in value.split(",")]
+    bad = [v for v in items if v not in FORMATS]
+    if bad:
+        raise click.BadParameter(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}",
+                                 param_hint="'--formats'")
+    return items
+
+
+@click.command("plot")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--formats", default=None, metavar="png,pdf,svg", help="Figure formats.  [default: the config's]")
+@json_option("Print the written paths as a JSON list.")
+@quiet_option("Print nothing.")
+def plot_command(directory, formats, as_json, quiet):
+    """Re-render the figures of a results DIRECTORY (from results.npz and meta.json)."""
+    from phasediag.jobs import lifecycle
+
+    formats = _formats(formats)
+    with config_errors():
+        paths = [str(p) for p in lifecycle.plot(directory, formats)]
+    echo_paths(paths, as_json, quiet)
+
+
+@click.command("export")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--csv", "as_csv", is_flag=True, required=True, help="Write tidy CSV tables (one row per point).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="CSV path.  [default: DIRECTORY/<name>.csv; trajectories in <name>_trajectories.csv]")
+@json_option("Print the written paths as a JSON list.")
+@quiet_option("Print nothing.")
+def export_command(directory, as_csv, out, as_json, quiet):
+    """Export a results DIRECTORY as tidy CSV: axis values and every metric per grid point."""
+    from phasediag.jobs import lifecycle
+
+    with config_errors():
+        paths = lifecycle.export_csv(directory, out)
+    echo_paths(paths, as_json, quiet)
+
+
+@click.command("merge")
+@click.argument("directories", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory of the joined result.")
+@no_plot_option("Do not draw the figures.")
+@json_option("Print a JSON summary.")
+@quiet_option("Print nothing.")
+def merge_command(directories, out, no_plot, as_json, quiet):
+    """Join the shard DIRECTORIES of one config (written by 'run --shard K/N' or 'validate --shard K/N') into
+    one result."""
+    from phasediag.jobs import lifecycle
+
+    with config_errors():
+        summary = lifecycle.merge(list(directories), out, plot=not no_plot)
+    echo_summary(summary, as_json, quiet)
+
