@@ -236,8 +236,6 @@ def solve_point(
         raise InputError("optimizer", f"must be 'flow' or 'gd', got {optimizer!r}")
     steps = optimizer == "gd"
     h = hyper.checked()
-    width, output_scale, lr_u, lr_w = h.width, h.output_scale, h.lr_u, h.lr_w
-    var_u, var_w, input_var, teacher = h.init_var_u, h.init_var_w, h.input_var, h.teacher
     ntk_threshold = finite("ntk_threshold", low=0.0, strict=True, x=ntk_threshold)
     alignment_threshold = finite("alignment_threshold", low=0.0, strict=True, x=alignment_threshold)
     horizon = check_time("horizon", horizon, steps=steps)
@@ -262,8 +260,8 @@ def solve_point(
         # Overflow, 0/0 and x/0 anywhere in the evaluation are errors, never silent inf/nan (underflow to 0
         # is benign). The core's own local errstate settings (e.g. for a diverging GD run) take precedence.
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-            result = _evaluate(width, output_scale, lr_u, lr_w, var_u, var_w, input_var, teacher, init, gram,
-                               seed, times, steps, horizon, ntk_threshold, alignment_threshold, gd_max_steps)
+            result = _evaluate(h, init, gram, seed, times, steps, horizon, ntk_threshold, alignment_threshold,
+                               gd_max_steps)
     except FloatingPointError as exc:
         raise NumericalRangeError(
             f"floating-point {exc} while solving this point: the inputs are probably outside the supported "
@@ -273,11 +271,11 @@ def solve_point(
     return result
 
 
-def _evaluate(width, output_scale, lr_u, lr_w, var_u, var_w, input_var, teacher, init, gram, seed, times,
-              steps, horizon, ntk_threshold, alignment_threshold, gd_max_steps) -> dict:
-    """The core calls of :func:`solve_point` on validated inputs."""
-    g0 = _make_gram(init, width, var_u, var_w, gram, seed)
-    problem = core.Problem(output_scale, lr_u, lr_w, input_var, teacher, g0)
+def _evaluate(h: Hyperparameters, init, gram, seed, times, steps, horizon, ntk_threshold, alignment_threshold,
+              gd_max_steps) -> dict:
+    """The core calls of :func:`solve_point` on validated inputs (`h` checked: variances filled in)."""
+    g0 = _make_gram(init, h.width, h.init_var_u, h.init_var_w, gram, seed)
+    problem = core.Problem(h.output_scale, h.lr_u, h.lr_w, h.input_var, h.teacher, g0)
     inv = core.invariants(problem)
     t_arr = np.asarray(times, dtype=float)
 
@@ -290,7 +288,7 @@ def _evaluate(width, output_scale, lr_u, lr_w, var_u, var_w, input_var, teacher,
     # Excess loss of the kernel (frozen-NTK) prediction m_lin: loss(0) times the squared decay factor of
     # m_lin - m*, exp(-a Theta0 t) (flow) or (1 - a Theta0)^k (GD), formed directly (not from m_lin - m*,
     # which rounds to 0 long before the loss does).
-    loss0, rate0 = _scalar(start.loss), input_var * _scalar(start.ntk)
+    loss0, rate0 = _scalar(start.loss), h.input_var * _scalar(start.ntk)
     with np.errstate(over="ignore"):
         if steps:
             decay2 = np.power((1.0 - rate0) ** 2, t_arr)
@@ -341,14 +339,7 @@ def _evaluate(width, output_scale, lr_u, lr_w, var_u, var_w, input_var, teacher,
 
     result: dict[str, Any] = {
         "params": {
-            "width": width,
-            "output_scale": output_scale,
-            "lr_u": lr_u,
-            "lr_w": lr_w,
-            "init_var_u": var_u,
-            "init_var_w": var_w,
-            "input_var": input_var,
-            "teacher": teacher,
+            **h.to_dict(),
             "init": init,
             "seed": seed if init == "seed" else None,
             "optimizer": "gd" if steps else "flow",
