@@ -95,7 +95,7 @@ Examples:
 @click.command(epilog=RUN_EPILOG)
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output directory.  [default: outputs/<name>/, or outputs/<name>/shard-K-of-N/]")
+              help="Output directory.  [default: outputs/<name>/, or outputs/<name>/shard-KKKK-of-NNNN/]")
 @shard_option("Evaluate only part K of N of the grid (cluster arrays); join the parts with 'merge'.")
 @workers_option("Parallel workers: forked processes on Linux (threads elsewhere); results are bit-identical "
                 "for any number.")
@@ -142,7 +142,7 @@ Examples:
 @click.option("--max-steps", type=click.IntRange(min=1, max=10_000_000), default=200_000, show_default=True,
               help="Cap on simulated steps per point (GD configs: the exact map is compared at the same step).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output directory.  [default: outputs/<name>/validate/, or .../shard-K-of-N/]")
+              help="Output directory.  [default: outputs/<name>/validate/, or .../shard-KKKK-of-NNNN/]")
 @shard_option("Simulate only part K of N of the selected points; join the parts with 'merge'.")
 @workers_option("Processes simulating points in parallel (results are bit-identical for any number).")
 @no_plot_option("Write validation.json and meta.json only.")
