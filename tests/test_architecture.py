@@ -119,3 +119,25 @@ def test_every_relative_markdown_link_resolves():
             if not (path.parent / target).exists():
                 missing.append(f"{path.relative_to(ROOT)}: {target}")
     assert not missing, "broken links:\n" + "\n".join(missing)
+
+
+REPO_PATH = re.compile(r"(?<![\w/.\-<>{}*$])((?:configs|docs|examples|phasediag|tests|benchmarks)/[\w./-]*\w)"
+                       r"(?![\w*<>{}$/])")
+
+
+def test_every_repository_path_a_tracked_file_names_exists():
+    """README, docs, help texts and comments name only files that exist (`configs/big.yaml`, `examples/...`)."""
+    missing = []
+    for path in _tracked_text_files():
+        if path.suffix not in (".md", ".py", ".sh", ".yaml", ".toml") or path == Path(__file__).resolve():
+            continue
+        for name in REPO_PATH.findall(path.read_text(errors="replace")):
+            if "..." not in name and not (ROOT / name).exists():
+                missing.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not missing, "named but missing:\n" + "\n".join(missing)
+
+
+def test_the_path_pattern_finds_paths_in_prose_and_commands():
+    text = "run `phasediag run configs/big.yaml --shard 1/2`, see docs/theory.md and examples/slurm/job.sh."
+    assert REPO_PATH.findall(text) == ["configs/big.yaml", "docs/theory.md", "examples/slurm/job.sh"]
+    assert REPO_PATH.findall("outputs/<name>/ and configs/*.yaml") == []
