@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from phasediag.config import expr
+from phasediag.config.hyperparameters import DATA_FIELDS, MODEL_FIELDS
 from phasediag.config.reader import (FORMATS, AnyKey, ConfigError, Located, check_name, did_you_mean, fail,
                                      mapping, number, parse_yaml, plain, read_config, string)
 
-MODEL_KEYS = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w")
+MODEL_KEYS = MODEL_FIELDS  # the hyperparameters' names, as solve, simulate and the CLI use them
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
-DATA_KEYS = ("input_var", "teacher", "noise_var")
+DATA_KEYS = DATA_FIELDS + ("noise_var",)
 DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
 TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "metrics", "plot")
 SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
