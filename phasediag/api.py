@@ -93,6 +93,7 @@ def solve(*, width: int = 100, output_scale: float = 1.0, lr_u: float = 0.1, lr_
     discrete GD, times are step counts.
     """
     hyper = Hyperparameters(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher)
+    _check_times(times, points)
     if gram is not None and seed is not None:
         raise FieldError("gram", "conflicts with seed: choose one initialization")
     init = "gram" if gram is not None else "seed" if seed is not None else "typical"
@@ -100,6 +101,14 @@ def solve(*, width: int = 100, output_scale: float = 1.0, lr_u: float = 0.1, lr_
                              times=grid_times(times, t_max, t_min, points, steps=optimizer == "gd"),
                              optimizer=optimizer, horizon=horizon, ntk_threshold=ntk_threshold,
                              alignment_threshold=alignment_threshold))
+
+
+def _check_times(times, points) -> None:
+    """`times` a sequence of numbers; `points` at most the CLI's 100,000."""
+    if times is not None and (isinstance(times, (str, bytes)) or not hasattr(times, "__len__")):
+        raise FieldError("times", f"must be a sequence of times, got {times!r}")
+    if points is not None and (isinstance(points, bool) or not isinstance(points, int) or not 2 <= points <= 100_000):
+        raise FieldError("points", f"must be an integer in [2, 100,000], got {points!r}")
 
 
 def simulate(*, width: int = 100, output_scale: float = 1.0, lr_u: float = 0.1, lr_w: float = 0.1,
@@ -115,6 +124,9 @@ def simulate(*, width: int = 100, output_scale: float = 1.0, lr_u: float = 0.1, 
     from phasediag.training.measure import simulate_point
 
     hyper = Hyperparameters(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher)
+    _check_times(times, points)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise FieldError("seed", f"must be an integer in [0, 2^63), got {seed!r}")
     return Point(simulate_point(hyper, seed=seed, times=grid_times(times, t_max, t_min, points,
                                                                     steps=optimizer != "flow"),
                                 optimizer=optimizer, batch_size=batch_size, samples=samples, noise_var=noise_var,
@@ -122,31 +134,50 @@ def simulate(*, width: int = 100, output_scale: float = 1.0, lr_u: float = 0.1, 
 
 
 def run(config: str | Path | dict, out: str | Path | None = None, *, workers: int = 1, shard: str | None = None,
-        resume: bool = False, plot: bool = True, validate: bool = False, **settings: Any) -> Result:
+        resume: bool = False, plot: bool = True, chunk_size: int | None = None,
+        checkpoint_every: float | None = None, validate: bool = False, **settings: Any) -> Result:
     """Run a config (a YAML path, or a dict of the YAML's content) of any kind, as ``phasediag run`` does.
 
     ``out=None`` computes in memory and writes nothing; a path writes the run directory there (with the
     figures unless ``plot=False``). ``validate=True`` runs ``phasediag validate`` on a sweep config (its
     settings as keywords: points, max_width, step, max_steps, method). The result: ``result["ntk_change"]``
     (the array results.npz holds), ``result.coords``, ``result.meta``, ``result.plot(name)``,
-    ``result.to_xarray()``; ``result.meta["summary"]`` is what ``--json`` prints."""
+    ``result.to_xarray()``; ``result.summary`` is what ``--json`` prints."""
+    from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK
     from phasediag.jobs import lifecycle
 
+    if not isinstance(config, (str, Path, dict)):
+        raise FieldError("config", f"must be a path or a dict, got {type(config).__name__}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise FieldError("workers", f"must be an integer >= 1, got {workers!r}")
     extra = {}
     if validate:
+        from dataclasses import fields
+
         from phasediag.studies.validation import Settings
 
+        known = [f.name for f in fields(Settings)]
+        for name in settings:
+            if name not in known:
+                raise FieldError(name, f"not a validation setting; known: {', '.join(known)}")
         extra["settings"] = Settings(**settings)
     elif settings:
-        raise FieldError(next(iter(settings)), "not an option of run (chunk_size, checkpoint_every with a "
-                                               "sweep; validation settings with validate=True)")
+        name = next(iter(settings))
+        raise FieldError(name, "not an option of run (validation settings need validate=True)")
     try:
         parsed = lifecycle.parse_shard(shard)
     except ValueError as e:
         raise FieldError("shard", str(e)) from None
-    options = lifecycle.Options(workers=workers, shard=parsed, resume=resume, plot=plot, **extra)
+    chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise FieldError("chunk_size", f"must be an integer >= 1, got {chunk_size!r}")
+    every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 <= every < math.inf:
+        raise FieldError("checkpoint_every", f"must be a number of seconds >= 0, got {checkpoint_every!r}")
+    options = lifecycle.Options(workers=workers, shard=parsed, resume=resume, plot=plot, chunk_size=chunk,
+                                checkpoint_every=float(every), **extra)
     result, summary = lifecycle.run(config, out=out, options=options, validate=validate)
-    result.meta["summary"] = summary.to_dict()
+    result.summary = summary.to_dict()
     return result
 
 

@@ -123,7 +123,7 @@ def test_run_in_memory_writes_nothing_and_equals_the_cli_run(tmp_path, monkeypat
             np.testing.assert_array_equal(result[name], z[name])
         for name, values in result.coords.items():
             np.testing.assert_array_equal(values, z[name])
-    assert result.meta["summary"]["counts"] == summary["counts"]
+    assert result.summary["counts"] == summary["counts"]
     assert result.meta["config_hash"] == summary["config_hash"]
 
 
@@ -189,3 +189,48 @@ def test_import_phasediag_is_light():
     code = "import sys, phasediag; print('numpy' in sys.modules, callable(phasediag.solve))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]  # numpy only once the API is used
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda: phasediag.run(yaml.safe_load(SWEEP), validate=True, method="x"), "method"),
+    (lambda: phasediag.run(yaml.safe_load(SWEEP), validate=True, step=2), "step"),
+    (lambda: phasediag.run(yaml.safe_load(SWEEP), validate=True, points=0), "points"),
+    (lambda: phasediag.run(yaml.safe_load(SWEEP), validate=True, max_steps=0), "max_steps"),
+    (lambda: phasediag.run(yaml.safe_load(SWEEP), validate=True, pointz=3), "pointz"),
+    (lambda: phasediag.run(yaml.safe_load(SWEEP), workers=0), "workers"),
+    (lambda: phasediag.run(yaml.safe_load(SWEEP), chunk_size=0), "chunk_size"),
+    (lambda: phasediag.run(["a"]), "config"),
+    (lambda: phasediag.solve(times=5), "times"),
+    (lambda: phasediag.solve(points=10**9), "points"),
+    (lambda: phasediag.solve(t_max=1, t_min=2), "t_min"),
+    (lambda: phasediag.simulate(seed=-1), "seed"),
+    (lambda: phasediag.simulate(seed=None), "seed"),
+])
+def test_every_bad_argument_is_a_field_error_naming_it(call, field):
+    with pytest.raises(phasediag.FieldError) as err:
+        call()
+    assert err.value.field == field and "--" not in str(err.value)
+
+
+def test_inputs_beyond_the_range_are_bad_input_too():
+    with pytest.raises(phasediag.BadInput, match="supported range"):
+        phasediag.solve(output_scale=1e200, lr_u=1e200, lr_w=1e200)
+
+
+def test_run_takes_the_chunk_options_and_they_do_not_change_results():
+    config = yaml.safe_load(SWEEP)
+    a = phasediag.run(config)
+    b = phasediag.run(config, chunk_size=3, checkpoint_every=0)
+    for name in a.keys():
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_plot_draws_any_stored_metric_and_refuses_a_shard(tmp_path):
+    from matplotlib.figure import Figure
+
+    result = phasediag.run(yaml.safe_load(SWEEP))
+    assert "ntk_final" not in yaml.safe_load(SWEEP)["plot"]["maps"]
+    assert isinstance(result.plot("ntk_final"), Figure) and isinstance(result.plot("tau"), Figure)
+    shard = phasediag.run(yaml.safe_load(SWEEP), shard="1/2")
+    with pytest.raises(phasediag.ResultsError, match="merge"):
+        shard.plot()

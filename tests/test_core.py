@@ -22,6 +22,7 @@ from phasediag.core import (
     gd_outcome,
     gd_state,
     invariants,
+    kernel_prediction,
     ntk_change,
     order_parameters,
     relaxation_time,
@@ -348,6 +349,151 @@ def test_gd_state_end_of_training_and_divergence():
 def test_gd_steps_must_be_integers():
     with pytest.raises(ValueError):
         gd_state(gd_point(1.0, 0.1), [0, 1.5])
+
+
+# ---- the kernel (frozen-NTK) prediction (docs/theory.md section 5) ----
+
+EPS = np.finfo(float).eps
+KERNEL_SLOPES = [(0.0, 1.0), (1e-3, 1.0), (0.7, 1.0), (3.0, 1.0), (-0.5, 1.0), (1e3, -2.0), (2e-3, 1e3),
+                 (-1e3, 1e-3), (1.0, 1.0), (-2.0, -2.0)]  # (m0, m*); the last two: m0 = m*
+KERNEL_RATES = [(1.0, 1.0), (0.37, 2.3), (1e3, 7e-6), (1e-3, 4e2)]  # (a, Theta0): a Theta0 from 7e-3 to 2.3
+KERNEL_TIMES = np.array([0.0, 1e-300, 1e-18, 1e-9, 1e-3, 0.3, 0.69, 0.7, 1.0, 5.0, 50.0, 700.0, 1e4, 1e12])
+GD_RATES = [(1.0, 1e-6), (1.0, 0.3), (0.5, 2.0), (2.0, 0.999), (1.0, 2.0), (1.0, 2.5), (3.0, 5.0 / 3.0),
+            (0.1, 40.0)]  # (a, Theta0): a Theta0 = 1e-6 ... 5, i.e. 1 - a Theta0 from ~1 to -3 (diverging above 2)
+GD_STEPS = np.array([0, 1, 2, 3, 7, 10, 64, 100, 1000, 10_000, 100_000, 1_000_000], dtype=float)
+
+
+def _kernel_reference(m0, m_star, a, theta0, t, steps):
+    """mpmath (60 digits) m_lin = m* + (m0 - m*) D and loss_lin = a (m0 - m*)^2 D^2 / 2 from the exact float
+    inputs, D = exp(-a Theta0 t) or (1 - a Theta0)^k; returns (m_lin, loss_lin, D, x = a Theta0 t). Early on
+    (x < 1) m_lin is summed as m0 + (m* - m0)(-expm1(-x)): at 60 digits exp(-1e-300) is 1."""
+    from mpmath import mp, mpf
+
+    with mp.workdps(60):
+        m0, m_star, rate = mpf(m0), mpf(m_star), mpf(a) * mpf(theta0)
+        if steps:
+            x = mpf(0)
+            d = (1 - rate) ** int(t)
+            m_lin = m_star + (m0 - m_star) * d
+        else:
+            x = rate * mpf(t)
+            d = mp.exp(-x)
+            m_lin = m0 + (m_star - m0) * -mp.expm1(-x) if x < 1 else m_star + (m0 - m_star) * d
+        return m_lin, mpf(a) * (m0 - m_star) ** 2 * d * d / 2, d, x
+
+
+def _check_kernel(m0, m_star, a, theta0, t, steps):
+    got = kernel_prediction(m0, m_star, theta0, a, t, steps=steps)
+    assert got.m_lin.shape == got.loss_lin.shape == t.shape
+    for k, tk in enumerate(t):
+        m_exp, loss_exp, d, x = _kernel_reference(m0, m_star, a, theta0, tk, steps)
+        m_got, loss_got = float(got.m_lin[k]), float(got.loss_lin[k])
+        where = f"m0={m0} m*={m_star} a={a} Theta0={theta0} t={tk} steps={steps}: m_lin {m_got!r} vs {m_exp}"
+        if m0 == m_star:  # nothing to learn: exactly m*, zero loss, even where D overflows
+            assert m_got == m_star and loss_got == 0.0, where
+            continue
+        if abs(m_exp) > np.finfo(float).max:  # a diverging linear model: the sign of the blow-up
+            assert np.isinf(m_got) and np.sign(m_got) == np.sign(float(m_exp)), where
+            continue
+        gap, d, x = abs(m0 - m_star), abs(float(d)), float(x)
+        if steps:  # GD: m* - (m* - m0) D, with 1 - a Theta0 rounded once and then raised to the k-th power
+            d_rel = (tk + 2) * EPS * (1 + a * theta0 / max(abs(1 - a * theta0), 1e-300))
+            tol = 4 * EPS * (abs(m_star) + gap * d) + gap * d * d_rel
+            loss_rel = 8 * EPS + 2 * d_rel
+        else:  # flow: rounding a Theta0 moves m_lin by ~ |m0 - m*| x D eps
+            rate_term = 2 * EPS * gap * x * d
+            if m0 * m_star >= 0:  # m_lin lies between m0 and m*: no cancellation, relatively accurate
+                tol = 4 * EPS * abs(float(m_exp)) + rate_term
+            else:  # a few ulps of the larger term of the form used
+                terms = abs(m_star) + gap * d if d < 0.5 else abs(m0) + gap * (1 - d)
+                tol = 4 * EPS * terms + rate_term
+            loss_rel = (8 + 4 * x) * EPS
+        assert abs(m_got - float(m_exp)) <= tol, where
+        if tk == 0 and not steps:
+            assert m_got == m0, where  # m_lin(0) = m0 exactly
+        if float(loss_exp) > np.finfo(float).max:
+            assert loss_got == np.inf, where
+        elif float(loss_exp) > 1e-300:  # the loss is formed from D^2 directly: relative accuracy throughout
+            assert abs(loss_got - float(loss_exp)) <= loss_rel * float(loss_exp), where
+        else:
+            assert loss_got <= 1e-300, where
+
+
+@pytest.mark.parametrize("m0, m_star", KERNEL_SLOPES)
+@pytest.mark.parametrize("a, theta0", KERNEL_RATES)
+def test_kernel_prediction_flow_matches_mpmath(m0, m_star, a, theta0):
+    _check_kernel(m0, m_star, a, theta0, KERNEL_TIMES, steps=False)
+    # t = inf: m* exactly (the end of training), zero excess loss
+    end = kernel_prediction(m0, m_star, theta0, a, np.inf, steps=False)
+    assert end.m_lin == m_star and end.loss_lin == 0.0
+
+
+@pytest.mark.parametrize("m0, m_star", KERNEL_SLOPES)
+@pytest.mark.parametrize("a, theta0", GD_RATES)
+def test_kernel_prediction_gd_matches_mpmath(m0, m_star, a, theta0):
+    _check_kernel(m0, m_star, a, theta0, GD_STEPS, steps=True)
+
+
+def test_kernel_prediction_conventions():
+    # Theta0 = 0: nothing moves (flow and GD, t = inf included)
+    for steps in (False, True):
+        for t in (np.array([0.0, 1.0, 1e6, np.inf]), np.inf):
+            got = kernel_prediction(0.25, 1.0, 0.0, 2.0, t, steps=steps)
+            assert np.all(got.m_lin == 0.25) and np.all(got.loss_lin == 2.0 * 0.75**2 / 2)
+    # GD at a Theta0 > 2: +-inf once the geometric sequence overflows (sign of (m0 - m*)(1 - a Theta0)^k);
+    # a Theta0 < 2: m* at the end (inf steps); a Theta0 = 2: (-1)^inf := 1 (numpy), m0
+    got = kernel_prediction(0.0, 1.0, 5.0, 1.0, np.array([0.0, 3.0, 1001.0, 1000.0, np.inf]), steps=True)
+    assert list(got.m_lin[:1]) == [0.0] and got.m_lin[1] == 1.0 - (-4.0) ** 3
+    assert list(got.m_lin[2:]) == [np.inf, -np.inf, -np.inf] and np.all(got.loss_lin[2:] == np.inf)
+    assert kernel_prediction(0.0, 1.0, 1.5, 1.0, np.inf, steps=True).m_lin == 1.0
+    # loss0 given (the caller's own initial loss) scales D^2; 0 stays 0 where D^2 overflows
+    got = kernel_prediction(1.0, 1.0, 5.0, 1.0, np.array([0.0, 10.0, 1000.0, np.inf]), steps=True, loss0=0.0)
+    assert np.all(got.loss_lin == 0.0) and np.all(got.m_lin == 1.0)
+    got = kernel_prediction(0.0, 1.0, 1.0, 0.5, np.array([0.0, 2.0]), steps=False, loss0=3.0)
+    assert got.loss_lin[0] == 3.0 and got.loss_lin[1] == 3.0 * math.exp(-2.0)
+    # an error-free gap (the core's m* - kappa V) is used as given
+    got = kernel_prediction(1.0, 1.0 + 2**-52, 1.0, 1.0, np.array([0.0, 1.0]), steps=False, gap=2**-52 + 1e-30)
+    assert got.m_lin[0] == 1.0 and got.loss_lin[0] == 0.5 * (2**-52 + 1e-30) ** 2
+    # shapes broadcast; bad times are rejected
+    got = kernel_prediction(np.zeros((3, 1)), 1.0, np.array([1.0, 2.0]), 1.0, np.array([[0.0], [1.0], [2.0]]),
+                            steps=True)
+    assert got.m_lin.shape == got.loss_lin.shape == (3, 2)
+    assert kernel_prediction(0.0, 1.0, 1.0, 1.0, 1.0, steps=False, loss=False).loss_lin is None
+    for t, steps in (([-1.0], False), ([np.nan], False), ([0.5], True)):
+        with pytest.raises(ValueError):
+            kernel_prediction(0.0, 1.0, 1.0, 1.0, np.array(t), steps=steps)
+
+
+def _kernel_of(inv, t, steps):
+    return kernel_prediction(inv.m0, inv.teacher, inv.ntk_init, inv.input_var, t, steps=steps, gap=inv.gap).m_lin
+
+
+@settings(max_examples=100, deadline=None)
+@given(hyper, st.booleans())
+def test_flow_and_gd_states_report_the_kernel_prediction(p, sampled):
+    inv, _ = point(p, sampled)
+    times = np.array([0.0, 1e-6, 0.3, 1.0, 10.0, 1e4, np.inf])
+    for t in (np.inf, 0.0, 2.5):
+        assert np.array_equal(flow_state(inv, t).m_lin, _kernel_of(inv, t, False))
+    assert np.array_equal(flow_state(inv, times).m_lin, _kernel_of(inv, times, False))
+    assert flow_state(inv, 0.0).m_lin == inv.m0
+
+
+def test_gd_state_reports_the_kernel_prediction():
+    rng = np.random.default_rng(3)
+    n = 40
+    inv = invariants(Problem(1.0, 10 ** rng.uniform(-3, 0.5, n), 10 ** rng.uniform(-3, 0.5, n),
+                             10 ** rng.uniform(-1, 1, n), rng.choice([-1.0, 1.0], n) * 10 ** rng.uniform(-2, 1, n),
+                             sample_gram(np.full(n, 50), 0.02, 0.02, 9)))
+    steps = np.array([0, 1, 2, 5, 30, 200])
+    m_lin = gd_state(inv, steps).m_lin
+    per_step = [np.asarray(x)[:, None] for x in (inv.m0, inv.teacher, inv.ntk_init, inv.input_var, inv.gap)]
+    expected = kernel_prediction(*per_step[:4], steps.astype(float), steps=True, gap=per_step[4]).m_lin
+    assert m_lin.shape == (n, steps.size) and np.array_equal(m_lin, expected, equal_nan=True)
+    assert np.any(np.abs(1 - inv.input_var * inv.ntk_init) > 1)  # diverging kernel GD among them
+    end = gd_state(inv, [0, np.inf], max_steps=2000).m_lin
+    assert np.array_equal(end[:, 1], kernel_prediction(inv.m0, inv.teacher, inv.ntk_init, inv.input_var, np.inf,
+                                                       steps=True, gap=inv.gap).m_lin)
 
 
 # ---- sampler ----

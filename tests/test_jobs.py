@@ -216,6 +216,10 @@ TAMPERINGS = {
     "meta.json is a list": lambda out: (out / "meta.json").write_text("[1, 2]"),
     "results.npz is garbage": lambda out: (out / "results.npz").write_bytes(b"PK\x03\x04 no zip"),
     "results.npz is missing": lambda out: (out / "results.npz").unlink(),
+    "results.npz is empty": lambda out: (out / "results.npz").write_bytes(b""),
+    "a name that is a path": lambda out: _edit_meta(out, lambda m: {**m, "name": "../../evil"}),
+    "NaN in meta.json": lambda out: (out / "meta.json").write_text(
+        (out / "meta.json").read_text().replace('"description": ""', '"description": NaN')),
     "unknown kind": lambda out: _edit_meta(out, lambda m: {**m, "kind": "bogus"}),
     "no config": lambda out: _edit_meta(out, _drop("config")),
     "dims of another shape": lambda out: _edit_meta(out, lambda m: {**m, "dims": {k: ["nope"] for k in m["dims"]}}),
@@ -239,3 +243,90 @@ def test_a_tampered_run_directory_is_one_line_of_bad_input(tmp_path, command, ta
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
     assert "internal error" not in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_shard_of_a_validation_is_fine_and_merges(tmp_path):
+    whole = run_validation(tmp_path)  # 3 points
+    config = tmp_path / "v.yaml"
+    parts = []
+    for k in range(1, 6):  # more shards than points: some are empty
+        parts.append(tmp_path / f"s{k}")
+        cli("validate", config, "--points", 3, "--shard", f"{k}/5", "--out", parts[-1], "-q")
+    cli("merge", *parts, "--out", tmp_path / "all", "-q")
+    assert (tmp_path / "all" / "validation.json").read_bytes() == (whole / "validation.json").read_bytes()
+
+
+def test_out_named_default_is_a_directory_like_any_other(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(SWEEP)
+    cli("run", "c.yaml", "--out", "default", "-q", "--no-plot")
+    assert (tmp_path / "default" / "results.npz").is_file() and not (tmp_path / "outputs").exists()
+
+
+def test_a_run_stopped_while_drawing_draws_its_figures_on_resume(tmp_path):
+    out = run_case(tmp_path, "sweep")
+    meta = json.loads((out / "meta.json").read_text())
+    for name in meta["figures"]:
+        (out / name).unlink()
+    # the state a run leaves when stopped after saving its data, before its figures
+    meta.update(figures=[], files=["results.npz", "meta.json"], figures_pending=True)
+    (out / "meta.json").write_text(json.dumps(meta))
+    summary = json.loads(cli("run", tmp_path / "sweep.yaml", "--out", out, "--resume", "--json").output)
+    assert summary["status"] == "done" and all((out / n).is_file() for n in meta["figures"] or
+                                              json.loads((out / "meta.json").read_text())["figures"])
+    again = json.loads(cli("run", tmp_path / "sweep.yaml", "--out", out, "--resume", "--json").output)
+    assert again["status"] == "up to date" and again["counts"] == summary["counts"]  # the same summary fields
+    assert again["grid_points"] == summary["grid_points"]
+
+
+@pytest.mark.parametrize("case, data", [("sweep", "results.npz"), ("validation", "validation.json")])
+def test_a_rerun_never_deletes_a_data_file_an_edited_meta_calls_a_figure(tmp_path, case, data):
+    out = run_dir(tmp_path, case)
+    _edit_meta(out, lambda m: {**m, "figures": [data, "meta.json"]})
+    if case == "validation":
+        run_validation(tmp_path, "--no-plot")
+    else:
+        run_case(tmp_path, case, "--no-plot")
+    assert (out / data).is_file() and (out / "meta.json").is_file()
+    phasediag.load(out)
+
+
+def test_merge_without_figures_removes_the_figures_of_an_earlier_merge(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(SWEEP)
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    for k, part in enumerate(parts, 1):
+        cli("run", config, "--shard", f"{k}/2", "--out", part, "-q")
+    cli("merge", *parts, "--out", tmp_path / "m", "-q")
+    assert any(p.suffix == ".png" for p in (tmp_path / "m").iterdir())
+    cli("merge", *parts, "--out", tmp_path / "m", "-q", "--no-plot")
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(meta["files"]) == ["meta.json", "results.npz"]
+
+
+def test_replotting_keeps_files_and_figures_true_to_the_directory(tmp_path):
+    out = run_case(tmp_path, "sweep")
+    timing = json.loads((out / "meta.json").read_text())["timing"]
+    for png in out.glob("*.png"):
+        png.unlink()
+    cli("plot", out, "--formats", "svg", "-q")
+    meta = json.loads((out / "meta.json").read_text())
+    assert sorted(meta["files"]) == sorted(p.name for p in out.iterdir()) and meta["files"][-1] == "meta.json"
+    assert all(name.endswith(".svg") for name in meta["figures"])
+    assert meta["timing"]["plot_s"] == timing["plot_s"] and "replot_s" in meta["timing"]
+
+
+def test_validate_refuses_a_config_that_is_not_a_sweep(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text(CASES["sgd_drift"][0])
+    result = cli("validate", config, code=2)
+    assert "validate needs a finite-width sweep config; this one is a sgd_drift config" in result.output
+
+
+def test_config_hash_does_not_depend_on_how_numbers_are_written():
+    import yaml
+
+    a = yaml.safe_load(SWEEP)
+    b = json.loads(json.dumps(a).replace('"1e4"', "10000").replace('"1e-6"', "0.000001"))
+    assert a != b
+    assert phasediag.run(a).meta["config_hash"] == phasediag.run(b).meta["config_hash"]

@@ -141,7 +141,7 @@ def test_merge_refuses_incomplete_or_mixed_sets(flow_config, tmp_path):
 @pytest.mark.parametrize("text, args, message", [
     (SCALING, [], "finite-width"),
     (FLOW, ["--max-width", "1"], "--max-width"),
-    (GD, ["--method", "flow"], "--method flow"),
+    (GD, ["--method", "flow"], "--method: must be gd, not flow"),
     (FLOW, ["--step", "2"], "--step"),
     (FLOW.replace("teacher: 1", "teachr: 1"), [], "data.teachr (line 6)"),
 ])

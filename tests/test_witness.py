@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from phasediag import core
 from phasediag.config.hyperparameters import Hyperparameters
 from phasediag.training import simulate
 from phasediag.cli import phasediag
+from phasediag.engine.point import solve_point
 from phasediag.training.measure import measured_label, measured_order_parameters, simulate_point
 
 
@@ -136,6 +138,47 @@ def test_divergence_is_reported_not_nan():
     res = run_json("simulate", "--lr-u", 5, "--lr-w", 5, "--times", "0,10,1000")
     assert res["final"]["diverged"] and res["final"]["phase"] == "diverged" and res["final"]["label"] is None
     assert res["m"][-1] is None and res["m"][0] is not None
+
+
+def _none_as_inf(values):
+    return np.array([np.inf if v is None else v for v in values], dtype=float)
+
+
+@pytest.mark.parametrize("optimizer, times, lr", [
+    ("flow", [0.0, 1e-9, 1e-3, 0.5, 1.0, 10.0, 100.0], 0.1),
+    ("gd", [0, 1, 2, 10, 100, 1000], 0.1),
+    ("gd", [0, 1, 2, 5, 10, 100, 1000], 5.0),  # diverging (network and kernel model)
+    ("sgd", [0, 1, 10, 100], 0.1),
+])
+def test_simulated_kernel_prediction_is_the_cores(optimizer, times, lr):
+    """simulate's m_lin, loss_lin: core.kernel_prediction from the sampled network's (m0, Theta0)."""
+    res = simulate_point(Hyperparameters(width=30, lr_u=lr, lr_w=lr, teacher=0.8), seed=3, times=times,
+                         optimizer=optimizer)
+    m0, ntk0 = res["init"]["m"], res["init"]["ntk"]
+    want = core.kernel_prediction(m0, 0.8, ntk0, 1.0, np.asarray(times, dtype=float), steps=optimizer != "flow")
+    for key, expected in (("m_lin", want.m_lin), ("loss_lin", want.loss_lin)):
+        got = _none_as_inf(res[key])
+        assert np.array_equal(got, np.where(np.isfinite(expected), expected, np.inf)), key
+    if optimizer == "flow":
+        assert res["m_lin"][0] == m0  # exactly the initial slope
+
+
+@pytest.mark.parametrize("optimizer, times, lr, gram", [
+    ("flow", [0.0, 1e-9, 0.3, 1.0, 10.0, 1e4, float("inf")], 0.1, None),
+    ("gd", [0, 1, 2, 10, 100, float("inf")], 0.1, None),
+    ("gd", [0, 1, 2, 5, 100, 1000, float("inf")], 5.0, None),
+    ("gd", [0, 1, 10, 100, float("inf")], 5.0, (1.0, 1.0, 0.8)),  # m0 = m*: the kernel model stays there
+])
+def test_solved_kernel_loss_is_the_cores(optimizer, times, lr, gram):
+    """solve's loss_lin: core.kernel_prediction scaled from the trajectory's own loss(0)."""
+    init = {"init": "gram", "gram": gram} if gram else {}
+    res = solve_point(Hyperparameters(lr_u=lr, lr_w=lr, teacher=0.8), optimizer=optimizer, times=times, **init)
+    want = core.kernel_prediction(res["m"][0], 0.8, res["ntk"][0], 1.0, np.asarray(times, dtype=float),
+                                  steps=optimizer == "gd", loss0=res["loss"][0]).loss_lin
+    assert np.array_equal(_none_as_inf(res["loss_lin"]), np.where(np.isfinite(want), want, np.inf))
+    assert res["loss_lin"][0] == res["loss"][0]
+    if gram:
+        assert res["loss_lin"] == [0.0] * len(times) and res["m_lin"] == [0.8] * len(times)
 
 
 @pytest.mark.parametrize("args, option", [

@@ -39,6 +39,7 @@ def config_errors():
 
 def run_job(config, out, as_json: bool, quiet: bool, **how) -> None:
     """Run any job kind through the lifecycle, print its summary (bad input: one line, exit 2)."""
+    from phasediag.errors import FieldError
     from phasediag.jobs import lifecycle
 
     flags = {"validate", "experiment"}
@@ -50,7 +51,7 @@ def run_job(config, out, as_json: bool, quiet: bool, **how) -> None:
             try:
                 _, summary = lifecycle.run(config, out=lifecycle.DEFAULT if out is None else out,
                                            options=options, **modes)
-            except lifecycle.OptionError as e:
+            except FieldError as e:  # a run option or setting: the library names the field, say the flag
                 raise BadInput(f"{flag(e.field)}: {e.message}") from None
     finally:
         close()
@@ -100,7 +101,7 @@ Examples:
 @workers_option("Parallel workers: forked processes on Linux (threads elsewhere); results are bit-identical "
                 "for any number.")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
-@no_plot_option("Write results.npz and meta.json only.")
+@no_plot_option("Write the data and meta.json only, no figures.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=131072, show_default=True,
               help="Grid points per vectorized chunk (bounds memory; does not change any result).")
 @click.option("--checkpoint-every", type=NONNEGATIVE, default=5.0, show_default=True, metavar="SECONDS",
@@ -108,10 +109,11 @@ Examples:
 @json_option("Print a JSON summary (paths, counts, timings).")
 @quiet_option("No progress bar, no summary.")
 def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_every, as_json, quiet):
-    """Evaluate a YAML sweep CONFIG on its grid and write results.npz, meta.json and the figures.
+    """Run a YAML CONFIG of any kind (a sweep of the closed form, a 'mode: scaling' diagram, an 'experiment:'
+    study; the kind comes from the config) and write its run directory: the data, the figures, meta.json.
 
     Outputs are written under temporary names and renamed into place: an interrupted or failed run never
-    leaves a partial results.npz (finished chunks are kept in .partial-*/ for --resume).
+    leaves a partial results.npz (a sweep keeps its finished chunks in .partial-*/ for --resume).
     """
     run_job(config, out, as_json, quiet, shard=shard_value(shard), workers=workers, resume=resume,
             plot=not no_plot, chunk_size=chunk_size, checkpoint_every=checkpoint_every)

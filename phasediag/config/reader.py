@@ -223,7 +223,18 @@ def config_hash(resolved: dict) -> str:
     """Fingerprint of everything in a resolved config that determines the numbers (plot settings and the
     description excluded): two runs with the same hash compute the same results."""
     numeric = {k: v for k, v in resolved.items() if k not in ("plot", "description")}
-    return hashlib.sha256(json.dumps(numeric, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_as_floats(numeric), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _as_floats(value):
+    """Numbers as floats, so that 1e4 and 10000 (or 1 and 1.0) hash alike: they compute the same."""
+    if isinstance(value, dict):
+        return {k: _as_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def bounded_int(item: Located, *, low: int, high: int) -> int:

@@ -6,12 +6,14 @@ See docs/core-api.md for the interface and docs/theory.md for the mathematics.
 from phasediag.core.flow import (
     FlowState,
     Invariants,
+    KernelPrediction,
     Problem,
     alignment_of,
     broadcast,
     flow_state,
     flow_state_and_change,
     invariants,
+    kernel_prediction,
     ntk_change,
     relaxation_time,
     t_learn,
@@ -55,8 +57,9 @@ from phasediag.core.scaling import (
 )
 
 __all__ = [
-    "FlowState", "Invariants", "Problem", "alignment_of", "broadcast", "flow_state", "flow_state_and_change", "invariants", "ntk_change",
-    "relaxation_time", "t_learn", "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
+    "FlowState", "Invariants", "KernelPrediction", "Problem", "alignment_of", "broadcast", "flow_state",
+    "flow_state_and_change", "invariants", "kernel_prediction", "ntk_change", "relaxation_time", "t_learn",
+    "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
     "OrderParameters", "classify", "classify_order", "order_parameters", "phase_codes",
     "CHECKED", "EXPONENT_NAMES", "HEALTH_FLAGS", "LIMIT_PHASES", "PARAMETRIZATIONS", "ExactLimit",

@@ -85,7 +85,7 @@ class Invariants(NamedTuple):
 
 class FlowState(NamedTuple):
     """State at time t: end-to-end slope m, NTK Theta, alignment zeta = cos(u, w), squared layer norms,
-    excess loss a (m - m*)^2 / 2, and the frozen-NTK (kernel) prediction m_lin."""
+    excess loss a (m - m*)^2 / 2, and the frozen-NTK (kernel) prediction m_lin (`kernel_prediction`)."""
 
     m: np.ndarray
     ntk: np.ndarray
@@ -388,17 +388,85 @@ def _state_of(inv: Invariants, path: _Path, t) -> FlowState:
     ntk = 2.0 * inv.c * (path.alpha + path.beta)
     r = hypot(path.m, inv.kappa_sqrt_g)  # shared by the norms and the cosine
     norm_u2, norm_w2 = _norms(inv, path.m, ntk, r)
-    if _is_end(t):
-        learns = inv.s0 > 0  # exp(-a Theta0 t) = 0 unless Theta0 = 2 c s0 = 0
-        m_lin = inv.teacher if learns.all() else np.where(learns, inv.teacher, inv.m0)
-    else:
-        x = _times_zero_safe(inv.input_var * inv.ntk_init, np.asarray(t, dtype=float))
-        decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
-        m_lin = np.where(decay < 0.5, inv.teacher - inv.gap * decay, inv.m0 + inv.gap * -np.expm1(-x))
+    m_lin = kernel_prediction(inv.m0, inv.teacher, inv.ntk_init, inv.input_var, t, steps=False, gap=inv.gap,
+                              loss=False).m_lin
     return FlowState(
         m=path.m, ntk=ntk, alignment=cosine(path.m, inv.kappa_sqrt_g, inv.m0, r), norm_u2=norm_u2,
         norm_w2=norm_w2, loss=0.5 * inv.input_var * path.to_end**2, m_lin=m_lin,
     )
+
+
+class KernelPrediction(NamedTuple):
+    """The frozen-NTK (kernel, linearized) prediction at times t: slope m_lin and its excess loss loss_lin."""
+
+    m_lin: np.ndarray
+    loss_lin: np.ndarray | None
+
+
+def kernel_prediction(m0, teacher, ntk0, input_var, t, *, steps: bool, gap=None, loss0=None,
+                      loss: bool = True) -> KernelPrediction:
+    """Frozen-NTK (kernel) prediction of docs/theory.md section 5: training linearized at the initialization.
+
+    With the NTK frozen at Theta0 the distance to the teacher decays by one factor D(t):
+        m_lin(t) = m* + (m0 - m*) D(t),    loss_lin(t) = a (m0 - m*)^2 D(t)^2 / 2,
+        D(t) = exp(-a Theta0 t)  (gradient flow, `steps=False`),    D(k) = (1 - a Theta0)^k  (GD, `steps=True`).
+
+    Args:
+      m0: initial slope m0.
+      teacher: teacher slope m*.
+      ntk0: initial NTK Theta0 >= 0.
+      input_var: input variance a > 0 (the rate is a Theta0).
+      t: times >= 0 (flow) or step counts (GD: integers); `np.inf` (the end of training) allowed.
+      steps: GD (the discrete power) instead of the flow (the exponential).
+      gap: m* - m0 when it is known more accurately than `teacher - m0` rounds it (the core passes its
+        error-free `Invariants.gap`); default `teacher - m0`.
+      loss0: the initial excess loss a (m0 - m*)^2 / 2 to scale by D^2 (e.g. the caller's own loss at t = 0,
+        so that loss_lin(0) equals it); default `0.5 * input_var * gap**2`.
+      loss: also form `loss_lin` (None otherwise).
+
+    Returns:
+      KernelPrediction(m_lin, loss_lin), arrays of the broadcast shape of all inputs (read-only views possible).
+
+    Forms. Flow: with x = a Theta0 t (0 when a Theta0 = 0, also at t = inf), m* - (m* - m0) D while D < 1/2,
+    else m0 + (m* - m0)(-expm1(-x)), so m_lin(0) = m0 exactly and nothing cancels early on; a scalar t = inf
+    gives m* exactly (m0 where Theta0 = 0: nothing moves). GD: m* - (m* - m0)(1 - a Theta0)^k, exactly m*
+    when m0 = m*, and +-inf where the geometric sequence blows up (a Theta0 > 2). The loss is loss0 times D^2
+    formed directly, exp(-2x) or ((1 - a Theta0)^2)^k (not from m_lin - m*, which rounds to 0 long before the
+    loss does); 0 when loss0 = 0 (also where D^2 overflows), inf where it blows up.
+
+    Accuracy (tests/test_core.py, against mpmath from the float inputs): flow m_lin to a few ulps of the larger
+    term of its form, relatively when m0 and m* have the same sign (m_lin lies between them), plus the effect
+    of rounding a Theta0 (a relative error ~x eps in D); loss_lin to ~(8 + 4x) eps relatively. GD: the same,
+    except that the one rounding of 1 - a Theta0 grows k-fold in D (relative error ~k eps a Theta0/|1 - a Theta0|).
+    """
+    m0, teacher, ntk0, input_var = (np.asarray(x, dtype=float) for x in (m0, teacher, ntk0, input_var))
+    t = np.asarray(t, dtype=float)
+    if np.any(t < 0) or np.any(np.isnan(t)):
+        raise ValueError("times must be >= 0 (inf allowed)")
+    if steps and np.any(t[np.isfinite(t)] % 1 != 0):
+        raise ValueError("GD steps must be integers (inf allowed)")
+    gap = teacher - m0 if gap is None else np.asarray(gap, dtype=float)
+    loss0 = None if loss0 is None else np.asarray(loss0, dtype=float)
+    shape = np.broadcast_shapes(m0.shape, teacher.shape, ntk0.shape, input_var.shape, t.shape, gap.shape,
+                                () if loss0 is None else loss0.shape)
+    rate = input_var * ntk0
+    with np.errstate(over="ignore", invalid="ignore"):
+        if steps:
+            decay = np.power(1.0 - rate, t)  # +-inf once |1 - a Theta0|^k overflows
+            m_lin = np.where(gap == 0, teacher, teacher - gap * decay)  # (0 * inf: m0 = m* stays there)
+        elif _is_end(t):
+            learns = ntk0 > 0  # exp(-a Theta0 t) = 0 unless Theta0 = 0
+            m_lin = teacher if learns.all() else np.where(learns, teacher, m0)
+        else:
+            x = _times_zero_safe(rate, t)
+            decay = np.exp(-x)  # early on, m0 + (m* - m0)(1 - e^-x) keeps m_lin(0) = m0 exactly
+            m_lin = np.where(decay < 0.5, teacher - gap * decay, m0 + gap * -np.expm1(-x))
+        loss_lin = None
+        if loss:
+            decay2 = np.power((1.0 - rate) ** 2, t) if steps else np.exp(-2.0 * _times_zero_safe(rate, t))
+            start = 0.5 * input_var * gap**2 if loss0 is None else loss0
+            loss_lin = broadcast(_times_zero_safe(start, decay2), shape)
+    return KernelPrediction(broadcast(m_lin, shape), loss_lin)
 
 
 def _change_of(inv: Invariants, path: _Path, end: bool = False) -> np.ndarray:

@@ -29,7 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.flow import FlowState, Invariants, cosine, flow_state, layer_norms, with_time_axis
+from phasediag.core.flow import (FlowState, Invariants, cosine, flow_state, kernel_prediction, layer_norms,
+                                 with_time_axis)
 
 GD_OUTCOMES = ("converges", "catapult", "diverges", "oscillates", "stalls")
 GD_CODE = {name: code for code, name in enumerate(GD_OUTCOMES)}
@@ -224,10 +225,10 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
     """Exact GD state after each number of steps in `steps` (sorted 1-D non-negative integers; np.inf means
     the end of training, as from `gd_outcome`). Shapes: points' broadcast shape + (len(steps),).
 
-    Step 0 is the initial state exactly. `m_lin` is the kernel prediction of GD with the frozen NTK:
-    m* + (m0 - m*) (1 - a Theta0)^k (inf where that geometric sequence blows up). A run that diverged reports
-    m = +-inf and inf NTK, norms and loss from the first record past the divergence bound (its alignment
-    stays at the last finite value).
+    Step 0 is the initial state exactly. `m_lin` is the kernel prediction of GD with the frozen NTK,
+    `kernel_prediction(..., steps=True)`: m* + (m0 - m*) (1 - a Theta0)^k (+-inf where that geometric sequence
+    blows up). A run that diverged reports m = +-inf and inf NTK, norms and loss from the first record past the
+    divergence bound (its alignment stays at the last finite value).
     """
     steps = np.asarray(steps, dtype=float).ravel()
     finite = steps[np.isfinite(steps)]
@@ -258,12 +259,15 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
         records[:, :, position] = [getattr(end, field).ravel() for field in _State._fields]
         diverged[:, position] = end.outcome.ravel() == GD_CODE["diverges"]
     out_shape = shape + (steps.size,)
-    state = _state(with_time_axis(inv), _State(*(x.reshape(out_shape) for x in records)))
+    per_step = with_time_axis(inv)
+    state = _state(per_step, _State(*(x.reshape(out_shape) for x in records)))
     bad = diverged.reshape(out_shape)
     blown = {f: np.where(bad, np.inf, getattr(state, f)) for f in ("ntk", "norm_u2", "norm_w2", "loss")}
     state = state._replace(m=np.where(bad, np.copysign(np.inf, state.m), state.m), **blown)
     state = _exact_start(inv, state, steps == 0)
-    return state._replace(m_lin=_kernel_gd(inv, steps, out_shape))
+    m_lin = kernel_prediction(per_step.m0, per_step.teacher, per_step.ntk_init, per_step.input_var, steps,
+                              steps=True, gap=per_step.gap, loss=False).m_lin
+    return state._replace(m_lin=np.broadcast_to(m_lin, out_shape).copy())
 
 
 def _exact_start(inv: Invariants, state: FlowState, at_zero: np.ndarray) -> FlowState:
@@ -272,13 +276,3 @@ def _exact_start(inv: Invariants, state: FlowState, at_zero: np.ndarray) -> Flow
         return state
     start = flow_state(inv, 0.0)
     return FlowState(*(np.where(at_zero, np.asarray(s)[..., None], x) for s, x in zip(start, state)))
-
-
-def _kernel_gd(inv: Invariants, steps: np.ndarray, out_shape) -> np.ndarray:
-    """Frozen-NTK GD: m* + (m0 - m*) (1 - a Theta0)^k (+-inf where that geometric sequence blows up)."""
-    factor = 1.0 - np.asarray(inv.input_var * inv.ntk_init)[..., None]
-    with np.errstate(over="ignore", invalid="ignore"):
-        decay = np.power(factor, steps)
-        gap = np.asarray(inv.gap)[..., None]
-        lin = np.where(gap == 0, np.asarray(inv.teacher)[..., None], np.asarray(inv.teacher)[..., None] - gap * decay)
-    return np.broadcast_to(lin, out_shape).copy()

@@ -18,7 +18,7 @@ import numpy as np
 
 from phasediag import __version__, core
 from phasediag.config.hyperparameters import Hyperparameters, finite, real
-from phasediag.errors import FieldError
+from phasediag.errors import BadInput, FieldError
 
 __all__ = [
     "InputError",
@@ -67,7 +67,7 @@ TRAJECTORY_KEYS = ("t", "m", "ntk", "alignment", "norm_u2", "norm_w2", "loss", "
 InputError = FieldError
 
 
-class NumericalRangeError(ArithmeticError):
+class NumericalRangeError(BadInput, ArithmeticError):
     """A floating-point overflow / invalid operation in the core: valid but extreme inputs."""
 
 
@@ -139,7 +139,7 @@ def log_times(t_max: float, points: int, t_min: float | None = None, *, steps: b
         t_min = min(1.0, t_max) if steps else t_max / 1000.0
     t_min = check_time("t_min", t_min, steps=steps)
     if not (0 < t_min <= t_max):
-        raise InputError("t_min", f"must satisfy 0 < t-min <= t-max, got {t_min} (t-max {t_max})")
+        raise InputError("t_min", f"must satisfy 0 < t_min <= t_max, got {t_min} (t_max {t_max})")
     n = points_i - 1
     grid = np.array([t_max]) if n == 1 else np.geomspace(t_min, t_max, n)
     if steps:
@@ -285,16 +285,10 @@ def _evaluate(h: Hyperparameters, init, gram, seed, times, steps, horizon, ntk_t
     else:
         traj = core.flow_state(inv, t_arr)
         start = core.flow_state(inv, np.zeros(1))
-    # Excess loss of the kernel (frozen-NTK) prediction m_lin: loss(0) times the squared decay factor of
-    # m_lin - m*, exp(-a Theta0 t) (flow) or (1 - a Theta0)^k (GD), formed directly (not from m_lin - m*,
-    # which rounds to 0 long before the loss does).
-    loss0, rate0 = _scalar(start.loss), h.input_var * _scalar(start.ntk)
-    with np.errstate(over="ignore"):
-        if steps:
-            decay2 = np.power((1.0 - rate0) ** 2, t_arr)
-        else:
-            decay2 = np.exp(-2.0 * np.where(rate0 == 0, 0.0, rate0 * np.where(rate0 == 0, 0.0, t_arr)))
-    loss_lin = loss0 * decay2
+    # Excess loss of the kernel (frozen-NTK) prediction (its m_lin is traj.m_lin): the core's kernel_prediction
+    # scaled from this trajectory's own loss(0), so loss_lin(0) = loss(0).
+    loss_lin = core.kernel_prediction(_scalar(start.m), h.teacher, _scalar(start.ntk), h.input_var, t_arr,
+                                      steps=steps, loss0=_scalar(start.loss)).loss_lin
 
     # End of training (at the horizon): flow quantities, or the exact GD state for optimizer="gd".
     code = int(_scalar(core.classify(inv, horizon=horizon, ntk_threshold=ntk_threshold,

@@ -451,7 +451,7 @@ def load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) -> 
                 continue
             with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
                 saved = {name: data[name] for name in data.files}
-        except (ValueError, OSError, zipfile.BadZipFile):
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile):
             continue  # an unreadable leftover: its points are simply computed again
         if set(saved) != set(arrays) or any(len(v) != hi - lo for v in saved.values()):
             continue

@@ -29,6 +29,7 @@ import importlib
 from types import ModuleType
 
 from phasediag.config.reader import ConfigError, Located, did_you_mean, fail, string
+from phasediag.errors import ResultsError
 
 __all__ = ["KINDS", "kind_module", "kind_of_config", "kind_of_meta", "figure_of"]
 
@@ -74,8 +75,14 @@ def kind_of_meta(meta: dict, source: str) -> str:
 
 
 def figure_of(result, name: str | None = None):
-    """The Figure of `result` whose file stem names `name` (a metric or a figure stem; default: the first)."""
-    stems = kind_module(result.kind).figures(result)
+    """The Figure of `result` whose file stem names `name` (a figure stem or a data variable; default: the
+    first figure the config asks for)."""
+    if result.is_shard:
+        raise ResultsError(f"{result.name}: a shard cannot be drawn; merge the shards first")
+    module = kind_module(result.kind)
+    if name is not None and name in result.arrays and hasattr(module, "figure_for"):
+        return module.figure_for(result, name)
+    stems = module.figures(result)
     if not stems:
         raise ValueError(f"{result.name}: this {result.kind} result has no figures")
     if name is None:

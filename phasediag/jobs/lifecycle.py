@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import phasediag
-from phasediag.config.reader import ConfigError, config_hash, read_config
+from phasediag.config.reader import FORMATS, ConfigError, config_hash, read_config
 from phasediag.errors import BadInput, FieldError
 from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
@@ -43,8 +43,13 @@ __all__ = ["Options", "Summary", "OptionError", "DEFAULT_ROOT", "SCHEMA", "parse
 
 DEFAULT_ROOT = Path("outputs")
 SCHEMA = 1
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
 #: `out` meaning "the default output directory" (None means: compute in memory, write nothing)
-DEFAULT = "default"
+DEFAULT = _Default()
 
 
 class OptionError(FieldError):
@@ -124,6 +129,8 @@ def resolve(source: str | Path | dict, *, validate: bool = False, experiment: bo
     if experiment and found not in EXPERIMENTS:
         raise ConfigError(f"experiment: is required at the top level (one of {', '.join(EXPERIMENTS)}); "
                           f"sweeps of the closed form run with 'phasediag run'")
+    if validate and found != "sweep":
+        raise ConfigError(f"validate needs a finite-width sweep config; this one is a {found} config")
     kind = "validation" if validate else found
     module = kind_module(kind)
     for name in sorted(options.given() - set(getattr(module, "SUPPORTS", ()))):
@@ -139,13 +146,15 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
     options = options or Options()
     kind, module, spec = resolve(source, validate=validate, experiment=experiment, options=options)
     digest = config_hash(spec.resolved)
-    if out == DEFAULT:
+    if out is DEFAULT:
         out = default_out(spec.name, getattr(module, "OUT_SUFFIX", ""), options.shard)
     out = None if out is None else Path(out)
-    if out is not None and options.resume and _complete_and_current(out, kind, digest, options.shard):
-        meta = json.loads((out / store.META_FILE).read_text())
-        return load(out), Summary(kind, spec.name, str(out), "up to date", digest, meta.get("timing", {}),
-                                  [str(out / f) for f in meta.get("files", [])])
+    if out is not None and options.resume and _complete_and_current(out, kind, digest, options.shard,
+                                                                     options.plot):
+        result = load(out)
+        summary = _summary(module, result, out, [str(out / f) for f in result.meta.get("files", [])])
+        summary.status = "up to date"
+        return result, summary
     if options.progress_total:
         options.progress_total(module.units(spec, options))
     partial = None if out is None else out / f".partial-{digest}"
@@ -156,40 +165,53 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
     if out is None:
         result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
         return result, _summary(module, result, None, [])
-    files = write(module, result, out, plot=options.plot, started=started)
-    if partial.exists():
-        shutil.rmtree(partial)
+    files = write(module, result, out, plot=options.plot, started=started, partial=partial)
     return result, _summary(module, result, out, files)
 
 
-def write(module, result: Result, out: Path, *, plot: bool, started: float) -> list[str]:
-    """Write a run directory: the data, meta.json (the data are complete from here on), the figures, then
-    meta.json again with every file listed; an earlier run's figures that this one did not redraw go."""
+def write(module, result: Result, out: Path, *, plot: bool, started: float, partial: Path | None = None
+          ) -> list[str]:
+    """Write a run directory: the data, meta.json (the data are complete from here on; figures still to come
+    are recorded as pending, so that --resume draws them if the run is stopped now), the figures, then meta.json
+    again with every file listed. An earlier run's figures that this one did not redraw are removed."""
     previous = _previous_figures(out)
     saved = time.perf_counter()
     data = getattr(module, "write_data", _write_npz)(result, out)
     result.meta["timing"]["save_s"] = round(time.perf_counter() - saved, 6)
+    drawing = plot and not result.is_shard
     result.meta["files"] = [p.name for p in data] + [store.META_FILE]
     result.meta["figures"] = []
+    result.meta["figures_pending"] = drawing
     store.save_meta(result, out)
-    figures = draw(module, result, out) if plot and not result.is_shard else []
+    if partial is not None and partial.exists():  # the data are saved: the checkpoints are not needed
+        shutil.rmtree(partial)
+    figures = draw(module, result, out) if drawing else []
+    result.meta.pop("figures_pending")
     result.meta["figures"] = [p.name for p in figures]
     result.meta["files"] = [p.name for p in data + figures] + [store.META_FILE]
     result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
     store.save_meta(result, out)
-    for stale in previous - set(result.meta["figures"]):
-        (out / stale).unlink(missing_ok=True)
+    _remove_stale(out, previous, keep=result.meta["files"])
     return [str(p) for p in data] + [str(out / store.META_FILE)] + [str(p) for p in figures]
 
 
-def draw(module, result: Result, out: Path, formats: Sequence[str] | None = None) -> list[Path]:
+def _remove_stale(out: Path, previous: set[str], keep: list[str]) -> None:
+    """Remove the figures an earlier run recorded that this one did not write (never a file it did write)."""
+    for stale in previous - set(keep):
+        path = out / stale
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+
+
+def draw(module, result: Result, out: Path, formats: Sequence[str] | None = None, *,
+         timing: str = "plot_s") -> list[Path]:
     started = time.perf_counter()
     try:
         chosen = figure_formats(result.meta, formats)
     except ValueError as exc:
         raise ConfigError(f"formats: {exc}") from None
     paths = render(module.figures(result), out, chosen)
-    result.meta["timing"]["plot_s"] = round(time.perf_counter() - started, 6)
+    result.meta["timing"][timing] = round(time.perf_counter() - started, 6)
     return paths
 
 
@@ -228,10 +250,12 @@ def _summary(module, result: Result, out: Path | None, files: list[str]) -> Summ
     return summary
 
 
-def _complete_and_current(out: Path, kind: str, digest: str, shard: Shard | None) -> bool:
+def _complete_and_current(out: Path, kind: str, digest: str, shard: Shard | None, plot: bool) -> bool:
     try:
         meta = json.loads((out / store.META_FILE).read_text())
     except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or (plot and meta.get("figures_pending")):
         return False
     if not isinstance(meta, dict) or not all((out / f).is_file() for f in meta.get("files", [store.RESULTS_FILE])):
         return False
@@ -247,9 +271,8 @@ def _previous_figures(out: Path) -> set[str]:
         names = json.loads((out / store.META_FILE).read_text()).get("figures") or []
     except (OSError, ValueError, AttributeError):
         return set()
-    keep = {store.META_FILE, store.RESULTS_FILE}
     return {n for n in names if isinstance(n, str) and n == Path(n).name and not n.startswith(".")
-            and n not in keep}
+            and Path(n).suffix.lstrip(".") in FORMATS}  # figure files only: never data or meta
 
 
 # ---------------------------------------------------------------- finished run directories
@@ -262,7 +285,7 @@ def _reading(directory: Path):
         yield
     except BadInput:
         raise
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError, zipfile.BadZipFile) as exc:
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         detail = " ".join(str(exc).split())[:200]
         raise ResultsError(f"{directory}: not a usable run directory ({type(exc).__name__}: {detail})") from None
 
@@ -294,11 +317,14 @@ def plot(directory: str | Path, formats: Sequence[str] | None = None) -> list[Pa
                            f"{result.meta['shard']['count']}: run 'phasediag merge' first")
     result.meta.setdefault("timing", {})
     with _reading(directory):
-        paths = draw(_module_of(result), result, directory, formats)
-    names = list(dict.fromkeys(list(result.meta.get("figures") or []) + [p.name for p in paths]))
-    result.meta["figures"] = names
-    if "files" in result.meta:
-        result.meta["files"] = list(dict.fromkeys(list(result.meta["files"]) + names))
+        paths = draw(_module_of(result), result, directory, formats, timing="replot_s")
+    old = [n for n in result.meta.get("figures") or [] if (directory / n).is_file()]
+    figures = list(dict.fromkeys(old + [p.name for p in paths]))
+    data = [n for n in result.meta.get("files") or [] if n != store.META_FILE and n not in
+            set(result.meta.get("figures") or [])]
+    result.meta.pop("figures_pending", None)
+    result.meta["figures"] = figures
+    result.meta["files"] = data + figures + [store.META_FILE]
     store.save_meta(result, directory)
     return paths
 
@@ -318,6 +344,7 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     module = kind_module(kind)
     if not hasattr(module, "merge"):
         raise ConfigError(f"merge: {kind} runs are not sharded; there is nothing to merge")
+    previous = _previous_figures(out)
     with _reading(directories[0].parent if len(directories) > 1 else directories[0]):
         result = module.merge(directories, out, plot)
     result.meta["kind"] = kind
@@ -330,6 +357,7 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     result.meta["files"] = data + [p.name for p in figures] + [store.META_FILE]
     result.meta["timing"]["merge_s"] = round(time.perf_counter() - started, 6)
     store.save_meta(result, out)
+    _remove_stale(out, previous, keep=result.meta["files"])
     files = [str(out / n) for n in data] + [str(out / store.META_FILE)] + [str(p) for p in figures]
     return _summary(module, result, out, files)
 

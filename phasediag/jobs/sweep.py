@@ -53,6 +53,17 @@ def figures(result: Result):
     return figure_stems(result)
 
 
+def figure_for(result: Result, name: str):
+    """The map (or line plot) of any stored metric `name`, whether or not the config's plot.maps lists it."""
+    plot = {**result.meta["config"].get("plot", {}), "maps": [name]}
+    only = Result(result.coords, result.arrays, {**result.meta, "config": {**result.meta["config"], "plot": plot}})
+    stems = [(stem, draw) for stem, draw in figures(only) if not stem.endswith("__trajectories")]
+    if not stems:
+        raise KeyError(f"{name!r}: not a metric that can be drawn as a map; metrics: "
+                       f"{', '.join(result.meta.get('metrics', {}))}")
+    return stems[0][1]()
+
+
 def summarize(result: Result) -> dict:
     """Grid size and shape, the shard, and how many points carry each label of every categorical metric."""
     counts = {}

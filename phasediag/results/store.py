@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from phasediag.config.reader import NAME_PATTERN
 from phasediag.errors import ResultsError
 from phasediag.results.atomic import atomic_path, atomic_write
 
@@ -39,6 +40,7 @@ class Result:
     arrays: dict[str, np.ndarray]
     meta: dict
     payload: Any = field(default=None, repr=False, compare=False)  # a kind's own form of its data (not saved)
+    summary: dict | None = field(default=None, repr=False, compare=False)  # what `--json` printed after the run
 
     @property
     def kind(self) -> str:
@@ -158,11 +160,13 @@ def load_meta(out_dir: Path) -> dict:
     if not meta_path.is_file():
         raise ResultsError(f"{out_dir}: no complete results here (no {META_FILE})")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
+        meta = json.loads(meta_path.read_text(), parse_constant=_no_constant)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ResultsError(f"{out_dir}: unreadable {META_FILE}: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("config"), dict):
         raise ResultsError(f"{out_dir}: {META_FILE} is not the metadata of a phasediag run")
+    if not NAME_PATTERN.fullmatch(meta["name"]):  # it names the files plot and export write
+        raise ResultsError(f"{out_dir}: {META_FILE} has the name {meta['name']!r}, not a plain file name")
     figures = set(meta.get("figures") or [])
     listed = meta.get("files") or (["validation.json"] if "settings" in meta else [RESULTS_FILE])  # older runs
     data = [n for n in listed if n != META_FILE and n not in figures]
@@ -170,6 +174,10 @@ def load_meta(out_dir: Path) -> dict:
     if missing:
         raise ResultsError(f"{out_dir}: no complete results here ({missing[0]} is missing)")
     return meta
+
+
+def _no_constant(text: str):
+    raise ValueError(f"{text} is not a number JSON allows")
 
 
 def _coord_names(meta: dict) -> list[str]:
@@ -188,8 +196,8 @@ def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None) 
     try:
         with open(Path(out_dir) / RESULTS_FILE, "rb") as fh, np.load(fh, allow_pickle=False) as data:
             stored = {name: data[name] for name in data.files if keep is None or name in keep}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ResultsError(f"{out_dir}: unreadable results: {exc}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ResultsError(f"{out_dir}: unreadable {RESULTS_FILE}: {' '.join(str(exc).split())[:200] or 'empty'}") from None
     coords = {name: stored.pop(name) for name in _coord_names(meta) if name in stored}
     return Result(coords=coords, arrays=stored, meta=meta)
 
@@ -247,8 +255,8 @@ def merge_files(directories: list[Path], out_dir: Path) -> dict:
         try:
             files = [stack.enter_context(np.load(stack.enter_context(open(d / RESULTS_FILE, "rb")),
                                                  allow_pickle=False)) for d in ordered]
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise ResultsError(f"unreadable shard results: {exc}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ResultsError(f"unreadable shard results: {' '.join(str(exc).split())[:200] or 'empty'}") from None
         names = files[0].files
         if any(f.files != names for f in files):
             raise ResultsError("shards hold different arrays")

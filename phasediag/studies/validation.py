@@ -38,7 +38,7 @@ from phasediag.training import simulate
 from phasediag.engine import sweep
 from phasediag.config.reader import ConfigError, Located, located
 from phasediag.config.sweep import Config, config_from_root
-from phasediag.errors import ResultsError
+from phasediag.errors import FieldError, ResultsError
 from phasediag.results import store
 from phasediag.results.store import Result
 from phasediag.results.atomic import atomic_write
@@ -64,15 +64,21 @@ class Settings:
     method: str = "gd"
 
     def check(self, config: Config) -> None:
+        """FieldError naming the setting (points, max_width, step, max_steps, records, method)."""
+        for name, low, high in (("points", 1, 100_000), ("max_width", 1, 10**15), ("max_steps", 1, 10_000_000),
+                                ("records", 2, 100_000)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise FieldError(name, f"must be an integer in [{low:,}, {high:,}], got {value!r}")
         if config.mode == "scaling":
             raise ConfigError("mode: validate needs a finite-width sweep (mode: finite), not a scaling diagram")
         if self.method not in ("gd", "flow"):
-            raise ConfigError(f"--method: must be gd or flow, got {self.method!r}")
+            raise FieldError("method", f"must be gd or flow, got {self.method!r}")
         if self.method == "flow" and config.optimizer == "gd":
-            raise ConfigError("--method flow: the config trains with optimizer gd; its exact GD map is "
-                              "validated by GD (drop --method)")
-        if not 0 < self.step <= 0.5:
-            raise ConfigError(f"--step: must lie in (0, 0.5], got {self.step:g}")
+            raise FieldError("method", "must be gd, not flow: the config trains with optimizer gd, and its exact "
+                                       "GD map is validated by GD")
+        if isinstance(self.step, bool) or not isinstance(self.step, (int, float)) or not 0 < self.step <= 0.5:
+            raise FieldError("step", f"must lie in (0, 0.5], got {self.step!r}")
 
 
 # ---------------------------------------------------------------- selection
@@ -342,7 +348,7 @@ def read(root: Located, source: str, options) -> Validation:
     prediction = prediction_arrays(config, map_result)
     selected = select_points(config, prediction, settings)
     if selected.size == 0:
-        raise ConfigError(f"--max-width: no grid point has width <= {settings.max_width:,}; raise it")
+        raise FieldError("max_width", f"no grid point has width <= {settings.max_width:,}; raise it")
     return Validation(config, settings, map_result, prediction, selected)
 
 
@@ -377,7 +383,7 @@ def execute(spec: Validation, options, checkpoint) -> Result:
 def _result(body: dict, meta: dict, map_result=None) -> Result:
     """The rows as data variables over the dimension `index` (the flat grid index of each point)."""
     columns = _columns(body["rows"])
-    index = columns.pop("index")
+    index = columns.pop("index", np.zeros(0, dtype=np.int64))  # an empty shard (more shards than points)
     meta = {**meta, "coords": ["index"], "dims": {name: ["index"] for name in columns}}
     return Result(coords={"index": index}, arrays=columns, meta=meta, payload={"body": body, "map": map_result})
 

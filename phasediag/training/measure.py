@@ -30,8 +30,8 @@ from phasediag.training import simulate
 from phasediag.engine.point import (DEFAULTS, SUPPORTED_RANGE, InputError, NumericalRangeError, check_time,
                                     json_number, json_numbers, log_times, split_label)
 
-__all__ = ["OPTIMIZERS", "MAX_WIDTH", "measured_order_parameters", "measured_label", "kernel_prediction",
-           "simulate_point", "SIM_DEFAULTS"]
+__all__ = ["OPTIMIZERS", "MAX_WIDTH", "measured_order_parameters", "measured_label", "simulate_point",
+           "SIM_DEFAULTS"]
 
 #: Training methods: discrete GD on the population loss, minibatch SGD on a sample, the gradient flow.
 OPTIMIZERS = ("gd", "sgd", "flow")
@@ -72,23 +72,6 @@ def measured_label(trace: simulate.Trace, teacher: float, ntk_threshold: float =
     op = measured_order_parameters(trace)
     saddle = teacher != 0 and float(trace.m[-1]) * teacher <= 0
     return core.PHASES[int(core.phase_codes(op, np.asarray(saddle), ntk_threshold, alignment_threshold))]
-
-
-def kernel_prediction(m0: float, ntk0: float, input_var: float, teacher: float, t: np.ndarray,
-                      steps: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(m_lin, loss_lin): the frozen-NTK prediction from (m0, Theta0) at times t (steps for GD/SGD).
-
-    m_lin - m* = (m0 - m*) D(t) with D = exp(-a Theta0 t) (flow) or (1 - a Theta0)^t (GD); the loss is
-    a (m0 - m*)^2 D^2 / 2, formed from D^2 directly. Beyond float range (a diverging linear model): inf.
-    """
-    rate = input_var * ntk0
-    t = np.asarray(t, dtype=float)
-    with np.errstate(over="ignore"):
-        decay = np.power(1.0 - rate, t) if steps else np.exp(-rate * t)
-        decay2 = np.power((1.0 - rate) ** 2, t) if steps else np.exp(-2.0 * rate * t)
-        m_lin = teacher + (m0 - teacher) * decay
-        loss_lin = 0.5 * input_var * (m0 - teacher) ** 2 * decay2
-    return np.where(np.isfinite(m_lin), m_lin, np.inf), loss_lin
 
 
 def _first_time(t: np.ndarray, loss: np.ndarray, fraction: float = 0.1) -> float | None:
@@ -187,7 +170,7 @@ def _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_siz
     steps = optimizer != "flow"
     teacher, input_var = hyper["teacher"], hyper["input_var"]
     m0, ntk0 = float(start.m[0]), float(start.ntk[0])
-    m_lin, loss_lin = kernel_prediction(m0, ntk0, input_var, teacher, trace.t, steps)
+    m_lin, loss_lin = core.kernel_prediction(m0, teacher, ntk0, input_var, trace.t, steps=steps)
     diverged = not bool(np.all(np.isfinite(trace.m)))
     label = measured_label(trace, teacher, ntk_threshold, alignment_threshold)
     phase, mechanism = split_label(label) if label is not None else ("diverged", None)
