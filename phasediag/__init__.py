@@ -2,7 +2,8 @@
 
 The public surface (docs/api.md): ``solve``, ``simulate``, ``run``, ``load``, ``limit``, the types
 ``Hyperparameters``, ``Result``, ``Point``, ``Limit`` and the error ``BadInput`` (a ValueError; its subclasses
-``ConfigError``, ``ResultsError``, ``FieldError``). They are imported on first use, so that ``import phasediag``
+``ConfigError``, ``ResultsError``, ``FieldError``), ``BusyError`` (another process writes that run directory)
+and ``PhasediagWarning``. They are imported on first use, so that ``import phasediag``
 and the command line start fast.
 """
 
@@ -13,7 +14,7 @@ _PUBLIC = {
     "limit": "phasediag.api", "Point": "phasediag.api", "Limit": "phasediag.api",
     "Hyperparameters": "phasediag.config.hyperparameters", "Result": "phasediag.results.store",
     "BadInput": "phasediag.errors", "ConfigError": "phasediag.errors", "ResultsError": "phasediag.errors",
-    "FieldError": "phasediag.errors",
+    "FieldError": "phasediag.errors", "BusyError": "phasediag.errors", "PhasediagWarning": "phasediag.errors",
 }
 __all__ = ["__version__", *_PUBLIC]
 

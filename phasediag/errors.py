@@ -4,7 +4,7 @@ hyperparameter field (`lr_u`), never a command-line flag: the CLI maps fields to
 
 from __future__ import annotations
 
-__all__ = ["BadInput", "ConfigError", "ResultsError", "FieldError"]
+__all__ = ["BadInput", "ConfigError", "ResultsError", "ManifestError", "FieldError", "BusyError", "PhasediagWarning"]
 
 
 class BadInput(ValueError):
@@ -19,9 +19,21 @@ class ResultsError(BadInput):
     """A run directory that is missing, incomplete or inconsistent."""
 
 
+class ManifestError(ResultsError):
+    """A run directory whose files are not the ones its meta.json records (size or SHA-256 differ)."""
+
+
+class BusyError(RuntimeError):
+    """Another process is writing the run directory (the CLI's exit status 75, "try again later")."""
+
+
 class FieldError(BadInput):
     """A bad value of a named field (a hyperparameter such as `lr_u`, or a run option such as `shard`)."""
 
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
+
+
+class PhasediagWarning(UserWarning):
+    """Something the run recovered from on its own (e.g. a corrupt checkpoint chunk, computed again)."""

@@ -157,13 +157,49 @@ def test_checkpointed_chunks_are_reused(tmp_path):
     assert np.array_equal(again.arrays["tau"].reshape(-1)[20:], first.arrays["tau"].reshape(-1)[20:])
 
 
+@pytest.mark.parametrize("tamper, problem", [
+    ("rename", "does not hold the range its name says"),  # same length, another range of the grid
+    ("empty", "unreadable"),
+    ("garbage", "unreadable"),
+    ("other config", "computed for another config"),
+    ("wrong dtype", "not the ones this run stores"),
+    ("missing array", "not the ones this run stores"),
+])
+def test_a_checkpoint_chunk_that_does_not_verify_is_computed_again_with_one_warning(tmp_path, tamper, problem):
+    config = load(GRID)
+    sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
+    victim = tmp_path / "chunk-000000000000000-000000000000020.npz"
+    with np.load(victim) as data:
+        chunk = {k: data[k] for k in data.files}
+    if tamper == "rename":
+        victim.unlink()
+        (tmp_path / "chunk-000000000000020-000000000000040.npz").unlink()
+        victim = tmp_path / "chunk-000000000000020-000000000000040.npz"
+        results.write_npz(victim, chunk)
+    elif tamper in ("empty", "garbage"):
+        victim.write_bytes(b"" if tamper == "empty" else b"PK\x03\x04 not a zip")
+    else:
+        if tamper == "other config":
+            chunk["__config_hash__"] = np.array("0123456789abcdef")
+        elif tamper == "wrong dtype":
+            chunk["tau"] = chunk["tau"].astype(np.float32)
+        else:
+            del chunk["tau"]
+        results.write_npz(victim, chunk)
+    warned = []
+    again = sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=1e9, warn=warned.append)
+    assert_same(sweep.run(config), again)  # the bad chunk's points were computed, not loaded
+    assert len(warned) == 1 and str(victim) in warned[0] and problem in warned[0], warned
+    assert not victim.exists()  # removed: the next resume does not warn again
+
+
 def test_checkpoints_are_batched_by_time_and_ranges_are_reused(tmp_path):
     config = load(GRID)
     sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=1e9)
     assert not list(tmp_path.glob("chunk-*.npz"))  # a fast run writes no checkpoint at all
     whole = sweep.run(config, chunk_size=20)
     flat = {k: v.reshape((-1,) + v.shape[len(config.shape):]) for k, v in whole.arrays.items()}
-    sweep.save_checkpoints(tmp_path, flat, 0, [(20, 40), (0, 20), (60, 80)])  # two contiguous runs
+    sweep.save_checkpoints(tmp_path, flat, 0, [(20, 40), (0, 20), (60, 80)], sweep.config_hash(config))  # two contiguous runs
     assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [
         "chunk-000000000000000-000000000000040.npz", "chunk-000000000000060-000000000000080.npz"]
     reused = []
@@ -189,7 +225,7 @@ def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, kind, tmp
     with pytest.raises(stop):
         sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9,
                   progress=interrupt_after_three)
-    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117)
+    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117, sweep.config_hash(config))
     assert sum(hi - lo for lo, hi in kept) == 15  # the three finished chunks, though no save was due yet
     reused = []
     again = sweep.run(config, chunk_size=5, checkpoint=tmp_path, progress=reused.append)
@@ -216,7 +252,7 @@ def test_a_worker_killed_mid_run_keeps_the_finished_chunks_for_resume(tmp_path, 
     with pytest.raises(RuntimeError, match="killed by signal 9"):
         sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9)
     monkeypatch.setattr(sweep, "evaluate_chunk", real)
-    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117)
+    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117, sweep.config_hash(config))
     assert sum(hi - lo for lo, hi in kept) >= 50  # at least the chunks before 50 had landed in order...
     assert not any(lo <= 60 < hi for lo, hi in kept)  # ...and never the one that was lost
     assert_same(sweep.run(config), sweep.run(config, chunk_size=5, checkpoint=tmp_path))

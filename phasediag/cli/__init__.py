@@ -8,8 +8,9 @@ Kept thin and fast to start: only click is imported at module level. numpy, the 
 yaml and tqdm are imported inside the commands, so ``phasediag --help`` stays quick.
 
 Exit status: 0 success, 1 internal error (message only; set PHASEDIAG_DEBUG=1 for the traceback),
-2 bad input (a one-line message naming the option), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g.
-a batch scheduler's time limit); an interrupted or terminated run cleans up after itself.
+2 bad input (a one-line message naming the option), 75 busy (another phasediag process is writing that run
+directory: try again later), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. a batch scheduler's time
+limit); an interrupted or terminated run cleans up after itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from phasediag import __version__
 from phasediag.cli import jobs, limit, point
 from phasediag.cli.options import DEBUG_ENV, debug
 from phasediag.errors import BadInput as LibraryBadInput
+from phasediag.errors import BusyError
+
+EXIT_BUSY = 75  # EX_TEMPFAIL of sysexits.h: the same command may succeed later
 
 __all__ = ["PhasediagGroup", "phasediag", "main"]
 
@@ -72,7 +76,12 @@ class PhasediagGroup(click.Group):
         except LibraryBadInput as e:  # the library's bad-input errors: one line, exit status 2
             click.echo(f"Error: {' '.join(str(e).split())}", err=True)
             sys.exit(2)
-        except click.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort)
+        except BusyError as e:
+            click.echo(f"Error: {' '.join(str(e).split())}", err=True)
+            sys.exit(EXIT_BUSY)
+        except click.Abort as e:  # Ctrl-C (click turns KeyboardInterrupt into Abort, and EOFError too)
+            if isinstance(e.__context__, EOFError):  # an end of file is not the user's Ctrl-C
+                return self._internal(e.__context__)
             click.echo("Interrupted", err=True)
             sys.exit(130)
         except OSError as e:  # the file system refused (a path under a file, permissions, a full disk)
@@ -84,11 +93,15 @@ class PhasediagGroup(click.Group):
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if debug():
                 raise
-            detail = " ".join(str(e).split()) or type(e).__name__
-            click.echo(f"Error: internal error: {type(e).__name__}: {detail} "
-                       f"(set {DEBUG_ENV}=1 for the traceback)", err=True)
-            sys.exit(1)
+            self._internal(e)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    @staticmethod
+    def _internal(e: BaseException):
+        detail = " ".join(str(e).split()) or type(e).__name__
+        click.echo(f"Error: internal error: {type(e).__name__}: {detail} "
+                   f"(set {DEBUG_ENV}=1 for the traceback)", err=True)
+        sys.exit(1)
 
 
 @click.group(cls=PhasediagGroup, no_args_is_help=True,
@@ -98,7 +111,7 @@ def phasediag():
     """Exact phase diagrams of training regimes (kernel / feature learning / saddle) of a two-layer linear
     network, from the closed-form solution of its gradient flow and of discrete gradient descent.
 
-    Exit status: 0 success, 1 internal error, 2 bad input.
+    Exit status: 0 success, 1 internal error, 2 bad input, 75 busy (another process writes that run directory).
     """
 
 

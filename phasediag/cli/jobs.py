@@ -28,34 +28,39 @@ from phasediag.cli.options import (
 
 @contextlib.contextmanager
 def config_errors():
-    """A bad config or results directory (the library's ConfigError): one line, exit status 2."""
+    """A bad config, run directory or option: one line, exit status 2; a run option or setting the library
+    names by its field (`out`, `shard`) is named by its flag."""
     from phasediag.config.reader import ConfigError
+    from phasediag.errors import FieldError
 
     try:
         yield
+    except FieldError as e:
+        raise BadInput(f"{flag(e.field)}: {e.message}") from None
     except ConfigError as e:
         raise BadInput(str(e)) from None
 
 
 def run_job(config, out, as_json: bool, quiet: bool, **how) -> None:
     """Run any job kind through the lifecycle, print its summary (bad input: one line, exit 2)."""
-    from phasediag.errors import FieldError
     from phasediag.jobs import lifecycle
 
     flags = {"validate", "experiment"}
     modes = {k: how.pop(k) for k in flags if k in how}
     start, update, close = progress(quiet or as_json)
-    options = lifecycle.Options(progress_total=start, progress=update, **how)
+    options = lifecycle.Options(progress_total=start, progress=update, warn=warn, **how)
     try:
         with config_errors():
-            try:
-                _, summary = lifecycle.run(config, out=lifecycle.DEFAULT if out is None else out,
-                                           options=options, **modes)
-            except FieldError as e:  # a run option or setting: the library names the field, say the flag
-                raise BadInput(f"{flag(e.field)}: {e.message}") from None
+            _, summary = lifecycle.run(config, out=lifecycle.DEFAULT if out is None else out,
+                                       options=options, **modes)
     finally:
         close()
     echo_summary(summary, as_json, quiet)
+
+
+def warn(message: str) -> None:
+    """One line about something the run recovered from on its own (stderr, even with --quiet)."""
+    click.echo(f"Warning: {' '.join(message.split())}", err=True)
 
 
 def echo_summary(summary, as_json: bool, quiet: bool) -> None:
@@ -112,8 +117,10 @@ def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_eve
     """Run a YAML CONFIG of any kind (a sweep of the closed form, a 'mode: scaling' diagram, an 'experiment:'
     study; the kind comes from the config) and write its run directory: the data, the figures, meta.json.
 
-    Outputs are written under temporary names and renamed into place: an interrupted or failed run never
-    leaves a partial results.npz (a sweep keeps its finished chunks in .partial-*/ for --resume).
+    The run directory is one unit: the new files are staged and committed together with meta.json (which
+    records their sizes and SHA-256), so an interrupted or failed run leaves the previous result complete;
+    one writer at a time (a second exits with status 75); a sweep keeps its finished chunks in .partial-*/
+    for --resume.
     """
     run_job(config, out, as_json, quiet, shard=shard_value(shard), workers=workers, resume=resume,
             plot=not no_plot, chunk_size=chunk_size, checkpoint_every=checkpoint_every)

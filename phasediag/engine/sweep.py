@@ -314,10 +314,11 @@ def run(
     checkpoint: Path | None = None,
     checkpoint_every: float = CHECKPOINT_EVERY,
     progress: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Result:
     """Evaluate the grid (or one shard of it). `checkpoint`: a directory where finished chunks are kept (written
     every `checkpoint_every` seconds, 0 = after every chunk) so an interrupted run resumes without recomputing
-    them; `progress(k)` is called with the points just done."""
+    them; `progress(k)` is called with the points just done, `warn(text)` for a checkpoint it cannot use."""
     started = time.perf_counter()
     tune_allocator()
     n = grid_size(config)
@@ -326,7 +327,8 @@ def run(
     all_chunks = list(chunks(start, stop, length))
     requested, workers = workers, workers_for(workers, len(all_chunks))
     arrays = allocate(config, stop - start, parallel=workers > 1)
-    done = load_checkpoints(checkpoint, arrays, start, stop)
+    digest = config_hash(config)
+    done = load_checkpoints(checkpoint, arrays, start, stop, digest, warn)
     todo = [(config, lo, hi) for lo, hi in all_chunks if not _covered(done, lo, hi)]
     if progress and stop - start - sum(hi - lo for _, lo, hi in todo):
         progress(stop - start - sum(hi - lo for _, lo, hi in todo))
@@ -337,13 +339,13 @@ def run(
         for lo, hi in execute_chunks(todo, workers, arrays, start, report=used):
             pending.append((lo, hi))
             if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
-                save_checkpoints(checkpoint, arrays, start, pending)
+                save_checkpoints(checkpoint, arrays, start, pending, digest)
                 pending, last_save = [], time.perf_counter()
             if progress:
                 progress(hi - lo)
     except BaseException:  # Ctrl-C, SIGTERM, a failing chunk or worker: keep what is finished for --resume
         if checkpoint is not None and pending:
-            save_checkpoints(checkpoint, arrays, start, pending)
+            save_checkpoints(checkpoint, arrays, start, pending, digest)
         raise
     if shard is None:
         arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
@@ -439,29 +441,71 @@ def _covered(done: list[tuple[int, int]], lo: int, hi: int) -> bool:
     return any(a <= lo and hi <= b for a, b in done)
 
 
-def load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int) -> list[tuple[int, int]]:
-    """Store every saved range [lo, hi) within [start, stop) of `checkpoint` into `arrays`; return the ranges."""
+#: the entries of a checkpoint chunk that identify it: its flat range and the config it was computed for
+_CHUNK_RANGE, _CHUNK_CONFIG = "__chunk_range__", "__config_hash__"
+
+
+def load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int, digest: str,
+                     warn: Callable[[str], None] | None = None) -> list[tuple[int, int]]:
+    """Store every saved range [lo, hi) within [start, stop) of `checkpoint` into `arrays`; return the ranges.
+
+    A chunk is used only if what it holds says it is that range of config `digest` with every array of the
+    right dtype and length; any other chunk file (corrupt, renamed, from another config) is removed and its
+    points are computed again, with one line to `warn`."""
     if checkpoint is None or not checkpoint.is_dir():
         return []
     done = []
     for path in sorted(checkpoint.glob("chunk-*-*.npz")):
         try:
             lo, hi = (int(x) for x in path.stem.split("-")[1:3])
-            if not (start <= lo < hi <= stop):
-                continue
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
-                saved = {name: data[name] for name in data.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile):
-            continue  # an unreadable leftover: its points are simply computed again
-        if set(saved) != set(arrays) or any(len(v) != hi - lo for v in saved.values()):
+        except ValueError:
             continue
-        _store(arrays, saved, lo - start, hi - start)
+        if not (start <= lo < hi <= stop):
+            continue  # another shard's range: not ours to judge
+        problem = _chunk_problem(path, arrays, lo, hi, digest)
+        if isinstance(problem, str):
+            _discard_chunk(path, problem, warn)
+            continue
+        _store(arrays, problem, lo - start, hi - start)
         done.append((lo, hi))
     return done
 
 
-def save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[int, int]]) -> None:
-    """Write the finished chunks, one file per contiguous run of them (atomically, like every output)."""
+def _chunk_problem(path: Path, arrays, lo: int, hi: int, digest: str):
+    """The arrays of a checkpoint chunk, or the text of what is wrong with it."""
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+            saved = {name: data[name] for name in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        return f"unreadable ({type(exc).__name__})"
+    where, config = saved.pop(_CHUNK_RANGE, None), saved.pop(_CHUNK_CONFIG, None)
+    if where is None or where.shape != (2,) or where.dtype.kind != "i" or (int(where[0]), int(where[1])) != (lo, hi):
+        return "it does not hold the range its name says"
+    if config is None or config.shape != () or str(config) != digest:
+        return "it was computed for another config"
+    if set(saved) != set(arrays) or any(v.dtype != arrays[k].dtype or v.shape != (hi - lo,) + arrays[k].shape[1:]
+                                        for k, v in saved.items()):
+        return "its arrays are not the ones this run stores"
+    return saved
+
+
+def _discard_chunk(path: Path, problem: str, warn: Callable[[str], None] | None) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+    message = f"checkpoint {path}: {problem}; its points are computed again"
+    if warn is not None:
+        warn(message)
+    else:
+        import warnings
+
+        from phasediag.errors import PhasediagWarning
+
+        warnings.warn(message, PhasediagWarning, stacklevel=3)
+
+
+def save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[int, int]], digest: str) -> None:
+    """Write the finished chunks, one file per contiguous run of them (atomically, like every output), each
+    with its range and config hash (checked when it is loaded)."""
     from phasediag.results.store import write_npz
 
     runs: list[list[int]] = []
@@ -471,7 +515,9 @@ def save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[
         else:
             runs.append([lo, hi])
     for lo, hi in runs:
-        write_npz(_chunk_path(checkpoint, lo, hi), {k: a[lo - start:hi - start] for k, a in arrays.items()})
+        write_npz(_chunk_path(checkpoint, lo, hi), {
+            **{k: a[lo - start:hi - start] for k, a in arrays.items()},
+            _CHUNK_RANGE: np.array([lo, hi], dtype=np.int64), _CHUNK_CONFIG: np.array(digest)})
 
 
 def coordinates(config: Config) -> dict[str, np.ndarray]:

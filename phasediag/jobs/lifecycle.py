@@ -7,9 +7,11 @@ Run directory (one layout for every kind; the default is ``outputs/<name>/``, a 
 and a shard goes to ``.../shard-KKKK-of-NNNN/``): the data (``results.npz``, or the kind's own data file),
 the figures ``<name>__<what>.<format>``, and ``meta.json``, written last. meta.json has the same schema for
 every kind: ``schema``, ``kind``, ``name``, ``version``, ``config`` (resolved), ``config_hash``, ``created``,
-``timing``, ``shard``, ``coords``, ``dims``, ``files`` (every file this run wrote) and ``figures``, then the
-kind's own fields. While a run that can resume is in progress, ``.partial-<config_hash>/`` holds its
-finished work.
+``timing``, ``shard``, ``coords``, ``dims``, ``files`` (every file this run wrote), ``manifest`` (their sizes
+and SHA-256) and ``figures``, then the kind's own fields. While a run that can resume is in progress,
+``.partial-<config_hash>/`` holds its finished work. Every writer here holds the directory through
+:func:`phasediag.results.rundir.writer` (one at a time) and commits through its transactions; every reader
+verifies the manifest (:func:`phasediag.results.store.load_meta`, :func:`~phasediag.results.store.open_data`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import csv
 import json
 import os
 import re
-import shutil
+import stat
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -30,11 +32,11 @@ import numpy as np
 
 import phasediag
 from phasediag.config.reader import FORMATS, ConfigError, config_hash, read_config
-from phasediag.errors import BadInput, FieldError
+from phasediag.errors import BadInput, FieldError, ManifestError
 from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
 from phasediag.plots.base import figure_formats, render
-from phasediag.results import store
+from phasediag.results import rundir, store
 from phasediag.results.atomic import atomic_write
 from phasediag.results.store import Result, ResultsError
 
@@ -42,7 +44,7 @@ __all__ = ["Options", "Summary", "OptionError", "DEFAULT_ROOT", "SCHEMA", "parse
            "load", "plot", "export_csv", "merge"]
 
 DEFAULT_ROOT = Path("outputs")
-SCHEMA = 1
+SCHEMA = store.SCHEMA
 class _Default:
     def __repr__(self) -> str:
         return "DEFAULT"
@@ -69,6 +71,7 @@ class Options:
     settings: Any = None  # a kind's own settings (validation: phasediag.studies.validation.Settings)
     progress_total: Callable[[int], None] | None = None
     progress: Callable[[int], None] | None = None
+    warn: Callable[[str], None] | None = None  # one line about something recovered from (default: a warning)
 
     def given(self) -> set[str]:
         """The options set away from their defaults that only some kinds honour."""
@@ -141,66 +144,119 @@ def resolve(source: str | Path | dict, *, validate: bool = False, experiment: bo
 def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options: Options | None = None,
         validate: bool = False, experiment: bool = False) -> tuple[Result, Summary]:
     """Run the job a config describes and write its run directory (`out`: a path, DEFAULT for
-    outputs/<name>/..., None to compute in memory and write nothing). Returns the result and its summary."""
+    outputs/<name>/..., None to compute in memory and write nothing). Returns the result and its summary.
+
+    The run holds the directory's writer lock from start to end (a second writer fails at once); the
+    previous result stays complete and readable until the new one is committed."""
     started = time.perf_counter()
     options = options or Options()
     kind, module, spec = resolve(source, validate=validate, experiment=experiment, options=options)
     digest = config_hash(spec.resolved)
     if out is DEFAULT:
         out = default_out(spec.name, getattr(module, "OUT_SUFFIX", ""), options.shard)
-    out = None if out is None else Path(out)
-    if out is not None and options.resume and _complete_and_current(out, kind, digest, options.shard,
-                                                                     options.plot):
-        result = load(out)
-        summary = _summary(module, result, out, [str(out / f) for f in result.meta.get("files", [])])
-        summary.status = "up to date"
-        return result, summary
-    if options.progress_total:
-        options.progress_total(module.units(spec, options))
-    partial = None if out is None else out / f".partial-{digest}"
-    if partial is not None and not options.resume and partial.exists():
-        shutil.rmtree(partial)
-    result = module.execute(spec, options, partial)
-    result.meta = _common_meta(result.meta, kind, spec, digest, source, options.shard)
     if out is None:
+        result = _execute(module, spec, options, None, kind, digest, source)
         result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
         return result, _summary(module, result, None, [])
-    files = write(module, result, out, plot=options.plot, started=started, partial=partial)
-    return result, _summary(module, result, out, files)
+    out = Path(out)
+    with rundir.writer(out) as directory, _final_names(out):
+        current = _current(out, kind, digest, options.shard) if options.resume else None
+        if current is not None:
+            result = load(out)
+            if options.plot and current.get("figures_pending"):
+                _draw_commit(module, result, directory, started=started)
+                return result, _summary(module, result, out, _paths(out, result.meta))
+            summary = _summary(module, result, out, _paths(out, result.meta))
+            summary.status = "up to date"
+            return result, summary
+        partial = directory.partial(digest)
+        if not options.resume:
+            directory.remove_partial(partial)
+        result = _execute(module, spec, options, partial, kind, digest, source)
+        write(module, result, directory, plot=options.plot, started=started, partial=partial)
+    return result, _summary(module, result, out, _paths(out, result.meta))
 
 
-def write(module, result: Result, out: Path, *, plot: bool, started: float, partial: Path | None = None
-          ) -> list[str]:
-    """Write a run directory: the data, meta.json (the data are complete from here on; figures still to come
-    are recorded as pending, so that --resume draws them if the run is stopped now), the figures, then meta.json
-    again with every file listed. An earlier run's figures that this one did not redraw are removed."""
-    previous = _previous_figures(out)
+def _execute(module, spec, options: Options, partial: Path | None, kind: str, digest: str, source) -> Result:
+    if options.progress_total:
+        options.progress_total(module.units(spec, options))
+    result = module.execute(spec, options, partial)
+    result.meta = _common_meta(result.meta, kind, spec, digest, source, options.shard)
+    return result
+
+
+def _paths(out: Path, meta: dict) -> list[str]:
+    """The committed files of a run directory as paths: the data, meta.json, then the figures."""
+    figures = meta.get("figures") or []
+    files = [n for n in meta.get("files", []) if n != store.META_FILE]
+    return ([str(out / n) for n in files if n not in figures] + [str(out / store.META_FILE)]
+            + [str(out / n) for n in files if n in figures])
+
+
+def write(module, result: Result, directory: rundir.RunDirectory, *, plot: bool, started: float,
+          partial: Path | None = None) -> list[str]:
+    """Commit a result to its run directory: first the data with meta.json (its figures recorded as pending,
+    so that --resume draws them if the run is stopped while drawing), then the figures with meta.json
+    again. The previous result's figures and tables are dropped with the first commit; checkpoints too."""
+    txn = directory.begin()
     saved = time.perf_counter()
-    data = getattr(module, "write_data", _write_npz)(result, out)
+    data = getattr(module, "write_data", _write_npz)(result, txn.dir)
     result.meta["timing"]["save_s"] = round(time.perf_counter() - saved, 6)
     drawing = plot and not result.is_shard
-    result.meta["files"] = [p.name for p in data] + [store.META_FILE]
+    result.meta["files"] = [p.name for p in data]
     result.meta["figures"] = []
-    result.meta["figures_pending"] = drawing
-    store.save_meta(result, out)
-    if partial is not None and partial.exists():  # the data are saved: the checkpoints are not needed
-        shutil.rmtree(partial)
-    figures = draw(module, result, out) if drawing else []
-    result.meta.pop("figures_pending")
-    result.meta["figures"] = [p.name for p in figures]
-    result.meta["files"] = [p.name for p in data + figures] + [store.META_FILE]
+    if drawing:
+        result.meta["figures_pending"] = True
     result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
-    store.save_meta(result, out)
-    _remove_stale(out, previous, keep=result.meta["files"])
-    return [str(p) for p in data] + [str(out / store.META_FILE)] + [str(p) for p in figures]
+    files = txn.commit(result.meta)
+    if partial is not None:  # the data are committed: the checkpoints are not needed
+        directory.remove_partial(partial)
+    if drawing:
+        _draw_commit(module, result, directory, started=started)
+    return result.meta["files"]
 
 
-def _remove_stale(out: Path, previous: set[str], keep: list[str]) -> None:
-    """Remove the figures an earlier run recorded that this one did not write (never a file it did write)."""
-    for stale in previous - set(keep):
-        path = out / stale
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
+def _draw_commit(module, result: Result, directory: rundir.RunDirectory, formats: Sequence[str] | None = None,
+                 *, timing: str = "plot_s", started: float | None = None, keep_figures: bool = False) -> list[str]:
+    """Draw the figures of a committed result and commit them (with meta.json) beside its data; returns the
+    names drawn. `keep_figures`: keep the earlier figures this drawing does not replace (`plot --formats`)."""
+    txn = directory.begin()
+    paths = draw(module, result, txn.dir, formats, timing=timing)
+    new = [p.name for p in paths]
+    manifest = result.meta.get("manifest") or {}
+    old_figures = [n for n in result.meta.get("figures") or [] if n in manifest and n not in new]
+    kept = [n for n in old_figures if keep_figures and _unchanged(directory.path / n, manifest[n])]
+    figures = kept + new
+    keep = {n: e for n, e in manifest.items() if n not in new and (n not in old_figures or n in kept)}
+    result.meta.pop("figures_pending", None)
+    result.meta["figures"] = figures
+    result.meta["files"] = [n for n in result.meta.get("files", []) if n in keep and n not in figures] + figures
+    if started is not None:
+        result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
+    txn.commit(result.meta, keep=keep)
+    return new
+
+
+def _unchanged(path: Path, entry: dict) -> bool:
+    """Whether `path` is still the regular file of `entry`'s size (a figure kept by a re-plot)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == entry.get("size")
+
+
+@contextlib.contextmanager
+def _final_names(out: Path):
+    """An OSError about a file being staged names the file it was to become (out/results.npz), not the
+    staging folder's temporary."""
+    try:
+        yield
+    except OSError as exc:
+        name = rundir.final_name(exc.filename, out)
+        if name is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(name)) from None
 
 
 def draw(module, result: Result, out: Path, formats: Sequence[str] | None = None, *,
@@ -210,7 +266,10 @@ def draw(module, result: Result, out: Path, formats: Sequence[str] | None = None
         chosen = figure_formats(result.meta, formats)
     except ValueError as exc:
         raise ConfigError(f"formats: {exc}") from None
-    paths = render(module.figures(result), out, chosen)
+    stems = module.figures(result)
+    for stem, _ in stems:  # figure names come from the stored config: never a path
+        rundir.plain_name(f"{stem}.png", "figure name")
+    paths = render(stems, out, chosen)
     result.meta["timing"][timing] = round(time.perf_counter() - started, 6)
     return paths
 
@@ -232,7 +291,7 @@ def _common_meta(meta: dict, kind: str, spec, digest: str, source, shard: Shard 
         "timing": {}, "coords": [], "dims": {},
     }
     merged = {**common, **meta}
-    merged["kind"], merged["config_hash"] = kind, digest
+    merged["kind"], merged["config_hash"], merged["schema"] = kind, digest, SCHEMA
     return merged
 
 
@@ -250,29 +309,20 @@ def _summary(module, result: Result, out: Path | None, files: list[str]) -> Summ
     return summary
 
 
-def _complete_and_current(out: Path, kind: str, digest: str, shard: Shard | None, plot: bool) -> bool:
+def _current(out: Path, kind: str, digest: str, shard: Shard | None) -> dict | None:
+    """The meta of `out` if it holds a complete, verified result of this config and shard, else None."""
     try:
-        meta = json.loads((out / store.META_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(meta, dict) or (plot and meta.get("figures_pending")):
-        return False
-    if not isinstance(meta, dict) or not all((out / f).is_file() for f in meta.get("files", [store.RESULTS_FILE])):
-        return False
+        meta = store.load_meta(out)
+        for name in meta.get("files", []):
+            if name != store.META_FILE and name not in (meta.get("figures") or []):
+                store.open_data(out, meta, name).close()
+        found = kind_of_meta(meta, str(out))
+    except (BadInput, OSError):
+        return None
     want = None if shard is None else {"index": shard.index, "count": shard.count}
     got = meta.get("shard")
     got = None if not isinstance(got, dict) else {"index": got.get("index"), "count": got.get("count")}
-    return kind_of_meta(meta, str(out)) == kind and meta.get("config_hash") == digest and got == want
-
-
-def _previous_figures(out: Path) -> set[str]:
-    """The figure files an earlier run recorded in `out`'s meta.json (plain names inside `out` only)."""
-    try:
-        names = json.loads((out / store.META_FILE).read_text()).get("figures") or []
-    except (OSError, ValueError, AttributeError):
-        return set()
-    return {n for n in names if isinstance(n, str) and n == Path(n).name and not n.startswith(".")
-            and Path(n).suffix.lstrip(".") in FORMATS}  # figure files only: never data or meta
+    return meta if found == kind and meta.get("config_hash") == digest and got == want else None
 
 
 # ---------------------------------------------------------------- finished run directories
@@ -291,8 +341,32 @@ def _reading(directory: Path):
 
 
 def load(directory: str | Path, only: set[str] | None = None) -> Result:
-    """The result in a run directory of any kind (`only`: just these data variables, and the coordinates)."""
+    """The result in a run directory of any kind (`only`: just these data variables, and the coordinates),
+    verified against its manifest. A directory being committed to by another process right now is read once
+    the commit is complete (a commit that a killed process left is finished first, if it can be)."""
     directory = Path(directory)
+    deadline = time.monotonic() + 10.0
+    while True:
+        stamp = _meta_stamp(directory)
+        try:
+            return _load_once(directory, only)
+        except ManifestError:
+            settling = rundir.commit_pending(directory) or _meta_stamp(directory) != stamp
+            if not settling or time.monotonic() > deadline:
+                raise
+            if not rundir.recover(directory):
+                time.sleep(0.05)
+
+
+def _meta_stamp(directory: Path):
+    try:
+        info = os.stat(directory / store.META_FILE)
+        return info.st_ino, info.st_mtime_ns, info.st_size
+    except OSError:
+        return None
+
+
+def _load_once(directory: Path, only: set[str] | None) -> Result:
     with _reading(directory):
         meta = store.load_meta(directory)
         kind = kind_of_meta(meta, str(directory))
@@ -308,25 +382,24 @@ def _module_of(result: Result):
     return kind_module(result.kind)
 
 
+def _existing(directory: Path) -> Path:
+    if not directory.is_dir():
+        raise ResultsError(f"{directory}: no complete results here (not a directory)")
+    return directory
+
+
 def plot(directory: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
     """Re-draw the figures of a run directory (any kind) from its data; meta.json records them."""
-    directory = Path(directory)
-    result = load(directory)
-    if result.is_shard:
-        raise ResultsError(f"{directory} holds shard {result.meta['shard']['index']}/"
-                           f"{result.meta['shard']['count']}: run 'phasediag merge' first")
-    result.meta.setdefault("timing", {})
-    with _reading(directory):
-        paths = draw(_module_of(result), result, directory, formats, timing="replot_s")
-    old = [n for n in result.meta.get("figures") or [] if (directory / n).is_file()]
-    figures = list(dict.fromkeys(old + [p.name for p in paths]))
-    data = [n for n in result.meta.get("files") or [] if n != store.META_FILE and n not in
-            set(result.meta.get("figures") or [])]
-    result.meta.pop("figures_pending", None)
-    result.meta["figures"] = figures
-    result.meta["files"] = data + figures + [store.META_FILE]
-    store.save_meta(result, directory)
-    return paths
+    directory = _existing(Path(directory))
+    with rundir.writer(directory, create=False) as held, _final_names(directory):
+        result = load(directory)
+        if result.is_shard:
+            raise ResultsError(f"{directory} holds shard {result.meta['shard']['index']}/"
+                               f"{result.meta['shard']['count']}: run 'phasediag merge' first")
+        result.meta.setdefault("timing", {})
+        with _reading(directory):
+            drawn = _draw_commit(_module_of(result), result, held, formats, timing="replot_s", keep_figures=True)
+    return [directory / n for n in drawn]
 
 
 def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True) -> Summary:
@@ -334,8 +407,9 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     started = time.perf_counter()
     directories = [Path(d) for d in directories]
     out = Path(out)
-    if os.path.realpath(out) in {os.path.realpath(d) for d in directories}:
-        raise ConfigError("--out: must not be one of the shard directories")
+    inputs = {os.path.realpath(d) for d in directories}
+    if os.path.realpath(out) in inputs:
+        raise OptionError("out", "must not be one of the shard directories")
     metas = [store.load_meta(d) for d in directories]
     kinds = {kind_of_meta(m, str(d)) for m, d in zip(metas, directories)}
     if len(kinds) > 1:
@@ -344,49 +418,91 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     module = kind_module(kind)
     if not hasattr(module, "merge"):
         raise ConfigError(f"merge: {kind} runs are not sharded; there is nothing to merge")
-    previous = _previous_figures(out)
-    with _reading(directories[0].parent if len(directories) > 1 else directories[0]):
-        result = module.merge(directories, out, plot)
-    result.meta["kind"] = kind
-    result.meta.setdefault("timing", {})
-    store.save_meta(result, out)  # complete from here on
-    figures = draw(module, result, out) if plot else []
-    data = [n for n in result.meta.get("files", [store.RESULTS_FILE]) if n != store.META_FILE
-            and n not in (result.meta.get("figures") or [])]
-    result.meta["figures"] = [p.name for p in figures]
-    result.meta["files"] = data + [p.name for p in figures] + [store.META_FILE]
-    result.meta["timing"]["merge_s"] = round(time.perf_counter() - started, 6)
-    store.save_meta(result, out)
-    _remove_stale(out, previous, keep=result.meta["files"])
-    files = [str(out / n) for n in data] + [str(out / store.META_FILE)] + [str(p) for p in figures]
-    return _summary(module, result, out, files)
+    with rundir.writer(out) as held, _final_names(out):
+        held.clean_leftovers()
+        txn = held.begin()
+        with _reading(directories[0].parent if len(directories) > 1 else directories[0]):
+            result = module.merge(directories, txn.dir, plot)
+        result.meta["kind"] = kind
+        result.meta["schema"] = SCHEMA
+        result.meta.setdefault("timing", {})
+        result.meta["figures"] = []
+        if plot:
+            result.meta["figures_pending"] = True
+        result.meta["timing"]["merge_s"] = round(time.perf_counter() - started, 6)
+        txn.commit(result.meta)
+        if plot:
+            with _reading(out):
+                _draw_commit(module, result, held)
+            result.meta["timing"]["merge_s"] = round(time.perf_counter() - started, 6)
+    return _summary(module, result, out, _paths(out, result.meta))
 
 
 def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str]:
     """Tidy CSV tables of a run directory (any kind): one table per set of dimensions, one row per point of
-    them (the coordinates, then every data variable on them; categorical codes as their names)."""
-    directory = Path(directory)
+    them (the coordinates, then every data variable on them; categorical codes as their names).
+
+    Tables written into the run directory itself (the default) are committed to its manifest, so that a
+    later run that changes the results removes them; elsewhere they are written atomically."""
+    directory = _existing(Path(directory))
+    if out is not None and Path(out).exists() and Path(out).is_dir():
+        raise OptionError("out", f"{out} is a directory; give the path of the CSV file to write")
+    inside = out is None or os.path.realpath(Path(out).parent) == os.path.realpath(directory)
+    if not inside:
+        result = _exportable(directory)
+        paths = _table_paths(result, Path(out))
+        inputs = {os.path.realpath(directory / n) for n in result.meta.get("files", [])}
+        for path in paths.values():
+            if os.path.realpath(path) in inputs:
+                raise OptionError("out", f"{path} is a file of the run directory {directory}")
+        return [_write_table(path, result, dims, variables) for (dims, variables), path in
+                ((key, paths[key]) for key in paths)]
+    with rundir.writer(directory, create=False) as held, _final_names(directory):
+        result = _exportable(directory)
+        name = f"{result.name}.csv" if out is None else Path(out).name
+        paths = _table_paths(result, Path(name))
+        taken = {n for n in result.meta.get("files", []) if n not in (result.meta.get("tables") or [])}
+        for path in paths.values():
+            if rundir.plain_name(path.name, "table name") in taken or not path.name.endswith(".csv"):
+                raise OptionError("out", f"{path.name}: not a table name this run directory can take "
+                                         f"(it must end in .csv and must not be one of its files)")
+        txn = held.begin()
+        for (dims, variables), path in paths.items():
+            _write_table(txn.path(path.name), result, dims, variables)
+        names = [p.name for p in paths.values()]
+        manifest = result.meta.get("manifest") or {}
+        keep = {n: e for n, e in manifest.items() if n not in names}
+        result.meta["tables"] = list(dict.fromkeys([*(result.meta.get("tables") or []), *names]))
+        result.meta["files"] = [n for n in result.meta.get("files", []) if n in keep] + names
+        txn.commit(result.meta, keep=keep)
+    return [str(directory / n) for n in names]
+
+
+def _exportable(directory: Path) -> Result:
     result = load(directory)
     if result.is_shard:
         raise ResultsError(f"{directory} holds a shard: run 'phasediag merge' first")
-    base = Path(out) if out is not None else directory / f"{result.name}.csv"
+    return result
+
+
+def _table_paths(result: Result, base: Path) -> dict[tuple, Path]:
+    """(dims, variables) -> the path of its table: `base` for the main table, `<stem>_<what>.csv` beside it."""
     tables: dict[tuple[str, ...], list[str]] = {}
     for name in result.arrays:
         tables.setdefault(result.dims(name), []).append(name)
     names = getattr(_module_of(result), "TABLES", {})
-    written = []
     main = next(iter(tables), ())
+    paths = {}
     for dims, variables in tables.items():
         extra = [d for d in dims if d not in main]
         suffix = "" if dims == main else names.get("_".join(extra) or "by_" + "_".join(dims),
                                                      "_".join(extra) or "by_" + "_".join(dims))
-        path = base if not suffix else base.with_name(f"{base.stem}_{suffix}{base.suffix or '.csv'}")
-        with _reading(directory):
-            written.append(_write_table(path, result, dims, variables))
-    return written
+        paths[(dims, tuple(variables))] = (base if not suffix else
+                                           base.with_name(f"{base.stem}_{suffix}{base.suffix or '.csv'}"))
+    return paths
 
 
-def _write_table(path: Path, result: Result, dims: tuple[str, ...], variables: list[str]) -> str:
+def _write_table(path: Path, result: Result, dims: tuple[str, ...], variables) -> str:
     coords = [result.coords[d] if d in result.coords else np.arange(result.arrays[variables[0]].shape[i])
               for i, d in enumerate(dims)]
     grids = np.meshgrid(*coords, indexing="ij") if coords else []
@@ -394,10 +510,9 @@ def _write_table(path: Path, result: Result, dims: tuple[str, ...], variables: l
     legends = result.meta.get("legends", {})
     for name in variables:
         flat = np.asarray(result.arrays[name]).reshape(-1)
-        if name in legends:  # a list of labels by code, or {"code": label} (codes may be negative)
-            legend = legends[name]
-            names = legend if isinstance(legend, dict) else {str(c): n for c, n in enumerate(legend)}
-            flat = np.array([names.get(str(int(code)), "invalid") for code in flat])
+        if name in legends:  # codes were checked against their legend when the result was loaded
+            names = store.legend_names(legends[name])
+            flat = np.array([names[str(int(code))] for code in flat])
         columns[name] = flat
     rows = len(next(iter(columns.values()))) if columns else 0
     with atomic_write(path) as fh:

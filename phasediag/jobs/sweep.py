@@ -42,7 +42,8 @@ def execute(config: Config, options, checkpoint: Path | None) -> Result:
     return sweep.run(config, chunk_size=options.chunk_size, shard=options.shard, workers=options.workers,
                      checkpoint=checkpoint if checkpoint is not None and stop - start > options.chunk_size
                      else None,
-                     checkpoint_every=options.checkpoint_every, progress=options.progress)
+                     checkpoint_every=options.checkpoint_every, progress=options.progress,
+                     warn=options.warn)
 
 
 def figures(result: Result):

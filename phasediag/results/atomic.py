@@ -35,9 +35,14 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
     The caller writes the complete file to the yielded path (by name, e.g. ``savefig(tmp)``). If the body
     raises, the temporary file is removed and ``path`` is left untouched. The temporary name keeps the
     suffix of ``path`` (some writers choose the format from it) and starts with a dot.
-    The final file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    The final file gets the usual permissions (0666 minus the umask), not mkstemp's 0600. `path` must not be
+    anything but a regular file if it exists (a device node, a FIFO, a symbolic link are never replaced:
+    ResultsError); an OSError names `path`, not the temporary file.
     """
+    from phasediag.results.rundir import check_regular_target
+
     final = Path(path)
+    check_regular_target(final)
     parent = final.parent
     if make_parents:
         try:
@@ -52,11 +57,14 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
         os.close(fd)
         yield tmp
         os.chmod(tmp, 0o666 & ~_current_umask())
+        check_regular_target(final)  # (again: it may have appeared while the file was written)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        if isinstance(exc, OSError) and tmp is not None and exc.filename in (str(tmp), tmp):
+            raise OSError(exc.errno, exc.strerror, str(final)) from None
         raise
 
 

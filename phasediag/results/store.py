@@ -10,6 +10,9 @@ give byte-identical files. A shard directory holds the flat slice [start, stop) 
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +21,13 @@ from typing import Any
 import numpy as np
 
 from phasediag.config.reader import NAME_PATTERN
-from phasediag.errors import ResultsError
+from phasediag.errors import ManifestError, ResultsError
 from phasediag.results.atomic import atomic_path, atomic_write
+from phasediag.results.rundir import FILE_NAME, hash_open
 
 RESULTS_FILE = "results.npz"
 META_FILE = "meta.json"
+SCHEMA = 2  # of meta.json; 2: it carries a manifest (the size and SHA-256 of every other file)
 
 
 
@@ -75,13 +80,23 @@ class Result:
         return dims
 
     def check(self) -> None:
-        """ResultsError unless every data variable's dimensions match its shape and the coordinates."""
+        """ResultsError unless every value is what a run writes: numeric arrays whose dimensions match their
+        shape and the coordinates (1-D), and categorical codes that their legend names."""
+        for name, values in {**self.coords, **self.arrays}.items():
+            if np.asarray(values).dtype.kind not in "biufU":
+                raise ResultsError(f"{self.name}: {name} holds {np.asarray(values).dtype} values, not numbers or text")
+        for name, values in self.coords.items():
+            if np.ndim(values) != 1:
+                raise ResultsError(f"{self.name}: coordinate {name} has shape {np.shape(values)}, not 1-D")
         for name, values in self.arrays.items():
             dims = self.dims(name)
             shape = np.shape(values)
             if len(dims) != len(shape) or any(d in self.coords and np.size(self.coords[d]) != n
                                               for d, n in zip(dims, shape)):
                 raise ResultsError(f"{self.name}: {name} has shape {shape}, its dimensions {list(dims)} do not fit")
+        for name, legend in (self.meta.get("legends") or {}).items():
+            if name in self.arrays:
+                _check_codes(self.name, name, np.asarray(self.arrays[name]), legend)
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self.arrays:
@@ -118,30 +133,55 @@ class Result:
         return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
+def legend_names(legend) -> dict[str, str]:
+    """A stored legend (a list of labels by code, or {"code": label} where codes may be negative) as
+    {"code": label}; ResultsError for anything else."""
+    if isinstance(legend, list) and all(isinstance(n, str) for n in legend):
+        return {str(code): label for code, label in enumerate(legend)}
+    if isinstance(legend, dict) and all(isinstance(n, str) for n in legend.values()):
+        return {str(k): v for k, v in legend.items()}
+    raise ResultsError(f"a legend must be a list of labels or a mapping of codes to labels, got {legend!r:.80}")
+
+
+def _check_codes(result: str, name: str, codes: np.ndarray, legend) -> None:
+    known = legend_names(legend)
+    if codes.dtype.kind not in "biu":
+        raise ResultsError(f"{result}: {name} holds {codes.dtype} values, not the integer codes of its legend")
+    found = np.unique(codes)
+    bad = [int(c) for c in found if str(int(c)) not in known]
+    if bad:
+        raise ResultsError(f"{result}: {name} holds the code {bad[0]}, which its legend does not name "
+                           f"(codes: {', '.join(known)})")
+
+
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez-compatible file with fixed zip timestamps (byte-identical for identical arrays)."""
     with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        zf = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        try:
             for name, array in arrays.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with zf.open(info, "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
+        except BaseException:  # (a signal inside an entry's close would make zf.close() raise instead)
+            fp, zf.fp = zf.fp, None  # the file is discarded: no central directory (nor one from __del__)
+            fp.close()
+            raise
+        zf.close()
 
 
 def save(result: Result, out_dir: Path) -> list[Path]:
-    """Write results.npz then meta.json (the latter marks the directory complete)."""
+    """Commit `result` to run directory `out_dir` as results.npz and meta.json (with its manifest), through
+    the directory's lock and one transaction, as every writer does. Returns the paths, meta.json last."""
+    from phasediag.results.rundir import writer
+
     out_dir = Path(out_dir)
-    write_npz(out_dir / RESULTS_FILE, {**result.coords, **result.arrays})
-    return [out_dir / RESULTS_FILE, save_meta(result, out_dir)]
-
-
-def save_meta(result: Result, out_dir: Path) -> Path:
-    """(Re)write meta.json atomically, e.g. after timings and figure names are known."""
-    path = Path(out_dir) / META_FILE
-    with atomic_write(path) as fh:
-        json.dump(result.meta, fh, indent=2, allow_nan=False, default=_json_default)
-        fh.write("\n")
-    return path
+    with writer(out_dir) as held:
+        txn = held.begin()
+        write_npz(txn.path(RESULTS_FILE), {**result.coords, **result.arrays})
+        result.meta = {**result_meta(result.meta), "schema": max(SCHEMA, result.meta.get("schema") or 0),
+                       "files": [RESULTS_FILE], "figures": []}
+        return [out_dir / name for name in txn.commit(result.meta)]
 
 
 def _json_default(value):
@@ -153,27 +193,84 @@ def _json_default(value):
 
 
 def load_meta(out_dir: Path) -> dict:
-    """meta.json of a complete run directory, with every data file it lists (ResultsError if one is missing
-    or meta.json is unreadable)."""
+    """meta.json of a complete run directory, checked: its names are plain file names, and every data file
+    it lists is a regular file of the size its manifest records (ResultsError naming what is wrong). The
+    contents are verified against the manifest's SHA-256 when read (:func:`open_data`)."""
     out_dir = Path(out_dir)
     meta_path = out_dir / META_FILE
     if not meta_path.is_file():
         raise ResultsError(f"{out_dir}: no complete results here (no {META_FILE})")
     try:
-        meta = json.loads(meta_path.read_text(), parse_constant=_no_constant)
+        meta = json.loads(meta_path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (OSError, ValueError, RecursionError) as exc:
         raise ResultsError(f"{out_dir}: unreadable {META_FILE}: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("config"), dict):
         raise ResultsError(f"{out_dir}: {META_FILE} is not the metadata of a phasediag run")
     if not NAME_PATTERN.fullmatch(meta["name"]):  # it names the files plot and export write
         raise ResultsError(f"{out_dir}: {META_FILE} has the name {meta['name']!r}, not a plain file name")
+    for key in ("files", "figures"):
+        if not isinstance(meta.get(key) or [], list):
+            raise ResultsError(f"{out_dir}: {META_FILE}: {key} must be a list of file names")
+        for name in meta.get(key) or []:
+            _plain(out_dir, name, key)
     figures = set(meta.get("figures") or [])
     listed = meta.get("files") or (["validation.json"] if "settings" in meta else [RESULTS_FILE])  # older runs
     data = [n for n in listed if n != META_FILE and n not in figures]
-    missing = [n for n in data if not isinstance(n, str) or not (out_dir / n).is_file()]
-    if missing:
-        raise ResultsError(f"{out_dir}: no complete results here ({missing[0]} is missing)")
+    manifest = _manifest(out_dir, meta, listed)
+    for name in data:
+        path = out_dir / name
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            raise ResultsError(f"{out_dir}: no complete results here ({name} is missing)") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ResultsError(f"{path}: not a regular file")
+        if manifest is not None and info.st_size != manifest[name]["size"]:
+            raise ManifestError(f"{path}: {info.st_size:,} bytes, but {META_FILE} records "
+                                f"{manifest[name]['size']:,}: the run directory was changed after it was written")
     return meta
+
+
+def _plain(out_dir: Path, name, key: str) -> str:
+    if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
+        raise ResultsError(f"{out_dir}: {META_FILE}: {key} names {name!r:.80}, not a plain file name")
+    return name
+
+
+def _manifest(out_dir: Path, meta: dict, listed: list[str]) -> dict | None:
+    """The manifest of a run directory (None for one written before manifests: schema < 2)."""
+    manifest = meta.get("manifest")
+    if manifest is None and not (isinstance(meta.get("schema"), int) and meta["schema"] >= 2):
+        return None
+    if not isinstance(manifest, dict):
+        raise ResultsError(f"{out_dir}: {META_FILE} has no manifest of its files")
+    for name, entry in manifest.items():
+        _plain(out_dir, name, "manifest")
+        if not (isinstance(entry, dict) and isinstance(entry.get("size"), int) and not isinstance(entry["size"], bool)
+                and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
+            raise ResultsError(f"{out_dir}: {META_FILE}: the manifest entry of {name} is not a size and a SHA-256")
+    if set(manifest) != {n for n in listed if n != META_FILE}:
+        raise ResultsError(f"{out_dir}: {META_FILE}: its files and its manifest do not list the same files")
+    return manifest
+
+
+def open_data(out_dir: Path, meta: dict, name: str):
+    """Open data file `name` of a run directory for reading, verified against the manifest's size and
+    SHA-256 (ManifestError naming the file if its bytes differ); the caller closes it."""
+    path = Path(out_dir) / name
+    fh = open(path, "rb")
+    entry = (meta.get("manifest") or {}).get(name)
+    if entry is not None:
+        try:
+            got = hash_open(fh)
+        except BaseException:
+            fh.close()
+            raise
+        if got != {"size": entry["size"], "sha256": entry["sha256"]}:
+            fh.close()
+            raise ManifestError(f"{path}: its bytes are not the ones {META_FILE} records (SHA-256 differs): "
+                                f"the run directory was changed after it was written")
+    return fh
 
 
 def _no_constant(text: str):
@@ -194,8 +291,10 @@ def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None) 
     meta = load_meta(out_dir) if meta is None else meta
     keep = None if only is None else set(only) | set(_coord_names(meta))
     try:
-        with open(Path(out_dir) / RESULTS_FILE, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+        with open_data(out_dir, meta, RESULTS_FILE) as fh, np.load(fh, allow_pickle=False) as data:
             stored = {name: data[name] for name in data.files if keep is None or name in keep}
+    except ResultsError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ResultsError(f"{out_dir}: unreadable {RESULTS_FILE}: {' '.join(str(exc).split())[:200] or 'empty'}") from None
     coords = {name: stored.pop(name) for name in _coord_names(meta) if name in stored}
@@ -209,6 +308,11 @@ def shard_order(metas: list[dict]) -> list[int]:
     first = metas[0]
     if any(m.get("shard") is None for m in metas):
         raise ResultsError("merge takes shard directories (written with --shard K/N)")
+    for m in metas:
+        shard = m["shard"]
+        if not isinstance(shard, dict) or not all(isinstance(shard.get(k), int) and not isinstance(shard[k], bool)
+                                                  for k in ("index", "count")):
+            raise ResultsError("a shard's meta.json has no integer shard index and count")
     count = first["shard"]["count"]
     for m in metas:
         if m["config_hash"] != first["config_hash"]:
@@ -220,12 +324,35 @@ def shard_order(metas: list[dict]) -> list[int]:
         missing = sorted(set(range(1, count + 1)) - set(got))
         raise ResultsError(f"need shards 1..{count} exactly once; missing {missing}" if missing
                            else "a shard is given twice")
-    return sorted(range(len(metas)), key=lambda i: metas[i]["shard"]["index"])
+    order = sorted(range(len(metas)), key=lambda i: metas[i]["shard"]["index"])
+    _check_bounds([metas[i] for i in order])
+    return order
+
+
+def _check_bounds(ordered: list[dict]) -> None:
+    """A sweep shard's [start, stop) must be its part K of N of the grid (ResultsError otherwise)."""
+    if "start" not in ordered[0]["shard"]:
+        return
+    points = int(np.prod(ordered[0]["shape"], dtype=object))
+    count = len(ordered)
+    for k, m in enumerate(ordered, start=1):
+        want = ((k - 1) * points // count, k * points // count)
+        if (m["shard"].get("start"), m["shard"].get("stop")) != want or list(m["shape"]) != list(ordered[0]["shape"]):
+            raise ResultsError(f"shard {k}/{count} does not hold points [{want[0]}, {want[1]}) of the grid")
+
+
+#: the fields of meta.json that describe one directory's files, not its result
+DIRECTORY_FIELDS = ("files", "manifest", "figures", "figures_pending", "tables")
+
+
+def result_meta(meta: dict) -> dict:
+    """`meta` without the fields that list a directory's files (for a result written somewhere else)."""
+    return {k: v for k, v in meta.items() if k not in DIRECTORY_FIELDS}
 
 
 def merged_meta(ordered: list[dict]) -> dict:
     """The meta of the joined result: the first shard's, without the shard, with every shard's timing."""
-    meta = dict(ordered[0])
+    meta = result_meta(ordered[0])
     meta["shard"] = None
     shard_times = [m["timing"]["eval_s"] for m in ordered]
     meta["timing"] = {"eval_s": round(sum(shard_times), 6), "shards_eval_s": shard_times}
@@ -253,8 +380,10 @@ def merge_files(directories: list[Path], out_dir: Path) -> dict:
     shape = tuple(meta["shape"])
     with contextlib.ExitStack() as stack:
         try:
-            files = [stack.enter_context(np.load(stack.enter_context(open(d / RESULTS_FILE, "rb")),
-                                                 allow_pickle=False)) for d in ordered]
+            files = [stack.enter_context(np.load(stack.enter_context(open_data(d, metas[i], RESULTS_FILE)),
+                                                 allow_pickle=False)) for d, i in zip(ordered, order)]
+        except ResultsError:
+            raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ResultsError(f"unreadable shard results: {' '.join(str(exc).split())[:200] or 'empty'}") from None
         names = files[0].files
@@ -280,6 +409,8 @@ class _Joined:
     def _join(self, name: str) -> np.ndarray:
         first = self.files[0][name]
         if name in self.coords:
+            if any(not np.array_equal(f[name], first) for f in self.files[1:]):
+                raise ResultsError(f"the shards' {name} coordinates differ: they are not parts of one grid")
             return first
         rows = int(np.prod(self.shape))
         out = np.empty((rows,) + first.shape[1:], dtype=first.dtype)

@@ -428,9 +428,12 @@ def write_data(result: Result, out: Path) -> list[Path]:
 def load_data(directory: Path, meta: dict) -> Result:
     path = Path(directory) / VALIDATION_FILE
     try:
-        body = json.loads(path.read_text())
+        with store.open_data(directory, meta, VALIDATION_FILE) as fh:
+            body = json.loads(fh.read().decode("utf-8"))
         return _result(body, meta)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except ResultsError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ResultsError(f"{path}: not a readable validation result ({exc})") from None
 
 
@@ -496,7 +499,7 @@ def merge(directories: list[Path], out: Path, plot: bool) -> Result:
         raise ConfigError(f"need validate shards 1..{count} exactly once, got {got}")
     ordered = sorted(bodies, key=lambda b: b["shard"]["index"])
     body = {**first, "shard": None, "rows": [r for b in ordered for r in b["rows"]]}
-    meta = {**parts[0].meta, "shard": None, "timing": {}, "merged_from": len(bodies)}
+    meta = {**store.result_meta(parts[0].meta), "shard": None, "timing": {}, "merged_from": len(bodies)}
     result = _result(body, meta)
     result.meta["files"] = [p.name for p in write_data(result, out)]
     return result

@@ -1,0 +1,392 @@
+"""A run directory as one unit: one writer at a time, all-or-nothing commits, a verified manifest.
+
+Layout of a run directory ``<out>/``:
+
+- the committed result: the data files, the figures, exported tables and ``meta.json``, whose ``manifest``
+  records the size and SHA-256 of every other file (readers verify it, see :mod:`phasediag.results.store`);
+- while a writer works: ``.phasediag.lock`` (an advisory ``flock``: a second writer fails at once),
+  ``.phasediag.txn/`` (the files of the commit in progress), ``.partial-<config_hash>/`` (the checkpoints
+  of a sweep, kept for ``--resume`` if the run is stopped).
+
+A commit is a redo log. The new files are written into ``.phasediag.txn/``, then its ``meta.json`` (with the
+manifest) and ``previous.json`` (the manifest being replaced); the atomic creation of
+``.phasediag.txn/COMMITTED`` is the commit point. Then the files are moved into place with ``os.replace``,
+meta.json last, the previous run's files that the new manifest drops are removed (only regular files of the
+tool's own kinds whose bytes are still the ones it recorded), and ``.phasediag.txn/`` is deleted. A process
+killed before the commit point leaves the previous result untouched (the next writer discards the staged
+files); killed after it, the next process to open the directory finishes the moves, which are idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from pathlib import Path
+from typing import Iterator
+
+from phasediag.errors import BusyError, FieldError, ResultsError
+
+__all__ = ["LOCK", "STAGING", "RunDirectory", "Transaction", "writer", "file_entry", "hash_open", "plain_name",
+           "check_regular_target", "recover", "commit_pending"]
+
+LOCK = ".phasediag.lock"
+STAGING = ".phasediag.txn"
+COMMITTED = "COMMITTED"
+PREVIOUS = "previous.json"
+META_FILE = "meta.json"
+PARTIAL_PREFIX = ".partial-"
+
+#: a file the tool may name inside a run directory: a plain name, no path, not hidden
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+#: the files a later run may remove when its manifest drops them (figures and exported tables, never data)
+REMOVABLE_SUFFIXES = frozenset({".png", ".pdf", ".svg", ".csv"})
+#: temporary files of an interrupted atomic write (tempfile.mkstemp names, see results/atomic.py)
+TEMPORARY = re.compile(r"\.(?P<final>[A-Za-z0-9][A-Za-z0-9_.-]*)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
+_PARTIAL = re.compile(r"\.partial-[0-9a-f]{16}")
+_CHUNK = re.compile(r"chunk-\d{15}-\d{15}\.npz|\.chunk-\d{15}-\d{15}\.npz\.[a-z0-9_]{8}\.tmp\.npz")
+_HASH_BLOCK = 1 << 22
+
+
+def plain_name(name: object, what: str = "file name") -> str:
+    """`name` if it is a plain file name the tool may create inside a run directory, else ResultsError:
+    paths are never built from file contents without this check."""
+    if not isinstance(name, str) or not FILE_NAME.fullmatch(name) or name == META_FILE and what != "meta":
+        raise ResultsError(f"{name!r} is not a plain {what} (letters, digits, '_', '-', '.'; no path)")
+    return name
+
+
+def file_entry(path: Path) -> dict:
+    """The manifest entry of a file: its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def hash_open(fh) -> dict:
+    """The manifest entry of an open binary file, read from its start (and left there)."""
+    fh.seek(0)
+    digest = hashlib.sha256()
+    size = 0
+    while block := fh.read(_HASH_BLOCK):
+        digest.update(block)
+        size += len(block)
+    fh.seek(0)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def check_regular_target(path: Path) -> None:
+    """ResultsError if `path` exists and is not a regular file (a symlink, a device, a FIFO, a directory):
+    phasediag replaces regular files only, and never writes through a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ResultsError(f"{path}: is {kind}; phasediag writes and replaces regular files only")
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems cannot fsync a directory
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+class Transaction:
+    """The files of one commit, staged in ``<out>/.phasediag.txn/`` until :meth:`commit`."""
+
+    def __init__(self, run: "RunDirectory"):
+        self.run = run
+        self.dir = run.path / STAGING
+
+    def path(self, name: str) -> Path:
+        """Where to write file `name` of this commit (checked to be a plain name)."""
+        return self.dir / plain_name(name)
+
+    def commit(self, meta: dict, keep: dict[str, dict] | None = None) -> list[str]:
+        """Make the staged files, the `keep` files already in the directory (name -> manifest entry) and
+        `meta` (written last, with ``files`` and ``manifest`` set here) the directory's result, atomically.
+        Returns the names of the committed files, meta.json last."""
+        keep = dict(keep or {})
+        staged = sorted(p.name for p in self.dir.iterdir()
+                        if p.is_file() and not p.is_symlink() and FILE_NAME.fullmatch(p.name))
+        order = [n for n in meta.get("files", []) if n in staged or n in keep]
+        names = list(dict.fromkeys(order + sorted(set(staged) | set(keep))))
+        names = [n for n in names if n != META_FILE]
+        for name in names:
+            check_regular_target(self.run.path / plain_name(name))
+        check_regular_target(self.run.path / META_FILE)
+        manifest = {}
+        for name in names:
+            manifest[name] = file_entry(self.dir / name) if name in staged else keep[name]
+            if name in staged:
+                _fsync(self.dir / name)
+        meta["files"] = names + [META_FILE]
+        meta["manifest"] = manifest
+        previous = self.run.manifest()
+        self._write(PREVIOUS, {"manifest": previous})
+        self._write(META_FILE, meta)
+        self._write(COMMITTED, {"committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        _fsync(self.dir, directory=True)
+        self.run.roll_forward()
+        return meta["files"]
+
+    def _write(self, name: str, data) -> None:
+        tmp = self.dir / f".{name}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / name)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+class RunDirectory:
+    """A run directory held by this process's writer lock (see :func:`writer`)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def manifest(self) -> dict[str, dict]:
+        """The committed manifest (name -> size and SHA-256); {} for none or a directory of older versions."""
+        meta = _read_json(self.path / META_FILE)
+        manifest = meta.get("manifest") if isinstance(meta, dict) else None
+        if not isinstance(manifest, dict):
+            return {}
+        return {n: e for n, e in manifest.items() if isinstance(n, str) and FILE_NAME.fullmatch(n)
+                and isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)}
+
+    def begin(self) -> Transaction:
+        """A new, empty transaction (an earlier uncommitted one is discarded)."""
+        txn = Transaction(self)
+        txn.discard()
+        txn.dir.mkdir()
+        return txn
+
+    def roll_forward(self) -> None:
+        """Finish a committed transaction: move its files into place (meta.json last), drop the files the
+        new manifest no longer lists, delete the staging folder. Idempotent: safe to repeat after a crash."""
+        staging = self.path / STAGING
+        meta = _read_json(staging / META_FILE)
+        if meta is None and (self.path / META_FILE).is_file():
+            meta = _read_json(self.path / META_FILE)  # moved already: only the clean-up was left
+        previous = (_read_json(staging / PREVIOUS) or {}).get("manifest") or {}
+        files = [n for n in (meta or {}).get("files", []) if isinstance(n, str) and FILE_NAME.fullmatch(n)]
+        for name in [n for n in files if n != META_FILE] + [META_FILE]:
+            source = staging / name
+            if source.is_file() and not source.is_symlink():
+                check_regular_target(self.path / name)
+                os.replace(source, self.path / name)
+        _fsync(self.path, directory=True)
+        self._remove_dropped(previous, set(files))
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _remove_dropped(self, previous: dict, kept: set[str]) -> None:
+        """Remove the files of the previous manifest that the new one drops: regular files of the tool's own
+        kinds (figures, tables) whose size and hash are still what the tool recorded; never data or meta."""
+        for name, entry in previous.items():
+            if name in kept or not isinstance(name, str) or not FILE_NAME.fullmatch(name):
+                continue
+            if Path(name).suffix not in REMOVABLE_SUFFIXES or not isinstance(entry, dict):
+                continue
+            path = self.path / name
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode) or file_entry(path) != {
+                        "size": entry.get("size"), "sha256": entry.get("sha256")}:
+                    continue  # changed since the tool wrote it: somebody else's now
+                path.unlink()
+            except OSError:
+                continue
+
+    def recover(self) -> None:
+        """Finish a commit a killed process left (COMMITTED present), or discard its uncommitted files."""
+        staging = self.path / STAGING
+        if not staging.is_dir() or staging.is_symlink():
+            return
+        if (staging / COMMITTED).is_file():
+            self.roll_forward()
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def clean_leftovers(self, keep_partial: str | None = None) -> None:
+        """Remove what interrupted runs of the tool left: temporary files of atomic writes, and checkpoint
+        folders (all but `keep_partial`) that hold nothing but the tool's own chunk files."""
+        for entry in os.scandir(self.path):
+            if TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            elif (_PARTIAL.fullmatch(entry.name) and entry.name != keep_partial
+                  and entry.is_dir(follow_symlinks=False)):
+                self.remove_partial(Path(entry.path))
+
+    @staticmethod
+    def remove_partial(folder: Path) -> None:
+        """Remove a checkpoint folder if it holds only the tool's chunk files (else leave it alone)."""
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        if all(_CHUNK.fullmatch(e.name) and e.is_file(follow_symlinks=False) for e in entries):
+            for e in entries:
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+    def partial(self, config_hash: str) -> Path:
+        """The checkpoint folder of a run of config `config_hash` (the others are removed)."""
+        name = f"{PARTIAL_PREFIX}{config_hash}"
+        self.clean_leftovers(keep_partial=name)
+        return self.path / name
+
+
+def final_name(filename, out: Path) -> Path | None:
+    """The file of run directory `out` that a staged or temporary file `filename` was to become (for error
+    messages: out/results.npz, not out/.phasediag.txn/.results.npz.x1y2z3w4.tmp.npz); None if it is neither."""
+    if not filename:
+        return None
+    path = Path(str(filename))
+    if path.parent.name == STAGING:
+        name = path.name
+    elif path.parent == out:
+        name = path.name
+    else:
+        return None
+    match = TEMPORARY.fullmatch(name)
+    if match:
+        name = match.group("final")
+    return out / name if name and name != STAGING else None
+
+
+def commit_pending(directory: Path) -> bool:
+    """True while a committed transaction is not yet (or never was) moved into place."""
+    return (Path(directory) / STAGING / COMMITTED).is_file()
+
+
+def recover(directory: Path) -> bool:
+    """Finish an interrupted commit in `directory` if no writer holds it (for readers that find one);
+    True if the directory is now settled."""
+    directory = Path(directory)
+    if not commit_pending(directory):
+        return True
+    try:
+        with writer(directory, create=False) as run:
+            run.recover()
+        return True
+    except (BusyError, OSError, FieldError):
+        return False
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p `path`; the folders it created (deepest last), so that a run that fails can remove them."""
+    created = []
+    for parent in reversed([path, *path.parents]):
+        if parent.is_dir():
+            continue
+        try:
+            parent.mkdir()
+            created.append(parent)
+        except FileExistsError:
+            if not parent.is_dir():
+                raise FieldError("out", f"{parent} is a file, not a directory") from None
+    return created
+
+
+def _lock(path: Path) -> int:
+    """Take the writer lock of run directory `path` (BusyError at once if another process holds it)."""
+    lock = path / LOCK
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ResultsError(f"{lock}: is a symbolic link; remove it") from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise BusyError(f"{path}: another phasediag process{who} is writing this run directory; wait "
+                            f"for it to finish or choose another output directory") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:  # (not a lock file its previous holder removed while we waited for it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def writer(out: str | Path, *, create: bool = True) -> Iterator[RunDirectory]:
+    """Hold `out` as its one writer: create it (`create`), take the lock, finish or discard what an
+    interrupted process left. On exit an uncommitted transaction is discarded, the lock released and
+    removed, and the folders this call created are removed again if nothing was committed in them."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FieldError("out", f"{out} is a file, not a directory")
+    try:
+        created = _make_dirs(out) if create else []
+        fd = _lock(out)
+    except PermissionError as exc:
+        raise FieldError("out", f"cannot write {exc.filename or out}: permission denied") from None
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR):
+            raise FieldError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
+        raise
+    try:
+        run = RunDirectory(out)
+        run.recover()
+        yield run
+    finally:
+        with contextlib.suppress(OSError, ResultsError):  # an uncommitted transaction (a failure) goes
+            RunDirectory(out).recover()
+        with contextlib.suppress(OSError):
+            os.unlink(out / LOCK)
+        os.close(fd)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: nothing was committed there
