@@ -330,3 +330,38 @@ def test_config_hash_does_not_depend_on_how_numbers_are_written():
     b = json.loads(json.dumps(a).replace('"1e4"', "10000").replace('"1e-6"', "0.000001"))
     assert a != b
     assert phasediag.run(a).meta["config_hash"] == phasediag.run(b).meta["config_hash"]
+
+
+@pytest.mark.parametrize("case", ["sweep", "validation"])
+def test_a_directory_written_before_manifests_loads_plots_exports_and_gains_a_manifest(tmp_path, case):
+    out = run_dir(tmp_path, case)
+    meta = json.loads((out / "meta.json").read_text())
+    reference = phasediag.load(out)
+    legacy = {k: v for k, v in meta.items() if k != "manifest"}
+    legacy["schema"] = 1
+    (out / "meta.json").write_text(json.dumps(legacy))
+    loaded = phasediag.load(out)
+    assert loaded.keys() == reference.keys()
+    assert all(np.array_equal(loaded[k], reference[k]) for k in reference.keys())
+    cli("plot", out, "-q")
+    cli("export", out, "--csv", "-q")
+    upgraded = json.loads((out / "meta.json").read_text())
+    data = [n for n in meta["files"] if n != "meta.json" and n not in meta["figures"]]
+    assert set(data) <= set(upgraded["manifest"]) and set(upgraded["manifest"]) == set(upgraded["files"]) - {"meta.json"}
+    assert sorted(upgraded["files"]) == sorted(p.name for p in out.iterdir())
+    assert upgraded["manifest"][data[0]] == meta["manifest"][data[0]]  # the same bytes, hashed again
+
+
+def test_a_run_into_a_directory_another_process_writes_exits_75_at_once_and_changes_nothing(tmp_path):
+    from phasediag.results import rundir
+
+    out = run_case(tmp_path, "sweep")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    config = tmp_path / "sweep.yaml"
+    with rundir.writer(out):
+        for args in (["run", config, "--out", out, "-q"], ["plot", out], ["export", out, "--csv"]):
+            result = CliRunner().invoke(group, [str(a) for a in args])
+            assert result.exit_code == 75, result.output
+            assert result.output.count("\n") == 1 and "another phasediag process" in result.output
+        assert phasediag.load(out)["phase"].shape  # readers are not blocked by a writer
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

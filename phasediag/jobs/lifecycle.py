@@ -223,7 +223,7 @@ def _draw_commit(module, result: Result, directory: rundir.RunDirectory, formats
     txn = directory.begin()
     paths = draw(module, result, txn.dir, formats, timing=timing)
     new = [p.name for p in paths]
-    manifest = result.meta.get("manifest") or {}
+    manifest = _entries(directory.path, result.meta)
     old_figures = [n for n in result.meta.get("figures") or [] if n in manifest and n not in new]
     kept = [n for n in old_figures if keep_figures and _unchanged(directory.path / n, manifest[n])]
     figures = kept + new
@@ -237,13 +237,23 @@ def _draw_commit(module, result: Result, directory: rundir.RunDirectory, formats
     return new
 
 
-def _unchanged(path: Path, entry: dict) -> bool:
-    """Whether `path` is still the regular file of `entry`'s size (a figure kept by a re-plot)."""
+def _entries(directory: Path, meta: dict) -> dict[str, dict]:
+    """The manifest of a committed result; for a directory written before manifests, the entries of the
+    files its meta.json lists, computed now (its next commit records them)."""
+    if meta.get("manifest"):
+        return dict(meta["manifest"])
+    listed = meta.get("files") or [store.RESULTS_FILE]
+    return {n: rundir.file_entry(directory / n) for n in listed
+            if n != store.META_FILE and _unchanged(directory / n, None)}
+
+
+def _unchanged(path: Path, entry: dict | None) -> bool:
+    """Whether `path` is a regular file (of `entry`'s size, if given: a figure kept by a re-plot)."""
     try:
         info = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISREG(info.st_mode) and info.st_size == entry.get("size")
+    return stat.S_ISREG(info.st_mode) and (entry is None or info.st_size == entry.get("size"))
 
 
 @contextlib.contextmanager
@@ -470,8 +480,7 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
         for (dims, variables), path in paths.items():
             _write_table(txn.path(path.name), result, dims, variables)
         names = [p.name for p in paths.values()]
-        manifest = result.meta.get("manifest") or {}
-        keep = {n: e for n, e in manifest.items() if n not in names}
+        keep = {n: e for n, e in _entries(directory, result.meta).items() if n not in names}
         result.meta["tables"] = list(dict.fromkeys([*(result.meta.get("tables") or []), *names]))
         result.meta["files"] = [n for n in result.meta.get("files", []) if n in keep] + names
         txn.commit(result.meta, keep=keep)
