@@ -69,8 +69,8 @@ def kind_of_meta(meta: dict, source: str) -> str:
     if kind is None:
         kind = (meta.get("experiment") or ("validation" if "settings" in meta else None)
                 or ("scaling" if meta.get("mode") == "scaling" else "sweep"))
-    if kind not in KINDS:
-        raise ConfigError(f"{source}: unknown kind {kind!r} in meta.json; known: {', '.join(KINDS)}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ResultsError(f"{source}: unknown kind {kind!r:.40} in meta.json; known: {', '.join(KINDS)}")
     return kind
 
 

@@ -159,9 +159,11 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
         result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
         return result, _summary(module, result, None, [])
     out = Path(out)
-    with rundir.writer(out) as directory, _final_names(out):
+    with _final_names(out), rundir.writer(out) as directory:
+        partial = directory.partial(digest)  # (leftovers of killed runs go: temporaries, others' checkpoints)
         current = _current(out, kind, digest, options.shard) if options.resume else None
         if current is not None:
+            directory.remove_partial(partial)
             result = load(out)
             if options.plot and current.get("figures_pending"):
                 _draw_commit(module, result, directory, started=started)
@@ -169,7 +171,6 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
             summary = _summary(module, result, out, _paths(out, result.meta))
             summary.status = "up to date"
             return result, summary
-        partial = directory.partial(digest)
         if not options.resume:
             directory.remove_partial(partial)
         result = _execute(module, spec, options, partial, kind, digest, source)
@@ -263,8 +264,8 @@ def _final_names(out: Path):
     try:
         yield
     except OSError as exc:
-        name = rundir.final_name(exc.filename, out)
-        if name is None:
+        name = rundir.final_name(exc.filename, out) if exc.filename else out  # (write() errors name nothing)
+        if name is None or exc.errno is None:
             raise
         raise OSError(exc.errno, exc.strerror, str(name)) from None
 
@@ -322,10 +323,7 @@ def _summary(module, result: Result, out: Path | None, files: list[str]) -> Summ
 def _current(out: Path, kind: str, digest: str, shard: Shard | None) -> dict | None:
     """The meta of `out` if it holds a complete, verified result of this config and shard, else None."""
     try:
-        meta = store.load_meta(out)
-        for name in meta.get("files", []):
-            if name != store.META_FILE and name not in (meta.get("figures") or []):
-                store.open_data(out, meta, name).close()
+        meta = _load_once(out, None).meta  # verified: the manifest, and what the data hold
         found = kind_of_meta(meta, str(out))
     except (BadInput, OSError):
         return None
@@ -381,10 +379,18 @@ def _load_once(directory: Path, only: set[str] | None) -> Result:
         meta = store.load_meta(directory)
         kind = kind_of_meta(meta, str(directory))
         module = kind_module(kind)
+        if isinstance(meta.get("schema"), int) and meta["schema"] >= 2:
+            store.check_fields(directory, meta, {**store.COMMON_FIELDS, **getattr(module, "META_FIELDS", {})})
         loader = getattr(module, "load_data", None)
         result = loader(directory, meta) if loader else store.load(directory, only=only, meta=meta)
         result.meta.setdefault("kind", kind)
-        result.check()
+        try:
+            result.check(complete=only is None)
+            if hasattr(module, "check_result"):
+                module.check_result(result)
+        except ResultsError as exc:  # name the file that holds it
+            data = [n for n in meta.get("files") or [] if n != store.META_FILE and n not in (meta.get("figures") or [])]
+            raise ResultsError(f"{directory / (data[0] if data else store.RESULTS_FILE)}: {exc}") from None
     return result
 
 
@@ -401,7 +407,7 @@ def _existing(directory: Path) -> Path:
 def plot(directory: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
     """Re-draw the figures of a run directory (any kind) from its data; meta.json records them."""
     directory = _existing(Path(directory))
-    with rundir.writer(directory, create=False) as held, _final_names(directory):
+    with _final_names(directory), rundir.writer(directory, create=False) as held:
         result = load(directory)
         if result.is_shard:
             raise ResultsError(f"{directory} holds shard {result.meta['shard']['index']}/"
@@ -428,7 +434,12 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     module = kind_module(kind)
     if not hasattr(module, "merge"):
         raise ConfigError(f"merge: {kind} runs are not sharded; there is nothing to merge")
-    with rundir.writer(out) as held, _final_names(out):
+    for d, m in zip(directories, metas):
+        if m.get("shard") is None:
+            raise ResultsError(f"{d}: not a shard (written without --shard K/N); merge joins shard directories")
+    for d in directories:
+        _load_once(d, None)  # each shard verified, one at a time
+    with _final_names(out), rundir.writer(out) as held:
         held.clean_leftovers()
         txn = held.begin()
         with _reading(directories[0].parent if len(directories) > 1 else directories[0]):
@@ -458,6 +469,8 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
     if out is not None and Path(out).exists() and Path(out).is_dir():
         raise OptionError("out", f"{out} is a directory; give the path of the CSV file to write")
     inside = out is None or os.path.realpath(Path(out).parent) == os.path.realpath(directory)
+    if not inside and Path(os.path.realpath(Path(out).parent)).is_relative_to(os.path.realpath(directory)):
+        raise OptionError("out", f"{out}: write tables into the run directory {directory} itself or outside it")
     if not inside:
         result = _exportable(directory)
         paths = _table_paths(result, Path(out))
@@ -467,7 +480,7 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
                 raise OptionError("out", f"{path} is a file of the run directory {directory}")
         return [_write_table(path, result, dims, variables) for (dims, variables), path in
                 ((key, paths[key]) for key in paths)]
-    with rundir.writer(directory, create=False) as held, _final_names(directory):
+    with _final_names(directory), rundir.writer(directory, create=False) as held:
         result = _exportable(directory)
         name = f"{result.name}.csv" if out is None else Path(out).name
         paths = _table_paths(result, Path(name))

@@ -22,6 +22,14 @@ __all__ = ["atomic_path", "atomic_write", "signals_held"]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def _file_above(parent: Path) -> Path:
+    """The component of `parent` that is not a directory."""
+    for above in reversed([parent, *parent.parents]):
+        if above.exists() and not above.is_dir():
+            return above
+    return parent
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -39,6 +47,7 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
     anything but a regular file if it exists (a device node, a FIFO, a symbolic link are never replaced:
     ResultsError); an OSError names `path`, not the temporary file.
     """
+    from phasediag.errors import ResultsError
     from phasediag.results.rundir import check_regular_target
 
     final = Path(path)
@@ -47,8 +56,8 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
     if make_parents:
         try:
             parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:  # a path component is a regular file
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent)) from None
+        except (FileExistsError, NotADirectoryError):  # a path component is a regular file
+            raise ResultsError(f"{path}: {_file_above(parent)} is a file, not a directory") from None
     tmp = None
     try:
         with signals_held():  # a Ctrl-C or SIGTERM between creating and naming the file would leave it behind
@@ -63,8 +72,9 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        if isinstance(exc, OSError) and tmp is not None and exc.filename in (str(tmp), tmp):
-            raise OSError(exc.errno, exc.strerror, str(final)) from None
+        named = isinstance(exc, OSError) and exc.errno is not None and exc.filename in (str(tmp), tmp, None)
+        if named and tmp is not None:
+            raise OSError(exc.errno, exc.strerror, str(final)) from None  # (write() errors name no file)
         raise
 
 

@@ -93,6 +93,9 @@ def check_regular_target(path: Path) -> None:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
+    except NotADirectoryError:
+        above = next((p for p in reversed(Path(path).parents) if p.exists() and not p.is_dir()), Path(path).parent)
+        raise ResultsError(f"{path}: {above} is a file, not a directory") from None
     if not stat.S_ISREG(mode):
         kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
@@ -149,6 +152,8 @@ class Transaction:
                 _fsync(self.dir / name)
         meta["files"] = names + [META_FILE]
         meta["manifest"] = manifest
+        if not isinstance(meta.get("schema"), int) or meta["schema"] < 2:
+            meta["schema"] = 2  # (a directory of an older version: it has a manifest from now on)
         previous = self.run.manifest()
         self._write(PREVIOUS, {"manifest": previous})
         self._write(META_FILE, meta)
@@ -198,6 +203,7 @@ class RunDirectory:
     def begin(self) -> Transaction:
         """A new, empty transaction (an earlier uncommitted one is discarded)."""
         txn = Transaction(self)
+        _own_folder(txn.dir)
         txn.discard()
         txn.dir.mkdir()
         return txn
@@ -240,7 +246,7 @@ class RunDirectory:
     def recover(self) -> None:
         """Finish a commit a killed process left (COMMITTED present), or discard its uncommitted files."""
         staging = self.path / STAGING
-        if not staging.is_dir() or staging.is_symlink():
+        if not _own_folder(staging):
             return
         if (staging / COMMITTED).is_file():
             self.roll_forward()
@@ -285,8 +291,14 @@ def final_name(filename, out: Path) -> Path | None:
     if not filename:
         return None
     path = Path(str(filename))
+    if path.name in (STAGING, LOCK) and path.parent == out:
+        return out
     if path.parent.name == STAGING:
         name = path.name
+        if name.startswith(".") and name.endswith(".tmp"):  # Transaction._write's own temporaries
+            name = name[1:-4]
+        if name in (PREVIOUS, COMMITTED):  # the commit's own records: what it was committing is meta.json
+            name = META_FILE
     elif path.parent == out:
         name = path.name
     else:
@@ -316,6 +328,19 @@ def recover(directory: Path) -> bool:
         return False
 
 
+def _own_folder(path: Path) -> bool:
+    """Whether the tool's folder `path` exists; ResultsError if something else (a file, a link) has its name:
+    the tool neither deletes it nor writes through it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(mode):
+        check_regular_target(path)  # names the kind: a symbolic link, a device, ...
+        raise ResultsError(f"{path}: is a file where phasediag keeps a folder of its own; remove it")
+    return True
+
+
 def _make_dirs(path: Path) -> list[Path]:
     """mkdir -p `path`; the folders it created (deepest last), so that a run that fails can remove them."""
     created = []
@@ -336,11 +361,14 @@ def _lock(path: Path) -> int:
     lock = path / LOCK
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise ResultsError(f"{lock}: is a symbolic link; remove it") from None
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                check_regular_target(lock)
             raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device opened without blocking
+            os.close(fd)
+            check_regular_target(lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -354,8 +382,14 @@ def _lock(path: Path) -> int:
         except FileNotFoundError:
             same = False
         if same:  # (not a lock file its previous holder removed while we waited for it)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:  # a full disk: the pid is only for messages, but leave nothing behind
+                with contextlib.suppress(OSError):
+                    os.unlink(lock)
+                os.close(fd)
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             return fd
         os.close(fd)
 

@@ -27,6 +27,7 @@ from phasediag.results.rundir import FILE_NAME, hash_open
 
 RESULTS_FILE = "results.npz"
 META_FILE = "meta.json"
+FIGURE_SUFFIXES = ("png", "pdf", "svg", "eps", "ps")
 SCHEMA = 2  # of meta.json; 2: it carries a manifest (the size and SHA-256 of every other file)
 
 
@@ -79,24 +80,43 @@ class Result:
             dims = ("point",) + dims[len(self.meta["axes"]):]
         return dims
 
-    def check(self) -> None:
-        """ResultsError unless every value is what a run writes: numeric arrays whose dimensions match their
-        shape and the coordinates (1-D), and categorical codes that their legend names."""
+    def check(self, complete: bool = True) -> None:
+        """ResultsError unless every value is what a run writes: the data variables and coordinates its meta
+        lists (all of them if `complete`, no others), numeric arrays whose dimensions match their shape and
+        the coordinates (1-D), and categorical codes that their legend names."""
+        self._check_names(complete)
+        numeric = set(self.meta.get("metrics") or ()) | set(self.meta.get("legends") or ())
         for name, values in {**self.coords, **self.arrays}.items():
-            if np.asarray(values).dtype.kind not in "biufU":
-                raise ResultsError(f"{self.name}: {name} holds {np.asarray(values).dtype} values, not numbers or text")
+            if np.asarray(values).dtype.kind not in ("biuf" if name in numeric else "biufU"):
+                raise ResultsError(f"{name} holds {np.asarray(values).dtype} values, not "
+                                   + ("numbers" if name in numeric else "numbers or text"))
         for name, values in self.coords.items():
             if np.ndim(values) != 1:
-                raise ResultsError(f"{self.name}: coordinate {name} has shape {np.shape(values)}, not 1-D")
+                raise ResultsError(f"coordinate {name} has shape {np.shape(values)}, not 1-D")
+            if np.asarray(values).dtype.kind == "f" and np.isnan(values).any():
+                raise ResultsError(f"coordinate {name} holds NaN")
         for name, values in self.arrays.items():
             dims = self.dims(name)
             shape = np.shape(values)
             if len(dims) != len(shape) or any(d in self.coords and np.size(self.coords[d]) != n
                                               for d, n in zip(dims, shape)):
-                raise ResultsError(f"{self.name}: {name} has shape {shape}, its dimensions {list(dims)} do not fit")
+                raise ResultsError(f"{name} has shape {shape}, its dimensions {list(dims)} do not fit")
         for name, legend in (self.meta.get("legends") or {}).items():
             if name in self.arrays:
-                _check_codes(self.name, name, np.asarray(self.arrays[name]), legend)
+                _check_codes(name, np.asarray(self.arrays[name]), legend)
+
+    def _check_names(self, complete: bool) -> None:
+        dims, coords = self.meta.get("dims"), self.meta.get("coords")
+        if isinstance(dims, dict) and dims:
+            extra = sorted(set(self.arrays) - set(dims))
+            missing = sorted(set(dims) - set(self.arrays)) if complete else []
+            if extra or missing:
+                raise ResultsError(f"holds the data variable {extra[0]!r}, which meta.json does not list" if extra
+                                   else f"has no data variable {missing[0]!r}, which meta.json lists")
+        if isinstance(coords, list) and coords:
+            missing = sorted(set(coords) - set(self.coords))
+            if missing:
+                raise ResultsError(f"has no coordinate {missing[0]!r}, which meta.json lists")
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name in self.arrays:
@@ -143,14 +163,14 @@ def legend_names(legend) -> dict[str, str]:
     raise ResultsError(f"a legend must be a list of labels or a mapping of codes to labels, got {legend!r:.80}")
 
 
-def _check_codes(result: str, name: str, codes: np.ndarray, legend) -> None:
+def _check_codes(name: str, codes: np.ndarray, legend) -> None:
     known = legend_names(legend)
     if codes.dtype.kind not in "biu":
-        raise ResultsError(f"{result}: {name} holds {codes.dtype} values, not the integer codes of its legend")
+        raise ResultsError(f"{name} holds {codes.dtype} values, not the integer codes of its legend")
     found = np.unique(codes)
     bad = [int(c) for c in found if str(int(c)) not in known]
     if bad:
-        raise ResultsError(f"{result}: {name} holds the code {bad[0]}, which its legend does not name "
+        raise ResultsError(f"{name} holds the code {bad[0]}, which its legend does not name "
                            f"(codes: {', '.join(known)})")
 
 
@@ -200,6 +220,8 @@ def load_meta(out_dir: Path) -> dict:
     meta_path = out_dir / META_FILE
     if not meta_path.is_file():
         raise ResultsError(f"{out_dir}: no complete results here (no {META_FILE})")
+    if meta_path.is_symlink():
+        raise ResultsError(f"{meta_path}: is a symbolic link; a run directory's files are regular files")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (OSError, ValueError, RecursionError) as exc:
@@ -214,6 +236,9 @@ def load_meta(out_dir: Path) -> dict:
         for name in meta.get(key) or []:
             _plain(out_dir, name, key)
     figures = set(meta.get("figures") or [])
+    for name in figures:
+        if Path(name).suffix.lstrip(".") not in FIGURE_SUFFIXES:
+            raise ResultsError(f"{out_dir}: {META_FILE}: figures names {name!r}, not a figure file")
     listed = meta.get("files") or (["validation.json"] if "settings" in meta else [RESULTS_FILE])  # older runs
     data = [n for n in listed if n != META_FILE and n not in figures]
     manifest = _manifest(out_dir, meta, listed)
@@ -231,6 +256,28 @@ def load_meta(out_dir: Path) -> dict:
     return meta
 
 
+#: the fields every meta.json of schema >= 2 has, and their JSON types
+COMMON_FIELDS = {"schema": int, "kind": str, "name": str, "version": str, "config": dict, "config_hash": str,
+                 "created": str, "timing": dict, "shard": (dict, type(None)), "coords": list, "dims": dict,
+                 "files": list, "manifest": dict, "figures": list}
+
+
+def check_fields(out_dir: Path, meta: dict, fields: dict) -> None:
+    """ResultsError naming the first field of `fields` (name -> type or tuple of types) that meta.json lacks
+    or holds with another type; names in `coords`, `dims` and `axes` must be text."""
+    for key, types in fields.items():
+        value = meta.get(key, ...)
+        if value is ... or not isinstance(value, types) or (isinstance(value, bool) and bool not in
+                                                            (types if isinstance(types, tuple) else (types,))):
+            want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            raise ResultsError(f"{out_dir}: {META_FILE}: {key} is {'missing' if value is ... else type(value).__name__}"
+                               f", not {want.replace('NoneType', 'null')}")
+    names = [*meta.get("coords", []), *meta.get("axes", []),
+             *(d for dims in meta.get("dims", {}).values() for d in (dims if isinstance(dims, list) else [None]))]
+    if not all(isinstance(n, str) for n in names):
+        raise ResultsError(f"{out_dir}: {META_FILE}: coords, axes and dims must name dimensions as text")
+
+
 def _plain(out_dir: Path, name, key: str) -> str:
     if not isinstance(name, str) or not FILE_NAME.fullmatch(name):
         raise ResultsError(f"{out_dir}: {META_FILE}: {key} names {name!r:.80}, not a plain file name")
@@ -239,8 +286,15 @@ def _plain(out_dir: Path, name, key: str) -> str:
 
 def _manifest(out_dir: Path, meta: dict, listed: list[str]) -> dict | None:
     """The manifest of a run directory (None for one written before manifests: schema < 2)."""
-    manifest = meta.get("manifest")
-    if manifest is None and not (isinstance(meta.get("schema"), int) and meta["schema"] >= 2):
+    manifest, schema = meta.get("manifest"), meta.get("schema")
+    if schema is not None and (not isinstance(schema, int) or isinstance(schema, bool) or schema < 0):
+        raise ResultsError(f"{out_dir}: {META_FILE}: schema is {schema!r:.40}, not a schema number")
+    if isinstance(schema, int) and schema > SCHEMA:
+        raise ResultsError(f"{out_dir}: {META_FILE} has schema {schema}: written by a newer phasediag "
+                           f"(this one reads up to {SCHEMA})")
+    if manifest is not None and (schema is None or schema < 2):
+        raise ResultsError(f"{out_dir}: {META_FILE} has a manifest but schema {schema!r}, not 2")
+    if manifest is None and not (isinstance(schema, int) and schema >= 2):
         return None
     if not isinstance(manifest, dict):
         raise ResultsError(f"{out_dir}: {META_FILE} has no manifest of its files")
@@ -254,12 +308,16 @@ def _manifest(out_dir: Path, meta: dict, listed: list[str]) -> dict | None:
     return manifest
 
 
-def open_data(out_dir: Path, meta: dict, name: str):
+def open_data(out_dir: Path, meta: dict, name: str, verify: bool = True):
     """Open data file `name` of a run directory for reading, verified against the manifest's size and
-    SHA-256 (ManifestError naming the file if its bytes differ); the caller closes it."""
+    SHA-256 (ManifestError naming the file if its bytes differ); the caller closes it. `verify=False`: a
+    file this process has just written (a merge's staged result), with no manifest yet."""
     path = Path(out_dir) / name
+    listed = _manifest(Path(out_dir), meta, meta.get("files") or [name]) if verify else None
+    if listed is not None and name not in listed:
+        raise ResultsError(f"{path}: not a file {META_FILE} lists: the run directory was changed after it was written")
     fh = open(path, "rb")
-    entry = (meta.get("manifest") or {}).get(name)
+    entry = (listed or {}).get(name)
     if entry is not None:
         try:
             got = hash_open(fh)
@@ -285,13 +343,13 @@ def _coord_names(meta: dict) -> list[str]:
     return list(meta.get("axes", [])) + (["time"] if meta.get("times") is not None else [])
 
 
-def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None) -> Result:
+def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None, verify: bool = True) -> Result:
     """Read a results directory written by `save` (`only`: just these arrays, and the coordinates; `meta`:
-    its meta.json, if already read)."""
+    its meta.json, if already read; `verify`: see :func:`open_data`)."""
     meta = load_meta(out_dir) if meta is None else meta
     keep = None if only is None else set(only) | set(_coord_names(meta))
     try:
-        with open_data(out_dir, meta, RESULTS_FILE) as fh, np.load(fh, allow_pickle=False) as data:
+        with open_data(out_dir, meta, RESULTS_FILE, verify) as fh, np.load(fh, allow_pickle=False) as data:
             stored = {name: data[name] for name in data.files if keep is None or name in keep}
     except ResultsError:
         raise
@@ -387,11 +445,12 @@ def merge_files(directories: list[Path], out_dir: Path) -> dict:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ResultsError(f"unreadable shard results: {' '.join(str(exc).split())[:200] or 'empty'}") from None
         names = files[0].files
-        if any(f.files != names for f in files):
-            raise ResultsError("shards hold different arrays")
+        for f, d in zip(files, ordered):
+            if f.files != names:
+                raise ResultsError(f"{d}: holds other arrays than {ordered[0]}: not a shard of the same run")
         coords = [n for n in _coord_names(meta) if n in names]
         order_of_names = coords + [n for n in names if n not in coords]
-        write_npz(out_dir / RESULTS_FILE, _Joined(files, order_of_names, set(coords), shape))
+        write_npz(out_dir / RESULTS_FILE, _Joined(files, order_of_names, set(coords), shape, ordered))
     return meta
 
 
@@ -399,8 +458,9 @@ class _Joined:
     """Mapping-like view that joins each array of the shards (npz files or dicts of arrays, in shard order)
     only when asked for it (`items()`, as `write_npz` iterates)."""
 
-    def __init__(self, files, names: list[str], coords: set[str], shape: tuple[int, ...]):
+    def __init__(self, files, names: list[str], coords: set[str], shape: tuple[int, ...], sources=None):
         self.files, self.names, self.coords, self.shape = files, names, coords, shape
+        self.sources = list(sources) if sources is not None else [f"shard {k + 1}" for k in range(len(files))]
 
     def items(self):
         for name in self.names:
@@ -409,8 +469,10 @@ class _Joined:
     def _join(self, name: str) -> np.ndarray:
         first = self.files[0][name]
         if name in self.coords:
-            if any(not np.array_equal(f[name], first) for f in self.files[1:]):
-                raise ResultsError(f"the shards' {name} coordinates differ: they are not parts of one grid")
+            for f, source in zip(self.files[1:], self.sources[1:]):
+                if not np.array_equal(f[name], first):
+                    raise ResultsError(f"{source}: its {name} coordinates differ from {self.sources[0]}'s: "
+                                       f"not a part of the same grid")
             return first
         rows = int(np.prod(self.shape))
         out = np.empty((rows,) + first.shape[1:], dtype=first.dtype)
@@ -418,7 +480,7 @@ class _Joined:
         for k, f in enumerate(self.files):  # one shard's part in memory at a time
             part = first if k == 0 else f[name]
             if lo + len(part) > rows or part.shape[1:] != first.shape[1:]:
-                raise ResultsError(f"the shards' {name} arrays do not fit the grid of {rows} points")
+                raise ResultsError(f"{self.sources[k]}: its {name} array does not fit the grid of {rows} points")
             out[lo:lo + len(part)] = part
             lo += len(part)
         if lo != rows:

@@ -38,7 +38,7 @@ from phasediag.training import simulate
 from phasediag.engine import sweep
 from phasediag.config.reader import ConfigError, Located, located
 from phasediag.config.sweep import Config, config_from_root
-from phasediag.errors import FieldError, ResultsError
+from phasediag.errors import FieldError, ManifestError, ResultsError
 from phasediag.results import store
 from phasediag.results.store import Result
 from phasediag.results.atomic import atomic_write
@@ -380,8 +380,42 @@ def execute(spec: Validation, options, checkpoint) -> Result:
     return _result(body, meta, spec.map_result)
 
 
+_NUMBER, _TEXT, _INTEGER = (int, float), (str,), (int,)
+#: what each field of a row holds (a tuple of types; None also allowed where the tuple ends with None)
+_ROW = {"index": _INTEGER, "width": _INTEGER, "steps": _INTEGER, "method": _TEXT, "lr_factor": _NUMBER,
+        "time": _NUMBER, "map_label": _TEXT, "predicted_label": _TEXT + (type(None),),
+        "measured_label": _TEXT + (type(None),)}
+_ORDER = {"m": _NUMBER + (type(None),), "ntk": _NUMBER + (type(None),), "alignment": _NUMBER + (type(None),),
+          "ntk_change": _NUMBER + (type(None),), "diverged": (bool,)}
+
+
+#: the fields of a validation's meta.json beyond the common ones (checked when a run directory is read)
+META_FIELDS = {"settings": dict}
+
+
+def _check_rows(body) -> None:
+    """ResultsError unless validation.json holds rows of the fields and types a validation writes."""
+    if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
+        raise ResultsError("validation.json holds no list of rows")
+    for k, row in enumerate(body["rows"]):
+        if not isinstance(row, dict):
+            raise ResultsError(f"row {k} is not a mapping")
+        checks = [(f, row.get(f, ...), t) for f, t in _ROW.items()]
+        checks += [(f"{part}.{f}", (row.get(part) if isinstance(row.get(part), dict) else {}).get(f, ...), t)
+                   for part in ("predicted", "measured") for f, t in _ORDER.items()]
+        checks += [(f"error.{f}", v, _NUMBER + (type(None),)) for f, v in (row.get("error") or {}).items()]
+        checks += [(f"coords.{f}", v, _NUMBER) for f, v in (row.get("coords") or {}).items()]
+        for field_name, value, types in checks:
+            if value is ... or not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise ResultsError(f"row {k}: {field_name} is {value if value is not ... else 'missing'!r:.40}, "
+                                   f"not what a validation writes")
+        if row["index"] < 0 or row["width"] < 1 or row["steps"] < 0:
+            raise ResultsError(f"row {k}: index, width or steps out of range")
+
+
 def _result(body: dict, meta: dict, map_result=None) -> Result:
     """The rows as data variables over the dimension `index` (the flat grid index of each point)."""
+    _check_rows(body)
     columns = _columns(body["rows"])
     index = columns.pop("index", np.zeros(0, dtype=np.int64))  # an empty shard (more shards than points)
     meta = {**meta, "coords": ["index"], "dims": {name: ["index"] for name in columns}}
@@ -425,14 +459,20 @@ def write_data(result: Result, out: Path) -> list[Path]:
     return [path]
 
 
+def _no_constant(text: str):
+    raise ValueError(f"{text} is not a number JSON allows")  # (a validation writes with allow_nan=False)
+
+
 def load_data(directory: Path, meta: dict) -> Result:
     path = Path(directory) / VALIDATION_FILE
     try:
         with store.open_data(directory, meta, VALIDATION_FILE) as fh:
-            body = json.loads(fh.read().decode("utf-8"))
+            body = json.loads(fh.read().decode("utf-8"), parse_constant=_no_constant)
         return _result(body, meta)
-    except ResultsError:
+    except ManifestError:
         raise
+    except ResultsError as exc:
+        raise ResultsError(f"{path}: {exc}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise ResultsError(f"{path}: not a readable validation result ({exc})") from None
 
