@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 import re
 import stat
@@ -31,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import phasediag
-from phasediag.config.reader import FORMATS, ConfigError, config_hash, read_config
+from phasediag.config.reader import ConfigError, config_hash, read_config
 from phasediag.errors import BadInput, FieldError, ManifestError
 from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
@@ -209,7 +208,7 @@ def write(module, result: Result, directory: rundir.RunDirectory, *, plot: bool,
     if drawing:
         result.meta["figures_pending"] = True
     result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
-    files = txn.commit(result.meta)
+    txn.commit(result.meta)
     if partial is not None:  # the data are committed: the checkpoints are not needed
         directory.remove_partial(partial)
     if drawing:

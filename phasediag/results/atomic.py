@@ -9,7 +9,6 @@ moved into place with :func:`os.replace`, which is atomic on POSIX file systems.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import tempfile

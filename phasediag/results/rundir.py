@@ -35,7 +35,7 @@ from typing import Iterator
 from phasediag.errors import BusyError, FieldError, ResultsError
 
 __all__ = ["LOCK", "STAGING", "RunDirectory", "Transaction", "writer", "file_entry", "hash_open", "plain_name",
-           "check_regular_target", "recover", "commit_pending"]
+           "check_regular_target", "recover", "commit_pending", "json_default"]
 
 LOCK = ".phasediag.lock"
 STAGING = ".phasediag.txn"
@@ -165,7 +165,7 @@ class Transaction:
     def _write(self, name: str, data) -> None:
         tmp = self.dir / f".{name}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False, default=_json_default)
+            json.dump(data, fh, indent=2, allow_nan=False, default=json_default)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -175,7 +175,8 @@ class Transaction:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _json_default(value):
+def json_default(value):
+    """numpy scalars and arrays as JSON (json.dump's `default`)."""
     import numpy as np
 
     if isinstance(value, np.generic):

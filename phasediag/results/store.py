@@ -22,8 +22,8 @@ import numpy as np
 
 from phasediag.config.reader import NAME_PATTERN
 from phasediag.errors import ManifestError, ResultsError
-from phasediag.results.atomic import atomic_path, atomic_write
-from phasediag.results.rundir import FILE_NAME, hash_open
+from phasediag.results.atomic import atomic_path
+from phasediag.results.rundir import FILE_NAME, hash_open, json_default
 
 RESULTS_FILE = "results.npz"
 META_FILE = "meta.json"
@@ -149,7 +149,7 @@ class Result:
             raise ImportError("to_xarray needs xarray: pip install 'phasediag[xarray]'") from None
         variables = {name: (self.dims(name), values) for name, values in self.arrays.items()}
         coords = {name: values for name, values in self.coords.items()}
-        attrs = {"kind": self.kind, "name": self.name, "meta": json.dumps(self.meta, default=_json_default)}
+        attrs = {"kind": self.kind, "name": self.name, "meta": json.dumps(self.meta, default=json_default)}
         return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
@@ -202,14 +202,6 @@ def save(result: Result, out_dir: Path) -> list[Path]:
         result.meta = {**result_meta(result.meta), "schema": max(SCHEMA, result.meta.get("schema") or 0),
                        "files": [RESULTS_FILE], "figures": []}
         return [out_dir / name for name in txn.commit(result.meta)]
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def load_meta(out_dir: Path) -> dict:
