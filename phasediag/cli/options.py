@@ -14,9 +14,11 @@ import sys
 
 import click
 
+from phasediag.config import rules
 from phasediag.config.hyperparameters import FIELDS as HYPER_FIELDS
-from phasediag.config.hyperparameters import Hyperparameters
+from phasediag.config.hyperparameters import Hyperparameters, integer_width
 from phasediag.errors import BadInput as LibraryBadInput
+from phasediag.errors import FieldError
 
 DEBUG_ENV = "PHASEDIAG_DEBUG"
 
@@ -41,10 +43,18 @@ class BadInput(click.ClickException):
 # parameter types (pure Python: no numpy at parse time)
 
 
-def _parse_float(text) -> float:
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    return float(str(text).strip())
+def parse_number(value, fail) -> int | float:
+    """An option's number, read as a config reads its numbers (phasediag.config.rules.number_text: ASCII
+    decimal or inf, integers exact, nothing beyond float range); `fail(message)` otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower().lstrip("+-") == "nan":
+        fail(f"{text!r} is NaN; a number is required")
+    try:
+        return rules.number_text(text)
+    except ValueError as e:
+        fail(str(e))
 
 
 class RealType(click.ParamType):
@@ -66,8 +76,6 @@ class RealType(click.ParamType):
     def check(self, v: float, raw, fail) -> float:
         if math.isnan(v):
             fail(f"{raw!r} is NaN; a number is required")
-        if math.isinf(v) and "inf" not in str(raw).lower():  # e.g. 1e400: beyond float range, not 'inf'
-            fail(f"{raw} is beyond the floating-point range (about 1.8e308)")
         if math.isinf(v) and not (self.allow_inf and v > 0):
             fail(f"{raw!r} is not finite" + (" (only +inf is allowed)" if self.allow_inf else ""))
         if self.minimum is not None:
@@ -80,22 +88,50 @@ class RealType(click.ParamType):
         return v
 
     def convert(self, value, param, ctx):
-        raw = value
-        if self.integer:  # exact for integers beyond 2^53 written out in full
-            try:
-                n = int(str(value).strip())
-            except ValueError:
-                pass
-            else:
-                if self.minimum is not None and n < self.minimum:
-                    self.fail(f"must be >= {self.minimum:g}, got {raw}", param, ctx)
-                return n
-        try:
-            v = _parse_float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        v = self.check(v, raw, lambda msg: self.fail(msg, param, ctx))
+        fail = lambda msg: self.fail(msg, param, ctx)  # noqa: E731
+        n = parse_number(value, fail)
+        if self.integer and isinstance(n, int):  # exact for integers beyond 2^53 written out in full
+            if self.minimum is not None and n < self.minimum:
+                fail(f"must be >= {self.minimum:g}, got {value}")
+            return n
+        v = self.check(float(n), value, fail)
         return int(v) if self.integer and math.isfinite(v) else v
+
+
+class IntegerType(click.ParamType):
+    """An integer in [low, high] (high None: no bound), written as the numbers of a config are (1e6 is fine)."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int | None = None):
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx):
+        fail = lambda msg: self.fail(msg, param, ctx)  # noqa: E731
+        n = parse_number(value, fail)
+        if isinstance(n, float) and not (math.isfinite(n) and n == math.floor(n)):
+            fail(f"must be an integer, got {value}")
+        n = int(n)
+        if n < self.low or (self.high is not None and n > self.high):
+            allowed = f"in [{self.low:,}, {self.high:,}]" if self.high is not None else f">= {self.low:,}"
+            fail(f"must be an integer {allowed}, got {value}")
+        return n
+
+
+class RuleType(click.ParamType):
+    """A number checked by a library rule (phasediag.config.rules, phasediag.config.hyperparameters): the rule
+    a config key and the Python API apply to the same setting, so all three refuse alike."""
+
+    def __init__(self, rule, name: str):
+        self.rule, self.name = rule, name
+
+    def convert(self, value, param, ctx):
+        fail = lambda msg: self.fail(msg, param, ctx)  # noqa: E731
+        n = parse_number(value, fail)
+        try:
+            return self.rule(n)
+        except FieldError as e:
+            fail(e.message)
 
 
 class RealListType(click.ParamType):
@@ -118,11 +154,8 @@ class RealListType(click.ParamType):
             fail(f"{value!r}: expected {self.length} comma-separated numbers, got {len(items)}")
         out = []
         for s in items:
-            try:
-                v = _parse_float(s)
-            except (TypeError, ValueError):
-                fail(f"{str(s).strip()!r} is not a number (in {value!r})")
-            out.append(self.element.check(v, str(s).strip(), fail))
+            v = parse_number(s, lambda msg: fail(f"{msg} (in {value!r})"))
+            out.append(self.element.check(float(v), str(s).strip(), fail))
         return out
 
 
@@ -143,13 +176,15 @@ class ExponentType(click.ParamType):
 POSITIVE = RealType(0.0, strict=True)
 NONNEGATIVE = RealType(0.0)
 FINITE = RealType()
-WIDTH = RealType(1.0, integer=True)
+WIDTH = RuleType(integer_width, "integer")  # the config's model.width rule: an integer in [1, 2^53]
 TIME = RealType(0.0, allow_inf=True)
-HORIZON = RealType(0.0, strict=True, allow_inf=True)
+HORIZON = RuleType(rules.horizon, "float>0")  # (GD's whole steps: checked with --optimizer, by the library)
+NTK_THRESHOLD = RuleType(rules.ntk_threshold, "float>0")
+ALIGNMENT_THRESHOLD = RuleType(rules.alignment_threshold, "float")
 TIMES = RealListType(TIME, name="T1,T2,...")
 GRAM = RealListType(FINITE, length=3, name="U,W,V")
 EXPONENT = ExponentType()
-SEED = click.IntRange(min=0, max=2**63 - 1)
+SEED = RuleType(rules.seed, "integer")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -186,7 +221,8 @@ def no_plot_option(help: str):
 
 def workers_option(help: str):
     """--workers N (>= 1, default 1)."""
-    return click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help=help)
+    return click.option("--workers", type=IntegerType(1, rules.MAX_WORKERS), default=1, show_default=True,
+                        help=help)
 
 
 def shard_option(help: str):
@@ -243,15 +279,15 @@ time_grid_options = options(
                  help="Log-spaced grid: last time. The grid is t=0 then POINTS-1 log-spaced times in [T_MIN, T_MAX]."),
     click.option("--t-min", type=POSITIVE, default=None, show_default="T_MAX/1000; GD, SGD: 1",
                  help="Log-spaced grid: first positive time."),
-    click.option("--points", type=click.IntRange(min=2, max=100_000), default=None, show_default="25",
+    click.option("--points", type=IntegerType(2, 100_000), default=None, show_default="25",
                  help="Log-spaced grid: number of times including t=0 (GD: duplicates after rounding dropped)."),
 )
 
 output_options = options(
-    click.option("--ntk-threshold", type=POSITIVE, default=0.1, show_default=True,
-                 help="|ntk_change| at or above this means feature learning."),
-    click.option("--alignment-threshold", type=POSITIVE, default=0.1, show_default=True,
-                 help="Alignment / disalignment at or above this counts."),
+    click.option("--ntk-threshold", type=NTK_THRESHOLD, default=0.1, show_default=True,
+                 help="|ntk_change| at or above this means feature learning (> 0)."),
+    click.option("--alignment-threshold", type=ALIGNMENT_THRESHOLD, default=0.1, show_default=True,
+                 help="Alignment / disalignment at or above this counts (in (0, 1))."),
     json_option(),
     click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                  help="Write a 2x2 figure (m, NTK, alignment, loss vs t) to FILE (.png, .pdf, .svg, ...)."),

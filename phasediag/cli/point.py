@@ -14,6 +14,7 @@ from phasediag.cli.options import (
     NONNEGATIVE,
     SEED,
     BadInput,
+    IntegerType,
     check_grid_and_plot,
     debug,
     flag,
@@ -21,6 +22,7 @@ from phasediag.cli.options import (
     output_options,
     time_grid_options,
 )
+from phasediag.config.rules import MAX_SAMPLES
 
 # ----------------------------------------------------------------------------------------------------------
 # phasediag solve
@@ -96,9 +98,9 @@ Examples:
 @click.option("--optimizer", type=click.Choice(["gd", "sgd", "flow"]), default="gd", show_default=True,
               help="gd: full-batch GD on the population loss; sgd: minibatch SGD on --samples points; "
                    "flow: the gradient flow (adaptive Dormand-Prince, rtol 1e-12).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--batch-size", type=IntegerType(1, MAX_SAMPLES), default=32, show_default=True,
               help="SGD minibatch size (each epoch: a fresh permutation, remainder dropped).")
-@click.option("--samples", type=click.IntRange(min=1, max=100_000_000), default=1024, show_default=True,
+@click.option("--samples", type=IntegerType(1, MAX_SAMPLES), default=1024, show_default=True,
               help="SGD dataset size n: x ~ N(0, input_var), y = teacher x + noise.")
 @click.option("--noise-var", type=NONNEGATIVE, default=0.0, show_default=True,
               help="SGD label-noise variance.")

@@ -22,8 +22,8 @@ CONSTANTS = {"pi": np.pi, "e": np.e}
 
 Node = Union[tuple, float, str]
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
+_TOKEN = re.compile(  # ASCII only: \d would take other scripts' digits (float() reads them) as numbers
+    r"\s*(?:(?P<number>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
     r"|(?P<op>\*\*|[-+*/(),]))"
 )
 

@@ -36,7 +36,7 @@ class Hyperparameters:
 
     def checked(self) -> "Hyperparameters":
         """The same point with every value checked (FieldError naming the field) and the variances filled in:
-        width an integer >= 1; output_scale, lr_u, lr_w, input_var finite and > 0; init variances finite and
+        width an integer in [1, 2^53]; output_scale, lr_u, lr_w, input_var finite and > 0; init variances finite and
         >= 0; teacher finite."""
         width = integer_width(self.width)
         return Hyperparameters(
@@ -87,13 +87,16 @@ def finite(field: str, x, *, low: float | None = None, strict: bool = False) -> 
     return v
 
 
+MAX_WIDTH = 2**53  # widths are exact in float64 up to here (a sweep's model.width has the same bound)
+
+
 def integer_width(x) -> int:
-    """A width: an integer >= 1 (1e6 written as a float is fine); FieldError otherwise."""
+    """A width: an integer in [1, 2^53] (1e6 written as a float is fine); FieldError otherwise."""
     if isinstance(x, numbers.Integral) and not isinstance(x, bool):
-        if x < 1:
-            raise FieldError("width", f"must be an integer >= 1, got {x}")
+        if not 1 <= x <= MAX_WIDTH:
+            raise FieldError("width", f"must be an integer in [1, 2^53], got {x}")
         return int(x)
     v = real("width", x)
-    if not math.isfinite(v) or v != math.floor(v) or v < 1:
-        raise FieldError("width", f"must be an integer >= 1, got {x}")
+    if not math.isfinite(v) or v != math.floor(v) or not 1 <= v <= MAX_WIDTH:
+        raise FieldError("width", f"must be an integer in [1, 2^53], got {x}")
     return int(v)

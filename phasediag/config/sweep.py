@@ -6,6 +6,7 @@ Every error names the key path and its line (`model.lr_w (line 9): must be > 0 .
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from phasediag.config import expr
+from phasediag.config import expr, rules
 from phasediag.config.hyperparameters import DATA_FIELDS, MODEL_FIELDS
-from phasediag.config.reader import (FORMATS, AnyKey, ConfigError, Located, check_name, did_you_mean, fail,
-                                     mapping, number, parse_yaml, plain, read_config, string)
+from phasediag.config.reader import (FORMATS, AnyKey, ConfigError, Located, check_name, did_you_mean,
+                                     fail, mapping, number, parse_yaml, plain, read_config, shown, string)
+from phasediag.errors import FieldError
 
 MODEL_KEYS = MODEL_FIELDS  # the hyperparameters' names, as solve, simulate and the CLI use them
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
@@ -25,7 +27,11 @@ DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
 TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "metrics", "plot")
 SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
 RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
-MAX_GD_STEPS = 1_000_000  # as `solve`: the exact GD map costs one vectorized step per step
+MAX_GD_STEPS = rules.MAX_GD_STEPS  # as `solve`: the exact GD map costs one vectorized step per step
+MAX_AXIS = 100_000_000  # values of one axis (0.8 GB as float64); checked from the spec, before it is built
+MAX_GRID = 2**63 - 1  # grid points: flat indices are int64 (a grid that size only runs in --shard parts)
+MAX_TIMES = 100_000  # train.times: as solve --points; every grid point stores each time of its trajectory
+MAX_EXPONENT = 10**6  # |width exponent| of mode: scaling, as `phasediag limit`
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 
@@ -50,12 +56,17 @@ class Quantity:
     line: int
     text: str
     tree: Any
+    bound: float | None = None  # |value| <= bound at every point (None: any finite value)
 
     def evaluate(self, variables) -> np.ndarray:
         try:
-            return expr.evaluate(self.tree, variables)
+            value = expr.evaluate(self.tree, variables)
         except expr.ExpressionError as exc:
             raise fail(self.path, self.line, f"{self.text!r}: {exc}") from None
+        if self.bound is not None and value.size and np.max(np.abs(value)) > self.bound:
+            worst = np.ravel(value)[np.argmax(np.abs(np.ravel(value)))]
+            raise fail(self.path, self.line, f"{self.text!r}: |value| must be at most {self.bound:g}, got {worst:g}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ class Config:
         return tuple(a.name for a in self.axes) + (("seed",) if self.init_kind == "seeds" else ())
 
 
-def axis_values(item: Located) -> np.ndarray:
+def _axis_spec(item: Located) -> tuple[str, Located]:
     spec = mapping(item, ("log", "lin", "values"))
     if len(spec) != 1:
         raise fail(item.path, item.line, "give exactly one of log: [start, stop, num], lin: [start, stop, num], "
@@ -106,13 +117,33 @@ def axis_values(item: Located) -> np.ndarray:
     (kind, sub), = spec.items()
     if not isinstance(sub.value, list) or not sub.value:
         raise fail(sub.path, sub.line, "must be a non-empty list")
+    if kind != "values" and len(sub.value) != 3:
+        raise fail(sub.path, sub.line, f"must be [start, stop, num], got {len(sub.value)} items")
+    return kind, sub
+
+
+def axis_length(item: Located, limit: int = MAX_AXIS, what: str = "values per axis") -> int:
+    """The number of values an axis spec asks for, checked against `limit` from the spec alone (nothing is
+    built: `{lin: [1, 2, 1e9]}` is refused in microseconds)."""
+    kind, sub = _axis_spec(item)
+    where = sub if kind == "values" else sub.value[2]
+    n = len(sub.value) if kind == "values" else number(where, positive=True, integer=True)
+    if n > limit:
+        raise fail(where.path, where.line, f"{n:,.0f} values; at most {limit:,} {what} (split the range into "
+                                           "several sweeps)")
+    return int(n)
+
+
+def axis_values(item: Located, limit: int = MAX_AXIS, what: str = "values per axis") -> np.ndarray:
+    """The values of an axis spec ({log: [start, stop, num]}, {lin: ...}, {values: [...]}); its length is
+    checked against `limit` before the array is built."""
+    axis_length(item, limit, what)
+    kind, sub = _axis_spec(item)
     if kind == "values":
         values = np.array([number(v) for v in sub.value])
         if len(np.unique(values)) != len(values):
             raise fail(sub.path, sub.line, "values must be distinct")
         return values
-    if len(sub.value) != 3:
-        raise fail(sub.path, sub.line, f"must be [start, stop, num], got {len(sub.value)} items")
     start, stop = (number(v, positive=(kind == "log")) for v in sub.value[:2])
     num = number(sub.value[2], positive=True, integer=True)
     if num > 1 and start == stop:
@@ -126,10 +157,10 @@ def axis_values(item: Located) -> np.ndarray:
     return np.linspace(start, stop, int(num))
 
 
-def _quantity(item: Located, variables) -> Quantity:
+def _quantity(item: Located, variables, bound: float | None = None) -> Quantity:
     value = item.value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise fail(item.path, item.line, f"must be a number or an expression, got {plain(item)!r}")
+        raise fail(item.path, item.line, f"must be a number or an expression, got {shown(item)}")
     text = repr(float(value)) if not isinstance(value, str) else value
     try:
         tree = expr.parse(text) if isinstance(value, str) else float(value)
@@ -138,7 +169,9 @@ def _quantity(item: Located, variables) -> Quantity:
         raise fail(item.path, item.line, str(exc)) from None
     if not isinstance(value, str) and not np.isfinite(float(value)):
         raise fail(item.path, item.line, f"must be finite, got {value}")
-    return Quantity(item.path, item.line, text, tree)
+    if bound is not None and not isinstance(value, str) and abs(value) > bound:
+        raise fail(item.path, item.line, f"|value| must be at most {bound:g}, got {value:g}")
+    return Quantity(item.path, item.line, text, tree, bound)
 
 
 def _default_quantity(path: str, value: float) -> Quantity:
@@ -170,13 +203,14 @@ def config_from_root(root: Located) -> Config:
     sweep = mapping(sweep_item, allowed=AnyKey())
     if not sweep:
         raise fail("sweep", sweep_item.line, "needs at least one variable (name: {log: [start, stop, num]})")
-    axes = []
     for key, sub in sweep.items():
         if not _NAME.fullmatch(key) or key in RESERVED or key in MODEL_KEYS or key in DATA_KEYS:
             raise fail(sub.path, sub.line, "sweep variable names must be identifiers other than "
                                             f"{', '.join(sorted(RESERVED | set(MODEL_KEYS) | set(DATA_KEYS)))}")
-        axes.append(Axis(key, axis_values(sub), plain(sub), sub.line))
-    variables = [a.name for a in axes]
+    variables = list(sweep)
+    init_kind, seeds, seed, gram = _init(top.get("init") if mode != "scaling" else None, variables)
+    _check_grid(sweep, seeds if init_kind == "seeds" else None)  # from the lengths, before any axis is built
+    axes = [Axis(key, axis_values(sub), plain(sub), sub.line) for key, sub in sweep.items()]
 
     bases: dict[str, Quantity] = {}
     if mode == "scaling":
@@ -193,7 +227,6 @@ def config_from_root(root: Located) -> Config:
     data = {key: _quantity(data_items[key], variables) if key in data_items
             else _default_quantity(f"data.{key}", DATA_DEFAULTS[key]) for key in DATA_KEYS}
 
-    init_kind, seeds, seed, gram = _init(top.get("init"), variables)
     horizon, optimizer, times, max_steps = _train(top.get("train"))
     ntk_threshold, alignment_threshold = _classify(top.get("classify"))
     plot = _plot(top.get("plot"), variables, mode, optimizer)
@@ -206,6 +239,19 @@ def config_from_root(root: Located) -> Config:
     )
     config.resolved.update(_resolve(config))
     return config
+
+
+def _check_grid(sweep: dict[str, Located], seeds: int | None) -> None:
+    """The grid size, in Python integers (no int64 overflow) from the axis lengths alone: at most MAX_GRID
+    points, so that every flat index is an int64."""
+    lengths = {key: axis_length(sub) for key, sub in sweep.items()}
+    if seeds is not None:
+        lengths["seed"] = seeds
+    size = math.prod(lengths.values())
+    if size > MAX_GRID:
+        sizes = " x ".join(f"{n:,} ({key})" for key, n in lengths.items())
+        raise ConfigError(f"sweep: the grid has {size:.3g} points ({sizes}); at most 2^63 - 1 = {MAX_GRID:.3g} "
+                          "(flat indices are int64), even in --shard parts: make the sweep smaller")
 
 
 def _scaling_model(item: Located, variables) -> tuple[dict[str, Quantity], dict[str, Quantity]]:
@@ -221,7 +267,7 @@ def _scaling_model(item: Located, variables) -> tuple[dict[str, Quantity], dict[
         if not isinstance(sub.value, dict):
             raise fail(sub.path, sub.line, "with mode: scaling give {base: number, exp: number or expression}")
         spec = mapping(sub, ("base", "exp"), required=("exp",))
-        exps[key] = _quantity(spec["exp"], variables)
+        exps[key] = _quantity(spec["exp"], variables, bound=MAX_EXPONENT)
         bases[key] = _quantity(spec["base"], variables) if "base" in spec else _default_quantity(
             f"model.{key}.base", 1.0)
     return exps, bases
@@ -231,7 +277,7 @@ def _init(item: Located | None, variables):
     if item is None or item.value == "typical":
         return "typical", 1, 0, ()
     if isinstance(item.value, str):
-        raise fail("init", item.line, f"unknown init {plain(item)!r}; use typical, {{seeds: N}} or "
+        raise fail("init", item.line, f"unknown init {shown(item)}; use typical, {{seeds: N}} or "
                                        "{gram: [U, W, V]}")
     spec = mapping(item, ("seeds", "seed", "gram"))
     if "gram" in spec:
@@ -245,27 +291,37 @@ def _init(item: Located | None, variables):
         raise ConfigError(f"init.seeds: is required (the number of sampled initializations per point), "
                           f"missing in 'init' (line {item.line})")
     seeds = int(number(spec["seeds"], positive=True, integer=True))
-    seed = int(number(spec["seed"], nonneg=True, integer=True)) if "seed" in spec else 0
-    if seed >= 2**63:
-        raise fail("init.seed", spec["seed"].line, "must be below 2^63")
+    if seeds > MAX_AXIS:
+        raise fail("init.seeds", spec["seeds"].line, f"{seeds:,} seeds; at most {MAX_AXIS:,} (the seed axis is "
+                                                      "an axis of the grid)")
+    seed = _rule(spec["seed"], rules.seed) if "seed" in spec else 0
     return "seeds", seeds, seed, ()
+
+
+def _rule(item: Located, rule, **kw):
+    """The value at a key checked by a shared rule (phasediag.config.rules: also the CLI's and the API's)."""
+    if isinstance(item.value, bool) or not isinstance(item.value, (int, float)):
+        raise fail(item.path, item.line, f"must be a number, got {shown(item)}")
+    try:
+        return rule(item.value, **kw)
+    except FieldError as exc:
+        raise fail(item.path, item.line, exc.message) from None
 
 
 def _train(item: Located | None):
     spec = mapping(item, ("horizon", "optimizer", "times", "max_steps")) if item is not None else {}
-    horizon = number(spec["horizon"], positive=True, allow_inf=True) if "horizon" in spec else float("inf")
     optimizer = string(spec["optimizer"]) if "optimizer" in spec else "flow"
     if optimizer not in ("flow", "gd"):
         raise fail("train.optimizer", spec["optimizer"].line, f"must be flow or gd, got {optimizer!r}")
-    max_steps = int(number(spec["max_steps"], positive=True, integer=True)) if "max_steps" in spec else 100_000
-    if max_steps > MAX_GD_STEPS:
-        raise fail("train.max_steps", spec["max_steps"].line, f"must be at most {MAX_GD_STEPS:,}, got {max_steps:,}")
+    horizon = (_rule(spec["horizon"], rules.horizon, steps=optimizer == "gd") if "horizon" in spec
+               else float("inf"))
+    max_steps = _rule(spec["max_steps"], rules.gd_max_steps) if "max_steps" in spec else 100_000
     times = None
     if "times" in spec and spec["times"].value is not None:  # (a resolved config says times: null)
         item = spec["times"]
         if isinstance(item.value, list):  # a plain list is values: [...] (as a resolved config writes it)
             item = Located({"values": item}, item.line, item.path)
-        times = axis_values(item)
+        times = axis_values(item, MAX_TIMES, "times")
         if np.any(times < 0):
             raise fail("train.times", spec["times"].line, "times must be >= 0")
         if optimizer == "gd":  # GD times are step counts
@@ -278,17 +334,13 @@ def _train(item: Located | None):
                                                                f"costs O(steps)), got {times.max():g}")
             times = np.unique(times)
         times = np.sort(times)
-    if optimizer == "gd" and np.isfinite(horizon) and horizon != int(horizon):
-        raise fail("train.horizon", spec["horizon"].line, "with optimizer gd the horizon is a whole number of steps")
     return horizon, optimizer, times, max_steps
 
 
 def _classify(item: Located | None):
     spec = mapping(item, ("ntk_threshold", "alignment_threshold")) if item is not None else {}
-    ntk = number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
-    align = number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec else 0.1
-    if align >= 1:
-        raise fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
+    ntk = _rule(spec["ntk_threshold"], rules.ntk_threshold) if "ntk_threshold" in spec else 0.1
+    align = _rule(spec["alignment_threshold"], rules.alignment_threshold) if "alignment_threshold" in spec else 0.1
     return ntk, align
 
 

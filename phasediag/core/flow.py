@@ -192,7 +192,13 @@ def invariants(problem: Problem) -> Invariants:
     """Precompute the conserved quantities of docs/theory.md section 3 for every point of `problem`.
 
     Inputs that are the same for every point (0-d arrays) are combined as scalars; every field is then
-    broadcast to the points' shape (read-only views where nothing varies)."""
+    broadcast to the points' shape (read-only views where nothing varies). Inputs so large that a conserved
+    quantity overflows raise FloatingPointError (as the evaluation functions do), never a warning and inf."""
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        return _invariants(problem)
+
+
+def _invariants(problem: Problem) -> Invariants:
     kappa, lr_u, lr_w, a, m_star = (
         lean_field(np.asarray(x, dtype=float))
         for x in (problem.output_scale, problem.lr_u, problem.lr_w, problem.input_var, problem.teacher)

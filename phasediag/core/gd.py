@@ -87,7 +87,8 @@ def _flatten(inv: Invariants) -> tuple[_Flat, _State, tuple]:
 
     a, c, m_star = flat(inv.input_var), flat(inv.c), flat(inv.teacher)
     s0, Q = flat(inv.s0), flat(inv.Q)
-    bound = _DIVERGENCE_FACTOR * np.maximum(np.maximum(s0, Q), 1.0 / (a * c))
+    with np.errstate(over="raise", divide="raise"):  # beyond float range: an error, as the steps themselves
+        bound = _DIVERGENCE_FACTOR * np.maximum(np.maximum(s0, Q), 1.0 / (a * c))
     consts = _Flat(a, c, m_star, flat(inv.g), np.broadcast_to(inv.saddle, shape).ravel(), bound)
     start = _State(flat(inv.alpha0), flat(inv.beta0), -flat(inv.gap), np.ones(a.size), flat(inv.m0))
     return consts, start, shape

@@ -68,10 +68,12 @@ def difference_of_products(a, b, c, d) -> np.ndarray:
 def explicit_gram(U, W, V) -> Gram:
     """A given Gram (U, W, V); G = U W - V^2 evaluated error-free and clipped at 0.
 
-    The caller validates V^2 <= U W (to rounding); a tiny negative G from rounding becomes 0.
+    The caller validates V^2 <= U W (to rounding); a tiny negative G from rounding becomes 0. Entries so large
+    that G overflows raise FloatingPointError.
     """
     U, W, V = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (U, W, V)))
-    G = np.maximum(difference_of_products(U, W, V, V), 0.0)
+    with np.errstate(over="raise", invalid="raise"):  # beyond float range: an error, never a warning and inf
+        G = np.maximum(difference_of_products(U, W, V, V), 0.0)
     return Gram(U, W, V, G)
 
 
@@ -80,9 +82,10 @@ def typical_gram(width, init_var_u, init_var_w) -> Gram:
     width, init_var_u, init_var_w = np.broadcast_arrays(
         *(np.asarray(x, dtype=float) for x in (width, init_var_u, init_var_w))
     )
-    U = width * init_var_u
-    W = width * init_var_w
-    return Gram(U, W, np.zeros(()), U * W)  # V = 0 for every point: a 0-d zero broadcasts (and costs nothing)
+    with np.errstate(over="raise", invalid="raise"):  # beyond float range: an error, never a warning and inf
+        U = width * init_var_u
+        W = width * init_var_w
+        return Gram(U, W, np.zeros(()), U * W)  # V = 0 for every point: a 0-d zero broadcasts (and costs nothing)
 
 
 def sample_gram(width, init_var_u, init_var_w, seed: int, index=0) -> Gram:
@@ -102,9 +105,10 @@ def sample_gram(width, init_var_u, init_var_w, seed: int, index=0) -> Gram:
     c1_sq = chi_square(width, seed, index, stream=0)
     c2_sq = np.where(width > 1, chi_square(np.maximum(width - 1, 1.0), seed, index, stream=1), 0.0)
     n = standard_normal(seed, index, stream=2)
-    sigma_uw = np.sqrt(init_var_u) * np.sqrt(init_var_w)
-    U = init_var_u * c1_sq
-    V = sigma_uw * np.sqrt(c1_sq) * n
-    W = init_var_w * (n * n + c2_sq)
-    G = (init_var_u * init_var_w) * (c1_sq * c2_sq)
+    with np.errstate(over="raise", invalid="raise"):  # beyond float range: an error, never a warning and inf
+        sigma_uw = np.sqrt(init_var_u) * np.sqrt(init_var_w)
+        U = init_var_u * c1_sq
+        V = sigma_uw * np.sqrt(c1_sq) * n
+        W = init_var_w * (n * n + c2_sq)
+        G = (init_var_u * init_var_w) * (c1_sq * c2_sq)
     return Gram(U, W, V, G)

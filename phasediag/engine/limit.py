@@ -4,12 +4,18 @@ exact exponents, phase and health, arranged as a JSON-ready dict (what ``phasedi
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 from phasediag.core import scaling
 from phasediag.errors import FieldError
 
 __all__ = ["EXPONENT_FIELDS", "to_exponent", "exponents_of", "limit_result"]
+
+MAX_EXPONENT = 10**6  # |width exponent|: d^1e6 is beyond float64 at any d > 1 already
+MAX_TEXT = 100  # characters of an exponent as written
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE]([-+]?[0-9]+))?")
+_FRACTION = re.compile(r"[-+]?[0-9]+/[0-9]+")
 
 #: (field, hyperparameter) in the order of the exponents k, su, sw, eu, ew
 EXPONENT_FIELDS = (("output_scale_exp", "output_scale"), ("init_var_u_exp", "init_var_u"),
@@ -23,20 +29,28 @@ def to_exponent(field: str, value) -> Fraction:
         return value
     if isinstance(value, bool):
         raise FieldError(field, f"{value!r} is not a number or a fraction (e.g. -1/2, 0.25)")
-    if isinstance(value, int):
-        return Fraction(value)
-    text = str(value).strip()
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    if len(text) > MAX_TEXT:  # Fraction() of a long text converts it in full
+        raise FieldError(field, f"{text[:12]!r}... ({len(text)} characters) is not a usable exponent "
+                                f"(a number or a fraction of at most {MAX_TEXT} characters)")
+    decimal = _DECIMAL.fullmatch(text)
+    if not (decimal or _FRACTION.fullmatch(text)):  # ASCII decimal or p/q, as a config's numbers
+        raise FieldError(field, f"{text!r} is not a number or a fraction (e.g. -1/2, 0.25)")
     try:
-        f = Fraction(text)
-    except (ValueError, ZeroDivisionError, OverflowError):
+        if decimal and abs(int(decimal.group(1) or 0)) > 30:  # 1e999999999: Fraction() would build 10^999999999
+            f = Fraction(_float_or_inf(text))
+        else:
+            f = Fraction(text)
+    except ZeroDivisionError:
         raise FieldError(field, f"{text!r} is not a number or a fraction (e.g. -1/2, 0.25)") from None
-    if "/" not in text:
-        if not math.isfinite(float(f)) or abs(f) > 10**6:
-            raise FieldError(field, f"{text} is not a usable exponent (|exponent| <= 1e6)")
-        f = f.limit_denominator(10**6)
-    if abs(f) > 10**6:
+    if abs(f) > MAX_EXPONENT:  # exact: before any float() that would overflow
         raise FieldError(field, f"{text} is not a usable exponent (|exponent| <= 1e6)")
-    return f
+    return f if "/" in text else f.limit_denominator(10**6)
+
+
+def _float_or_inf(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else math.copysign(10.0**7, value)  # beyond MAX_EXPONENT either way
 
 
 def exponents_of(param: str | None, given: dict) -> tuple[str | None, tuple[Fraction, ...]]:

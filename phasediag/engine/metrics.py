@@ -64,6 +64,13 @@ def _phase(p: PointSet) -> np.ndarray:
     return core.classify_order(p.inv, p.order, p.ntk_threshold, p.alignment_threshold)
 
 
+def _gd_ntk_final(p: PointSet) -> np.ndarray:
+    """Theta = 2 c (alpha + beta) of GD's final state; beyond float range (inputs far outside docs/theory.md
+    section 8's range) an error, as in the core's own evaluation, never a warning and inf."""
+    with np.errstate(over="raise", invalid="raise"):
+        return 2.0 * p.inv.c * (p.gd.alpha + p.gd.beta)
+
+
 def _solution_norm(p: PointSet) -> np.ndarray:
     """kappa |u_T| |w_T| = sqrt(m_T^2 + kappa^2 G) (docs/theory.md section 5: large G means large norms)."""
     return hypot(p.final.m, p.inv.kappa_sqrt_g)
@@ -103,7 +110,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("gd_loss_peak", "GD peak loss / initial loss", "continuous", "float64", True,
            lambda p: p.gd.loss_peak, optimizer="gd"),
     Metric("gd_ntk_final", r"final NTK under GD $\Theta$", "continuous", "float64", True,
-           lambda p: 2.0 * p.inv.c * (p.gd.alpha + p.gd.beta), optimizer="gd"),
+           _gd_ntk_final, optimizer="gd"),
 )}
 
 class ScalingPointSet:

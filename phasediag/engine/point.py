@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from phasediag import __version__, core
+from phasediag.config import rules
 from phasediag.config.hyperparameters import Hyperparameters, finite, real
 from phasediag.errors import BadInput, FieldError
 
@@ -57,7 +58,7 @@ PHASE_OF_LABEL: dict[str, tuple[str, str | None]] = {
 }
 
 #: Largest GD step count evaluated explicitly (the exact GD map costs O(steps)); ``inf`` is always allowed.
-MAX_GD_STEPS = 1_000_000
+MAX_GD_STEPS = rules.MAX_GD_STEPS
 
 #: Keys of the per-time lists in the result, in order.
 TRAJECTORY_KEYS = ("t", "m", "ntk", "alignment", "norm_u2", "norm_w2", "loss", "m_lin", "loss_lin")
@@ -236,19 +237,18 @@ def solve_point(
         raise InputError("optimizer", f"must be 'flow' or 'gd', got {optimizer!r}")
     steps = optimizer == "gd"
     h = hyper.checked()
-    ntk_threshold = finite("ntk_threshold", low=0.0, strict=True, x=ntk_threshold)
-    alignment_threshold = finite("alignment_threshold", low=0.0, strict=True, x=alignment_threshold)
-    horizon = check_time("horizon", horizon, steps=steps)
-    if horizon == 0:
-        raise InputError("horizon", "must be > 0 (or inf)")
+    ntk_threshold = rules.ntk_threshold(ntk_threshold)  # the rules of the config keys and the CLI options
+    alignment_threshold = rules.alignment_threshold(alignment_threshold)
+    horizon = rules.horizon(horizon, steps=steps)
+    gd_max_steps = rules.gd_max_steps(gd_max_steps, "gd_max_steps")
     if init == "gram":
         if gram is None or len(gram) != 3:
             raise InputError("gram", "expected three numbers U,W,V")
         gram = check_gram(*gram)
     elif init == "seed":
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InputError("seed", f"must be an integer >= 0, got {seed!r}")
-        seed = int(seed)
+        seed = rules.seed(int(seed))
     if times is None:
         times = log_times(DEFAULTS["t_max"], DEFAULTS["points"], steps=steps)
     times = [check_time("times", t, steps=steps) for t in times]

@@ -17,10 +17,14 @@ from phasediag.config.reader import ConfigError, Located
 from phasediag.config.sweep import Config, config_from_root
 from phasediag.engine import sweep
 from phasediag.engine.metrics import LEGENDS
+from phasediag.errors import ResultsError
 from phasediag.results import store
 from phasediag.results.store import Result
 
 SUPPORTS = frozenset({"shard", "resume", "chunk_size", "checkpoint_every"})
+#: the fields of a sweep's meta.json beyond the common ones (checked when a run directory is read)
+META_FIELDS = {"mode": str, "axes": list, "shape": list, "grid_points": int, "metrics": dict, "legends": dict,
+               "thresholds": dict}
 TABLES = {"time": "trajectories"}  # export: the trajectory table is <name>_trajectories.csv
 
 
@@ -28,7 +32,14 @@ def read(root: Located, source: str, options) -> Config:
     """The sweep config; every bad value and a grid too large for memory are reported before any work."""
     config = config_from_root(root)
     _check_size(config, options.shard)
-    sweep.validate(config, options.chunk_size, options.shard)
+    try:  # values beyond float range overflow while checked (V^2 <= U W, a Gram): an error, not a warning
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            sweep.validate(config, options.chunk_size, options.shard)
+    except FloatingPointError as exc:
+        from phasediag.engine.point import SUPPORTED_RANGE
+
+        raise ConfigError(f"model/data/init: floating-point {exc} while checking the values: they are outside "
+                          f"the range the closed form supports ({SUPPORTED_RANGE})") from None
     return config
 
 
@@ -44,6 +55,27 @@ def execute(config: Config, options, checkpoint: Path | None) -> Result:
                      else None,
                      checkpoint_every=options.checkpoint_every, progress=options.progress,
                      warn=options.warn)
+
+
+def check_result(result: Result) -> None:
+    """ResultsError unless the grid that meta.json describes (axes, shape, grid points, shard range) is the
+    one the coordinates and arrays hold."""
+    meta = result.meta
+    axes, shape = meta.get("axes"), meta.get("shape")
+    if not isinstance(axes, list) or not isinstance(shape, list) or len(axes) != len(shape) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ResultsError("meta.json: axes and shape must be lists of one name and one length per axis")
+    if any(a not in result.coords or len(result.coords[a]) != n for a, n in zip(axes, shape)):
+        raise ResultsError("meta.json: its axes and shape are not the coordinates results.npz holds")
+    points = int(np.prod(shape, dtype=object))
+    if meta.get("grid_points") != points:
+        raise ResultsError(f"meta.json: grid_points is {meta.get('grid_points')!r}, the shape holds {points}")
+    shard = meta.get("shard")
+    if shard is not None:
+        start, stop = shard.get("start"), shard.get("stop")
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop <= points) or any(
+                len(a) != stop - start for a in result.arrays.values()):
+            raise ResultsError("meta.json: the shard's start and stop are not the points its arrays hold")
 
 
 def figures(result: Result):
@@ -92,14 +124,14 @@ def merge(directories: list[Path], out: Path, plot: bool) -> Result:
     if plot:  # drawing loads the joined result: refuse before writing anything if it cannot fit
         need = sum((d / store.RESULTS_FILE).stat().st_size for d in directories
                    if (d / store.RESULTS_FILE).is_file())
-        have = _available_memory()
-        if need > 0.8 * have:
-            raise ConfigError(f"merge: drawing the maps needs the joined result in memory ({need / 1e9:.3g} GB), "
-                              f"more than the {have / 1e9:.3g} GB available; use --no-plot (the "
-                              "merge itself holds one metric at a time)")
+        have = available_memory()
+        if need > MEMORY_FRACTION * have:
+            raise ConfigError(f"merge: drawing the maps needs the joined result in memory ({need / 1e9:.3g} GB; "
+                              f"{_memory_limit_text(have)}); use --no-plot (the merge itself holds one metric "
+                              "at a time)")
     meta = store.merge_files(directories, out)
     meta["files"] = [store.RESULTS_FILE]
-    return store.load(out, only=None if plot else set(LEGENDS), meta=meta)
+    return store.load(out, only=None if plot else set(LEGENDS), meta=meta, verify=False)
 
 
 def _bounds(config: Config, shard) -> tuple[int, int]:
@@ -107,21 +139,38 @@ def _bounds(config: Config, shard) -> tuple[int, int]:
     return shard.bounds(n) if shard else (0, n)
 
 
-def _available_memory() -> int:
+MEMORY_FRACTION = 0.8  # of the available memory, at most, for the result arrays
+
+
+def available_memory(meminfo: str = "/proc/meminfo") -> int:
+    """Bytes of memory available to a new job: MemAvailable (free memory plus the page cache and buffers the
+    kernel can reclaim), not MemFree, which leaves out the cache and so understates it on a busy machine;
+    sysconf's free pages where /proc/meminfo is missing (not Linux)."""
+    try:
+        with open(meminfo) as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return 1 << 62
 
 
+def _memory_limit_text(have: int) -> str:
+    return f"the limit is {MEMORY_FRACTION * 100:.0f} % of the {have / 1e9:.3g} GB of memory available"
+
+
 def _check_size(config: Config, shard) -> None:
     """Refuse, before any work, a grid whose result arrays cannot fit in memory (suggest --shard)."""
     start, stop = _bounds(config, shard)
     need = sweep.result_bytes(config, stop - start)
-    have = _available_memory()
-    if need > 0.8 * have:
-        parts = int(np.ceil(need / (0.4 * have)))
-        raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays, "
-                          f"more than the {have / 1e9:.3g} GB of memory available; split it with --shard K/N "
-                          f"(N >= {parts}) and join the parts with 'phasediag merge --no-plot' (it holds one "
-                          f"metric of the grid at a time), or make the sweep smaller")
+    have = available_memory()
+    if need > MEMORY_FRACTION * have:
+        parts = -(-need // int(MEMORY_FRACTION / 2 * have))  # Python integers: exact for any grid
+        raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays; "
+                          f"{_memory_limit_text(have)}; split it with --shard K/N (N >= {parts:,}) and join the "
+                          f"parts with 'phasediag merge --no-plot' (it holds one metric of the grid at a time), "
+                          f"or make the sweep smaller")

@@ -9,6 +9,8 @@ registered with pyplot: nothing to close, no global state. Every figure is writt
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -73,9 +75,26 @@ def save_figure(fig: Figure, path: str | Path | None, *, dpi: int = DPI) -> Path
     if fmt not in WRITABLE_FORMATS:
         raise ValueError(f"{path}: unknown figure format {fmt!r}; allowed: {', '.join(WRITABLE_FORMATS)}")
     matplotlib = load_matplotlib()
-    with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "phasediag"}):
+    with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "phasediag"}), _opaque_postscript(fmt):
         fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_metadata(fmt))
     return path
+
+
+@contextlib.contextmanager
+def _opaque_postscript(fmt: str):
+    """PostScript has no transparency: matplotlib draws translucent artists (the bands) opaque and logs a
+    warning to stderr on every save. That is the expected rendering of EPS/PS, not a problem to report: only
+    that one message of the PostScript backend is dropped, and only while such a file is written."""
+    if fmt not in ("eps", "ps"):
+        yield
+        return
+    logger = logging.getLogger("matplotlib.backends.backend_ps")
+    keep = lambda record: "does not support transparency" not in record.getMessage()  # noqa: E731
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _metadata(fmt: str) -> dict[str, Any]:

@@ -813,6 +813,17 @@ def _seed_fractions(ax: Axes, result: Result, metric: str, grid: _Grid, per_seed
     return handles
 
 
+def _threshold_line(ax: Axes, level: float, label: str) -> None:
+    """The threshold as a dotted line. On a log scale it widens the view only within 6 decades of the data: a
+    threshold far beyond every value (ntk_threshold: 1e300) would squash the data and overflow the scale."""
+    style = dict(color="black", linestyle=":", linewidth=1, label=label)
+    lo, hi = ax.dataLim.intervaly
+    if ax.get_yscale() == "log" and not lo / 1e6 <= level <= hi * 1e6:
+        ax.plot([0, 1], [level, level], transform=ax.get_yaxis_transform(), scaley=False, **style)
+    else:
+        ax.axhline(level, **style)
+
+
 def _continuous_line(ax: Axes, result: Result, metric: str, grid: _Grid, at: dict) -> dict:
     """The values along x (with seeds: median and 25-75% band), the threshold, inf markers; legend handles."""
     info = result.meta["metrics"][metric]
@@ -832,7 +843,7 @@ def _continuous_line(ax: Axes, result: Result, metric: str, grid: _Grid, at: dic
                 label="ntk_change < 0 (NTK shrinks)")
     if info.get("threshold") is not None:
         level = result.meta["thresholds"][info["threshold"]]
-        ax.axhline(level, color="black", linestyle=":", linewidth=1, label=f"{info['threshold']} = {level:g}")
+        _threshold_line(ax, level, f"{info['threshold']} = {level:g}")
     infinite = np.isposinf(centre)
     if infinite.any():
         ax.plot(grid.xc[infinite], np.full(infinite.sum(), 0.97), "^", color=SPECIAL_COLOURS["inf"], markersize=4,

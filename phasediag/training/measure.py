@@ -25,7 +25,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from phasediag import __version__, core
+from phasediag.config import rules
 from phasediag.config.hyperparameters import Hyperparameters, finite
+from phasediag.errors import BadInput
 from phasediag.training import simulate
 from phasediag.engine.point import (DEFAULTS, SUPPORTED_RANGE, InputError, NumericalRangeError, check_time,
                                     json_number, json_numbers, log_times, split_label)
@@ -38,6 +40,9 @@ OPTIMIZERS = ("gd", "sgd", "flow")
 
 #: Largest width simulated (two float64 vectors of this length, a few temporaries: ~0.5 GB).
 MAX_WIDTH = 10_000_000
+
+#: Step budget of the flow integrator (DOPRI5): beyond it a run is refused, before it starts if foreseeable.
+FLOW_MAX_STEPS = 2_000_000
 
 #: Defaults of the simulation-only options.
 SIM_DEFAULTS: dict[str, Any] = {"seed": 0, "optimizer": "gd", "batch_size": 32, "samples": 1024,
@@ -93,6 +98,21 @@ def _check_times(times: Sequence[float] | None, steps: bool) -> list[float]:
     return out
 
 
+def _check_flow_cost(u0: np.ndarray, w0: np.ndarray, hyper: dict, t_end: float) -> None:
+    """Refuse at once a flow integration that cannot finish within the integrator's step budget: after
+    convergence DOPRI5's stability limit is a step of about 3.3 / (a Theta_inf), so reaching t_end costs at
+    least a Theta_inf t_end / 3.3 steps (Theta_inf from the closed form for these very vectors)."""
+    gram = core.explicit_gram(float(u0 @ u0), float(w0 @ w0), float(u0 @ w0))
+    problem = core.Problem(hyper["output_scale"], hyper["lr_u"], hyper["lr_w"], hyper["input_var"],
+                           hyper["teacher"], gram)
+    ntk_inf = float(core.flow_state(core.invariants(problem), np.asarray([np.inf])).ntk[0])
+    steps = hyper["input_var"] * ntk_inf * t_end / 3.3
+    if steps > FLOW_MAX_STEPS:
+        raise InputError("times", f"integrating the flow to t = {t_end:g} takes about {steps:.3g} steps (a Theta_inf "
+                                  f"t / 3.3), more than the integrator's {FLOW_MAX_STEPS:,}: the flow is stiff over "
+                                  "this span; use optimizer gd or shorter times")
+
+
 def _train(optimizer: str, u0, w0, hyper: dict, times: list[float], batch_size: int, samples: int,
            noise_var: float, rng: np.random.Generator) -> simulate.Trace:
     if optimizer == "gd":
@@ -100,7 +120,7 @@ def _train(optimizer: str, u0, w0, hyper: dict, times: list[float], batch_size: 
     if optimizer == "sgd":
         return simulate.sgd_vectors(u0, w0, **hyper, batch_size=batch_size, samples=samples, noise_var=noise_var,
                                     steps=np.asarray(times, dtype=np.int64), rng=rng)
-    return simulate.integrate_flow(u0, w0, **hyper, times=np.asarray(times, dtype=float))
+    return simulate.integrate_flow(u0, w0, **hyper, times=np.asarray(times, dtype=float), max_steps=FLOW_MAX_STEPS)
 
 
 def simulate_point(
@@ -136,26 +156,40 @@ def simulate_point(
     hyper = {"output_scale": h.output_scale, "lr_u": h.lr_u, "lr_w": h.lr_w, "input_var": h.input_var,
              "teacher": h.teacher}
     var_u, var_w = h.init_var_u, h.init_var_w
-    ntk_threshold = finite("ntk_threshold", low=0.0, strict=True, x=ntk_threshold)
-    alignment_threshold = finite("alignment_threshold", low=0.0, strict=True, x=alignment_threshold)
+    ntk_threshold = rules.ntk_threshold(ntk_threshold)  # the rules of the config keys and the CLI options
+    alignment_threshold = rules.alignment_threshold(alignment_threshold)
     if optimizer == "sgd":
         samples, batch_size = int(samples), int(batch_size)
-        if samples < 1:
-            raise InputError("samples", f"must be an integer >= 1, got {samples}")
+        if not 1 <= samples <= rules.MAX_SAMPLES:
+            raise InputError("samples", f"must be an integer in [1, {rules.MAX_SAMPLES:,}], got {samples}")
         if not 1 <= batch_size <= samples:
             raise InputError("batch_size", f"must lie in [1, samples = {samples}], got {batch_size}")
         noise_var = finite("noise_var", low=0.0, x=noise_var)
     times = _check_times(times, steps)
+    seeds = seed if isinstance(seed, (list, tuple)) else [seed]
+    for s in seeds:
+        rules.seed(s)
 
     rng = np.random.default_rng(seed)
     u0, w0 = simulate.sample_vectors(width, var_u, var_w, rng)
     try:
+        # Python floats raise OverflowError where numpy arrays raise FloatingPointError; the vectors' own
+        # checks (|u0|^2 beyond DIVERGENCE_LIMIT) raise ValueError: all of them mean inputs out of range
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            if optimizer == "flow":
+                _check_flow_cost(u0, w0, hyper, times[-1])
             trace = _train(optimizer, u0, w0, hyper, times, batch_size, samples, noise_var, rng)
             start = simulate.gd_vectors(u0, w0, **hyper, steps=np.zeros(1, dtype=np.int64))
-    except FloatingPointError as exc:
-        raise NumericalRangeError(f"floating-point {exc} while simulating this point: the inputs are probably "
-                                  f"outside the supported range ({SUPPORTED_RANGE})") from exc
+    except NumericalRangeError as exc:  # the simulated network's own range check
+        raise NumericalRangeError(f"{exc} while simulating this point: the inputs are probably outside the "
+                                  f"supported range ({SUPPORTED_RANGE})") from exc
+    except BadInput:
+        raise
+    except (FloatingPointError, OverflowError, ValueError) as exc:
+        detail = ("floating-point overflow" if isinstance(exc, OverflowError) else
+                  f"floating-point {exc}" if isinstance(exc, FloatingPointError) else str(exc))
+        raise NumericalRangeError(f"{detail} while simulating this point: the inputs are probably outside the "
+                                  f"supported range ({SUPPORTED_RANGE})") from exc
     except RuntimeError as exc:  # the flow integrator's step budget
         raise InputError("times", f"{exc}: the flow is stiff over this span; use optimizer gd or "
                                     f"shorter times") from None

@@ -20,10 +20,13 @@ step k corresponds to flow time t = k. Everything is numpy only, vectorized over
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 import numpy as np
+
+from phasediag.engine.point import NumericalRangeError  # (a BadInput and a ValueError)
 
 __all__ = [
     "DIVERGENCE_LIMIT",
@@ -100,13 +103,26 @@ def _model(output_scale: float, lr_u: float, lr_w: float, input_var: float, teac
     teacher = float(teacher)
     if not np.isfinite(teacher):
         raise ValueError(f"teacher must be finite, got {teacher!r}")
-    return _Model(
+    model = _Model(
         kappa=_positive("output_scale", output_scale),
         lr_u=_positive("lr_u", lr_u),
         lr_w=_positive("lr_w", lr_w),
         a=_positive("input_var", input_var),
         teacher=teacher,
     )
+    _check_range(model)
+    return model
+
+
+def _check_range(model: _Model) -> None:
+    """Every number a run measures (NTK, loss, the step) stays finite while |u|^2, |w|^2 <= DIVERGENCE_LIMIT;
+    else the inputs are beyond float range (Python floats would raise OverflowError mid-run)."""
+    m_max = model.kappa * DIVERGENCE_LIMIT + abs(model.teacher)  # |m| and |m - m*| before divergence
+    ntk_max = model.kappa * model.kappa * max(model.lr_u, model.lr_w) * 2 * DIVERGENCE_LIMIT
+    if not (math.isfinite(ntk_max) and math.isfinite(model.a * m_max * m_max)):
+        raise NumericalRangeError(f"output_scale {model.kappa:g}, lr_u {model.lr_u:g}, lr_w {model.lr_w:g}, "
+                                  f"input_var {model.a:g}, teacher {model.teacher:g}: the network's NTK or loss "
+                                  "would leave the floating-point range")
 
 
 def _vectors(u0: np.ndarray, w0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +134,8 @@ def _vectors(u0: np.ndarray, w0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(u)) and np.all(np.isfinite(w))):
         raise ValueError("u0 and w0 must be finite")
     if np.max(np.abs(u)) > 1e40 or np.max(np.abs(w)) > 1e40 or _too_large(u, w):
-        raise ValueError(f"|u0|^2 or |w0|^2 exceeds DIVERGENCE_LIMIT = {DIVERGENCE_LIMIT:g}")
+        raise NumericalRangeError(f"|u0|^2 or |w0|^2 exceeds DIVERGENCE_LIMIT = {DIVERGENCE_LIMIT:g} (the initial "
+                                  "variances are too large)")
     return u, w
 
 

@@ -1,0 +1,118 @@
+"""The rules of the settings that a config key, a command-line option and a Python argument all set: one
+function per setting, raising FieldError naming the setting (the config reader adds the key path and line,
+the CLI its flag), so `classify.alignment_threshold: 2`, `--alignment-threshold 2` and
+``solve(alignment_threshold=2)`` are refused alike.
+
+Pure Python (no numpy): the command line checks its options with these while parsing.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import sys
+
+from phasediag.config.hyperparameters import real
+from phasediag.errors import FieldError
+
+__all__ = ["NUMBER", "INF", "MAX_GD_STEPS", "MAX_SEED", "MAX_WORKERS", "MAX_SAMPLES", "number_text", "ntk_threshold",
+           "alignment_threshold", "horizon", "gd_max_steps", "seed"]
+
+MAX_GD_STEPS = 1_000_000  # the exact GD map costs one vectorized step per step
+MAX_SEED = 2**63 - 1  # seeds key a 64-bit counter-based stream
+MAX_WORKERS = 1024  # parallel processes of a run: more than any machine's cores
+MAX_SAMPLES = 10_000_000  # an SGD dataset (simulate --samples, an sgd_drift config's data.samples)
+
+# The numbers a config or an option may write: ASCII decimal (\d would take other scripts' digits, float()
+# '1_000'), or inf; the whole text (fullmatch).
+NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+INF = re.compile(r"[-+]?\.?(inf|Inf|INF)(inity)?")
+FLOAT_MAX_DIGITS = 309  # an integer of more digits is beyond float64 (about 1.8e308) whatever its value
+
+
+def number_text(text: str) -> int | float:
+    """A number as written (an integer stays exact, inf is inf); ValueError for text that is not a number or
+    is one beyond float range (1e400, an integer of 400 digits): no setting can use it."""
+    if INF.fullmatch(text):
+        return float("-inf") if text.startswith("-") else float("inf")
+    if not NUMBER.fullmatch(text):
+        raise ValueError(f"{_short(text)!r} is not a number")
+    if any(ch in text for ch in ".eE"):
+        value = float(text)
+    elif len(text.lstrip("+-").lstrip("0")) > FLOAT_MAX_DIGITS:  # before int(): no 1 MB integer conversion
+        value = math.inf
+    else:
+        value = int(text)
+    if abs(value) > sys.float_info.max:
+        raise ValueError(f"{_short(text)} is beyond the floating-point range (about 1.8e308)")
+    return value
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+
+
+def _finite(field: str, x) -> float:
+    v = real(field, x)
+    if not math.isfinite(v):
+        raise FieldError(field, f"must be a finite number, got {x}")
+    return v
+
+
+def ntk_threshold(x, field: str = "ntk_threshold") -> float:
+    """|ntk_change| at or above this is feature learning: a finite number > 0."""
+    v = _finite(field, x)
+    if not v > 0:
+        raise FieldError(field, f"must be > 0, got {x}")
+    return v
+
+
+def alignment_threshold(x, field: str = "alignment_threshold") -> float:
+    """An alignment gain or disalignment (a change of a cosine, at most 1) at or above this counts: in (0, 1)."""
+    v = _finite(field, x)
+    if not 0 < v < 1:
+        raise FieldError(field, f"must be in (0, 1), got {x}")
+    return v
+
+
+def horizon(x, *, steps: bool = False, field: str = "horizon") -> float:
+    """The training horizon: > 0, inf for the end of training; with GD (`steps`) a whole number of steps, at
+    most MAX_GD_STEPS."""
+    v = real(field, x)
+    if not v > 0:
+        raise FieldError(field, f"must be > 0 (or inf: the end of training), got {x}")
+    if steps and math.isfinite(v):
+        if v != math.floor(v):
+            raise FieldError(field, f"with optimizer gd the horizon is a whole number of steps, got {x}")
+        if v > MAX_GD_STEPS:
+            raise FieldError(field, f"with optimizer gd at most {MAX_GD_STEPS:,} steps (the exact map costs "
+                                    f"O(steps)), got {v:g}; inf is the end of training")
+    return v
+
+
+def _integer(field: str, x) -> int:
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return int(x)
+    v = real(field, x)
+    if not math.isfinite(v) or v != math.floor(v):
+        raise FieldError(field, f"must be an integer, got {x}")
+    return int(v)
+
+
+def gd_max_steps(x, field: str = "max_steps") -> int:
+    """The step budget of GD's end of training: an integer in [1, MAX_GD_STEPS]."""
+    n = _integer(field, x)
+    if n < 1:
+        raise FieldError(field, f"must be an integer >= 1, got {x}")
+    if n > MAX_GD_STEPS:
+        raise FieldError(field, f"must be at most {MAX_GD_STEPS:,}, got {n:,}")
+    return n
+
+
+def seed(x, field: str = "seed") -> int:
+    """A seed: an integer in [0, 2^63 - 1]."""
+    n = _integer(field, x)
+    if not 0 <= n <= MAX_SEED:
+        raise FieldError(field, f"must be an integer in [0, 2^63 - 1], got {x}")
+    return n
