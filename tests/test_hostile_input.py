@@ -15,6 +15,7 @@ Expected messages are the key paths and option names the input names, never text
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -624,9 +625,12 @@ def test_memory_refusal_says_the_limit_it_applies(sandbox, monkeypatch):
 
 
 @pytest.mark.parametrize("suffix", ["eps", "ps", "png"])
-def test_figures_are_written_without_a_warning(sandbox, suffix):
-    res = _runner().invoke(cli.phasediag, ["solve", "--plot", f"x.{suffix}", "--quiet"], prog_name="phasediag")
+def test_figures_are_written_without_a_warning(sandbox, suffix, caplog):
+    """matplotlib warns through logging (pytest's log capture takes it here; a terminal would show it)."""
+    with caplog.at_level(logging.WARNING):
+        res = _runner().invoke(cli.phasediag, ["solve", "--plot", f"x.{suffix}", "--quiet"], prog_name="phasediag")
     assert res.exit_code == 0 and res.stderr == "" and (sandbox / f"x.{suffix}").stat().st_size > 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_a_threshold_far_beyond_every_value_draws_without_a_warning(sandbox):

@@ -220,9 +220,9 @@ def no_plot_option(help: str):
 
 
 def workers_option(help: str):
-    """--workers N (>= 1, default 1)."""
+    """--workers N (1 to MAX_WORKERS, default 1)."""
     return click.option("--workers", type=IntegerType(1, rules.MAX_WORKERS), default=1, show_default=True,
-                        help=help)
+                        help=f"{help} At most {rules.MAX_WORKERS:,}.")
 
 
 def shard_option(help: str):
@@ -243,7 +243,7 @@ def shard_value(shard):
 _DEFAULTS = Hyperparameters()
 _HYPER_OPTIONS = options(
     click.option(flag("width"), type=WIDTH, default=_DEFAULTS.width, show_default=True,
-                 help="Hidden width d (integer >= 1; 1e6 is accepted)."),
+                 help="Hidden width d (an integer in [1, 2^53]; 1e6 is accepted)."),
     click.option(flag("output_scale"), type=POSITIVE, default=_DEFAULTS.output_scale, show_default=True,
                  help="Output scale kappa > 0."),
     click.option(flag("lr_u"), type=POSITIVE, default=_DEFAULTS.lr_u, show_default=True,
@@ -280,7 +280,8 @@ time_grid_options = options(
     click.option("--t-min", type=POSITIVE, default=None, show_default="T_MAX/1000; GD, SGD: 1",
                  help="Log-spaced grid: first positive time."),
     click.option("--points", type=IntegerType(2, 100_000), default=None, show_default="25",
-                 help="Log-spaced grid: number of times including t=0 (GD: duplicates after rounding dropped)."),
+                 help="Log-spaced grid: number of times including t=0, 2 to 100,000 (GD: duplicates after rounding "
+                      "dropped)."),
 )
 
 output_options = options(

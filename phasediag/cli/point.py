@@ -99,9 +99,9 @@ Examples:
               help="gd: full-batch GD on the population loss; sgd: minibatch SGD on --samples points; "
                    "flow: the gradient flow (adaptive Dormand-Prince, rtol 1e-12).")
 @click.option("--batch-size", type=IntegerType(1, MAX_SAMPLES), default=32, show_default=True,
-              help="SGD minibatch size (each epoch: a fresh permutation, remainder dropped).")
+              help="SGD minibatch size, at most --samples (each epoch: a fresh permutation, remainder dropped).")
 @click.option("--samples", type=IntegerType(1, MAX_SAMPLES), default=1024, show_default=True,
-              help="SGD dataset size n: x ~ N(0, input_var), y = teacher x + noise.")
+              help=f"SGD dataset size n, at most {MAX_SAMPLES:,}: x ~ N(0, input_var), y = teacher x + noise.")
 @click.option("--noise-var", type=NONNEGATIVE, default=0.0, show_default=True,
               help="SGD label-noise variance.")
 @time_grid_options

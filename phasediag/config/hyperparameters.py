@@ -94,7 +94,8 @@ def integer_width(x) -> int:
     """A width: an integer in [1, 2^53] (1e6 written as a float is fine); FieldError otherwise."""
     if isinstance(x, numbers.Integral) and not isinstance(x, bool):
         if not 1 <= x <= MAX_WIDTH:
-            raise FieldError("width", f"must be an integer in [1, 2^53], got {x}")
+            shown = f"{float(x):.6g}" if abs(x) > MAX_WIDTH and abs(x) < 1e308 else x  # no 300-digit message
+            raise FieldError("width", f"must be an integer in [1, 2^53], got {shown}")
         return int(x)
     v = real("width", x)
     if not math.isfinite(v) or v != math.floor(v) or not 1 <= v <= MAX_WIDTH:
