@@ -12,6 +12,7 @@ from phasediag.cli.options import (
     POSITIVE,
     WIDTH,
     BadInput,
+    IntegerType,
     flag,
     json_option,
     no_plot_option,
@@ -107,7 +108,7 @@ Examples:
                 "for any number.")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
 @no_plot_option("Write the data and meta.json only, no figures.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=131072, show_default=True,
+@click.option("--chunk-size", type=IntegerType(1, 2**40), default=131072, show_default=True,
               help="Grid points per vectorized chunk (bounds memory; does not change any result).")
 @click.option("--checkpoint-every", type=NONNEGATIVE, default=5.0, show_default=True, metavar="SECONDS",
               help="Save finished chunks for --resume at most this often (0: after every chunk).")
@@ -139,7 +140,7 @@ Examples:
 
 @click.command(epilog=VALIDATE_EPILOG)
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--points", type=click.IntRange(min=1, max=100_000), default=24, show_default=True,
+@click.option("--points", type=IntegerType(1, 100_000), default=24, show_default=True,
               help="Grid points to simulate, spread over the predicted phases (GD: outcomes too).")
 @click.option("--max-width", type=WIDTH, default=10_000, show_default=True,
               help="Only points of at most this width are simulated (the vectors are stored).")
@@ -148,7 +149,7 @@ Examples:
                    "flow = Dormand-Prince integration of the flow. GD configs always use GD.")
 @click.option("--step", type=POSITIVE, default=0.01, show_default=True,
               help="flow configs, --method gd: a Theta_max times the learning-rate factor (the step size).")
-@click.option("--max-steps", type=click.IntRange(min=1, max=10_000_000), default=200_000, show_default=True,
+@click.option("--max-steps", type=IntegerType(1, 10_000_000), default=200_000, show_default=True,
               help="Cap on simulated steps per point (GD configs: the exact map is compared at the same step).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output directory.  [default: outputs/<name>/validate/, or .../shard-KKKK-of-NNNN/]")

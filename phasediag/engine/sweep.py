@@ -42,7 +42,9 @@ class Shard:
 
 
 def grid_size(config: Config) -> int:
-    return int(np.prod(config.shape, dtype=np.int64))
+    import math
+
+    return math.prod(int(n) for n in config.shape)  # Python integers: never wraps
 
 
 def config_hash(config: Config) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 
 import phasediag
 from phasediag.config.reader import ConfigError, config_hash, read_config
+from phasediag.config.rules import MAX_WORKERS
 from phasediag.errors import BadInput, FieldError, ManifestError
 from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
@@ -104,7 +105,7 @@ def parse_shard(text: str | None) -> Shard | None:
     """'K/N' with 1 <= K <= N -> Shard (None stays None); ValueError otherwise."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
     if not match:
         raise ValueError(f"{text!r}: expected K/N, e.g. 3/10")
     k, n = int(match.group(1)), int(match.group(2))
@@ -149,6 +150,8 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
     previous result stays complete and readable until the new one is committed."""
     started = time.perf_counter()
     options = options or Options()
+    if not (isinstance(options.workers, int) and 1 <= options.workers <= MAX_WORKERS):
+        raise OptionError("workers", f"must be an integer in [1, {MAX_WORKERS}], got {options.workers!r:.40}")
     kind, module, spec = resolve(source, validate=validate, experiment=experiment, options=options)
     digest = config_hash(spec.resolved)
     if out is DEFAULT:
@@ -180,7 +183,11 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
 def _execute(module, spec, options: Options, partial: Path | None, kind: str, digest: str, source) -> Result:
     if options.progress_total:
         options.progress_total(module.units(spec, options))
-    result = module.execute(spec, options, partial)
+    try:
+        result = module.execute(spec, options, partial)
+    except (FloatingPointError, OverflowError) as exc:  # values beyond what the computation can represent
+        raise ConfigError(f"{spec.name}: a value of the config is outside the range the computation supports "
+                          f"({' '.join(str(exc).split())[:120]})") from None
     result.meta = _common_meta(result.meta, kind, spec, digest, source, options.shard)
     return result
 
