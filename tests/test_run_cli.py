@@ -190,9 +190,11 @@ def test_an_interrupted_parallel_run_cleans_up_and_resumes_identically(sig, code
     big.write_text(CONFIG.replace("{log: [1, 1e4, 9]}", "{log: [1, 1e4, 1000]}")
                    .replace("{log: [1e-6, 1, 7]}", "{log: [1e-6, 1, 500]}"))
     out = tmp_path / "out"
-    run = ["run", big, "--out", out, "--no-plot", "--chunk-size", "2000", "--workers", "2"]  # 250 chunks, so the
-    proc = subprocess.Popen([sys.executable, "-m", "phasediag", *run, "--checkpoint-every", "0"],  # run outlasts the poll
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=group)
+    run = ["run", big, "--out", out, "--no-plot", "--chunk-size", "5000", "--workers", "2"]
+    # Ctrl-C as on a terminal, even when the tests run in a background job (whose SIGINT is ignored)
+    proc = subprocess.Popen([sys.executable, "-m", "phasediag", *run, "--checkpoint-every", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=group,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob(".partial-*/chunk-*.npz"))) < 3:
         time.sleep(0.02)
