@@ -638,3 +638,14 @@ def test_a_threshold_far_beyond_every_value_draws_without_a_warning(sandbox):
     res = _runner().invoke(cli.phasediag, ["run", "c.yaml", "--out", "out", "--quiet"], prog_name="phasediag")
     assert res.exit_code == 0, res.stderr
     assert res.stderr == "" and any(p.suffix == ".png" for p in (sandbox / "out").iterdir())
+
+
+@pytest.mark.parametrize("key, value", [("init_scale: {log: [0.01, 10, 13]}", "init_scale: [0.1, 1e300]"),
+                                        ("ntk_threshold: 0.1", "ntk_threshold: 1e300")])
+def test_the_nonlinear_study_refuses_values_beyond_its_range_in_one_line(tmp_path, key, value):
+    text = (Path(__file__).parents[1] / "configs/12_nonlinear_digits.yaml").read_text()
+    assert key in text
+    (tmp_path / "c.yaml").write_text(text.replace(key, value))
+    result = CliRunner().invoke(cli.phasediag, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert value.split(":")[0] in result.output and not (tmp_path / "o").exists()

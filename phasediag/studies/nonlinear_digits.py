@@ -241,6 +241,10 @@ def _expression(model: dict, key: str, widths: tuple[int, ...], *, positive: boo
     return text, tuple(float(v) for v in values)
 
 
+MAX_INIT_SCALE = 1e8  # x the initial variances: far beyond THEORY section 8's sigma^2 <= 1e4; 1e300 overflows
+MAX_NTK_THRESHOLD = 1e8  # a relative NTK change; larger thresholds overflow the figure's axis
+
+
 def _init_scales(item: Located) -> tuple[np.ndarray, Any]:
     """sweep.init_scale: [v1, ...] or {log: [a, b, n]} / {lin: ...} / {values: [...]}; all > 0, distinct."""
     if isinstance(item.value, list):
@@ -249,8 +253,9 @@ def _init_scales(item: Located) -> tuple[np.ndarray, Any]:
         values = np.array([number(v, positive=True) for v in item.value])
     else:
         values = axis_values(item)
-    if np.any(~(values > 0)):
-        raise fail(item.path, item.line, f"init scales must be > 0, got {values[~(values > 0)][0]:g}")
+    if np.any(~((values > 0) & (values <= MAX_INIT_SCALE))):
+        bad = values[~((values > 0) & (values <= MAX_INIT_SCALE))][0]
+        raise fail(item.path, item.line, f"init scales must be in (0, {MAX_INIT_SCALE:g}], got {bad:g}")
     if len(np.unique(values)) != len(values):
         raise fail(item.path, item.line, "init scales must be distinct")
     return np.sort(values), plain(item)
@@ -313,6 +318,8 @@ def parse_study(root: Located) -> Study:
 
     spec = mapping(top["classify"], CLASSIFY_KEYS) if "classify" in top else {}
     ntk_threshold = number(spec["ntk_threshold"], positive=True) if "ntk_threshold" in spec else 0.1
+    if ntk_threshold > MAX_NTK_THRESHOLD:
+        raise fail("classify.ntk_threshold", spec["ntk_threshold"].line, f"must be in (0, {MAX_NTK_THRESHOLD:g}]")
     alignment_threshold = (number(spec["alignment_threshold"], positive=True) if "alignment_threshold" in spec
                            else 0.1)
     if alignment_threshold >= 1:
