@@ -649,3 +649,14 @@ def test_the_nonlinear_study_refuses_values_beyond_its_range_in_one_line(tmp_pat
     result = CliRunner().invoke(cli.phasediag, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert value.split(":")[0] in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("key, value", [("noise_var: [0.25, 0]", "noise_var: [1e300, 0]"),
+                                        ("input_var: 1", "input_var: 1e-300")])
+def test_the_sgd_study_refuses_data_beyond_the_supported_range_in_one_line(tmp_path, key, value):
+    text = (Path(__file__).parents[1] / "configs/11_gd_vs_sgd.yaml").read_text()
+    assert key in text
+    (tmp_path / "c.yaml").write_text(text.replace(key, value))
+    result = CliRunner().invoke(cli.phasediag, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert value.split(":")[0] in result.output and not (tmp_path / "o").exists()

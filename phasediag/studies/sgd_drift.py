@@ -220,6 +220,7 @@ def parse_study(root: Located) -> Study:
     lrs = _values(sweep["lr"], positive=True)
     batch_sizes = _batch_sizes(sweep["batch_size"], samples)
     noise_vars, noise_swept = _noise(data, sweep)
+    _in_range(data, sweep, input_var, teacher, noise_vars)
 
     train = mapping(top["train"], TRAIN_KEYS, required=("steps",))
     steps = bounded_int(train["steps"], low=1, high=MAX_STEPS)
@@ -235,6 +236,21 @@ def parse_study(root: Located) -> Study:
                   formats=formats, noise_swept=noise_swept, lr_spec=plain(sweep["lr"]))
     _check_work(study, train["steps"])
     return study
+
+
+#: the data values the exact references support (docs/theory.md section 8; beyond them the squares overflow)
+DATA_RANGE = {"input_var": (1e-3, 1e3), "teacher": (-1e3, 1e3), "noise_var": (0.0, 1e6)}
+
+
+def _in_range(data: dict, sweep: dict, input_var: float, teacher: float, noise_vars) -> None:
+    for key, values in (("input_var", [input_var]), ("teacher", [teacher]), ("noise_var", noise_vars)):
+        low, high = DATA_RANGE[key]
+        bad = [v for v in values if not low <= v <= high]
+        if bad:
+            item = sweep.get(key) or data.get(key)
+            where = item.path if item is not None else f"data.{key}"
+            raise fail(where, item.line if item is not None else None,
+                       f"must be in [{low:g}, {high:g}] (the supported range), got {bad[0]:g}")
 
 
 def _noise(data: dict, sweep: dict) -> tuple[tuple[float, ...], bool]:
