@@ -16,8 +16,8 @@ import sys
 from phasediag.config.hyperparameters import real
 from phasediag.errors import FieldError
 
-__all__ = ["NUMBER", "INF", "MAX_GD_STEPS", "MAX_SEED", "MAX_WORKERS", "MAX_SAMPLES", "number_text", "ntk_threshold",
-           "alignment_threshold", "horizon", "gd_max_steps", "seed"]
+__all__ = ["NUMBER", "INF", "MAX_GD_STEPS", "gd_steps", "MAX_SEED", "MAX_WORKERS", "MAX_SAMPLES",
+           "number_text", "ntk_threshold", "alignment_threshold", "horizon", "gd_max_steps", "seed"]
 
 MAX_GD_STEPS = 1_000_000  # the exact GD map costs one vectorized step per step
 MAX_SEED = 2**63 - 1  # seeds key a 64-bit counter-based stream
@@ -82,9 +82,15 @@ def horizon(x, *, steps: bool = False, field: str = "horizon") -> float:
     v = real(field, x)
     if not v > 0:
         raise FieldError(field, f"must be > 0 (or inf: the end of training), got {x}")
-    if steps and math.isfinite(v):
+    return gd_steps(field, v, "the horizon") if steps else v
+
+
+def gd_steps(field: str, v: float, what: str) -> float:
+    """A GD time `v` (of `field`, named `what` in messages): inf, or a whole number of steps, at most
+    MAX_GD_STEPS (the exact map costs O(steps))."""
+    if math.isfinite(v):
         if v != math.floor(v):
-            raise FieldError(field, f"with optimizer gd the horizon is a whole number of steps, got {x}")
+            raise FieldError(field, f"with optimizer gd {what} is a whole number of steps, got {v:g}")
         if v > MAX_GD_STEPS:
             raise FieldError(field, f"with optimizer gd at most {MAX_GD_STEPS:,} steps (the exact map costs "
                                     f"O(steps)), got {v:g}; inf is the end of training")

@@ -85,13 +85,7 @@ def check_time(option: str, x, *, steps: bool) -> float:
     v = real(option, x)
     if v < 0:
         raise InputError(option, f"times must be >= 0, got {v:g}")
-    if steps and math.isfinite(v):
-        if v != math.floor(v):
-            raise InputError(option, f"with optimizer gd times are step counts and must be integers, got {v:g}")
-        if v > MAX_GD_STEPS:
-            raise InputError(option, f"with optimizer gd step counts above {MAX_GD_STEPS:,} are not "
-                                     f"supported, got {v:g} (use inf for the end of training)")
-    return v
+    return rules.gd_steps(option, v, "a time") if steps else v
 
 
 def check_gram(U, W, V) -> tuple[float, float, float]:

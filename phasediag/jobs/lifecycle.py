@@ -163,11 +163,10 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
     out = Path(out)
     with _final_names(out), rundir.writer(out) as directory:
         partial = directory.partial(digest)  # (leftovers of killed runs go: temporaries, others' checkpoints)
-        current = _current(out, kind, digest, options.shard) if options.resume else None
-        if current is not None:
+        result = _current(out, kind, digest, options.shard) if options.resume else None
+        if result is not None:
             directory.remove_partial(partial)
-            result = load(out)
-            if options.plot and current.get("figures_pending"):
+            if options.plot and result.meta.get("figures_pending"):
                 _draw_commit(module, result, directory, started=started)
                 return result, _summary(module, result, out, _paths(out, result.meta))
             summary = _summary(module, result, out, _paths(out, result.meta))
@@ -326,17 +325,18 @@ def _summary(module, result: Result, out: Path | None, files: list[str]) -> Summ
     return summary
 
 
-def _current(out: Path, kind: str, digest: str, shard: Shard | None) -> dict | None:
-    """The meta of `out` if it holds a complete, verified result of this config and shard, else None."""
+def _current(out: Path, kind: str, digest: str, shard: Shard | None) -> Result | None:
+    """The result in `out` if it is a complete, verified result of this config and shard, else None."""
     try:
-        meta = _load_once(out, None).meta  # verified: the manifest, and what the data hold
+        result = _load_once(out, None)  # verified: the manifest, and what the data hold
+        meta = result.meta
         found = kind_of_meta(meta, str(out))
     except (BadInput, OSError):
         return None
     want = None if shard is None else {"index": shard.index, "count": shard.count}
     got = meta.get("shard")
     got = None if not isinstance(got, dict) else {"index": got.get("index"), "count": got.get("count")}
-    return meta if found == kind and meta.get("config_hash") == digest and got == want else None
+    return result if found == kind and meta.get("config_hash") == digest and got == want else None
 
 
 # ---------------------------------------------------------------- finished run directories

@@ -65,13 +65,8 @@ def plain_name(name: object, what: str = "file name") -> str:
 
 def file_entry(path: Path) -> dict:
     """The manifest entry of a file: its size and SHA-256."""
-    digest = hashlib.sha256()
-    size = 0
     with open(path, "rb") as fh:
-        while block := fh.read(_HASH_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return {"size": size, "sha256": digest.hexdigest()}
+        return hash_open(fh)
 
 
 def hash_open(fh) -> dict:

@@ -241,7 +241,7 @@ def _expression(model: dict, key: str, widths: tuple[int, ...], *, positive: boo
     return text, tuple(float(v) for v in values)
 
 
-MAX_INIT_SCALE = 1e8  # x the initial variances: far beyond THEORY section 8's sigma^2 <= 1e4; 1e300 overflows
+MAX_INIT_SCALE = 1e8  # x the initial variances: far beyond docs/theory.md section 8's sigma^2 <= 1e4; 1e300 overflows
 MAX_NTK_THRESHOLD = 1e8  # a relative NTK change; larger thresholds overflow the figure's axis
 
 
