@@ -35,7 +35,7 @@ from phasediag.config.rules import MAX_WORKERS
 from phasediag.errors import BadInput, FieldError, ManifestError
 from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
-from phasediag.plots.base import figure_formats, render
+from phasediag.plots.base import FigureOptions, figure_formats, render
 from phasediag.results import rundir, store
 from phasediag.results.atomic import atomic_write
 from phasediag.results.store import Result, ResultsError
@@ -167,7 +167,7 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
         if result is not None:
             directory.remove_partial(partial)
             if options.plot and result.meta.get("figures_pending"):
-                _draw_commit(module, result, directory, started=started)
+                _draw_commit(module, result, directory, started=started, workers=options.workers)
                 return result, _summary(module, result, out, _paths(out, result.meta))
             summary = _summary(module, result, out, _paths(out, result.meta))
             summary.status = "up to date"
@@ -175,7 +175,8 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
         if not options.resume:
             directory.remove_partial(partial)
         result = _execute(module, spec, options, partial, kind, digest, source)
-        write(module, result, directory, plot=options.plot, started=started, partial=partial)
+        write(module, result, directory, plot=options.plot, started=started, partial=partial,
+              workers=options.workers)
     return result, _summary(module, result, out, _paths(out, result.meta))
 
 
@@ -200,7 +201,7 @@ def _paths(out: Path, meta: dict) -> list[str]:
 
 
 def write(module, result: Result, directory: rundir.RunDirectory, *, plot: bool, started: float,
-          partial: Path | None = None) -> list[str]:
+          partial: Path | None = None, workers: int = 1) -> list[str]:
     """Commit a result to its run directory: first the data with meta.json (its figures recorded as pending,
     so that --resume draws them if the run is stopped while drawing), then the figures with meta.json
     again. The previous result's figures and tables are dropped with the first commit; checkpoints too."""
@@ -218,16 +219,17 @@ def write(module, result: Result, directory: rundir.RunDirectory, *, plot: bool,
     if partial is not None:  # the data are committed: the checkpoints are not needed
         directory.remove_partial(partial)
     if drawing:
-        _draw_commit(module, result, directory, started=started)
+        _draw_commit(module, result, directory, started=started, workers=workers)
     return result.meta["files"]
 
 
 def _draw_commit(module, result: Result, directory: rundir.RunDirectory, formats: Sequence[str] | None = None,
-                 *, timing: str = "plot_s", started: float | None = None, keep_figures: bool = False) -> list[str]:
+                 *, timing: str = "plot_s", started: float | None = None, keep_figures: bool = False,
+                 workers: int = 1) -> list[str]:
     """Draw the figures of a committed result and commit them (with meta.json) beside its data; returns the
     names drawn. `keep_figures`: keep the earlier figures this drawing does not replace (`plot --formats`)."""
     txn = directory.begin()
-    paths = draw(module, result, txn.dir, formats, timing=timing)
+    paths = draw(module, result, txn.dir, formats, timing=timing, workers=workers)
     new = [p.name for p in paths]
     manifest = _entries(directory.path, result.meta)
     old_figures = [n for n in result.meta.get("figures") or [] if n in manifest and n not in new]
@@ -276,7 +278,7 @@ def _final_names(out: Path):
 
 
 def draw(module, result: Result, out: Path, formats: Sequence[str] | None = None, *,
-         timing: str = "plot_s") -> list[Path]:
+         timing: str = "plot_s", workers: int = 1) -> list[Path]:
     started = time.perf_counter()
     try:
         chosen = figure_formats(result.meta, formats)
@@ -285,7 +287,7 @@ def draw(module, result: Result, out: Path, formats: Sequence[str] | None = None
     stems = module.figures(result)
     for stem, _ in stems:  # figure names come from the stored config: never a path
         rundir.plain_name(f"{stem}.png", "figure name")
-    paths = render(stems, out, chosen)
+    paths = render(stems, out, chosen, options=FigureOptions.of(result.meta), workers=workers)
     result.meta["timing"][timing] = round(time.perf_counter() - started, 6)
     return paths
 
