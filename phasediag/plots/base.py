@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
 
 __all__ = ["FORMATS", "WRITABLE_FORMATS", "DPI", "SIZES", "CATEGORY_COLOURS", "FALLBACK_COLOURS", "CURVE_COLOURS",
+           "SPECIAL_COLOURS", "LINESTYLES", "MARKERS", "MAX_LEVELS", "phase_colour", "pretty", "levels",
            "FigureOptions", "figure_options", "current_options", "load_matplotlib", "new_figure", "fit", "colorbar", "legend",
            "save_figure", "swatch", "figure_formats", "render"]
 
@@ -50,8 +51,35 @@ CATEGORY_COLOURS: dict[str, dict[str, str]] = {
 #: for categorical metrics or labels not listed above (Paul Tol's "muted", colour-blind safe)
 FALLBACK_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255",
                     "#AA4499")
-#: curves told apart by colour (Okabe-Ito order)
+#: curves told apart by colour (Okabe-Ito order), where no phase or outcome is shown by colour
 CURVE_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999")
+#: cells that are not data: infinite, undefined, off a log scale, and below the evaluation's accuracy
+SPECIAL_COLOURS = {"inf": "#5c5c5c", "nan": "#bdbdbd", "off_scale": "#e4e4e4", "no_change": "#ffffff"}
+#: curves that share a colour (one phase) told apart by line style and marker, in this order
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+MAX_LEVELS = 7  # an ordered quantity with more values than this gets a colour bar, not a legend
+
+
+def phase_colour(metric: str, label: str) -> str | None:
+    """The fixed colour of a label of `metric` ("phase", "gd_outcome", "limit_phase"); None if it has none."""
+    return CATEGORY_COLOURS.get(metric, {}).get(label)
+
+
+def pretty(label: str) -> str:
+    """A label code as legend text: 'kernel_aligning' -> 'kernel aligning'."""
+    return label.replace("_", " ")
+
+
+def levels(n: int) -> list[str]:
+    """`n` <= MAX_LEVELS colours of one ordered quantity: greys, light to dark, so that no level looks like a
+    phase or outcome colour; pair them with LINESTYLES or MARKERS where curves may coincide."""
+    if not 1 <= n <= MAX_LEVELS:
+        raise ValueError(f"levels: 1 to {MAX_LEVELS} levels, got {n}; use a colour bar for more")
+    ramp = ("#b0b0b0", "#929292", "#757575", "#595959", "#3d3d3d", "#202020", "#000000")
+    if n == 1:
+        return [ramp[4]]
+    return [ramp[round(i * (len(ramp) - 1) / (n - 1))] for i in range(n)]
 
 
 def load_matplotlib():
