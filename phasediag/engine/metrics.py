@@ -14,13 +14,42 @@ import numpy as np
 
 from phasediag import core
 from phasediag.core.flow import hypot
+from phasediag.engine.limit import MAX_EXPONENT
+from phasediag.errors import ResultsError
+
+EPS = float(np.finfo(float).eps)  # 2.2e-16, one ulp of 1
+
+# Resolutions (`Metric.resolution`; docs/theory.md section 8, "Resolution of the maps"), measured against a
+# 50-digit mpmath evaluation by tests/test_resolution.py.
+#
+# ntk_change = (m - m0)(m + m0) / (s0 (s + s0)) (section 6) is relatively accurate except where it passes
+# through 0 at a finite horizon, at m = -m0 (only after m crosses 0, m0 m* < 0). There the factor m + m0
+# cancels and inherits the absolute error of m: at most ~30 eps m_scale (section 8's measured worst for m,
+# 5e-15), with m_scale <= s0 there; the remaining factor |m - m0| / (s0 (s + s0)) is ~1/s0 (|m - m0| ~ 2 s0,
+# s ~ s0). So |error| <= ~32 eps for |ntk_change| <= 1; measured worst 22 eps. Twice that: 64 eps.
+NTK_CHANGE_RESOLUTION = 64 * EPS
+# zeta = m / hypot(m, kappa sqrt(G)) has a rounding error of ~2 eps plus |dzeta/dm| times m's error; where m is
+# relatively accurate (T = 0, T = inf, and away from a sign crossing of m) |dzeta/dm| |m| <= 0.385, so with m's
+# ~30 eps relative error |error| <= ~16 eps. The amounts |zeta_T| - min|zeta| and |zeta_0| - min|zeta| add the
+# error of the other cosine and one subtraction: ~18 eps; measured worst 22 eps. Rounded up: 32 eps. Near a sign
+# crossing of m at a finite horizon, where section 8 bounds m only absolutely (eps m_scale), the error is that
+# bound times |dzeta/dm| instead (no float64 evaluation does better; the sign of zeta_T there is undetermined).
+ALIGNMENT_RESOLUTION = 32 * EPS
+# mode: scaling exponents are sums of the five inputs (|input| <= MAX_EXPONENT = M): each addition rounds by at
+# most eps/2 of its result, so e.g. ntk_init = 2k + 1 + max(ew + su, eu + sw) errs by <= (4M + 1) eps and
+# rho0 = c + m0 - ntk_init by <= (13.5 M + 2.5) eps. The factor n of each exponent's `n * EPS * MAX_EXPONENT`
+# is the power of two above its operation count's bound (measured worst: 0.16 to 0.39 of it at M = 1e6).
 
 
 @dataclass(frozen=True)
 class Metric:
     """name: key in results.npz; label: axis/colour-bar text in the notation of docs/theory.md; kind: continuous |
     categorical | flag; log: drawn on a log scale of |value| (spans decades); threshold: the classify
-    setting drawn as a contour on its map (or None); optimizer: computed only for that optimizer (None: always)."""
+    setting drawn as a contour on its map (or None); optimizer: computed only for that optimizer (None: always);
+    resolution: absolute bound on the evaluation error, |computed - exact| <= resolution for every value with
+    |exact| <= 1 over the supported range of docs/theory.md section 8 (exponents: |input exponent| <= 1e6), with
+    the exceptions stated there; a value below it is indistinguishable from 0 (maps draw it as "no change").
+    None: no absolute floor (the value is relatively accurate, or exact)."""
 
     name: str
     label: str
@@ -30,6 +59,7 @@ class Metric:
     compute: Callable[["PointSet"], np.ndarray]
     threshold: str | None = None
     optimizer: str | None = None
+    resolution: float | None = None
 
 
 class PointSet:
@@ -81,15 +111,15 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("ntk_init", r"initial NTK $\Theta_0$", "continuous", "float64", True, lambda p: p.inv.ntk_init),
     Metric("ntk_final", r"final NTK $\Theta_T$", "continuous", "float64", True, lambda p: p.final.ntk),
     Metric("ntk_change", r"NTK change $\Theta_T/\Theta_0 - 1$", "continuous", "float64", True,
-           lambda p: p.order.ntk_change, threshold="ntk_threshold"),
+           lambda p: p.order.ntk_change, threshold="ntk_threshold", resolution=NTK_CHANGE_RESOLUTION),
     Metric("alignment_init", r"initial alignment $\zeta_0$", "continuous", "float64", False,
            lambda p: p.order.alignment_init),
     Metric("alignment_final", r"final alignment $\zeta_T$", "continuous", "float64", False,
-           lambda p: p.order.alignment_final),
+           lambda p: p.order.alignment_final, resolution=ALIGNMENT_RESOLUTION),
     Metric("alignment_gain", r"alignment $|\zeta_T| - \min|\zeta|$", "continuous", "float64", False,
-           lambda p: p.order.alignment_gain, threshold="alignment_threshold"),
+           lambda p: p.order.alignment_gain, threshold="alignment_threshold", resolution=ALIGNMENT_RESOLUTION),
     Metric("disalignment", r"disalignment $|\zeta_0| - \min|\zeta|$", "continuous", "float64", False,
-           lambda p: p.order.disalignment, threshold="alignment_threshold"),
+           lambda p: p.order.disalignment, threshold="alignment_threshold", resolution=ALIGNMENT_RESOLUTION),
     Metric("m_init", r"initial slope $m_0$", "continuous", "float64", False, lambda p: p.inv.m0),
     Metric("m_final", r"final slope $m_T$", "continuous", "float64", False, lambda p: p.final.m),
     Metric("loss_final", r"final excess loss $a(m_T - m^*)^2/2$", "continuous", "float64", True,
@@ -127,9 +157,10 @@ class ScalingPointSet:
         return core.limit_health(*self.exponents)
 
 
-def _exponent(field: str, label: str) -> Metric:
+def _exponent(field: str, label: str, ulps: int) -> Metric:
+    """A limit exponent; its resolution is `ulps` * EPS * MAX_EXPONENT (see the bounds at the top)."""
     return Metric(f"{field}_exp", label, "continuous", "float64", False,
-                  lambda p: getattr(p.limit, field), optimizer="scaling")
+                  lambda p: getattr(p.limit, field), optimizer="scaling", resolution=ulps * EPS * MAX_EXPONENT)
 
 
 def _health(flag: str, label: str) -> Metric:
@@ -145,17 +176,18 @@ SCALING_METRICS: dict[str, Metric] = {m.name: m for m in (
     *(_input(i, key) for i, key in enumerate(("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w"))),
     Metric("limit_phase", "phase as d -> infinity", "categorical", "int8", False,
            lambda p: core.limit_phase(*p.exponents), optimizer="scaling"),
-    _exponent("ntk_init", r"exponent of $\Theta_0$"),
-    _exponent("ntk_final", r"exponent of $\Theta_\infty$"),
-    _exponent("c", r"exponent of $c = \kappa\sqrt{\eta_u\eta_w}$"),
-    _exponent("rho", r"exponent of $\rho = 2c|m^*|/\Theta_0$"),
-    _exponent("rho0", r"exponent of $\rho_0 = 2c|m_0|/\Theta_0$"),
-    _exponent("alignment", r"exponent of the alignment ratio $A$"),
-    _exponent("m0", r"exponent of $m_0$ (sampled init)"),
-    _exponent("ntk_change", r"exponent of $|\Theta_\infty/\Theta_0 - 1|$ (typical init)"),
-    _exponent("zeta_inf", r"exponent of $|\zeta_\infty|$"),
+    _exponent("ntk_init", r"exponent of $\Theta_0$", 8),
+    _exponent("ntk_final", r"exponent of $\Theta_\infty$", 8),
+    _exponent("c", r"exponent of $c = \kappa\sqrt{\eta_u\eta_w}$", 2),
+    _exponent("rho", r"exponent of $\rho = 2c|m^*|/\Theta_0$", 16),
+    _exponent("rho0", r"exponent of $\rho_0 = 2c|m_0|/\Theta_0$", 16),
+    _exponent("alignment", r"exponent of the alignment ratio $A$", 4),
+    _exponent("m0", r"exponent of $m_0$ (sampled init)", 4),
+    _exponent("ntk_change", r"exponent of $|\Theta_\infty/\Theta_0 - 1|$ (typical init)", 32),
+    _exponent("zeta_inf", r"exponent of $|\zeta_\infty|$", 4),
     Metric("ntk_change_sampled_exp", r"exponent of $|\Theta_\infty/\Theta_0 - 1|$ (sampled init)", "continuous",
-           "float64", False, lambda p: p.limit_sampled.ntk_change, optimizer="scaling"),
+           "float64", False, lambda p: p.limit_sampled.ntk_change, optimizer="scaling",
+           resolution=32 * EPS * MAX_EXPONENT),
     _health("unstable", r"unstable ($\Theta_\infty$ grows with d)"),
     _health("frozen", r"frozen ($\Theta_\infty$ vanishes with d)"),
     _health("divergent_output", r"divergent initial output ($m_0$ grows with d)"),
@@ -171,6 +203,22 @@ SCALING_MAPS = tuple(name for name, m in SCALING_METRICS.items() if m.kind != "f
 
 # trajectory arrays (with train.times): grid shape + (len(times),)
 TRAJECTORY_FIELDS = ("m", "ntk", "alignment", "loss", "m_lin")
+
+
+def resolution_of(name: str, info: dict) -> float | None:
+    """The resolution of metric `name` (see `Metric`): `info["resolution"]` (info: the metric's entry of a run
+    directory's meta.json "metrics") when info has that key, else the registry's (run directories written
+    before the field existed), None for a metric the registry does not know. A stored value that is not None
+    or a number >= 0 is a ResultsError."""
+    if isinstance(info, dict) and "resolution" in info:
+        value = info["resolution"]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise ResultsError(f"meta.json: metrics.{name}.resolution must be null or a number >= 0, got {value!r}")
+        return float(value)
+    metric = METRICS.get(name)
+    return None if metric is None else metric.resolution
 
 
 def metrics_for(kind: str) -> list[Metric]:

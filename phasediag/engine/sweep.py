@@ -546,8 +546,8 @@ def build_meta(config: Config, n: int, chunk: int, workers: int, shard: Shard | 
         "shape": list(config.shape),
         "times": None if config.times is None else config.times.tolist(),
         "grid_points": n,
-        "metrics": {m.name: {"label": m.label, "kind": m.kind, "log": m.log, "threshold": m.threshold}
-                    for m in metrics},
+        "metrics": {m.name: {"label": m.label, "kind": m.kind, "log": m.log, "threshold": m.threshold,
+                             "resolution": m.resolution} for m in metrics},
         "coords": list(coordinates(config)),
         "dims": dims,
         "legends": {k: list(v) for k, v in LEGENDS.items() if k in METRICS},
