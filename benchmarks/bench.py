@@ -920,6 +920,33 @@ def machine_info() -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # targets, figure, markdown
 
+FIGURE_CONFIG = ROOT / "configs" / "1_width_vs_init.yaml"
+TARGET_FIGURE_RATIO = 5.0  # the default `run` of config 1 (four maps) within 5x the same run with --no-plot
+
+
+def figure_benchmarks(mode: dict, tmp: Path, log) -> dict:
+    """The bundled config 1 as a user runs it: --no-plot, with its four default maps, and with the maps drawn
+    by two worker processes; interleaved rounds (each sees the same machine state), best and median of k."""
+    k = max(3, mode["proc_repeats"])
+    rows = {"noplot": [], "plot": [], "plot_workers2": []}
+    timing = {}
+    for _ in range(k):
+        for key, extra in (("noplot", ["--no-plot"]), ("plot", []), ("plot_workers2", ["--workers", "2"])):
+            r = run_process(phasediag_cmd("run", FIGURE_CONFIG, "--json", "--out", tmp / f"fig_{key}", *extra),
+                            tmp, 1)
+            rows[key].append(r["best_s"])
+            timing.setdefault(key, []).append(json.loads(r["stdout"])["timing"])
+    out = {key: {"best_s": min(v), "median_s": float(np.median(v)), "runs_s": v} for key, v in rows.items()}
+    for key in ("plot", "plot_workers2"):
+        out[key]["plot_s"] = min(t.get("plot_s", 0.0) for t in timing[key])
+    out["ratio"] = out["plot"]["best_s"] / out["noplot"]["best_s"]
+    out["ratio_median"] = out["plot"]["median_s"] / out["noplot"]["median_s"]
+    out["figures"] = len(json.loads((tmp / "fig_plot" / "meta.json").read_text())["figures"])
+    log(f"  config 1: --no-plot {out['noplot']['best_s']:.2f} s, with figures {out['plot']['best_s']:.2f} s "
+        f"({out['ratio']:.2f}x), --workers 2 {out['plot_workers2']['best_s']:.2f} s")
+    return out
+
+
 def targets(res: dict) -> list[dict]:
     """One row per target of the issue: what, measured, required, PASS/FAIL (None: informational)."""
     thr = {r["points"]: r for r in res["throughput"]}
@@ -958,6 +985,16 @@ def targets(res: dict) -> list[dict]:
     add(f"`phasediag run` with the default figures, {p['grid_points']:,} points", f"{p['run_plot']['best_s']:.2f} s",
         "< 5 s", p["run_plot"]["best_s"] < TARGET_RUN_PLOT_S,
         f"eval {t['eval_s']:.2f} s, save {t['save_s']:.2f} s, plot {t.get('plot_s', 0):.2f} s")
+    if "figures" in res:
+        f = res["figures"]
+        add(f"`phasediag run configs/1_width_vs_init.yaml` ({f['figures']} default maps) / the same with --no-plot, "
+            "same minute", f"{f['plot']['best_s']:.2f} s / {f['noplot']['best_s']:.2f} s = {f['ratio']:.2f}x",
+            f"<= {TARGET_FIGURE_RATIO:g}x", f["ratio"] <= TARGET_FIGURE_RATIO,
+            f"medians {f['ratio_median']:.2f}x; drawing {f['plot']['plot_s']:.2f} s")
+        add("the same maps drawn by `--workers 2` / by one process (drawing time, timing.plot_s)",
+            f"{f['plot_workers2']['plot_s']:.2f} s / {f['plot']['plot_s']:.2f} s = "
+            f"{f['plot_workers2']['plot_s'] / f['plot']['plot_s']:.2f}x", "(information)", None,
+            f"whole process {f['plot_workers2']['best_s']:.2f} s vs {f['plot']['best_s']:.2f} s")
     big = p["big"]
     peak, arrays = big["workers1"]["peak_rss"], big["result_bytes"]
     limit = 2 * arrays + TARGET_MEM_EXTRA
@@ -1398,6 +1435,8 @@ def run_all(mode_name: str, log) -> dict:
     log("whole processes")
     with tempfile.TemporaryDirectory(prefix="phasediag-bench-") as tmp:
         res["process"] = process_benchmarks(mode, Path(tmp), log)
+        log("figures")
+        res["figures"] = figure_benchmarks(mode, Path(tmp), log)
     import resource
 
     unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
@@ -1418,6 +1457,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print every number as one JSON object on stdout")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
                         help="re-draw the report and figure from the --json output of an earlier run (no timing)")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="only the figure benchmark (config 1 with and without figures); prints, writes nothing")
     parser.add_argument("--naive-child", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--horizon", type=float, default=math.inf, help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
@@ -1428,6 +1469,13 @@ def main(argv=None) -> int:
     if args.quick and args.full:
         parser.error("--quick and --full exclude each other")
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.figures_only:
+        with tempfile.TemporaryDirectory(prefix="phasediag-bench-") as tmp:
+            figures = figure_benchmarks(MODES["quick" if args.quick else "full"], Path(tmp), log)
+        print(json.dumps(figures, default=_json_default) if args.json else
+              f"config 1 with figures / --no-plot: {figures['ratio']:.2f}x (medians {figures['ratio_median']:.2f}x); "
+              f"drawing with --workers 2 / 1: {figures['plot_workers2']['plot_s'] / figures['plot']['plot_s']:.2f}x")
+        return 0
     if args.from_json:
         res = json.loads(args.from_json.read_text())
         res["targets"] = targets(res)

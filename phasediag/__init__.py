@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "solve": "phasediag.api", "simulate": "phasediag.api", "run": "phasediag.api", "load": "phasediag.api",
-    "limit": "phasediag.api", "Point": "phasediag.api", "Limit": "phasediag.api",
+    "limit": "phasediag.api", "plot": "phasediag.api", "Point": "phasediag.api", "Limit": "phasediag.api",
     "Hyperparameters": "phasediag.config.hyperparameters", "Result": "phasediag.results.store",
     "BadInput": "phasediag.errors", "ConfigError": "phasediag.errors", "ResultsError": "phasediag.errors",
     "FieldError": "phasediag.errors", "BusyError": "phasediag.errors", "PhasediagWarning": "phasediag.errors",

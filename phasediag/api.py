@@ -22,11 +22,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from phasediag.config.hyperparameters import Hyperparameters
+from phasediag.config.reader import NOT_GIVEN
 from phasediag.engine.point import TRAJECTORY_KEYS, grid_times, solve_point
 from phasediag.errors import FieldError
 from phasediag.results.store import Result
 
-__all__ = ["Point", "Limit", "solve", "simulate", "run", "load", "limit"]
+__all__ = ["Point", "Limit", "solve", "simulate", "run", "load", "plot", "limit"]
 
 #: per-time series of `simulate` beyond those of `solve`
 SIMULATED_KEYS = ("imbalance", "gram_det")
@@ -186,6 +187,24 @@ def load(directory: str | Path) -> Result:
     from phasediag.jobs import lifecycle
 
     return lifecycle.load(directory)
+
+
+def plot(directory: str | Path, formats: Sequence[str] | None = None, *, labels: dict[str, str] | None = None,
+         title: Any = NOT_GIVEN, size: str | Sequence[float] | None = None, style: str | Path | None = None,
+         dpi: int | None = None) -> list[Path]:
+    """Re-draw the figures of a run directory, as ``phasediag plot`` does; returns the paths written.
+
+    ``formats`` (default: the config's plot.formats); the figure settings, as a config's plot section has
+    them and over its own: ``labels={"s": "$\\sigma^2$"}`` (a sweep variable's or metric's axis or colour-bar
+    label, mathtext), ``title`` (a text, ``None`` for no title, or ``{figure or metric: text or None}``),
+    ``size`` ("column", "page" or ``(width, height)`` in inches), ``style`` (a matplotlib style name or
+    file), ``dpi`` (PNG resolution). meta.json records them; the data are not touched. A bad value raises
+    :class:`phasediag.FieldError` naming the keyword."""
+    from phasediag.config.reader import figure_option_values
+    from phasediag.jobs import lifecycle
+
+    options = figure_option_values(labels=labels, title=title, size=size, style=style, dpi=dpi)
+    return lifecycle.plot(directory, formats, options or None)
 
 
 @dataclass(frozen=True)

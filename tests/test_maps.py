@@ -339,7 +339,7 @@ def test_points_not_converged_at_the_horizon_are_hatched(saddle):
     (patch,) = hatched(fig.axes[0]).values()
     assert patch.get_hatch() == maps.NOT_CONVERGED_HATCH
     assert np.array_equal(covered(patch, centres(saddle, "q", "rho")), not_converged)
-    assert "at T = 30 steps" in fig.axes[0].get_title()
+    assert "at $T = 30$" in fig.axes[0].get_title()
 
 
 def test_all_seven_labels_have_distinct_colours():
@@ -373,7 +373,7 @@ def test_width_exponents_get_their_zero_line_and_a_centred_scale(flow2d):
     (line,) = threshold_lines(ax)
     on_level(flow2d, "d", "s", exponent.T, line, 0.0)
     assert images(ax)[0].norm.vmin == -images(ax)[0].norm.vmax
-    assert "rho_exp = 0" in legend_texts(fig)
+    assert "exponent of rho = $0$" in legend_texts(fig)
 
 
 # ---------- continuous maps
@@ -388,9 +388,10 @@ def test_ntk_change_map_shows_log10_abs_with_threshold_contour(flow2d):
     assert line.get_segments() and line.get_linestyle()[0][1] is None  # solid, though the level is negative
     on_level(flow2d, "d", "s", shown, line, np.log10(flow2d.meta["thresholds"]["ntk_threshold"]))
     texts = legend_texts(fig)
-    assert "|ntk_change| = 0.1 (ntk_threshold)" in texts
-    assert "ntk_change > 0 everywhere (NTK grows)" in texts  # the sign, when nothing is hatched
-    assert "log_{10}" in fig.axes[-1].get_ylabel()  # the colour bar
+    assert r"$|\Theta_T/\Theta_0 - 1| = 0.1$ (threshold)" in texts
+    assert r"NTK grows everywhere ($\Theta_T > \Theta_0$)" in texts  # the sign, when nothing is hatched
+    (bar,) = [c for c in ax.child_axes if getattr(c, "_colorbar", None) is not None]  # the colour bar (an inset)
+    assert "log_{10}" in bar.get_ylabel()
 
 
 def test_negative_ntk_change_is_hatched_exactly(saddle):
@@ -399,7 +400,7 @@ def test_negative_ntk_change_is_hatched_exactly(saddle):
     assert negative.any() and not negative.all()
     (patch,) = hatched(fig.axes[0]).values()
     assert np.array_equal(covered(patch, centres(saddle, "q", "rho")), negative)
-    assert "ntk_change < 0 (NTK shrinks)" in legend_texts(fig)
+    assert r"NTK shrinks ($\Theta_T < \Theta_0$)" in legend_texts(fig)
 
 
 def test_infinite_values_are_grey_and_named(saddle):
@@ -410,8 +411,8 @@ def test_infinite_values_are_grey_and_named(saddle):
     values, special = images(ax)
     assert np.array_equal(np.ma.getmaskarray(cells(values)), ~(np.isfinite(t_learn) & (t_learn > 0)))
     assert np.array_equal(~np.ma.getmaskarray(cells(special)), np.isinf(t_learn) | (t_learn == 0))
-    assert "t_learn = inf (never reached)" in legend_texts(fig)
-    assert (t_learn == 0).any() and "t_learn = 0 (off the log scale)" in legend_texts(fig)  # m0 = m*
+    assert r"$t_{learn} = \infty$ (never reached)" in legend_texts(fig)
+    assert (t_learn == 0).any() and "$t_{learn} = 0$ (off the log scale)" in legend_texts(fig)  # m0 = m*
     j, i = np.argwhere(np.isinf(t_learn))[0]
     assert pixel(fig, ax, saddle.coords["q"][i], saddle.coords["rho"][j]) == maps.SPECIAL_COLOURS["inf"].lower()
 
@@ -429,7 +430,7 @@ def test_gd_quantities_are_not_coloured_where_gd_diverges(gd2d):
     fig = maps.metric_map(gd2d, "gd_loss_peak", "eta", "d")
     diverges = gd2d.arrays["gd_outcome"].T == gd2d.meta["legends"]["gd_outcome"].index("diverges")
     assert np.array_equal(np.ma.getmaskarray(cells(images(fig.axes[0])[0])), diverges)
-    assert "GD diverges (not shown)" in legend_texts(fig)
+    assert f"GD diverges: {diverges.sum()} points (not shown)" in legend_texts(fig)
 
 
 def test_threshold_contour_of_alignment_metrics(flow2d):
@@ -437,7 +438,7 @@ def test_threshold_contour_of_alignment_metrics(flow2d):
     (line,) = threshold_lines(fig.axes[0])
     level = flow2d.meta["thresholds"]["alignment_threshold"]
     on_level(flow2d, "d", "s", flow2d.arrays["alignment_gain"].T, line, level)
-    assert "alignment_gain = 0.1 (alignment_threshold)" in legend_texts(fig)
+    assert r"$|\zeta_T| - \min|\zeta| = 0.1$ (threshold)" in legend_texts(fig)
 
 
 def test_threshold_line_leaves_out_islands_of_noise(flow2d):
@@ -467,23 +468,23 @@ def test_no_threshold_contour_on_a_grid_too_coarse_to_interpolate():
 def test_axis_labels_in_the_models_notation_and_scales(flow2d, three, saddle):
     ax = maps.phase_map(flow2d, "d", "s").axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    assert maps.axis_label(run(GD_2D.replace("output_scale: 1 / sqrt(d)", "output_scale: 1")), "d") == "d (width)"
-    assert ax.get_xlabel() == "d  (width = d, output_scale = 1 / sqrt(d))"
-    assert ax.get_ylabel() == "s  (init_var_u = init_var_w = s)"
-    assert maps.axis_label(three, "r") == "r  (lr_u = sqrt(r), lr_w = 1 / sqrt(r))"
-    assert maps.axis_label(saddle, "rho") == "rho  (V = rho * q)"  # explicit Grams: init_var_* play no part
+    assert maps.axis_label(run(GD_2D.replace("output_scale: 1 / sqrt(d)", "output_scale: 1")), "d") == "width $d$"
+    assert ax.get_xlabel() == r"width $d$  ($\kappa = 1/\sqrt{d}$)"
+    assert ax.get_ylabel() == r"$\sigma_u^2 = \sigma_w^2 = s$"
+    assert maps.axis_label(three, "r") == r"$r$  ($\eta_u = \sqrt{r}$, $\eta_w = 1/\sqrt{r}$)"
+    assert maps.axis_label(saddle, "rho") == r"$\rho$  ($V = \rho\,q$)"  # explicit Grams: init_var_* play no part
     assert maps.phase_map(saddle, "q", "rho").axes[0].get_yscale() == "linear"
 
 
 def test_short_values_axes_get_one_tick_per_value(three):
     ax = maps.phase_map(three, "r", "d", fixed={"s": 1e-3}).axes[0]
     assert ax.get_xscale() == "log"  # values spread geometrically over decades
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.01", "1", "100"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["$10^{-2}$", "1", "100"]
 
 
 def test_titles_name_the_config_the_quantity_and_the_seed_reduction(seeds2d):
     phase = maps.phase_map(seeds2d, "d", "s").axes[0].get_title()
-    assert phase.startswith("seeds: phase") and "most frequent label over 3 seeds" in phase
+    assert phase == "Most frequent phase over 3 seeds"  # no config name: the figure says what it shows
     assert "median over 3 seeds" in maps.metric_map(seeds2d, "tau", "d", "s").axes[0].get_title()
 
 
@@ -515,11 +516,11 @@ def test_median_over_seeds_is_exact_with_infinities(seeds2d):
 def test_three_axes_make_small_multiples_with_one_colour_scale(three):
     fig = maps.metric_map(three, "ntk_change", "d", "s")
     drawn = panels(fig)
-    assert [ax.get_title() for ax in drawn] == ["r = 0.01", "r = 1", "r = 100"]
+    assert [ax.get_title() for ax in drawn] == ["$r = 10^{-2}$", "$r = 1$", "$r = 100$"]
     for k, ax in enumerate(drawn):
         np.testing.assert_allclose(cells(images(ax)[0]), np.log10(np.abs(three.arrays["ntk_change"][:, :, k].T)))
     assert len({(images(ax)[0].norm.vmin, images(ax)[0].norm.vmax) for ax in drawn}) == 1
-    assert fig.get_suptitle().startswith("three: ")
+    assert fig.get_suptitle() == r"NTK change $\Theta_T/\Theta_0 - 1$"
 
 
 def test_four_axes_make_a_grid_of_at_most_four_by_four_panels():
@@ -527,7 +528,7 @@ def test_four_axes_make_a_grid_of_at_most_four_by_four_panels():
     fig = maps.phase_map(result, "d", "s")
     drawn = panels(fig)
     assert len(drawn) == 4 * 3
-    assert drawn[0].get_title() == "k = 0.5, r = 0.01" and drawn[-1].get_title() == "k = 2, r = 100"
+    assert drawn[0].get_title() == "$k = 0.5$, $r = 10^{-2}$" and drawn[-1].get_title() == "$k = 2$, $r = 100$"
 
 
 def test_a_callers_axes_get_one_slice_at_the_fixed_values(three):
@@ -538,7 +539,7 @@ def test_a_callers_axes_get_one_slice_at_the_fixed_values(three):
         assert maps.phase_map(three, "d", "s", ax=left, fixed={"r": 90}) is fig
         maps.metric_map(three, "tau", "d", "s", ax=right)
         assert np.array_equal(cells(images(left)[0]), three.arrays["phase"][:, :, 2].T)
-        assert "(at r = 100)" in left.get_title() and "(at r = 1)" in right.get_title()
+        assert "at $r = 100$" in left.get_title() and "at $r = 1$" in right.get_title()
     finally:
         plt.close(fig)
 
@@ -601,13 +602,13 @@ def test_trajectory_plot_draws_every_point_of_a_short_sweep_with_kernel_predicti
     result = run(TRAJECTORIES)
     fig = maps.trajectory_plot(result)
     m_panel = fig.axes[0]
-    solid = [ln for ln in m_panel.get_lines() if ln.get_linestyle() == "-"]
-    dashed = [ln for ln in m_panel.get_lines() if ln.get_linestyle() == "--"]
-    assert len(solid) == len(dashed) == 6
-    np.testing.assert_allclose(dashed[0].get_ydata(), result.arrays["traj_m_lin"][0, 0])
+    curves = [ln for ln in m_panel.get_lines() if not ln.get_label().startswith("_")]
+    kernel = [ln for ln in m_panel.get_lines() if ln.get_gid() == "kernel" and ln.get_label() == "_kernel"]
+    assert len(curves) == len(kernel) == 6
+    np.testing.assert_allclose(kernel[0].get_ydata(), result.arrays["traj_m_lin"][0, 0])
     assert all(ax.get_xscale() == "log" for ax in fig.axes[:4])
     assert "all 6 grid points" in fig.get_suptitle()
-    assert "q = 1e-06, rho = 0" in solid[0].get_label() and "[alignment]" in solid[0].get_label()
+    assert curves[0].get_label() == r"$q = 10^{-6}$, $\rho = 0$: alignment"
 
 
 def test_trajectory_plot_caps_the_curves_and_says_which():
@@ -626,7 +627,7 @@ def test_gd_trajectories_start_at_step_zero_and_leave_out_divergence():
     fig = maps.trajectory_plot(result)
     loss = fig.axes[3]
     assert loss.get_xlim()[0] == 0 and loss.get_xscale() == "symlog"
-    assert fig.axes[2].get_xlabel() == "GD step k"
+    assert fig.axes[2].get_xlabel() == "GD step $k$"
     top = max(np.nanmax(ln.get_ydata()) for ln in loss.get_lines())
     assert np.isfinite(top) and loss.get_ylim()[1] >= top
 

@@ -218,18 +218,96 @@ def _formats(value):
     return items
 
 
-@click.command("plot")
+#: the `phasediag plot` option of each figure setting (phasediag.config.reader.figure_option_values fields)
+FIGURE_FLAGS = {"labels": "--label", "title": "--title", "size": "--size", "style": "--style", "dpi": "--dpi"}
+
+
+def _figure_options(labels, title, no_title, size, style, dpi) -> dict:
+    """The figure options as the resolved plot settings (only those given), checked by the config's rules
+    before anything is read or written; a bad value is a click.BadParameter naming its option."""
+    from phasediag.cli.options import parse_number
+    from phasediag.errors import FieldError
+
+    if title is not None and no_title:
+        raise click.UsageError("--title conflicts with --no-title: give one")
+    values: dict = {}
+    if labels:
+        values["labels"] = {}
+        for text in labels:
+            name, sep, label = text.partition("=")
+            if not sep or not name.strip():
+                raise click.BadParameter(f"{text!r:.60}: expected NAME=TEXT, e.g. s='$s$'", param_hint="'--label'")
+            values["labels"][name.strip()] = label  # (a name given twice: the last one)
+    if no_title:
+        values["title"] = None
+    elif title is not None:
+        values["title"] = title
+    if size is not None:
+        if "," in size:
+            parts = size.split(",")
+            if len(parts) != 2 or any(not p.strip() for p in parts):
+                _refuse("--size")(f"{size!r:.40}: expected column, page or W,H (inches), e.g. 6,4")
+            values["size"] = [parse_number(p.strip(), _refuse("--size")) for p in parts]
+        else:
+            values["size"] = size.strip()
+    if style is not None:
+        values["style"] = style
+    if dpi is not None:
+        values["dpi"] = parse_number(dpi, _refuse("--dpi"))
+    from phasediag.config.reader import figure_option_values
+
+    try:
+        return figure_option_values(**values)
+    except FieldError as e:
+        _refuse(FIGURE_FLAGS.get(e.field, e.field))(e.message)
+
+
+def _refuse(option: str):
+    """fail(message) for `option`: a click.BadParameter (one line, exit status 2)."""
+    def fail(message):
+        raise click.BadParameter(message, param_hint=f"'{option}'")
+    return fail
+
+
+PLOT_EPILOG = """\b
+Examples:
+  phasediag plot outputs/width_vs_init --formats png,pdf
+  phasediag plot outputs/width_vs_init --label s='$\\sigma^2$' --label d='width $d$' --no-title --size column
+  phasediag plot outputs/width_vs_init --size 6,4 --style ggplot --dpi 300
+"""
+
+
+@click.command("plot", epilog=PLOT_EPILOG)
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--formats", default=None, metavar="png,pdf,svg", help="Figure formats.  [default: the config's]")
+@click.option("--label", "labels", multiple=True, metavar="NAME=TEXT",
+              help="Label of a sweep variable or metric NAME on axes and colour bars (matplotlib mathtext, e.g. "
+                   "s='$\\sigma^2$'); repeatable; over the config's plot.labels.")
+@click.option("--title", default=None, metavar="TEXT", help="Title of every figure.  [default: the config's]")
+@click.option("--no-title", is_flag=True, help="No titles.")
+@click.option("--size", default=None, metavar="column|page|W,H",
+              help="Figure size: column, page, or W,H in inches (1 to 30).  [default: the config's]")
+@click.option("--style", default=None, metavar="NAME|FILE",
+              help="A matplotlib style name (e.g. ggplot) or style file.  [default: the config's]")
+@click.option("--dpi", default=None, metavar="N", help="PNG resolution, 50 to 1200.  [default: the config's, 150]")
 @json_option("Print the written paths as a JSON list.")
 @quiet_option("Print nothing.")
-def plot_command(directory, formats, as_json, quiet):
-    """Re-render the figures of a results DIRECTORY (from results.npz and meta.json)."""
+def plot_command(directory, formats, labels, title, no_title, size, style, dpi, as_json, quiet):
+    """Re-render the figures of a results DIRECTORY (from results.npz and meta.json); the figure options are
+    recorded in its meta.json (config.plot), the data are not touched."""
     from phasediag.jobs import lifecycle
 
+    from phasediag.errors import FieldError
+
     formats = _formats(formats)
+    options = _figure_options(labels, title, no_title, size, style, dpi)
     with config_errors():
-        paths = [str(p) for p in lifecycle.plot(directory, formats)]
+        try:
+            paths = [str(p) for p in lifecycle.plot(directory, formats, options or None)]
+        except FieldError as e:  # a label or title name this run does not have: named by its option
+            if e.field not in FIGURE_FLAGS:
+                raise
+            _refuse(FIGURE_FLAGS[e.field])(e.message)
     echo_paths(paths, as_json, quiet)
 
 

@@ -18,14 +18,14 @@ import os
 import re
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from phasediag.config.rules import INF, NUMBER, number_text
-from phasediag.errors import ConfigError
+from phasediag.errors import ConfigError, FieldError
 
 FORMATS = ("png", "pdf", "svg")  # figure formats a config may ask for
 
@@ -43,11 +43,13 @@ def did_you_mean(key: str, allowed) -> str:
 
 @dataclass
 class Located:
-    """A YAML value with the line of its key or item (1-based) and its dotted path."""
+    """A YAML value with the line of its key or item (1-based) and its dotted path; the root of a config read
+    from a file knows the file's folder (`base_dir`: relative file names in the config are relative to it)."""
 
     value: Any
     line: int
     path: str
+    base_dir: Path | None = field(default=None, compare=False, repr=False)
 
 
 class _Refused(Exception):
@@ -248,6 +250,7 @@ def read_config(source: str | Path | dict) -> tuple[Located, str]:
     else:
         label = str(source)
         root = parse_yaml(read_text(source, label), label)
+        root.base_dir = Path(os.path.abspath(source)).parent
     if not isinstance(root.value, dict):
         raise fail("config", root.line, "must be a mapping (key: value)")
     return root, label
@@ -355,3 +358,332 @@ def check_name(item: Located) -> str:
         raise fail(item.path, item.line, f"use letters, digits, '_', '-', '.', at most {MAX_NAME} characters, "
                                          f"starting with a letter or digit (it names output files); got {shown(item)}")
     return name
+
+
+# ---------------------------------------------------------------- the figures: what the user decides
+
+#: the keys of a `plot` section that every job kind reads with :func:`figure_options` (beside its own)
+FIGURE_KEYS = ("labels", "title", "size", "style", "dpi")
+FIGURE_SIZES = ("column", "page")  # named figure sizes: one column of a two-column paper, a page width
+MAX_LABEL = 200  # characters of a label or a title
+INCHES = (1, 30)  # a figure's width and height, in inches: [low, high]
+DPI_RANGE = (50, 1200)  # PNG resolution (dots per inch)
+
+
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN = _NotGiven()  # figure_option_values(title=...) not given (None means: no title)
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)[$]")  # a $ not written as \$
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # (a newline is allowed: a label of two lines)
+
+
+class _BadValue(Exception):
+    """A figure setting's value that a rule below refuses: the message, without where it was written."""
+
+
+def figure_options(plot: dict[str, Located], label_names: Sequence[str], base_dir: Path | None = None,
+                   figure_names: Sequence[str] = ()) -> dict[str, Any]:
+    """The figure settings of a config's `plot` mapping (FIGURE_KEYS; a kind reads its other keys itself),
+    resolved, with only the keys given (so a config without them resolves as before):
+
+    - labels: {name: text}, each name one of `label_names` (the kind's sweep variables, metrics and the
+      other quantities its figures show), each text at most MAX_LABEL characters of valid mathtext;
+    - title: a text, None (no title), or {name: text or None}, names from `label_names` and `figure_names`;
+    - size: "column", "page" or [width, height] in inches, each in INCHES;
+    - style: a name of matplotlib.style.available, or a style file (relative to `base_dir`, the config's
+      folder; else the working directory) that matplotlib reads without a complaint: its absolute path;
+    - dpi: an integer in DPI_RANGE.
+
+    ConfigError naming the key path and line for anything else; matplotlib is imported only to check
+    mathtext (a text with `$`) and a style."""
+    out: dict[str, Any] = {}
+    if "labels" in plot:
+        labels = {}
+        for name, sub in mapping(plot["labels"], AnyKey()).items():
+            _known_name(sub, name, label_names)
+            labels[name] = _checked(sub, _label_text, string(sub))
+        out["labels"] = labels
+    if "title" in plot:
+        item = plot["title"]
+        if isinstance(item.value, dict):
+            names = tuple(dict.fromkeys([*label_names, *figure_names]))
+            titles = {}
+            for name, sub in item.value.items():
+                _known_name(sub, name, names)
+                titles[name] = None if sub.value is None else _checked(sub, _label_text, string(sub), "title")
+            out["title"] = titles
+        elif item.value is None:
+            out["title"] = None
+        elif not isinstance(item.value, str):
+            raise fail(item.path, item.line, f"must be text, null (no title) or a mapping {{figure or metric: "
+                                             f"text}}, got {shown(item)}")
+        else:
+            out["title"] = _checked(item, _label_text, item.value, "title")
+    if "size" in plot:
+        item = plot["size"]
+        if isinstance(item.value, list):
+            if len(item.value) != 2:
+                raise fail(item.path, item.line, f"must be [width, height] in inches, got a list of "
+                                                 f"{len(item.value)}")
+            out["size"] = _checked(item, _figure_size, [number(v) for v in item.value])
+        elif isinstance(item.value, str):
+            out["size"] = _checked(item, _figure_size, item.value)
+        else:
+            raise fail(item.path, item.line, f"must be {' or '.join(FIGURE_SIZES)} or [width, height] in inches, "
+                                             f"got {shown(item)}")
+    if "style" in plot:
+        item = plot["style"]
+        out["style"] = _checked(item, _figure_style, string(item), base_dir)
+    if "dpi" in plot:
+        out["dpi"] = bounded_int(plot["dpi"], low=DPI_RANGE[0], high=DPI_RANGE[1])
+    return out
+
+
+def _checked(item: Located, rule, *args):
+    try:
+        return rule(*args)
+    except _BadValue as exc:
+        raise fail(item.path, item.line, str(exc)) from None
+
+
+def _known_name(item: Located, name: str, allowed: Sequence[str]) -> None:
+    problem = unknown_name(name, allowed)
+    if problem:
+        raise fail(item.path, item.line, problem)
+
+
+def unknown_name(name: str, allowed: Sequence[str]) -> str | None:
+    """Why `name` may not be labelled (not one of `allowed`, with a did-you-mean and the names), or None."""
+    if name in allowed:
+        return None
+    return f"unknown name {name!r}{did_you_mean(name, allowed)}; names: {', '.join(allowed)}"
+
+
+def _label_text(text: str, what: str = "label") -> str:
+    """A label's (or title's) text: non-empty, at most MAX_LABEL characters, no control characters but a
+    newline, and valid matplotlib mathtext (each $...$ piece parses; `$` balanced, `\\$` is a dollar)."""
+    if not text.strip():
+        raise _BadValue(f"the {what} must not be empty" + (" (use null for no title)" if what == "title" else ""))
+    if len(text) > MAX_LABEL:
+        raise _BadValue(f"the {what} has {len(text)} characters; at most {MAX_LABEL}")
+    bad = _CONTROL.search(text)
+    if bad:
+        raise _BadValue(f"control character U+{ord(bad.group()):04X} in the {what}")
+    problem = mathtext_problem(text)
+    if problem:
+        raise _BadValue(problem)
+    return text
+
+
+def mathtext_problem(text: str) -> str | None:
+    """Why matplotlib cannot draw `text` as a label (one line), or None. matplotlib is imported only when the
+    text has math in it."""
+    if "$" not in text:
+        return None
+    parts = _UNESCAPED_DOLLAR.split(text)
+    if len(parts) % 2 == 0:
+        return r"unbalanced $: math goes between two $ signs (write \$ for a dollar sign)"
+    if len(parts) == 1:  # escaped dollars only
+        return None
+    from matplotlib.mathtext import MathTextParser
+
+    parser = MathTextParser("path")
+    for piece in parts[1::2]:
+        try:
+            parser.parse(f"${piece}$")
+        except ValueError as exc:
+            shown_piece = "$" + piece.replace("\n", "\\n") + "$"
+            return f"not valid mathtext: {_parse_message(exc)} in '{shown_piece}'"
+    return None
+
+
+def _parse_message(exc: Exception) -> str:
+    """The last line of matplotlib's (several-line) mathtext error, without its exception name and column."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    text = re.sub(r"^\w*Exception:\s*", "", text)
+    text = re.sub(r",?\s*\(line:\d+, col:\d+\)\s*\Z", "", text)
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _figure_size(value) -> str | list[float]:
+    """"column", "page", or [width, height] (numbers, in inches, each in INCHES) as a list of floats."""
+    if isinstance(value, str):
+        if value not in FIGURE_SIZES:
+            raise _BadValue(f"unknown size {value!r}{did_you_mean(value, FIGURE_SIZES)}; use "
+                            f"{' or '.join(FIGURE_SIZES)} or [width, height] in inches")
+        return value
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise _BadValue(f"must be {' or '.join(FIGURE_SIZES)} or [width, height] in inches, got {value!r:.60}")
+    low, high = INCHES
+    for what, v in zip(("width", "height"), value):
+        if not low <= v <= high:  # (NaN too)
+            raise _BadValue(f"the {what} must be in [{low}, {high}] inches, got {v:g}")
+    return [float(v) for v in value]
+
+
+def _figure_dpi(value) -> int:
+    """An integer (an integral number) in DPI_RANGE."""
+    low, high = DPI_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value != int(value) \
+            or not low <= value <= high:
+        raise _BadValue(f"must be an integer in [{low:,}, {high:,}], got {value!r:.40}")
+    return int(value)
+
+
+def _figure_style(value: str, base_dir: Path | None = None) -> str:
+    """A matplotlib style name (matplotlib.style.available, or "default"), or the absolute path of a style
+    file (relative to `base_dir`, else the working directory) that matplotlib reads without a warning and
+    that sets style parameters only."""
+    import matplotlib.style
+
+    names = sorted(matplotlib.style.available)
+    if value in names or value == "default":
+        return value
+    if not value.strip():
+        raise _BadValue("must be a matplotlib style name or a style file, got ''")
+    path = Path(os.path.expanduser(value))
+    path = Path(os.path.abspath(path if path.is_absolute() else (base_dir or Path.cwd()) / path))
+    if not os.path.lexists(path):
+        raise _BadValue(f"{value!r} is neither a matplotlib style{did_you_mean(value, names)} nor a file "
+                        f"({path} does not exist); styles: {', '.join(names)}")
+    _read_style_text(path)
+    _check_style_file(path)
+    return str(path)
+
+
+def _read_style_text(path: Path) -> str:
+    """The text of a style file: a regular file (opened without blocking), at most MAX_CONFIG_BYTES, UTF-8."""
+    try:
+        return read_text(path, str(path))
+    except ConfigError as exc:
+        raise _BadValue(f"style file {exc}") from None
+
+
+def _check_style_file(path: Path) -> None:
+    """Read `path` as matplotlib reads a style file; any warning or logged complaint (a line without a
+    colon, an unknown key, a bad value) and any non-style parameter (backend, ...) is a one-line refusal."""
+    import logging
+    import warnings
+
+    import matplotlib
+
+    complaints: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            complaints.append(record.getMessage())
+
+    logger = logging.getLogger("matplotlib")
+    handler, propagate = Collect(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            params = matplotlib.rc_params_from_file(str(path), use_default_template=False)
+    except Exception as exc:  # noqa: BLE001 - whatever matplotlib raises for a file it cannot read
+        raise _BadValue(f"style file {path}: {type(exc).__name__}: {_one_line(str(exc))}") from None
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    complaints += [str(w.message) for w in caught]
+    if complaints:
+        raise _BadValue(f"style file {path}: {_one_line(complaints[0])}")
+    not_style = sorted(set(params) & _style_blacklist())
+    if not_style:
+        raise _BadValue(f"style file {path}: sets {', '.join(not_style)}, not a style parameter (matplotlib "
+                        "ignores it with a warning)")
+
+
+def _style_blacklist() -> set[str]:
+    """The rc parameters matplotlib does not take from a style (backend, interactive, ...)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from matplotlib.style.core import STYLE_BLACKLIST
+        return set(STYLE_BLACKLIST)
+    except ImportError:  # pragma: no cover - another matplotlib layout
+        return {"interactive", "backend", "webagg.port", "webagg.address", "webagg.port_retries",
+                "webagg.open_in_browser", "backend_fallback", "toolbar", "timezone", "figure.max_open_warning",
+                "figure.raise_window", "savefig.directory", "tk.window_focus", "docstring.hardcopy", "date.epoch"}
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    """The first non-empty line of `text`, whitespace collapsed, at most `limit` characters."""
+    line = next((ln for ln in text.splitlines() if ln.strip()), text)
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def figure_option_values(*, labels: dict | None = None, title: Any = NOT_GIVEN, size: Any = None,
+                         style: str | None = None, dpi: Any = None, base_dir: Path | None = None) -> dict[str, Any]:
+    """The figure settings given as values (``phasediag plot`` options, :func:`phasediag.api.plot` keywords)
+    in the resolved shape of :func:`figure_options`, only those given (`title=None`: no title). The same
+    rules, but FieldError naming the field (labels, title, size, style, dpi). Label names are checked against
+    a run's names with :func:`check_figure_names`."""
+    out: dict[str, Any] = {}
+    try:
+        if labels is not None:
+            field_name = "labels"
+            if not isinstance(labels, dict):
+                raise _BadValue(f"must be a mapping {{name: text}}, got {type(labels).__name__}")
+            out["labels"] = {}
+            for name, text in labels.items():
+                if not isinstance(name, str) or not name:
+                    raise _BadValue(f"names must be non-empty text, got {name!r:.40}")
+                if not isinstance(text, str):
+                    raise _BadValue(f"{name}: must be text, got {text!r:.40}")
+                try:
+                    out["labels"][name] = _label_text(text)
+                except _BadValue as exc:
+                    raise _BadValue(f"{name}: {exc}") from None
+        if title is not NOT_GIVEN:
+            field_name = "title"
+            if isinstance(title, dict):
+                out["title"] = {}
+                for name, text in title.items():
+                    if not isinstance(name, str) or not (text is None or isinstance(text, str)):
+                        raise _BadValue(f"must map names to text or None, got {name!r:.30}: {text!r:.30}")
+                    out["title"][name] = None if text is None else _label_text(text, "title")
+            elif title is None or isinstance(title, str):
+                out["title"] = None if title is None else _label_text(title, "title")
+            else:
+                raise _BadValue(f"must be text, None (no title) or a mapping, got {title!r:.40}")
+        if size is not None:
+            field_name = "size"
+            out["size"] = _figure_size(size)
+        if style is not None:
+            field_name = "style"
+            if not isinstance(style, (str, os.PathLike)):
+                raise _BadValue(f"must be a matplotlib style name or a style file, got {style!r:.40}")
+            out["style"] = _figure_style(os.fspath(style), base_dir)
+        if dpi is not None:
+            field_name = "dpi"
+            out["dpi"] = _figure_dpi(dpi)
+    except _BadValue as exc:
+        raise FieldError(field_name, str(exc)) from None
+    return out
+
+
+def check_figure_names(options: dict[str, Any], label_names: Sequence[str],
+                       figure_names: Sequence[str] = ()) -> None:
+    """FieldError (labels, title) for a label name not in `label_names`, or a title's name in neither list."""
+    for name in options.get("labels") or {}:
+        problem = unknown_name(name, label_names)
+        if problem:
+            raise FieldError("labels", problem)
+    title = options.get("title")
+    if isinstance(title, dict):
+        names = tuple(dict.fromkeys([*label_names, *figure_names]))
+        for name in title:
+            problem = unknown_name(name, names)
+            if problem:
+                raise FieldError("title", problem)

@@ -16,8 +16,9 @@ import numpy as np
 
 from phasediag.config import expr, rules
 from phasediag.config.hyperparameters import DATA_FIELDS, MODEL_FIELDS
-from phasediag.config.reader import (FORMATS, AnyKey, ConfigError, Located, check_name, did_you_mean,
-                                     fail, mapping, number, parse_yaml, plain, read_config, shown, string)
+from phasediag.config.reader import (FIGURE_KEYS, FORMATS, AnyKey, ConfigError, Located, check_name,
+                                     did_you_mean, fail, figure_options, mapping, number, parse_yaml, plain,
+                                     read_config, shown, string)
 from phasediag.errors import FieldError
 
 MODEL_KEYS = MODEL_FIELDS  # the hyperparameters' names, as solve, simulate and the CLI use them
@@ -229,7 +230,7 @@ def config_from_root(root: Located) -> Config:
 
     horizon, optimizer, times, max_steps = _train(top.get("train"))
     ntk_threshold, alignment_threshold = _classify(top.get("classify"))
-    plot = _plot(top.get("plot"), variables, mode, optimizer)
+    plot = _plot(top.get("plot"), variables, mode, optimizer, root.base_dir)
     metrics = _metrics(top.get("metrics"), "scaling" if mode == "scaling" else optimizer, plot)
     config = Config(
         name=name, description=description, axes=tuple(axes), model=model, data=data, init_kind=init_kind,
@@ -344,11 +345,39 @@ def _classify(item: Located | None):
     return ntk, align
 
 
-def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str = "flow"):
+#: what plot.labels may name in a finite-width sweep beyond its variables and metrics: the time axis and the
+#: panels of the trajectories (with train.times), and the axes of phasediag validate's parity figure
+TRAJECTORY_LABELS = ("time", "traj_m", "traj_ntk", "traj_alignment", "traj_loss")
+VALIDATION_LABELS = ("worst_deviation", "point")
+#: what a plot.title mapping may name beyond those (a map is named by its metric): the other figures
+FIGURE_NAMES = ("trajectories", "phase_overlay", "predicted_vs_measured")
+
+
+def plot_names(variables, kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(label names, figure names) of a sweep of `kind` (flow | gd | scaling) over `variables`: what
+    plot.labels and a plot.title mapping may name (also `phasediag validate` of the sweep)."""
+    from phasediag.engine.metrics import metrics_for
+
+    metrics = [m.name for m in metrics_for(kind)]
+    if kind == "scaling":
+        return tuple(dict.fromkeys([*variables, *metrics])), ()
+    return tuple(dict.fromkeys([*variables, *metrics, *TRAJECTORY_LABELS, *VALIDATION_LABELS])), FIGURE_NAMES
+
+
+def plot_names_of(meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """:func:`plot_names` of a run directory's meta.json (sweep, scaling and validation runs): the sweep
+    variables and kind from its resolved config."""
+    config = meta.get("config") or {}
+    kind = "scaling" if config.get("mode") == "scaling" else (config.get("train") or {}).get("optimizer", "flow")
+    return plot_names(list(config.get("sweep") or {}), kind)
+
+
+def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str = "flow",
+          base_dir: Path | None = None):
     from phasediag.engine.metrics import MAP_METRICS, METRICS, SCALING_MAPS  # the registries of plottable metrics
 
     allowed_maps = SCALING_MAPS if mode == "scaling" else MAP_METRICS
-    spec = mapping(item, ("x", "y", "maps", "formats")) if item is not None else {}
+    spec = mapping(item, ("x", "y", "maps", "formats", *FIGURE_KEYS)) if item is not None else {}
     out: dict[str, Any] = {}
     for axis in ("x", "y"):
         if axis in spec:
@@ -381,6 +410,8 @@ def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str 
     out.setdefault("maps", ["limit_phase", "rho_exp", "ntk_init_exp"] if mode == "scaling"
                    else ["phase", "ntk_change", "alignment_final", "tau"])
     out.setdefault("formats", ["png"])
+    labels, figures = plot_names(variables, "scaling" if mode == "scaling" else optimizer)
+    out.update(figure_options(spec, labels, base_dir, figures))  # (only the keys given)
     return out
 
 

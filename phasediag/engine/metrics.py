@@ -139,7 +139,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("gd_steps", "GD steps to decide", "continuous", "int64", True, lambda p: p.gd.steps, optimizer="gd"),
     Metric("gd_loss_peak", "GD peak loss / initial loss", "continuous", "float64", True,
            lambda p: p.gd.loss_peak, optimizer="gd"),
-    Metric("gd_ntk_final", r"final NTK under GD $\Theta$", "continuous", "float64", True,
+    Metric("gd_ntk_final", r"final NTK under GD $\Theta_T$", "continuous", "float64", True,
            _gd_ntk_final, optimizer="gd"),
 )}
 

@@ -412,18 +412,57 @@ def _existing(directory: Path) -> Path:
     return directory
 
 
-def plot(directory: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
-    """Re-draw the figures of a run directory (any kind) from its data; meta.json records them."""
+def plot(directory: str | Path, formats: Sequence[str] | None = None,
+         options: dict[str, Any] | None = None) -> list[Path]:
+    """Re-draw the figures of a run directory (any kind) from its data; meta.json records them.
+
+    `options`: figure settings in the resolved shape of a config's plot section (labels, title, size, style,
+    dpi: :func:`phasediag.config.reader.figure_option_values`), checked (label names against the run's,
+    :func:`plot_names`) before anything is written and merged over the stored config's (labels name by name)
+    into meta.json's config.plot, so that meta.json says how its figures were drawn. With options, the
+    figures are drawn in `formats` (default: the config's) and earlier figures in other formats are dropped
+    (they would not match)."""
+    from phasediag.config.reader import check_figure_names, figure_option_values
+
     directory = _existing(Path(directory))
+    if options:
+        unknown = sorted(set(options) - {"labels", "title", "size", "style", "dpi"})
+        if unknown:
+            raise OptionError(unknown[0], "not a figure setting; settings: labels, title, size, style, dpi")
+        options = figure_option_values(**options)
     with _final_names(directory), rundir.writer(directory, create=False) as held:
         result = load(directory)
         if result.is_shard:
             raise ResultsError(f"{directory} holds shard {result.meta['shard']['index']}/"
                                f"{result.meta['shard']['count']}: run 'phasediag merge' first")
+        module = _module_of(result)
+        with _reading(directory):
+            if options:
+                check_figure_names(options, *plot_names(module, result.meta))
+                result.meta["config"]["plot"] = merged_plot(result.meta["config"].get("plot") or {}, options)
         result.meta.setdefault("timing", {})
         with _reading(directory):
-            drawn = _draw_commit(_module_of(result), result, held, formats, timing="replot_s", keep_figures=True)
+            drawn = _draw_commit(module, result, held, formats, timing="replot_s", keep_figures=not options)
     return [directory / n for n in drawn]
+
+
+def plot_names(module, meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(label names, figure names) a run's plot.labels and plot.title mapping may name, from its meta.json:
+    the kind's own (its module's ``plot_names(meta)``), else a sweep's (sweep, scaling, validation runs: the
+    sweep variables and metrics of its resolved config; phasediag.config.sweep.plot_names_of)."""
+    names_of = getattr(module, "plot_names", None)
+    if names_of is None:
+        from phasediag.config.sweep import plot_names_of as names_of
+    return names_of(meta)
+
+
+def merged_plot(plot: dict, options: dict[str, Any]) -> dict:
+    """A config's plot section with figure `options` over it: labels merged name by name, the others
+    replaced."""
+    merged = dict(plot)
+    for key, value in options.items():
+        merged[key] = {**(merged.get("labels") or {}), **value} if key == "labels" else value
+    return merged
 
 
 def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True) -> Summary:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 from functools import partial
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -49,8 +49,9 @@ import numpy as np
 from phasediag import core
 from phasediag.config import expr
 from phasediag.training import nonlinear as nl
-from phasediag.config.reader import (ConfigError, Located, bounded_int, check_name, did_you_mean, fail,
-                                     figure_formats, located, mapping, number, plain, string)
+from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_int, check_name, did_you_mean,
+                                     fail, figure_formats, figure_options, located, mapping, number, plain,
+                                     string)
 from phasediag.config.sweep import axis_values
 from phasediag.engine.workers import ordered_map
 from phasediag.plots.maps import nan_median as _median
@@ -72,7 +73,7 @@ MODEL_KEYS = ("activations", "widths", "init", "output_scale", "lr_u", "lr_w", "
 SWEEP_KEYS = ("init_scale",)
 TRAIN_KEYS = ("steps", "record", "batch_size", "probe_size", "initial_ntk_cap")
 CLASSIFY_KEYS = ("ntk_threshold", "alignment_threshold")
-PLOT_KEYS = ("formats",)
+PLOT_KEYS = ("formats", *FIGURE_KEYS)
 EXPRESSION_KEYS = ("output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w")
 EXPRESSION_DEFAULTS = {"output_scale": "1", "lr_u": "1", "lr_w": "1", "init_var_u": "1", "init_var_w": "1"}
 DATASETS = {"digits": 1797}  # name -> number of examples (checked when loaded)
@@ -90,6 +91,12 @@ FINAL_FIELDS = ("loss", "train_error", "test_error", "ntk_change", "ntk_trace_ch
 AXES = ("activation", "width", "init", "init_scale", "seed")
 #: the coordinates stored in results.npz, in order: the grid axes, the record axis `step`, the probe batch
 COORDS = AXES + ("step", "probe_index")
+#: what plot.labels may name: the grid axes, the record axis, the end-of-training values and the mechanism
+#: (vs_init_scale draws them against init_scale) and the records traj_<field> (vs_step draws them against step)
+PLOT_LABELS = AXES + ("step",) + FINAL_FIELDS + ("alignment_init", "alignment_peak", "mechanism") + tuple(
+    f"traj_{f}" for f in nl.RECORD_FIELDS)
+#: what a plot.title mapping may name beyond PLOT_LABELS: the figures
+FIGURE_NAMES = ("vs_init_scale", "vs_step")
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,7 @@ class Study:
     seeds: int
     seed: int
     formats: tuple[str, ...]
+    figure: dict = dataclass_field(default_factory=dict, compare=False)  # plot labels, title, size, style, dpi
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -153,7 +161,7 @@ class Study:
                       "probe_size": self.probe_size, "initial_ntk_cap": self.initial_ntk_cap},
             "record_steps": [int(v) for v in self.record_steps()],
             "classify": {"ntk_threshold": self.ntk_threshold, "alignment_threshold": self.alignment_threshold},
-            "seeds": self.seeds, "seed": self.seed, "plot": {"formats": list(self.formats)},
+            "seeds": self.seeds, "seed": self.seed, "plot": {"formats": list(self.formats), **self.figure},
         }
 
 
@@ -326,7 +334,9 @@ def parse_study(root: Located) -> Study:
         raise fail("classify.alignment_threshold", spec["alignment_threshold"].line, "must be in (0, 1)")
     seeds = bounded_int(top["seeds"], low=1, high=1000) if "seeds" in top else 1
     seed = bounded_int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
-    formats = figure_formats(mapping(top["plot"], PLOT_KEYS) if "plot" in top else {})
+    plot = mapping(top["plot"], PLOT_KEYS) if "plot" in top else {}
+    formats = figure_formats(plot)
+    figure = figure_options(plot, PLOT_LABELS, root.base_dir, FIGURE_NAMES)
 
     study = Study(
         name=name, description=description, dataset=dataset, test_fraction=test_fraction, standardize=standardize,
@@ -335,7 +345,8 @@ def parse_study(root: Located) -> Study:
         init_var_u=values["init_var_u"], init_var_w=values["init_var_w"],
         init_scales=tuple(float(v) for v in init_scales), init_scale_spec=init_scale_spec, steps=steps,
         record=record, batch_size=batch_size, probe_size=probe_size, initial_ntk_cap=cap,
-        ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, seeds=seeds, seed=seed, formats=formats)
+        ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, seeds=seeds, seed=seed, formats=formats,
+        figure=figure)
     _check_work(study, n_train, train["steps"])
     return study
 
@@ -561,107 +572,431 @@ def _mode_label(codes: np.ndarray) -> str:
 
 
 # ---------------------------------------------------------------- figures
+#
+# One visual language with the other figure kinds (phasediag.plots.base): the mechanism labels in
+# base.CATEGORY_COLOURS["phase"] (orange alignment, #CC79A7 disalignment, blues kernel, ...), a diverged run
+# hatched dark grey (base.SPECIAL_COLOURS["inf"]); the ordered quantities in base.levels greys with a marker
+# each (widths against s; init scales against the step, at most base.MAX_LEVELS of them, evenly picked), the
+# initialization by line style. Labels in the notation of the README's model section, each through the
+# run's plot.labels (names: init_scale, step, ntk_change, alignment, test_error, train_error, move_w,
+# mechanism, width, and traj_ntk_change, traj_alignment, traj_test_error for the trajectories, which fall
+# back to the end-of-training names) and titles through plot.title (names: vs_init_scale, vs_step; activation
+# for the columns' titles). Figure legends below (or beside) the axes; layout by base.fit.
 
-_WIDTH_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 _INIT_STYLES = {"symmetric": "-", "standard": "--"}
+_INIT_TEXT = {"symmetric": "symmetric init ($f_0 = 0$)", "standard": "standard init (i.i.d.)"}
+_ACTIVATION_TEX = {"tanh": r"\tanh", "relu": r"\mathrm{relu}", "linear": r"\mathrm{id}"}
 _MECHANISM_TEXT = {"kernel": "kernel (lazy)", "kernel_aligning": "kernel, aligning",
                    "kernel_disaligning": "kernel, disaligning", "alignment": "feature learning by alignment",
                    "disalignment": "feature learning by disalignment", "rescaling": "feature learning by rescaling",
                    "saddle": "saddle", "diverged": "diverged"}
+_DIVERGED_HATCH = "xxxx"
+_THRESHOLD_COLOUR = "#555555"
+_MARKS = 9  # markers per trajectory
 
 
-def _line(ax: Axes, x: np.ndarray, values: np.ndarray, *, colour: str, style: str, label: str | None,
-          positive: bool = False, marker: str = "o", thin: bool = False) -> None:
-    """values (len(x), seeds): median line (markers), min-max band when seeds > 1; NaN (and <= 0 on log axes)
-    left out. thin: a secondary line (thinner, translucent)."""
+def _options(study: Study):
+    """The figure options being drawn with (base.render), else those of the study's config (a direct call)."""
+    from phasediag.plots.base import current_options
+
+    return current_options({"config": study.resolved})
+
+
+def _panel_title(options, default: str | None, *names: str) -> str | None:
+    """A panel's title: the user's when a plot.title mapping names one of `names`, else `default` (a plain
+    plot.title, or null, is the figure's title)."""
+    from collections.abc import Mapping
+
+    return options.title_of(default, *names) if isinstance(options.title, Mapping) else default
+
+
+def _activation_text(act: str) -> str:
+    from phasediag.plots.notation import escape_text
+
+    tex = _ACTIVATION_TEX.get(act) or r"\mathrm{" + escape_text(act) + "}"
+    return rf"$\phi = {tex}$"
+
+
+def _mechanism_colour(name: str) -> str:
+    from phasediag.plots.base import FALLBACK_COLOURS, SPECIAL_COLOURS, phase_colour
+
+    if name == "diverged":
+        return SPECIAL_COLOURS["inf"]
+    return phase_colour("phase", name) or FALLBACK_COLOURS[list(_MECHANISM_TEXT).index(name) % len(FALLBACK_COLOURS)]
+
+
+def _ordered_styles(n: int) -> list[tuple[str, str]]:
+    """(colour, marker) of n <= base.MAX_LEVELS ordered values: greys light to dark, one marker each."""
+    from phasediag.plots.base import MARKERS, levels
+
+    return [(colour, MARKERS[j % len(MARKERS)]) for j, colour in enumerate(levels(n))]
+
+
+def _shown(n: int) -> list[int]:
+    """Indices of at most base.MAX_LEVELS of n ordered values, evenly spread, both ends included (13 -> every
+    other one)."""
+    from phasediag.plots.base import MAX_LEVELS
+
+    if n <= MAX_LEVELS:
+        return list(range(n))
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, MAX_LEVELS).round().astype(int))]
+
+
+def _curve(options) -> dict:
+    return {"markersize": 2.6, "linewidth": 1.0} if options.narrow else {"markersize": 3.6, "linewidth": 1.4}
+
+
+def _line(ax: Axes, x: np.ndarray, values: np.ndarray, *, colour: str, style: str, marker: str = "",
+          positive: bool = False, thin: bool = False, options=None, **extra) -> None:
+    """values (len(x), seeds): median line, min-max band when seeds > 1; NaN (and <= 0 on log axes) left out.
+    thin: a secondary line (thinner, translucent)."""
     med = _median(values)
     keep = np.isfinite(med) & ((med > 0) if positive else True)
-    ax.plot(x[keep], med[keep], color=colour, linestyle=style, marker=marker, markersize=3.2,
-            linewidth=0.8 if thin else 1.5, alpha=0.55 if thin else 1.0, label=label)
+    size = _curve(options) if options is not None else {"markersize": 3.6, "linewidth": 1.4}
+    ax.plot(x[keep], med[keep], color=colour, linestyle=style, marker=marker, markersize=size["markersize"],
+            linewidth=0.6 * size["linewidth"] if thin else size["linewidth"], alpha=0.6 if thin else 1.0, **extra)
     if values.shape[-1] > 1:
         lo = np.min(np.where(np.isnan(values), np.inf, values), axis=-1)
         hi = np.max(np.where(np.isnan(values), -np.inf, values), axis=-1)
         band = keep & np.isfinite(lo) & np.isfinite(hi) & ((lo > 0) if positive else True)
         if np.count_nonzero(band) > 1:
-            ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.15, linewidth=0)
+            ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.12, linewidth=0)
 
 
-def _curves(study: Study) -> list[tuple[int, int, str, str, str]]:
-    """(width index, init index, colour, line style, label) of each curve in a panel."""
+def _curves(study: Study) -> list[tuple[int, int, str, str, str, str]]:
+    """(width index, init index, colour, marker, line style, label) of each curve against s: the width by
+    its grey level and marker, the initialization by the line style."""
+    from phasediag.plots.base import MAX_LEVELS
+
+    widths = _ordered_styles(len(study.widths)) if len(study.widths) <= MAX_LEVELS else [
+        (colour, "") for colour in _sequential(len(study.widths))]
     out = []
     for iw, width in enumerate(study.widths):
         for ii, init in enumerate(study.inits):
-            out.append((iw, ii, _WIDTH_COLOURS[iw % len(_WIDTH_COLOURS)], _INIT_STYLES[init],
-                        f"d = {width}, {init} init"))
+            colour, marker = widths[iw]
+            out.append((iw, ii, colour, marker, _INIT_STYLES[init], f"$d = {width}$, {init}"))
     return out
 
 
-def _title(study: Study) -> str:
-    """Two lines: the model and data; the rates, training and initialization."""
-    e = study.expressions
-    cap = "" if study.initial_ntk_cap is None else f" x min(1, {study.initial_ntk_cap:g} / lambda_max(K_0)/P)"
-    batch = "full-batch GD" if study.batch_size is None else f"minibatch GD (B = {study.batch_size})"
-    seeds = f"\nmedian over {study.seeds} seeds (band: min to max)" if study.seeds > 1 else ""
-    return (f"{study.name}: f(x) = kappa sum_i U_ia phi(w_i . x) on {study.dataset} "
-            f"({1 - study.test_fraction:.0%} / {study.test_fraction:.0%} train / test), kappa = {e['output_scale']}, "
-            f"U ~ N(0, s^2 {e['init_var_u']}), W ~ N(0, s^2 {e['init_var_w']} / p)\n"
-            f"eta_u = {e['lr_u']}, eta_w = {e['lr_w']}{cap}; {batch}, {study.steps:,} steps; "
-            f"NTK on a probe of P = {study.probe_size} training images{seeds}")
+def _sequential(n: int) -> list:
+    """n colours of a sequential map (more widths than distinguishable levels: a colour bar says which)."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](0.9 * k / max(n - 1, 1)) for k in range(n)]
+
+
+def _setting(study: Study) -> str:
+    """The network, rates and training, in the README's notation."""
+    from phasediag.plots.notation import expression_tex, number_tex
+
+    e = {key: expression_tex(str(value)) for key, value in study.expressions.items()}
+    rates = (rf"$\eta_u = \eta_w = {e['lr_u']}$" if e["lr_u"] == e["lr_w"] else
+             rf"$\eta_u = {e['lr_u']}$, $\eta_w = {e['lr_w']}$")
+    if study.initial_ntk_cap is not None:  # the common rate factor, lambda_0 = lambda_max(K_0)/P
+        rates += (rf" (both $\times \min(1, {number_tex(study.initial_ntk_cap)}/\lambda_0)$, "
+                  rf"$\lambda_0 = \lambda_{{\max}}(K_0)/P$)")
+    var = (rf"$\sigma_u^2 = \sigma_w^2 = {e['init_var_u']}$" if e["init_var_u"] == e["init_var_w"] else
+           rf"$\sigma_u^2 = {e['init_var_u']}$, $\sigma_w^2 = {e['init_var_w']}$")
+    batch = "full-batch GD" if study.batch_size is None else f"minibatch GD ($B = {study.batch_size}$)"
+    seeds = f"median over {study.seeds} seeds (band: min to max)" if study.seeds > 1 else "one seed"
+    return (rf"$\kappa = {e['output_scale']}$, {rates}, {var}; {batch}; NTK on $P = {study.probe_size}$ "
+            f"probe images; {seeds}")
+
+
+def _rows(options) -> list[tuple[str, float, str, str, bool]]:
+    """(key, factor, label name, default label, log) of the rows against s (a narrow figure: the first two,
+    with short labels: a column-wide figure cannot hold five rows and the strip)."""
+    rows = [("ntk_change", 1.0, "ntk_change", "NTK change\n$\\|K_T - K_0\\|_F/\\|K_0\\|_F$", True),
+            ("alignment", 1.0, "alignment", "alignment\n$\\|P_W U\\|_F/\\|U\\|_F$", False),
+            ("test_error", 100.0, "test_error", "test error (%)", True),
+            ("train_error", 100.0, "train_error", "train error (%)", True),
+            ("move_w", 1.0, "move_w", "hidden-layer movement\n$\\|W_T - W_0\\|_F/\\|W_0\\|_F$", True)]
+    if options.narrow:
+        short = {"ntk_change": "NTK change", "alignment": "alignment"}
+        return [(k, f, name, short[k], log) for k, f, name, label, log in rows[:2]]
+    return rows
 
 
 def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
     """Columns: activations. Rows, against the init scale s (log axes), at the end of training: NTK change
-    ||K_T - K_0||_F/||K_0||_F; alignment ||P_W U||_F/||U||_F (at init: dotted); test error; train error;
-    hidden-layer movement ||W_T - W_0||_F/||W_0||_F; one line per width (colour) and initialization (line
-    style). Bottom row: the mechanism label of each run. Saves when `path` is given."""
-    from matplotlib.patches import Patch
+    ||K_T - K_0||_F/||K_0||_F (with the kernel threshold); alignment ||P_W U||_F/||U||_F (thin: its peak during
+    training, dotted: at init); test error; train error; hidden-layer movement ||W_T - W_0||_F/||W_0||_F (a
+    narrow figure: the NTK change and the end alignment only); one line per width (grey level and marker)
+    and initialization (line style). Bottom row: the mechanism label of each run (with several seeds, the fraction of seeds with each
+    label, stacked). Saves when `path` is given."""
+    from phasediag.plots.base import MAX_LEVELS, new_figure, save_figure
+    from phasediag.plots.notation import axis_label, number_tex
 
-    from phasediag.plots.base import CATEGORY_COLOURS, new_figure, save_figure
-
+    options = _options(study)
     s = np.array(study.init_scales)
     n_act = len(study.activations)
     curves = _curves(study)
-    fig = new_figure(4.8 * n_act + 0.8, 15.0)
-    axes = fig.subplots(6, n_act, squeeze=False, sharex=True,
-                        gridspec_kw={"height_ratios": [1, 1, 1, 1, 1, 0.15 * len(curves) + 0.2]})
-    rows = (("ntk_change", 1.0, "NTK change\n||K_T - K_0||_F / ||K_0||_F", True),
-            ("alignment", 1.0, "alignment ||P_W U||_F / ||U||_F\n(o end, ^ peak in training, : init)", False),
-            ("test_error", 100.0, "test error (%)", True),
-            ("train_error", 100.0, "train error (%)\n(0 not drawn: log axis)", True),
-            ("move_w", 1.0, "hidden-layer movement\n||W_T - W_0||_F / ||W_0||_F", True))
+    rows = _rows(options)
+    strip = (0.3 if options.narrow else 0.16) * len(curves) + 0.25
+    if options.narrow:
+        fig = new_figure(7.0, 9.0, layout=None)
+    else:
+        fig = new_figure(4.4 * n_act + 1.4, 2.2 * len(rows) + 2.2 * strip + 2.4, layout=None)
+    axes = fig.subplots(len(rows) + 1, n_act, squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": [1] * len(rows) + [strip]})
     for ia, act in enumerate(study.activations):
         col = axes[:, ia]
-        for iw, ii, colour, style, label in curves:
+        for iw, ii, colour, marker, style, _ in curves:
             at = (ia, iw, ii)
-            for ax, (key, factor, _, log) in zip(col, rows):
-                _line(ax, s, factor * arrays[key][at], colour=colour, style=style, label=label, positive=log)
-            _line(col[1], s, arrays["alignment_peak"][at], colour=colour, style=style, label=None, marker="^",
-                  thin=True)
-            _line(col[1], s, arrays["alignment_init"][at], colour=colour, style=":", label=None, marker="")
-        col[0].axhline(study.ntk_threshold, color="#555555", linewidth=0.9, linestyle="-.")
-        col[0].annotate(f"ntk_threshold {study.ntk_threshold:g}", (0.01, study.ntk_threshold), fontsize=7,
-                        color="#555555", xycoords=("axes fraction", "data"), xytext=(0, 2),
-                        textcoords="offset points")
-        col[0].set_title(f"activation: {act}", fontsize=10)
+            for ax, (key, factor, _, _, log) in zip(col, rows):
+                _line(ax, s, factor * arrays[key][at], colour=colour, style=style, marker=marker, positive=log,
+                      options=options, zorder=2)
+            if not options.narrow:
+                _line(col[1], s, arrays["alignment_peak"][at], colour=colour, style=style, thin=True,
+                      options=options)
+                _line(col[1], s, arrays["alignment_init"][at], colour=colour, style=":", thin=True,
+                      options=options)
+        col[0].axhline(study.ntk_threshold, color=_THRESHOLD_COLOUR, linewidth=0.9, linestyle="-.", zorder=1)
+        col[0].set_title(_panel_title(options, _activation_text(act), "activation"))
         col[1].set_ylim(-0.03, 1.03)
-        for ax, (_, _, ylabel, log) in zip(col, rows):
+        for ax, (_, _, name, label, log) in zip(col, rows):
             ax.set_xscale("log")
             ax.grid(True, which="major", alpha=0.3)
             if ia == 0:
-                ax.set_ylabel(ylabel, fontsize=8)
+                ax.set_ylabel(options.label(name, label))
             if log and _has_positive(ax):
                 ax.set_yscale("log")
-        _mechanism_strip(col[5], study, arrays, ia, curves, s, labels=ia == 0)
-    handles = [Patch(color=CATEGORY_COLOURS["phase"].get(name, "#000000"), label=_MECHANISM_TEXT[name])
-               for name in _labels_present(arrays)]
-    axes[0, 0].legend(fontsize=7, loc="best")
-    fig.legend(handles=handles, loc="lower center", ncols=min(4, max(1, len(handles))), fontsize=8,
-               title="mechanism: docs/theory.md section 6 rules on the measured NTK change and alignment amounts",
-               title_fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
-    fig.suptitle(_title(study), fontsize=9)
+            _readable_log_ticks(ax, options)
+        _mechanism_strip(col[-1], study, arrays, ia, curves, s, labels=ia == 0, short=options.narrow,
+                         ylabel=options.label("mechanism", "mechanism") if ia == 0 and not options.narrow else None)
+        _readable_log_ticks(col[-1], options)
+    _shared_xlabel(fig, options.label("init_scale", axis_label(study.resolved, "init_scale")))
+    handles = _curve_handles(study, curves, options)
+    handles += _alignment_handles(options, study.ntk_threshold)[2 if options.narrow else 0:]
+    handles += _mechanism_handles(arrays, options)
+    if len(study.widths) > MAX_LEVELS:
+        _width_colorbar(axes[0, -1], study, options.label("width", "width $d$"))
+    title = f"End of training ($T = {number_tex(study.steps)}$ steps) against the init scale $s$"
+    title += "" if options.narrow else ", two-layer network on digits\n" + _setting(study)
+    _finish(fig, handles, options, options.title_of(title, "vs_init_scale", f"{study.name}__vs_init_scale"),
+            below=True, ncols=3)
     save_figure(fig, path)
     return fig
+
+
+def _curve_handles(study: Study, curves: list, options) -> list:
+    """One entry per width (grey level and marker) and one per initialization (line style)."""
+    from phasediag.plots.base import MAX_LEVELS
+    from matplotlib.lines import Line2D
+
+    size = _curve(options)
+    handles = []
+    if len(study.widths) <= MAX_LEVELS:
+        seen = {}
+        for iw, _, colour, marker, _, _ in curves:
+            seen.setdefault(iw, (colour, marker))
+        handles += [Line2D([], [], color=c, marker=m, linestyle="-", label=f"$d = {study.widths[iw]}$", **size)
+                    for iw, (c, m) in seen.items()]
+    handles += [Line2D([], [], color="#202020", linestyle=_INIT_STYLES[init], linewidth=size["linewidth"],
+                       label=_INIT_TEXT[init] if not options.narrow else f"{init} init") for init in study.inits]
+    return handles
+
+
+def _alignment_handles(options, threshold: float) -> list:
+    from matplotlib.lines import Line2D
+
+    from phasediag.plots.notation import number_tex
+
+    width = _curve(options)["linewidth"]
+    return [Line2D([], [], color="#202020", linewidth=0.6 * width, alpha=0.6, label="alignment: peak in training"),
+            Line2D([], [], color="#202020", linestyle=":", linewidth=0.6 * width, alpha=0.6,
+                   label="alignment: at init"),
+            Line2D([], [], color=_THRESHOLD_COLOUR, linestyle="-.", linewidth=0.9,
+                   label=f"kernel threshold {number_tex(threshold)}" if options.narrow else
+                   f"kernel threshold (NTK change ${number_tex(threshold)}$)")]
+
+
+def _mechanism_handles(arrays: dict[str, np.ndarray], options) -> list:
+    from phasediag.plots.base import pretty, swatch
+
+    handles = []
+    for name in _labels_present(arrays):
+        handle = swatch(_mechanism_colour(name), pretty(name) if options.narrow else _MECHANISM_TEXT[name])
+        if name == "diverged":
+            handle.set_hatch(_DIVERGED_HATCH)
+        handles.append(handle)
+    return handles
+
+
+def _width_colorbar(ax: Axes, study: Study, label: str) -> None:
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LogNorm
+
+    from phasediag.plots.base import colorbar
+
+    mappable = ScalarMappable(norm=LogNorm(min(study.widths), max(study.widths)), cmap=colormaps["viridis"])
+    colorbar(ax, mappable, label)
+
+
+def _finish(fig: Figure, handles: list, options, title: str | None, *, below: bool, legend_title=None,
+            ncols: int = 2) -> None:
+    """The figure legend (below, or beside the axes unless the figure is narrow; `ncols` columns on a narrow
+    figure), the title, the layout."""
+    from phasediag.plots.base import fit
+
+    below = below or options.narrow
+    ncols = ncols if options.narrow else (4 if below else 1)
+    item = _legend(fig, handles, below=below, ncols=ncols, title=legend_title)
+    if title:  # wrapped to the width left of a legend at the right (the title is centred over the axes)
+        beside = 0.0 if item is None or below else item.get_window_extent(fig._get_renderer()).width
+        fig.suptitle(_wrapped(fig, title, fig.get_size_inches()[0] - beside / fig.dpi - 0.9))
+    fit(fig)
+    _keep_inside(fig)
+    _close_columns(fig)
+
+
+def _legend(fig: Figure, handles: list, *, below: bool, ncols: int, title=None):
+    """base.legend with `ncols` columns, fewer where a legend below would be wider than the figure."""
+    from phasediag.plots.base import legend
+
+    renderer = fig._get_renderer()
+    limit = (fig.get_size_inches()[0] - 0.15) * fig.dpi
+    while True:
+        item = legend(fig, handles, below=below, ncols=ncols, title=title)
+        if item is None or not below or ncols == 1 or item.get_window_extent(renderer).width <= limit:
+            return item
+        item.remove()
+        ncols -= 1
+
+
+def _keep_inside(fig: Figure, pad: float = 0.06) -> None:
+    """After base.fit: the x tick labels at the ends of the bottom row inside the figure (base.fit does not
+    measure how far a tick label at an axes' edge reaches past it)."""
+    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not main:
+        return
+    rows, cols = main[0].get_subplotspec().get_gridspec().get_geometry()
+    renderer = fig._get_renderer()
+    width = fig.get_size_inches()[0] * fig.dpi
+    over_left = over_right = 0.0
+    for ax in main:
+        span = ax.get_subplotspec()
+        if span.rowspan.stop != rows or not (span.colspan.start == 0 or span.colspan.stop == cols):
+            continue
+        box = ax.xaxis.get_tightbbox(renderer)
+        if box is None:
+            continue
+        if span.colspan.start == 0:
+            over_left = max(over_left, pad * fig.dpi - box.x0)
+        if span.colspan.stop == cols:
+            over_right = max(over_right, box.x1 - (width - pad * fig.dpi))
+    if over_left > 0 or over_right > 0:
+        fig.subplots_adjust(left=fig.subplotpars.left + max(over_left, 0.0) / width,
+                            right=fig.subplotpars.right - max(over_right, 0.0) / width)
+
+
+def _close_columns(fig: Figure, gap: float = 0.12) -> None:
+    """After base.fit: the space between columns of the grid from what each column's axes really reach
+    (base.fit reserves the widest left reach of any axes between every two columns, e.g. the y labels that
+    only the first column has)."""
+    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not main:
+        return
+    cols = main[0].get_subplotspec().get_gridspec().get_geometry()[1]
+    if cols < 2:
+        return
+    renderer = fig._get_renderer()
+    reach_left, reach_right = [0.0] * cols, [0.0] * cols
+    for ax in main:  # what reaches into a gap: the y axis' decorations of columns 1..., colour bars (measured
+        span = ax.get_subplotspec().colspan  # only where they matter: each measurement lays out tick labels)
+        box = ax.get_window_extent(renderer)
+        if span.start > 0:
+            reach = ax.yaxis.get_tightbbox(renderer)
+            if reach is not None:
+                reach_left[span.start] = max(reach_left[span.start], (box.x0 - reach.x0) / fig.dpi)
+        if span.stop < cols:
+            params = ax.yaxis.get_tick_params(which="major")
+            reach = [child.get_tightbbox(renderer) for child in ax.child_axes]
+            reach += [ax.yaxis.get_tightbbox(renderer)] if params.get("right") or params.get("labelright") else []
+            reach = [b for b in reach if b is not None]
+            if reach:
+                reach_right[span.stop - 1] = max(reach_right[span.stop - 1],
+                                                 (max(b.x1 for b in reach) - box.x1) / fig.dpi)
+        reach_right[span.stop - 1] = max(reach_right[span.stop - 1], 4 / 72)  # the tick marks
+    across = max(reach_right[c] + reach_left[c + 1] for c in range(cols - 1)) + gap
+    width = (fig.subplotpars.right - fig.subplotpars.left) * fig.get_size_inches()[0]
+    cell = (width - (cols - 1) * across) / cols
+    if cell > 0.2:
+        fig.subplots_adjust(wspace=across / cell)
+
+
+def _shared_xlabel(fig: Figure, text: str) -> None:
+    """One x label under the grid (every panel shares the x quantity; base.fit places it)."""
+    import matplotlib
+
+    fig.supxlabel(text, fontsize=matplotlib.rcParams["axes.labelsize"])
+
+
+def _wrapped(fig: Figure, text: str, width: float | None = None) -> str:
+    """`text` broken between words (never inside $...$) into lines that fit `width` inches (default: the
+    figure's width). Widths are estimated from the rendered characters (notation.rendered_length at ~0.6 em
+    each, a little wider than DejaVu Sans' average), not measured: measuring parses every candidate line's
+    mathtext, which costs more than drawing the figure."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+
+    from phasediag.plots.notation import rendered_length
+
+    size = FontProperties(size=matplotlib.rcParams["figure.titlesize"]).get_size_in_points()
+    limit = (fig.get_size_inches()[0] - 0.3 if width is None else width) * 72 / (0.6 * size)  # characters
+    out = []
+    for paragraph in text.split("\n"):
+        pieces, math, start = [], False, 0
+        for k, char in enumerate(paragraph):
+            math ^= char == "$"
+            if not math and char == " " and k > start:
+                pieces.append(paragraph[start:k])
+                start = k + 1
+        pieces.append(paragraph[start:])
+        line = pieces[0]
+        for piece in pieces[1:]:
+            if rendered_length(f"{line} {piece}") <= limit:
+                line = f"{line} {piece}"
+            else:
+                out.append(line)
+                line = piece
+        out.append(line)
+    return "\n".join(out)
+
+
+def _readable_log_ticks(ax: Axes, options) -> None:
+    """Log axes over more than 3 decades: powers of ten only (at most ~7, 3 on a narrow figure), no minor
+    ticks (each Tick costs ~2 ms and they clutter); over one or two decades: 1, 2, 5 x 10^k labelled
+    (matplotlib would label only two powers of ten)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+
+    ax.autoscale_view()
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        lo, hi = min(lo, hi), max(lo, hi)
+        if axis.get_scale() != "log" or not lo > 0:
+            continue
+        if hi / lo > 1e3:
+            axis.set_major_locator(LogLocator(base=10, numticks=3 if options.narrow else 7))
+            axis.set_minor_locator(NullLocator())
+        elif hi / lo <= 10 ** (1.5 if options.narrow else 2.2):
+            k = np.floor(np.log10(lo))
+            for subs in ((1, 2, 5), (1, 2, 3, 5)):
+                ticks = [m * 10.0 ** e for e in np.arange(k, np.floor(np.log10(hi)) + 1) for m in subs]
+                ticks = [v for v in ticks if lo <= v <= hi]
+                if len(ticks) >= 3:
+                    break
+            if len(ticks) >= 2:
+                axis.set_major_locator(FixedLocator([float(f"{v:.3g}") for v in ticks]))
+                axis.set_major_formatter(FuncFormatter(_tick_text))
+                axis.set_minor_locator(NullLocator())
+
+
+def _tick_text(value: float, _=None) -> str:
+    """A log-axis tick label: positional from 0.001 to 10^4 ('0.02'), else as a power ('$10^{-5}$')."""
+    from phasediag.plots.notation import number_tex
+
+    return f"{value:g}" if 1e-3 <= value < 1e4 else f"${number_tex(value)}$"
 
 
 def _has_positive(ax: Axes) -> bool:
@@ -674,22 +1009,41 @@ def _labels_present(arrays: dict[str, np.ndarray]) -> list[str]:
 
 
 def _mechanism_strip(ax: Axes, study: Study, arrays: dict[str, np.ndarray], ia: int, curves: list, s: np.ndarray,
-                     labels: bool = True) -> None:
-    """One row of cells per curve: the label of each run (most frequent over seeds), on the log s axis."""
-    from phasediag.plots.base import CATEGORY_COLOURS
-
+                     labels: bool = True, ylabel: str | None = None, short: bool = False) -> None:
+    """One row of cells per curve: the label of each run on the log s axis; with several seeds each cell is
+    split by the fraction of seeds with each label (stacked in the order of core.PHASES, diverged last).
+    `short`: rows named by width and the initialization's first three letters."""
     edges = np.exp(np.concatenate([[np.log(s[0]) - 0.5 * _step(s)], 0.5 * (np.log(s[1:]) + np.log(s[:-1])),
                                    [np.log(s[-1]) + 0.5 * _step(s)]]))
-    for row, (iw, ii, colour, style, label) in enumerate(curves):
+    from matplotlib.collections import PolyCollection
+
+    order = list(range(len(core.PHASES))) + [DIVERGED_CODE]
+    cells: dict[int, list] = {}  # code -> the cells' rectangles (one collection per label: several times
+    for row, (iw, ii, *_rest) in enumerate(curves):  # faster than a patch per cell)
         for j in range(s.size):
-            name = _mode_label(arrays["mechanism"][ia, iw, ii, j])
-            ax.fill_between([edges[j], edges[j + 1]], row, row + 0.9,
-                            color=CATEGORY_COLOURS["phase"].get(name, "#000000"), linewidth=0)
-    ax.set_yticks([row + 0.45 for row in range(len(curves))], [c[4] if labels else "" for c in curves], fontsize=7)
+            codes = np.asarray(arrays["mechanism"][ia, iw, ii, j]).ravel()
+            bottom = float(row)
+            for code in order:
+                share = np.count_nonzero(codes == code) / max(codes.size, 1)
+                if share:
+                    top = bottom + 0.9 * share
+                    cells.setdefault(code, []).append([(edges[j], bottom), (edges[j + 1], bottom),
+                                                       (edges[j + 1], top), (edges[j], top)])
+                    bottom = top
+    for code, rects in cells.items():
+        name = "diverged" if code == DIVERGED_CODE else core.PHASES[code]
+        hatched = code == DIVERGED_CODE
+        ax.add_collection(PolyCollection(rects, facecolors=_mechanism_colour(name), linewidths=0,
+                                         edgecolors="#bdbdbd" if hatched else "none",
+                                         hatch=_DIVERGED_HATCH if hatched else None), autolim=False)
+    names = [f"$d = {study.widths[c[0]]}$, {study.inits[c[1]][:3]}." if short else c[-1] for c in curves]
+    ax.set_yticks([row + 0.45 for row in range(len(curves))], names if labels else [""] * len(curves))
+    ax.tick_params(axis="y", length=0)
     ax.set_ylim(len(curves), 0)
     ax.set_xscale("log")
     ax.set_xlim(edges[0], edges[-1])
-    ax.set_xlabel("init scale s (x both initial std devs)")
+    if ylabel:
+        ax.set_ylabel(ylabel + ("\n(share of seeds)" if study.seeds > 1 else ""))
 
 
 def _step(s: np.ndarray) -> float:
@@ -699,43 +1053,64 @@ def _step(s: np.ndarray) -> float:
 def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> Figure:
     """Trajectories at the largest width: for each initialization (a block of three rows) and activation
     (columns), the NTK change, the alignment and the test error against the step, one line per init scale
-    (dark: small s, light: large s; median over seeds). Saves when `path` is given."""
-    from matplotlib import colormaps
-
+    (at most base.MAX_LEVELS of them, evenly picked: greys light (small s) to dark (large s), one marker
+    each; median over seeds). A narrow figure: the NTK change and the alignment only. Saves when `path` is
+    given."""
     from phasediag.plots.base import new_figure, save_figure
+    from phasediag.plots.notation import number_tex
+    from matplotlib.lines import Line2D
 
+    options = _options(study)
     iw = len(study.widths) - 1
     steps = arrays["step"].astype(float)
     shown = np.maximum(steps, 0.5)
     s = np.array(study.init_scales)
-    colours = colormaps["viridis"](np.linspace(0.0, 0.92, s.size))
-    rows = 3 * len(study.inits)
-    fig = new_figure(4.6 * len(study.activations) + 1.6, 2.3 * rows + 0.9)
+    picked = _shown(s.size)
+    styles = _ordered_styles(len(picked))
+    panels = (("traj_ntk_change", 1.0, "ntk_change", "NTK change\n$\\|K_t - K_0\\|_F/\\|K_0\\|_F$", True),
+              ("traj_alignment", 1.0, "alignment", "alignment\n$\\|P_W U\\|_F/\\|U\\|_F$", False),
+              ("traj_test_error", 100.0, "test_error", "test error (%)", True))
+    if options.narrow:  # a column-wide figure cannot hold six rows: the two the README's findings read
+        panels = tuple((k, f, n, {"ntk_change": "NTK change", "alignment": "alignment"}[n], log)
+                       for k, f, n, lab, log in panels[:2])
+    per = len(panels)
+    rows = per * len(study.inits)
+    if options.narrow:
+        fig = new_figure(7.0, 9.0, layout=None)
+    else:
+        fig = new_figure(4.2 * len(study.activations) + 1.8, 1.9 * rows + 1.3, layout=None)
     axes = fig.subplots(rows, len(study.activations), squeeze=False, sharex=True)
-    panels = (("traj_ntk_change", 1.0, "NTK change\n||K_t - K_0||_F / ||K_0||_F", True),
-              ("traj_alignment", 1.0, "alignment\n||P_W U||_F / ||U||_F", False),
-              ("traj_test_error", 100.0, "test error (%)", True))
+    size = _curve(options)
+    every = max(1, steps.size // _MARKS)
     for ii, init in enumerate(study.inits):
         for ia, act in enumerate(study.activations):
-            for r, (key, factor, ylabel, log) in enumerate(panels):
-                ax = axes[3 * ii + r, ia]
-                for j in range(s.size):
+            for r, (key, factor, name, ylabel, log) in enumerate(panels):
+                ax = axes[per * ii + r, ia]
+                for k, j in enumerate(picked):
                     values = factor * _median(np.moveaxis(arrays[key][ia, iw, ii, j], 0, -1))
                     ok = np.isfinite(values) & ((values > 0) if log else True)
-                    ax.plot(shown[ok], values[ok], color=colours[j], linewidth=1.3, label=f"s = {s[j]:.3g}")
+                    colour, marker = styles[k]
+                    ax.plot(shown[ok], values[ok], color=colour, marker=marker, zorder=2 + k / len(picked),
+                            markevery=(round(k * every / len(picked)) % every, every), **size)
                 ax.set_xscale("log")
                 if log and _has_positive(ax):
                     ax.set_yscale("log")
                 ax.grid(True, which="major", alpha=0.3)
+                _readable_log_ticks(ax, options)
                 if ia == 0:
-                    ax.set_ylabel(ylabel, fontsize=8)
-            axes[3 * ii, ia].set_title(f"{act}, d = {study.widths[iw]}, {init} init", fontsize=9)
-            axes[3 * ii + 1, ia].set_ylim(-0.03, 1.03)
-    for ax in axes[-1]:
-        ax.set_xlabel("GD step t (step 0 drawn at 0.5)")
-    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="init scale",
-                       title_fontsize=7)
-    fig.suptitle(_title(study), fontsize=9)
+                    ax.set_ylabel(options.label(key, options.label(name, ylabel)))
+            head = (f"{_activation_text(act)}, {init}" if options.narrow else
+                    f"{_activation_text(act)}, $d = {study.widths[iw]}$, {init} init")
+            axes[per * ii, ia].set_title(_panel_title(options, head, "activation", "init"))
+            axes[per * ii + 1, ia].set_ylim(-0.03, 1.03)
+    _shared_xlabel(fig, options.label("step", "GD step $t$ (step 0 drawn at $t = 0.5$)"))
+    handles = [Line2D([], [], color=c, marker=m, label=f"$s = {number_tex(s[j])}$", **size)
+               for j, (c, m) in zip(picked, styles)]
+    legend_title = "init scale $s$" + ("" if len(picked) == s.size else f" ({len(picked)} of {s.size})")
+    title = f"Training trajectories at width $d = {study.widths[iw]}$"
+    title += "" if options.narrow else ", two-layer network on digits\n" + _setting(study)
+    _finish(fig, handles, options, options.title_of(title, "vs_step", f"{study.name}__vs_step"), below=False,
+            legend_title=legend_title, ncols=4)
     save_figure(fig, path)
     return fig
 
@@ -786,6 +1161,12 @@ def execute(study: Study, options, checkpoint) -> Result:
 
 #: export: the end-of-training table is <name>_finals.csv (the trajectories are <name>.csv)
 TABLES = {"by_" + "_".join(AXES): "finals"}
+
+
+def plot_names(meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(label names, figure names): what plot.labels and a plot.title mapping (or `phasediag plot --label`)
+    may name in a run of this kind."""
+    return PLOT_LABELS, FIGURE_NAMES
 
 
 def study_of(result: Result) -> Study:

@@ -47,7 +47,7 @@ directory alone (the study is rebuilt from the stored config).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field as dataclass_field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -56,8 +56,8 @@ import numpy as np
 
 from phasediag import core
 from phasediag.training import simulate
-from phasediag.config.reader import (ConfigError, Located, bounded_int, check_name, fail,
-                                     figure_formats, located, mapping, number, plain, string)
+from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_int, check_name, fail,
+                                     figure_formats, figure_options, located, mapping, number, plain, string)
 from phasediag.config.sweep import axis_values
 from phasediag.plots.maps import nan_median as _median
 from phasediag.engine.workers import ordered_map
@@ -80,7 +80,7 @@ MODEL_KEYS = ("width", "output_scale", "init_var_u", "init_var_w", "lr_ratio")
 DATA_KEYS = ("input_var", "teacher", "noise_var", "samples")
 SWEEP_KEYS = ("lr", "batch_size", "noise_var")
 TRAIN_KEYS = ("steps", "record")
-PLOT_KEYS = ("lr", "formats")
+PLOT_KEYS = ("lr", "formats", *FIGURE_KEYS)
 
 #: cap on the training work: SGD runs x steps x (1 + width / 4000) "step units" (~7 us each on one core,
 #: so the cap is about an hour of one core)
@@ -123,6 +123,7 @@ class Study:
     formats: tuple[str, ...]
     noise_swept: bool = False
     lr_spec: object = None
+    figure: dict = dataclass_field(default_factory=dict, compare=False)  # plot labels, title, size, style, dpi
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -153,7 +154,8 @@ class Study:
             "lr_values": list(self.lrs),
             "train": {"steps": self.steps, "record": self.record},
             "seeds": self.seeds, "seed": self.seed,
-            "plot": {"lr": "auto" if self.plot_lr is None else self.plot_lr, "formats": list(self.formats)},
+            "plot": {"lr": "auto" if self.plot_lr is None else self.plot_lr, "formats": list(self.formats),
+                     **self.figure},
         }
 
 
@@ -227,13 +229,13 @@ def parse_study(root: Located) -> Study:
     record = bounded_int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 60
     seeds = bounded_int(top["seeds"], low=1, high=10_000) if "seeds" in top else 8
     seed = bounded_int(top["seed"], low=0, high=2**63 - 1) if "seed" in top else 0
-    plot_lr, formats = _plot_settings(top.get("plot"), lrs)
+    plot_lr, formats, figure = _plot_settings(top.get("plot"), lrs, root.base_dir)
 
     study = Study(name=name, description=description, width=width, output_scale=output_scale,
                   init_var_u=init_var_u, init_var_w=init_var_w, lr_ratio=lr_ratio, input_var=input_var,
                   teacher=teacher, samples=samples, noise_vars=noise_vars, lrs=tuple(float(v) for v in lrs),
                   batch_sizes=batch_sizes, steps=steps, record=record, seeds=seeds, seed=seed, plot_lr=plot_lr,
-                  formats=formats, noise_swept=noise_swept, lr_spec=plain(sweep["lr"]))
+                  formats=formats, noise_swept=noise_swept, lr_spec=plain(sweep["lr"]), figure=figure)
     _check_work(study, train["steps"])
     return study
 
@@ -266,7 +268,9 @@ def _noise(data: dict, sweep: dict) -> tuple[tuple[float, ...], bool]:
     return tuple(float(v) for v in values), True
 
 
-def _plot_settings(item: Located | None, lrs: np.ndarray) -> tuple[float | None, tuple[str, ...]]:
+def _plot_settings(item: Located | None, lrs: np.ndarray,
+                   base_dir: Path | None = None) -> tuple[float | None, tuple[str, ...], dict]:
+    """plot.lr (None: auto), plot.formats and the figure settings (phasediag.config.reader.figure_options)."""
     spec = mapping(item, PLOT_KEYS) if item is not None else {}
     plot_lr = None
     if "lr" in spec and spec["lr"].value != "auto":  # auto (the default): chosen after training
@@ -276,7 +280,7 @@ def _plot_settings(item: Located | None, lrs: np.ndarray) -> tuple[float | None,
             raise fail("plot.lr", spec["lr"].line, f"{want:g} is not one of the swept learning rates "
                                                     f"({', '.join(f'{v:.4g}' for v in lrs)})")
         plot_lr = float(lrs[hit[0]])
-    return plot_lr, figure_formats(spec)
+    return plot_lr, figure_formats(spec), figure_options(spec, PLOT_LABELS, base_dir, FIGURE_NAMES)
 
 
 def _check_work(study: Study, steps_item: Located) -> None:
@@ -658,20 +662,78 @@ def _at_half(study: Study, values: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- figures
+#
+# One visual language with the other figure kinds (phasediag.plots.base): the batch size B is an ordered
+# quantity, drawn in base.levels greys (darkest: B = 1, the noisiest) with one marker each, so that curves that
+# coincide (no label noise: every B on top of GD) stay apart; the exact references in colours of their own
+# (population GD blue, gradient flow vermillion dashed; these figures show no phases); the leading-order
+# prediction dotted in its curve's grey. Labels in docs/theory.md's notation, each through the run's
+# plot.labels (names: step, lr, batch_size, noise_var, decay, misalignment, noise_part) and titles through
+# plot.title (names: drift_vs_step, drift_vs_lr for the figure's title; noise_var for the panels' titles).
+# Legends are figure legends beside (below, on a narrow figure) the axes; layout by base.fit.
+
+_BAND_ALPHA = 0.1
+_MARKS = 9  # markers per curve against the step (every record would bury the lines)
+_GD_COLOUR, _FLOW_COLOUR = "#0072B2", "#D55E00"  # base.CURVE_COLOURS[0], [1]
+_PREDICTION = ":"
 
 
-def _colours(n: int) -> list[str]:
-    from phasediag.plots.base import CURVE_COLOURS
+def _options(study: Study):
+    """The figure options being drawn with (base.render), else those of the study's config (a direct call)."""
+    from phasediag.plots.base import current_options
 
-    palette = [c for c in CURVE_COLOURS if c not in ("#000000", "#999999")]
-    return [palette[k % len(palette)] for k in range(n)]
-
-
-def _batch_label(study: Study, b: int) -> str:
-    return f"SGD B = {b}" + (" (full batch, sample)" if b == study.samples else "")
+    return current_options({"config": study.resolved})
 
 
-def _band(ax: Axes, x: np.ndarray, values: np.ndarray, colour: str, label: str, **style) -> None:
+def _panel_title(options, default: str | None, *names: str) -> str | None:
+    """A panel's title: the user's when a plot.title mapping names one of `names`, else `default` (a plain
+    plot.title, or null, is the figure's title)."""
+    from collections.abc import Mapping
+
+    return options.title_of(default, *names) if isinstance(options.title, Mapping) else default
+
+
+def _batch_styles(study: Study) -> tuple[list[tuple[str, str]], object]:
+    """(colour, marker) per batch size, and a ScalarMappable for a colour bar when there are more batch sizes
+    than distinguishable levels (None otherwise)."""
+    from phasediag.plots.base import MARKERS, MAX_LEVELS, levels
+
+    n = len(study.batch_sizes)
+    markers = [MARKERS[j % len(MARKERS)] for j in range(n)]
+    if n <= MAX_LEVELS:
+        return list(zip(levels(n)[::-1], markers)), None
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LogNorm
+
+    norm = LogNorm(min(study.batch_sizes), max(study.batch_sizes))
+    cmap = colormaps["viridis"]
+    colours = [cmap(0.9 * float(norm(b))) for b in study.batch_sizes]
+    return list(zip(colours, markers)), ScalarMappable(norm=norm, cmap=cmap)
+
+
+def _batch_text(study: Study, b: int, short: bool = False) -> str:
+    if b != study.samples:
+        return f"$B = {b}$"
+    return f"$B = {b} = n$" + ("" if short else " (full batch)")
+
+
+def _noise_text(value: float, short: bool = False) -> str:
+    """A row's label-noise level (`short`: the symbol and value only, for a narrow figure)."""
+    from phasediag.plots.notation import SYMBOLS, number_tex
+
+    symbol = SYMBOLS["noise_var"]
+    if short:
+        return f"${symbol} = {number_tex(value)}$"
+    return f"label noise ${symbol} = {number_tex(value)}$" if value > 0 else f"no label noise (${symbol} = 0$)"
+
+
+def _curve(options) -> dict:
+    """Marker size and line width of the SGD curves: smaller on a narrow figure."""
+    return {"markersize": 2.6, "linewidth": 1.0} if options.narrow else {"markersize": 3.5, "linewidth": 1.3}
+
+
+def _band(ax: Axes, x: np.ndarray, values: np.ndarray, colour, label: str | None = None, **style) -> None:
     """values (len(x), seeds): the median over seeds as a line, the 25-75% range as a band (values <= 0 and
     NaN are left out: the axes are logarithmic)."""
     med = _median(values)
@@ -680,7 +742,193 @@ def _band(ax: Axes, x: np.ndarray, values: np.ndarray, colour: str, label: str, 
     ax.plot(x[keep], med[keep], color=colour, label=label, **style)
     band = keep & np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
     if np.count_nonzero(band) > 1:
-        ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.18, linewidth=0)
+        ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=_BAND_ALPHA, linewidth=0)
+
+
+def _marked(j: int, n: int, points: int) -> dict:
+    """Line style of the j-th of n ordered curves of `points` points: about _MARKS markers, each curve's
+    shifted so that coinciding curves show all their markers."""
+    every = max(1, points // _MARKS)
+    return {"markevery": (int(round(j * every / max(n, 1))) % every, every)}
+
+
+def _reference_handles(options, gd_slopes: list[float | None] | None = None,
+                       prediction: str = "leading-order prediction") -> list:
+    from matplotlib.lines import Line2D
+
+    gd = "GD, population" if options.narrow else "GD, population (exact)"
+    flow = "gradient flow ($D = 0$)" if options.narrow else "gradient flow (exact, $D = 0$)"
+    return [Line2D([], [], color=_GD_COLOUR, linewidth=2.0, label=gd + _slopes_text(options, gd_slopes)),
+            Line2D([], [], color=_FLOW_COLOUR, linestyle="--", linewidth=1.5, label=flow),
+            Line2D([], [], color="#555555", linestyle=_PREDICTION, linewidth=1.2, label=prediction)]
+
+
+def _slopes_text(options, slopes: list[float | None] | None) -> str:
+    """': slope 2.10, 0.93' (': 2.10, 0.93' on a narrow figure): one per noise level; '' without slopes."""
+    if slopes is None:
+        return ""
+    return (": " if options.narrow else ": slope ") + ", ".join("n/a" if v is None else f"{v:.2f}" for v in slopes)
+
+
+def _batch_handles(study: Study, styles, options, slopes: dict[int, list[float | None]] | None = None) -> list:
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for j, (b, (colour, marker)) in enumerate(zip(study.batch_sizes, styles)):
+        text = _batch_text(study, b, options.narrow) + _slopes_text(options, None if slopes is None else slopes[j])
+        handles.append(Line2D([], [], color=colour, marker=marker, label=text, **_curve(options)))
+    return handles
+
+
+def _finish(fig: Figure, axes: np.ndarray, handles: list, options, mappable, title: str | None,
+            legend_title: str | None = None) -> None:
+    """The legend (or a colour bar for many batch sizes), the title and the layout."""
+    from phasediag.plots.base import colorbar, fit
+
+    if mappable is not None:
+        colorbar(axes.flat[min(axes.shape[1], axes.size) - 1], mappable,
+                 options.label("batch_size", "batch size $B$"))
+        handles = [h for h in handles if not h.get_label().startswith("$B =")]
+    item = _legend(fig, handles, below=options.narrow, ncols=2 if options.narrow else 1, title=legend_title)
+    if title:  # wrapped to the width left of a legend at the right (the title is centred over the axes)
+        beside = 0.0 if item is None or options.narrow else item.get_window_extent(fig._get_renderer()).width
+        fig.suptitle(_wrapped(fig, title, fig.get_size_inches()[0] - beside / fig.dpi - 0.9))
+    fit(fig)
+    _keep_inside(fig)
+    _close_columns(fig)
+
+
+def _legend(fig: Figure, handles: list, *, below: bool, ncols: int, title=None):
+    """base.legend with `ncols` columns, fewer where a legend below would be wider than the figure."""
+    from phasediag.plots.base import legend
+
+    renderer = fig._get_renderer()
+    limit = (fig.get_size_inches()[0] - 0.15) * fig.dpi
+    while True:
+        item = legend(fig, handles, below=below, ncols=ncols, title=title)
+        if item is None or not below or ncols == 1 or item.get_window_extent(renderer).width <= limit:
+            return item
+        item.remove()
+        ncols -= 1
+
+
+def _keep_inside(fig: Figure, pad: float = 0.06) -> None:
+    """After base.fit: the x tick labels at the ends of the bottom row inside the figure (base.fit does not
+    measure how far a tick label at an axes' edge reaches past it)."""
+    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not main:
+        return
+    rows, cols = main[0].get_subplotspec().get_gridspec().get_geometry()
+    renderer = fig._get_renderer()
+    width = fig.get_size_inches()[0] * fig.dpi
+    over_left = over_right = 0.0
+    for ax in main:
+        span = ax.get_subplotspec()
+        if span.rowspan.stop != rows or not (span.colspan.start == 0 or span.colspan.stop == cols):
+            continue
+        box = ax.xaxis.get_tightbbox(renderer)
+        if box is None:
+            continue
+        if span.colspan.start == 0:
+            over_left = max(over_left, pad * fig.dpi - box.x0)
+        if span.colspan.stop == cols:
+            over_right = max(over_right, box.x1 - (width - pad * fig.dpi))
+    if over_left > 0 or over_right > 0:
+        fig.subplots_adjust(left=fig.subplotpars.left + max(over_left, 0.0) / width,
+                            right=fig.subplotpars.right - max(over_right, 0.0) / width)
+
+
+def _close_columns(fig: Figure, gap: float = 0.12) -> None:
+    """After base.fit: the space between columns of the grid from what each column's axes really reach
+    (base.fit reserves the widest left reach of any axes between every two columns, e.g. the y labels that
+    only the first column has)."""
+    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not main:
+        return
+    cols = main[0].get_subplotspec().get_gridspec().get_geometry()[1]
+    if cols < 2:
+        return
+    renderer = fig._get_renderer()
+    reach_left, reach_right = [0.0] * cols, [0.0] * cols
+    for ax in main:  # what reaches into a gap: the y axis' decorations of columns 1..., colour bars (measured
+        span = ax.get_subplotspec().colspan  # only where they matter: each measurement lays out tick labels)
+        box = ax.get_window_extent(renderer)
+        if span.start > 0:
+            reach = ax.yaxis.get_tightbbox(renderer)
+            if reach is not None:
+                reach_left[span.start] = max(reach_left[span.start], (box.x0 - reach.x0) / fig.dpi)
+        if span.stop < cols:
+            params = ax.yaxis.get_tick_params(which="major")
+            reach = [child.get_tightbbox(renderer) for child in ax.child_axes]
+            reach += [ax.yaxis.get_tightbbox(renderer)] if params.get("right") or params.get("labelright") else []
+            reach = [b for b in reach if b is not None]
+            if reach:
+                reach_right[span.stop - 1] = max(reach_right[span.stop - 1],
+                                                 (max(b.x1 for b in reach) - box.x1) / fig.dpi)
+        reach_right[span.stop - 1] = max(reach_right[span.stop - 1], 4 / 72)  # the tick marks
+    across = max(reach_right[c] + reach_left[c + 1] for c in range(cols - 1)) + gap
+    width = (fig.subplotpars.right - fig.subplotpars.left) * fig.get_size_inches()[0]
+    cell = (width - (cols - 1) * across) / cols
+    if cell > 0.2:
+        fig.subplots_adjust(wspace=across / cell)
+
+
+def _shared_xlabel(fig: Figure, text: str) -> None:
+    """One x label under the grid (every panel shares the x quantity; base.fit places it), at the axes'
+    label size."""
+    import matplotlib
+
+    fig.supxlabel(text, fontsize=matplotlib.rcParams["axes.labelsize"])
+
+
+def _wrapped(fig: Figure, text: str, width: float | None = None) -> str:
+    """`text` broken between words (never inside $...$) into lines that fit `width` inches (default: the
+    figure's width). Widths are estimated from the rendered characters (notation.rendered_length at ~0.6 em
+    each, a little wider than DejaVu Sans' average), not measured: measuring parses every candidate line's
+    mathtext, which costs more than drawing the figure."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+
+    from phasediag.plots.notation import rendered_length
+
+    size = FontProperties(size=matplotlib.rcParams["figure.titlesize"]).get_size_in_points()
+    limit = (fig.get_size_inches()[0] - 0.3 if width is None else width) * 72 / (0.6 * size)  # characters
+    out = []
+    for paragraph in text.split("\n"):
+        pieces, math, start = [], False, 0
+        for k, char in enumerate(paragraph):
+            math ^= char == "$"
+            if not math and char == " " and k > start:
+                pieces.append(paragraph[start:k])
+                start = k + 1
+        pieces.append(paragraph[start:])
+        line = pieces[0]
+        for piece in pieces[1:]:
+            if rendered_length(f"{line} {piece}") <= limit:
+                line = f"{line} {piece}"
+            else:
+                out.append(line)
+                line = piece
+        out.append(line)
+    return "\n".join(out)
+
+
+def _setting(study: Study) -> str:
+    """The point of the linear model and the data, in the notation of docs/theory.md section 1."""
+    from phasediag.plots.notation import number_tex as num
+
+    var = (rf"$\sigma_u^2 = \sigma_w^2 = {num(study.init_var_u)}$" if study.init_var_u == study.init_var_w else
+           rf"$\sigma_u^2 = {num(study.init_var_u)}$, $\sigma_w^2 = {num(study.init_var_w)}$")
+    ratio = "" if study.lr_ratio == 1 else rf", $\eta_u/\eta_w = {num(study.lr_ratio)}$"
+    return (rf"$d = {num(study.width)}$, $\kappa = {num(study.output_scale)}$, {var}{ratio}, "
+            rf"$a = {num(study.input_var)}$, $m^* = {num(study.teacher)}$, $n = {num(study.samples)}$; "
+            f"median and 25-75% band over {study.seeds} seeds")
+
+
+def _axis(study: Study, options, name: str) -> str:
+    from phasediag.plots.notation import axis_label
+
+    return options.label(name, axis_label(study.resolved, name))
 
 
 def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray]) -> Figure:
@@ -689,138 +937,175 @@ def drift_vs_step_figure(study: Study, arrays: dict[str, np.ndarray]) -> Figure:
     with the leading-order prediction of each SGD curve (dotted). `arrays`: the coordinates and data variables
     of results.npz. Nothing is saved."""
     from phasediag.plots.base import new_figure
+    from phasediag.plots.notation import number_tex
 
+    options = _options(study)
     study = replace(study, plot_lr=chosen_lr(study, arrays))
     rows = len(study.noise_vars)
-    fig = new_figure(11.5, 3.6 * rows + 0.4)
-    axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False))
+    fig = new_figure(7.0, 7.0 * rows, layout=None) if options.narrow else \
+        new_figure(10.0, 3.3 * rows + 0.9, layout=None)
+    axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False, sharex=True))
     i_lr = _lr_index(study)
     t = arrays["step"].astype(float)
     per_step = {k: np.swapaxes(arrays[k], -1, -2) for k in ("sgd_decay", "sgd_misalignment", "gd_decay")}
     per_step["gd_mis"] = np.swapaxes(misalignment(arrays["gd_alignment"]), -1, -2)
     per_step["flow_mis"] = np.swapaxes(misalignment(arrays["flow_alignment"]), -1, -2)
-    colours = _colours(len(study.batch_sizes))
-    for i, ax_row in enumerate(axes):
-        left, right = ax_row
-        for j, b in enumerate(study.batch_sizes):
-            _band(left, t, per_step["sgd_decay"][i, i_lr, j], colours[j], _batch_label(study, b))
+    styles, mappable = _batch_styles(study)
+    n = len(study.batch_sizes)
+    for i, (left, right) in enumerate(axes):
+        _band(left, t, per_step["gd_decay"][i_lr], _GD_COLOUR, linewidth=2.0, zorder=1.5)
+        _band(right, t, per_step["gd_mis"][i_lr], _GD_COLOUR, linewidth=2.0, zorder=1.5)
+        _band(right, t, per_step["flow_mis"][i_lr], _FLOW_COLOUR, linestyle="--", linewidth=1.5, zorder=1.6)
+        for j, (colour, marker) in enumerate(styles):
+            line = dict(marker=marker, zorder=2 + j / n, **_curve(options), **_marked(j, n, t.size))
+            _band(left, t, per_step["sgd_decay"][i, i_lr, j], colour, **line)
             pred = _mean(arrays["predicted_decay"][i, i_lr, j], axis=0)
             ok = np.isfinite(pred) & (pred > 0) & (t > 0)
-            left.plot(t[ok], pred[ok], color=colours[j], linestyle=":", linewidth=1.2)
-            _band(right, t, per_step["sgd_misalignment"][i, i_lr, j], colours[j], _batch_label(study, b))
-        _band(left, t, per_step["gd_decay"][i_lr], "#000000", "GD, population (exact map)", linewidth=2.2)
-        left.plot([], [], color="#777777", linestyle=":", label="leading-order prediction (mean)")
-        _band(right, t, per_step["gd_mis"][i_lr], "#000000", "GD, population (exact map)", linewidth=2.2)
-        _band(right, t, per_step["flow_mis"][i_lr], "#999999", "gradient flow (exact)",
-              linestyle="--", linewidth=1.6)
-        noise = f"noise_var = {study.noise_vars[i]:g}"
-        left.set_title(f"imbalance decay D = -ln|Delta_t / Delta_0|   ({noise}; flow: D = 0 exactly)", fontsize=9)
-        right.set_title(f"layer misalignment 1 - |cos(u, w)|   ({noise})", fontsize=9)
-        for ax in ax_row:
-            _log_log(ax)
-            ax.set_xlabel("step t")
+            left.plot(t[ok], pred[ok], color=colour, linestyle=_PREDICTION, linewidth=1.1, zorder=2 + j / n)
+            _band(right, t, per_step["sgd_misalignment"][i, i_lr, j], colour, **line)
+        title = _panel_title(options, _noise_text(study.noise_vars[i], options.narrow), "noise_var")
+        for ax in (left, right):
+            _log_log(ax, options)
+            ax.set_title(title)
             ax.grid(True, which="major", alpha=0.3)
-        left.set_ylabel("D_t (median, 25-75% band over seeds)")
-        right.set_ylabel("1 - |zeta_t|")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    axes[0, 1].legend(fontsize=7, loc="lower left")
-    fig.suptitle(_suptitle(study, f"lr = {study.plot_lr:.3g}"), fontsize=10)
+        left.set_ylabel(options.label("decay", r"$D_t = -\ln|\Delta_t/\Delta_0|$"))
+        right.set_ylabel(options.label("misalignment", r"$1 - |\zeta_t|$"))
+    _shared_xlabel(fig, options.label("step", "step $t$"))
+    handles = _batch_handles(study, styles, options) + _reference_handles(options)
+    default = f"Imbalance decay and misalignment under GD and SGD at $\\eta = {number_tex(study.plot_lr)}$"
+    default += "" if options.narrow else "\n" + _setting(study)  # (a column figure's caption says it)
+    _finish(fig, axes, handles, options, mappable,
+            options.title_of(default, "drift_vs_step", f"{study.name}__drift_vs_step"), "SGD, batch size")
     return fig
 
 
 def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray]) -> Figure:
-    """Per noise level (rows), at the last step K (median and 25-75% range over seeds, log-log):
-    D_K against lr for each batch size and population GD (least-squares slopes in the legend); the noise part
-    D_K(B) - D_K(full batch on the same sample) against B at each lr, with the leading-order prediction
-    proportional to f_B = (n - B)/(B (n - 1)) (dotted); and 1 - |zeta_K| against lr. Nothing is saved."""
+    """Per noise level, at the last step K (median and 25-75% range over seeds, log-log), against the
+    learning rate: D_K for each batch size and population GD (least-squares slopes against lr in the legend);
+    the noise part D_K(B) - D_K(full batch on the same sample) for each B < n, with the leading-order
+    prediction (dotted: proportional to f_B = (n - B)/(B (n - 1))); and 1 - |zeta_K|. A row per noise level
+    (a column on a narrow figure). Nothing is saved."""
     from phasediag.plots.base import new_figure
+    from phasediag.plots.notation import number_tex
 
-    rows = len(study.noise_vars)
-    fig = new_figure(16.0, 3.7 * rows + 0.4)
-    axes = np.atleast_2d(fig.subplots(rows, 3, squeeze=False))
+    options = _options(study)
+    levels_n = len(study.noise_vars)
+    if options.narrow:  # quantities down, noise levels across: a column-wide figure stays readable
+        fig = new_figure(7.0, 9.0, layout=None)
+        grid = np.atleast_2d(fig.subplots(3, levels_n, squeeze=False, sharex=True))
+        panels = grid.T
+    else:
+        fig = new_figure(13.0, 3.4 * levels_n + 0.9, layout=None)
+        grid = np.atleast_2d(fig.subplots(levels_n, 3, squeeze=False, sharex=True))
+        panels = grid
     lrs = np.asarray(study.lrs)
-    colours = _colours(len(study.batch_sizes))
-    lr_label = "learning rate lr" + ("" if study.lr_ratio == 1 else f" (= eta_w; eta_u = {study.lr_ratio:g} lr)")
-    for i, (left, middle, right) in enumerate(axes):
-        for j, b in enumerate(study.batch_sizes):
-            d_k = arrays["sgd_decay"][i, :, j, :, -1]
-            slope = _slope(lrs, _median(d_k))
-            label = _batch_label(study, b) + (f"  (slope {slope:.2f})" if slope is not None else "")
-            _band(left, lrs, d_k, colours[j], label, marker="o", markersize=3.5)
-            _band(right, lrs, arrays["sgd_misalignment"][i, :, j, :, -1], colours[j], _batch_label(study, b),
-                  marker="o", markersize=3.5)
+    styles, mappable = _batch_styles(study)
+    n = len(study.batch_sizes)
+    sizes = np.asarray(study.batch_sizes)
+    slopes = {j: [] for j in range(n)}
+    gd_slopes = []
+    x_label = _axis(study, options, "lr")
+    for i, (left, middle, right) in enumerate(panels):
         gd = arrays["gd_decay"][:, :, -1]
-        slope = _slope(lrs, _median(gd))
-        _band(left, lrs, gd, "#000000", "GD, population" + (f"  (slope {slope:.2f})" if slope is not None else ""),
-              marker="s", markersize=3.5, linewidth=2.2)
-        _band(right, lrs, misalignment(arrays["gd_alignment"][:, :, -1]), "#000000", "GD, population",
-              marker="s", markersize=3.5, linewidth=2.2)
-        _band(right, lrs, misalignment(arrays["flow_alignment"][:, :, -1]), "#999999", "gradient flow",
-              linestyle="--", linewidth=1.6)
-        _noise_part_panel(middle, study, arrays, i)
-        noise = f"noise_var = {study.noise_vars[i]:g}"
-        left.set_title(f"imbalance decay D_K = -ln|Delta_K / Delta_0|, K = {study.steps:,}   ({noise})", fontsize=9)
-        right.set_title(f"misalignment 1 - |zeta_K| at K = {study.steps:,}   ({noise})", fontsize=9)
-        for ax in (left, right):
-            ax.set_xlabel(lr_label)
+        gd_slopes.append(_slope(lrs, _median(gd)))
+        _band(left, lrs, gd, _GD_COLOUR, linewidth=2.0, zorder=1.5)
+        _band(right, lrs, misalignment(arrays["gd_alignment"][:, :, -1]), _GD_COLOUR, linewidth=2.0, zorder=1.5)
+        _band(right, lrs, misalignment(arrays["flow_alignment"][:, :, -1]), _FLOW_COLOUR, linestyle="--",
+              linewidth=1.5, zorder=1.6)
+        sample = arrays["sample_decay"][i, :, :, -1]  # (L, S): full batch on the same sample
+        for j, (colour, marker) in enumerate(styles):
+            line = dict(marker=marker, zorder=2 + j / n, **_curve(options))
+            d_k = arrays["sgd_decay"][i, :, j, :, -1]
+            slopes[j].append(_slope(lrs, _median(d_k)))
+            _band(left, lrs, d_k, colour, **line)
+            _band(right, lrs, arrays["sgd_misalignment"][i, :, j, :, -1], colour, **line)
+            if sizes[j] < study.samples:
+                _band(middle, lrs, d_k - sample, colour, **line)
+                mean = _mean(arrays["predicted_decay"][i, :, j, :, -1] - sample)
+                ok = np.isfinite(mean) & (mean > 0)
+                middle.plot(lrs[ok], mean[ok], color=colour, linestyle=_PREDICTION, linewidth=1.1, zorder=2 + j / n)
+        noise = _noise_text(study.noise_vars[i], options.narrow)
+        if not options.narrow or i == 0:  # (narrow: the rows share a quantity, labelled once at the left)
+            left.set_ylabel(options.label("decay", "$D_K$" if options.narrow else r"$D_K = -\ln|\Delta_K/\Delta_0|$"))
+            middle.set_ylabel(options.label("noise_part", "$D_K(B) - D_K(n)$" if options.narrow else
+                                            r"$D_K(B) - D_K(n)$, $B < n$"))
+            right.set_ylabel(options.label("misalignment", r"$1 - |\zeta_K|$"))
         for ax in (left, middle, right):
-            _log_log(ax)
+            _log_log(ax, options)
             ax.grid(True, which="major", alpha=0.3)
-        left.set_ylabel("D_K (flow: 0 exactly)")
-        right.set_ylabel("1 - |zeta_K|")
-        left.legend(fontsize=7, loc="upper left")
-        middle.legend(fontsize=7, loc="lower left")
-    axes[0, 2].legend(fontsize=7, loc="lower left")
-    fig.suptitle(_suptitle(study, f"K = {study.steps:,} steps"), fontsize=10)
+            if not options.narrow or ax is left:
+                ax.set_title(_panel_title(options, noise, "noise_var"))
+    _shared_xlabel(fig, x_label)
+    handles = _batch_handles(study, styles, options, slopes)  # slopes per noise level (rows; narrow: columns)
+    handles += _reference_handles(options, gd_slopes, "prediction (noise part)")
+    order = "" if levels_n == 1 else " by column" if options.narrow else " by row"
+    legend_title = f"slope of $D_K$ against $\\eta${order}"
+    default = f"Imbalance decay, its noise part and misalignment at the last step $K = {number_tex(study.steps)}$"
+    default += "" if options.narrow else "\n" + _setting(study)
+    _finish(fig, grid, handles, options, mappable,
+            options.title_of(default, "drift_vs_lr", f"{study.name}__drift_vs_lr"), legend_title)
     return fig
 
 
-def _noise_part_panel(ax: Axes, study: Study, arrays: dict[str, np.ndarray], i: int) -> None:
-    """D_K(B) - D_K(full batch on the sample) against B < n, one curve per lr, with its prediction (dotted)."""
-    sizes = np.asarray(study.batch_sizes)
-    partial = sizes < study.samples
-    excess = arrays["sgd_decay"][i, :, :, :, -1] - arrays["sample_decay"][i, :, None, :, -1]  # (L, B, S)
-    predicted = arrays["predicted_decay"][i, :, :, :, -1] - arrays["sample_decay"][i, :, None, :, -1]
-    shades = _lr_shades(len(study.lrs))
-    for k, lr in enumerate(study.lrs):
-        _band(ax, sizes[partial].astype(float), excess[k, partial], shades[k], f"lr = {lr:.3g}", marker="o",
-              markersize=3.5)
-        mean = _mean(predicted[k, partial])
-        ok = np.isfinite(mean) & (mean > 0)
-        ax.plot(sizes[partial][ok], mean[ok], color=shades[k], linestyle=":", linewidth=1.2)
-    ax.plot([], [], color="#777777", linestyle=":", label="prediction (mean), prop. to f_B")
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("D_K(B) - D_K(full batch, same sample)")
-    ax.set_title(f"noise part of D_K against B < n = {study.samples:,}   "
-                 f"(noise_var = {study.noise_vars[i]:g})", fontsize=9)
-
-
-def _lr_shades(n: int) -> list[str]:
-    """n colours from light to dark (viridis without its yellow end), one per learning rate."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    return [cmap(0.85 * k / max(n - 1, 1)) for k in range(n)]
-
-
-def _log_log(ax: Axes) -> None:
-    """Log scales on both axes, or a note when nothing positive was drawn (e.g. 1 - |zeta| = 0 at d = 1)."""
+def _log_log(ax: Axes, options) -> None:
+    """Log scales on both axes (over many decades: at most ~6 labelled powers of ten, no minor ticks), or a
+    note when nothing positive was drawn (e.g. 1 - |zeta| = 0 at d = 1)."""
     drawn = [(np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float))
              for line in ax.get_lines()]
     if not any(np.any((x > 0) & np.isfinite(y) & (y > 0)) for x, y in drawn if y.size):
         ax.text(0.5, 0.5, "nothing positive to draw on a log scale\n(values 0, undefined or diverged)",
-                transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#555555")
+                transform=ax.transAxes, ha="center", va="center", fontsize="small", color="#555555")
         ax.set_xticks([])
         ax.set_yticks([])
         return
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _sparse_log_ticks(ax, 3 if options.narrow else 7)
 
 
-def _suptitle(study: Study, what: str) -> str:
-    return (f"{study.name}: d = {study.width:,}, kappa = {study.output_scale:g}, sigma_u^2 = {study.init_var_u:g}, "
-            f"sigma_w^2 = {study.init_var_w:g}, eta_u/eta_w = {study.lr_ratio:g}, a = {study.input_var:g}, "
-            f"m* = {study.teacher:g}, n = {study.samples:,}; {what}; {study.seeds} seeds")
+def _sparse_log_ticks(ax: Axes, numticks: int) -> None:
+    """Readable log axes. Over more than 3 decades: powers of ten only (at most `numticks`), no minor ticks
+    (each Tick costs ~2 ms and they clutter). Over up to ~2 decades (1.5 on a narrow figure): 1, 2 and 5 x 10^k
+    labelled (and 3 x 10^k where those are fewer than three; matplotlib would label two powers of ten, or
+    every minor tick); within a decade where those are fewer than two: 2-4 round numbers."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+
+    ax.autoscale_view()
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        lo, hi = min(lo, hi), max(lo, hi)
+        if axis.get_scale() != "log" or not lo > 0:
+            continue
+        if hi / lo > 1e3:
+            axis.set_major_locator(LogLocator(base=10, numticks=numticks))
+            axis.set_minor_locator(NullLocator())
+            continue
+        if hi / lo > 10 ** (1.5 if numticks < 7 else 2.2):
+            continue
+        k = np.floor(np.log10(lo))
+        for subs in ((1, 2, 5), (1, 2, 3, 5)):
+            ticks = [m * 10.0 ** e for e in np.arange(k, np.floor(np.log10(hi)) + 1) for m in subs]
+            ticks = [v for v in ticks if lo <= v <= hi]
+            if len(ticks) >= 3:
+                break
+        if len(ticks) < 2:
+            scale = 10.0 ** k
+            for step in (1.0, 0.5, 0.2, 0.1, 0.05):
+                ticks = [v for v in np.arange(np.floor(lo / scale), hi / scale + step, step) * scale if lo <= v <= hi]
+                if len(ticks) >= 2:
+                    break
+            keep = np.unique(np.linspace(0, len(ticks) - 1, min(len(ticks), 4)).round().astype(int))
+            ticks = [ticks[i] for i in keep] if len(ticks) >= 2 else []
+        if ticks:
+            axis.set_major_locator(FixedLocator([float(f"{v:.3g}") for v in ticks]))
+            axis.set_major_formatter(FuncFormatter(_tick_text))
+            axis.set_minor_locator(NullLocator())
+
+
+def _tick_text(value: float, _=None) -> str:
+    """A log-axis tick label: positional from 0.001 to 10^4 ('0.02'), else as a power ('$10^{-5}$')."""
+    from phasediag.plots.notation import number_tex
+
+    return f"{value:g}" if 1e-3 <= value < 1e4 else f"${number_tex(value)}$"
 
 
 # ---------------------------------------------------------------- the job kind (phasediag.jobs)
@@ -838,6 +1123,11 @@ DIMS: dict[str, tuple[str, ...]] = {
     "sample_decay": ("noise_var", "lr", "seed", "step"), "noise_budget": ("noise_var", "lr", "seed", "step"),
     "predicted_decay": _SGD,
 }
+#: what plot.labels may name: the coordinates, the data variables, and the quantities on the figures' axes:
+#: decay (D_t, D_K), misalignment (1 - |zeta|), noise_part (D_K(B) - D_K(full batch), against batch_size)
+PLOT_LABELS = COORDS + tuple(DIMS) + ("decay", "misalignment", "noise_part")
+#: what a plot.title mapping may name beyond PLOT_LABELS: the figures
+FIGURE_NAMES = ("drift_vs_step", "drift_vs_lr")
 #: export: the CSV table of each set of dimensions other than the SGD records' (<name>_<table>.csv)
 TABLES = {"by_noise_var_lr_batch_size_seed": "runs", "by_seed": "init", "by_lr_seed_step": "population",
           "by_noise_var_lr_seed_step": "sample"}
@@ -881,6 +1171,12 @@ def load_data(directory: Path, meta: dict) -> Result:
         meta = {**meta, "kind": "sgd_drift", "coords": list(COORDS),
                 "dims": {name: list(dims) for name, dims in DIMS.items()}}
     return store.load(directory, meta=meta)
+
+
+def plot_names(meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(label names, figure names): what plot.labels and a plot.title mapping (or `phasediag plot --label`)
+    may name in a run of this kind."""
+    return PLOT_LABELS, FIGURE_NAMES
 
 
 def study_of_result(result: Result) -> Study:
