@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["FORMATS", "WRITABLE_FORMATS", "DPI", "SIZES", "CATEGORY_COLOURS", "FALLBACK_COLOURS", "CURVE_COLOURS",
            "SPECIAL_COLOURS", "LINESTYLES", "MARKERS", "MAX_LEVELS", "phase_colour", "pretty", "levels",
-           "FigureOptions", "figure_options", "current_options", "load_matplotlib", "new_figure", "fit", "colorbar", "legend",
+           "FigureOptions", "figure_options", "current_options", "load_matplotlib", "new_figure", "fit", "keep_inside", "close_columns", "wrapped_title", "colorbar", "legend",
            "save_figure", "swatch", "figure_formats", "render"]
 
 #: every format matplotlib's Agg backend writes (a figure file named by the user, e.g. `solve --plot x.eps`)
@@ -233,8 +233,15 @@ def legend(fig: Figure, handles: Sequence, *, below: bool = False, ncols: int | 
     if not handles:
         return None
     if below:
-        item = fig.legend(handles=list(handles), loc="lower center", bbox_to_anchor=(0.5, 0.0), frameon=False,
-                          ncols=ncols or min(len(handles), 3), title=title)
+        ncols = ncols or min(len(handles), 3)
+        limit = (fig.get_size_inches()[0] - 0.15) * fig.dpi
+        while True:  # fewer columns where the legend would be wider than the figure
+            item = fig.legend(handles=list(handles), loc="lower center", bbox_to_anchor=(0.5, 0.0),
+                              frameon=False, ncols=ncols, title=title)
+            if ncols == 1 or item.get_window_extent(fig._get_renderer()).width <= limit:
+                break
+            item.remove()
+            ncols -= 1
     else:
         item = fig.legend(handles=list(handles), loc="upper right", bbox_to_anchor=(1.0, 1.0), frameon=False,
                           ncols=ncols or 1, title=title)
@@ -398,6 +405,100 @@ def _text_box(fig: Figure, renderer, text: str, size):
     probe = Text(0, 0, text, fontsize=size)
     probe.set_figure(fig)
     return probe.get_window_extent(renderer)
+
+
+def keep_inside(fig: Figure, pad: float = 0.06) -> None:
+    """After base.fit: the x tick labels at the ends of the bottom row inside the figure (base.fit does not
+    measure how far a tick label at an axes' edge reaches past it)."""
+    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not main:
+        return
+    rows, cols = main[0].get_subplotspec().get_gridspec().get_geometry()
+    renderer = fig._get_renderer()
+    width = fig.get_size_inches()[0] * fig.dpi
+    over_left = over_right = 0.0
+    for ax in main:
+        span = ax.get_subplotspec()
+        if span.rowspan.stop != rows or not (span.colspan.start == 0 or span.colspan.stop == cols):
+            continue
+        box = ax.xaxis.get_tightbbox(renderer)
+        if box is None:
+            continue
+        if span.colspan.start == 0:
+            over_left = max(over_left, pad * fig.dpi - box.x0)
+        if span.colspan.stop == cols:
+            over_right = max(over_right, box.x1 - (width - pad * fig.dpi))
+    if over_left > 0 or over_right > 0:
+        fig.subplots_adjust(left=fig.subplotpars.left + max(over_left, 0.0) / width,
+                            right=fig.subplotpars.right - max(over_right, 0.0) / width)
+
+
+def close_columns(fig: Figure, gap: float = 0.12) -> None:
+    """After base.fit: the space between columns of the grid from what each column's axes really reach
+    (base.fit reserves the widest left reach of any axes between every two columns, e.g. the y labels that
+    only the first column has)."""
+    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
+    if not main:
+        return
+    cols = main[0].get_subplotspec().get_gridspec().get_geometry()[1]
+    if cols < 2:
+        return
+    renderer = fig._get_renderer()
+    reach_left, reach_right = [0.0] * cols, [0.0] * cols
+    for ax in main:  # what reaches into a gap: the y axis' decorations of columns 1..., colour bars (measured
+        span = ax.get_subplotspec().colspan  # only where they matter: each measurement lays out tick labels)
+        box = ax.get_window_extent(renderer)
+        if span.start > 0:
+            reach = ax.yaxis.get_tightbbox(renderer)
+            if reach is not None:
+                reach_left[span.start] = max(reach_left[span.start], (box.x0 - reach.x0) / fig.dpi)
+        if span.stop < cols:
+            params = ax.yaxis.get_tick_params(which="major")
+            reach = [child.get_tightbbox(renderer) for child in ax.child_axes]
+            reach += [ax.yaxis.get_tightbbox(renderer)] if params.get("right") or params.get("labelright") else []
+            reach = [b for b in reach if b is not None]
+            if reach:
+                reach_right[span.stop - 1] = max(reach_right[span.stop - 1],
+                                                 (max(b.x1 for b in reach) - box.x1) / fig.dpi)
+        reach_right[span.stop - 1] = max(reach_right[span.stop - 1], 4 / 72)  # the tick marks
+    across = max(reach_right[c] + reach_left[c + 1] for c in range(cols - 1)) + gap
+    width = (fig.subplotpars.right - fig.subplotpars.left) * fig.get_size_inches()[0]
+    cell = (width - (cols - 1) * across) / cols
+    if cell > 0.2:
+        fig.subplots_adjust(wspace=across / cell)
+
+
+def wrapped_title(fig: Figure, text: str, width: float | None = None) -> str:
+    """`text` broken between words (never inside $...$) into lines that fit `width` inches (default: the
+    figure's width). Widths are estimated from the rendered characters (notation.rendered_length at ~0.6 em
+    each, a little wider than DejaVu Sans' average), not measured: measuring parses every candidate line's
+    mathtext, which costs more than drawing the figure."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+
+    from phasediag.plots.notation import rendered_length
+
+    size = FontProperties(size=matplotlib.rcParams["figure.titlesize"]).get_size_in_points()
+    limit = (fig.get_size_inches()[0] - 0.3 if width is None else width) * 72 / (0.6 * size)  # characters
+    out = []
+    for paragraph in text.split("\n"):
+        pieces, math, start = [], False, 0
+        for k, char in enumerate(paragraph):
+            math ^= char == "$"
+            if not math and char == " " and k > start:
+                pieces.append(paragraph[start:k])
+                start = k + 1
+        pieces.append(paragraph[start:])
+        line = pieces[0]
+        for piece in pieces[1:]:
+            if rendered_length(f"{line} {piece}") <= limit:
+                line = f"{line} {piece}"
+            else:
+                out.append(line)
+                line = piece
+        out.append(line)
+    return "\n".join(out)
+
 
 
 def save_figure(fig: Figure, path: str | Path | None, *, dpi: int | None = None) -> Path | None:

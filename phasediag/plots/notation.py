@@ -466,3 +466,8 @@ def _parse_message(exc: Exception) -> str:
     if expected and len(expected[1]) > 40:  # pyparsing lists every alternative: name only what was found
         text = f"unexpected {expected[2]}"
     return text if len(text) <= 100 else text[:97] + "..."
+
+
+def tick_text(value: float, _=None) -> str:
+    """A log-axis tick label: positional from 0.001 to 10^4 ('0.02'), else as a power ('$10^{-5}$')."""
+    return f"{value:g}" if 1e-3 <= value < 1e4 else f"${number_tex(value)}$"

@@ -838,92 +838,17 @@ def _finish(fig: Figure, handles: list, options, title: str | None, *, below: bo
             ncols: int = 2) -> None:
     """The figure legend (below, or beside the axes unless the figure is narrow; `ncols` columns on a narrow
     figure), the title, the layout."""
-    from phasediag.plots.base import fit
+    from phasediag.plots.base import close_columns, fit, keep_inside, legend, wrapped_title
 
     below = below or options.narrow
     ncols = ncols if options.narrow else (4 if below else 1)
-    item = _legend(fig, handles, below=below, ncols=ncols, title=legend_title)
+    item = legend(fig, handles, below=below, ncols=ncols, title=legend_title)
     if title:  # wrapped to the width left of a legend at the right (the title is centred over the axes)
         beside = 0.0 if item is None or below else item.get_window_extent(fig._get_renderer()).width
-        fig.suptitle(_wrapped(fig, title, fig.get_size_inches()[0] - beside / fig.dpi - 0.9))
+        fig.suptitle(wrapped_title(fig, title, fig.get_size_inches()[0] - beside / fig.dpi - 0.9))
     fit(fig)
-    _keep_inside(fig)
-    _close_columns(fig)
-
-
-def _legend(fig: Figure, handles: list, *, below: bool, ncols: int, title=None):
-    """base.legend with `ncols` columns, fewer where a legend below would be wider than the figure."""
-    from phasediag.plots.base import legend
-
-    renderer = fig._get_renderer()
-    limit = (fig.get_size_inches()[0] - 0.15) * fig.dpi
-    while True:
-        item = legend(fig, handles, below=below, ncols=ncols, title=title)
-        if item is None or not below or ncols == 1 or item.get_window_extent(renderer).width <= limit:
-            return item
-        item.remove()
-        ncols -= 1
-
-
-def _keep_inside(fig: Figure, pad: float = 0.06) -> None:
-    """After base.fit: the x tick labels at the ends of the bottom row inside the figure (base.fit does not
-    measure how far a tick label at an axes' edge reaches past it)."""
-    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
-    if not main:
-        return
-    rows, cols = main[0].get_subplotspec().get_gridspec().get_geometry()
-    renderer = fig._get_renderer()
-    width = fig.get_size_inches()[0] * fig.dpi
-    over_left = over_right = 0.0
-    for ax in main:
-        span = ax.get_subplotspec()
-        if span.rowspan.stop != rows or not (span.colspan.start == 0 or span.colspan.stop == cols):
-            continue
-        box = ax.xaxis.get_tightbbox(renderer)
-        if box is None:
-            continue
-        if span.colspan.start == 0:
-            over_left = max(over_left, pad * fig.dpi - box.x0)
-        if span.colspan.stop == cols:
-            over_right = max(over_right, box.x1 - (width - pad * fig.dpi))
-    if over_left > 0 or over_right > 0:
-        fig.subplots_adjust(left=fig.subplotpars.left + max(over_left, 0.0) / width,
-                            right=fig.subplotpars.right - max(over_right, 0.0) / width)
-
-
-def _close_columns(fig: Figure, gap: float = 0.12) -> None:
-    """After base.fit: the space between columns of the grid from what each column's axes really reach
-    (base.fit reserves the widest left reach of any axes between every two columns, e.g. the y labels that
-    only the first column has)."""
-    main = [ax for ax in fig.axes if ax.get_subplotspec() is not None]
-    if not main:
-        return
-    cols = main[0].get_subplotspec().get_gridspec().get_geometry()[1]
-    if cols < 2:
-        return
-    renderer = fig._get_renderer()
-    reach_left, reach_right = [0.0] * cols, [0.0] * cols
-    for ax in main:  # what reaches into a gap: the y axis' decorations of columns 1..., colour bars (measured
-        span = ax.get_subplotspec().colspan  # only where they matter: each measurement lays out tick labels)
-        box = ax.get_window_extent(renderer)
-        if span.start > 0:
-            reach = ax.yaxis.get_tightbbox(renderer)
-            if reach is not None:
-                reach_left[span.start] = max(reach_left[span.start], (box.x0 - reach.x0) / fig.dpi)
-        if span.stop < cols:
-            params = ax.yaxis.get_tick_params(which="major")
-            reach = [child.get_tightbbox(renderer) for child in ax.child_axes]
-            reach += [ax.yaxis.get_tightbbox(renderer)] if params.get("right") or params.get("labelright") else []
-            reach = [b for b in reach if b is not None]
-            if reach:
-                reach_right[span.stop - 1] = max(reach_right[span.stop - 1],
-                                                 (max(b.x1 for b in reach) - box.x1) / fig.dpi)
-        reach_right[span.stop - 1] = max(reach_right[span.stop - 1], 4 / 72)  # the tick marks
-    across = max(reach_right[c] + reach_left[c + 1] for c in range(cols - 1)) + gap
-    width = (fig.subplotpars.right - fig.subplotpars.left) * fig.get_size_inches()[0]
-    cell = (width - (cols - 1) * across) / cols
-    if cell > 0.2:
-        fig.subplots_adjust(wspace=across / cell)
+    keep_inside(fig)
+    close_columns(fig)
 
 
 def _shared_xlabel(fig: Figure, text: str) -> None:
@@ -933,43 +858,12 @@ def _shared_xlabel(fig: Figure, text: str) -> None:
     fig.supxlabel(text, fontsize=matplotlib.rcParams["axes.labelsize"])
 
 
-def _wrapped(fig: Figure, text: str, width: float | None = None) -> str:
-    """`text` broken between words (never inside $...$) into lines that fit `width` inches (default: the
-    figure's width). Widths are estimated from the rendered characters (notation.rendered_length at ~0.6 em
-    each, a little wider than DejaVu Sans' average), not measured: measuring parses every candidate line's
-    mathtext, which costs more than drawing the figure."""
-    import matplotlib
-    from matplotlib.font_manager import FontProperties
-
-    from phasediag.plots.notation import rendered_length
-
-    size = FontProperties(size=matplotlib.rcParams["figure.titlesize"]).get_size_in_points()
-    limit = (fig.get_size_inches()[0] - 0.3 if width is None else width) * 72 / (0.6 * size)  # characters
-    out = []
-    for paragraph in text.split("\n"):
-        pieces, math, start = [], False, 0
-        for k, char in enumerate(paragraph):
-            math ^= char == "$"
-            if not math and char == " " and k > start:
-                pieces.append(paragraph[start:k])
-                start = k + 1
-        pieces.append(paragraph[start:])
-        line = pieces[0]
-        for piece in pieces[1:]:
-            if rendered_length(f"{line} {piece}") <= limit:
-                line = f"{line} {piece}"
-            else:
-                out.append(line)
-                line = piece
-        out.append(line)
-    return "\n".join(out)
-
-
 def _readable_log_ticks(ax: Axes, options) -> None:
     """Log axes over more than 3 decades: powers of ten only (at most ~7, 3 on a narrow figure), no minor
     ticks (each Tick costs ~2 ms and they clutter); over one or two decades: 1, 2, 5 x 10^k labelled
     (matplotlib would label only two powers of ten)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+    from phasediag.plots.notation import tick_text
 
     ax.autoscale_view()
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
@@ -988,15 +882,8 @@ def _readable_log_ticks(ax: Axes, options) -> None:
                     break
             if len(ticks) >= 2:
                 axis.set_major_locator(FixedLocator([float(f"{v:.3g}") for v in ticks]))
-                axis.set_major_formatter(FuncFormatter(_tick_text))
+                axis.set_major_formatter(FuncFormatter(tick_text))
                 axis.set_minor_locator(NullLocator())
-
-
-def _tick_text(value: float, _=None) -> str:
-    """A log-axis tick label: positional from 0.001 to 10^4 ('0.02'), else as a power ('$10^{-5}$')."""
-    from phasediag.plots.notation import number_tex
-
-    return f"{value:g}" if 1e-3 <= value < 1e4 else f"${number_tex(value)}$"
 
 
 def _has_positive(ax: Axes) -> bool:
