@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["FORMATS", "WRITABLE_FORMATS", "DPI", "SIZES", "CATEGORY_COLOURS", "FALLBACK_COLOURS", "CURVE_COLOURS",
            "SPECIAL_COLOURS", "LINESTYLES", "MARKERS", "MAX_LEVELS", "phase_colour", "pretty", "levels",
-           "FigureOptions", "figure_options", "current_options", "load_matplotlib", "new_figure", "fit", "keep_inside", "close_columns", "wrapped_title", "colorbar", "legend",
+           "FigureOptions", "figure_options", "current_options", "load_matplotlib", "new_figure", "fit", "keep_inside", "close_columns", "wrapped_title", "readable_log_ticks", "colorbar", "legend",
            "save_figure", "swatch", "figure_formats", "render"]
 
 #: every format matplotlib's Agg backend writes (a figure file named by the user, e.g. `solve --plot x.eps`)
@@ -499,6 +499,47 @@ def wrapped_title(fig: Figure, text: str, width: float | None = None) -> str:
         out.append(line)
     return "\n".join(out)
 
+
+
+def readable_log_ticks(ax: Axes, numticks: int) -> None:
+    """Readable log axes. Over more than 3 decades: powers of ten only (at most `numticks`), no minor ticks
+    (each Tick costs ~2 ms and they clutter). Over up to ~2 decades (1.5 on a narrow figure): 1, 2 and 5 x 10^k
+    labelled (and 3 x 10^k where those are fewer than three; matplotlib would label two powers of ten, or
+    every minor tick); within a decade where those are fewer than two: 2-4 round numbers."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+    import numpy as np
+
+    from phasediag.plots.notation import tick_text
+
+    ax.autoscale_view()
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        lo, hi = min(lo, hi), max(lo, hi)
+        if axis.get_scale() != "log" or not lo > 0:
+            continue
+        if hi / lo > 1e3:
+            axis.set_major_locator(LogLocator(base=10, numticks=numticks))
+            axis.set_minor_locator(NullLocator())
+            continue
+        if hi / lo > 10 ** (1.5 if numticks < 7 else 2.2):
+            continue
+        k = np.floor(np.log10(lo))
+        for subs in ((1, 2, 5), (1, 2, 3, 5)):
+            ticks = [m * 10.0 ** e for e in np.arange(k, np.floor(np.log10(hi)) + 1) for m in subs]
+            ticks = [v for v in ticks if lo <= v <= hi]
+            if len(ticks) >= 3:
+                break
+        if len(ticks) < 2:
+            scale = 10.0 ** k
+            for step in (1.0, 0.5, 0.2, 0.1, 0.05):
+                ticks = [v for v in np.arange(np.floor(lo / scale), hi / scale + step, step) * scale if lo <= v <= hi]
+                if len(ticks) >= 2:
+                    break
+            keep = np.unique(np.linspace(0, len(ticks) - 1, min(len(ticks), 4)).round().astype(int))
+            ticks = [ticks[i] for i in keep] if len(ticks) >= 2 else []
+        if ticks:
+            axis.set_major_locator(FixedLocator([float(f"{v:.3g}") for v in ticks]))
+            axis.set_major_formatter(FuncFormatter(tick_text))
+            axis.set_minor_locator(NullLocator())
 
 
 def save_figure(fig: Figure, path: str | Path | None, *, dpi: int | None = None) -> Path | None:

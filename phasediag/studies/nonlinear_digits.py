@@ -724,6 +724,7 @@ def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
     narrow figure: the NTK change and the end alignment only); one line per width (grey level and marker)
     and initialization (line style). Bottom row: the mechanism label of each run (with several seeds, the fraction of seeds with each
     label, stacked). Saves when `path` is given."""
+    from phasediag.plots.base import readable_log_ticks
     from phasediag.plots.base import MAX_LEVELS, new_figure, save_figure
     from phasediag.plots.notation import axis_label, number_tex
 
@@ -761,10 +762,10 @@ def vs_init_scale_figure(study: Study, arrays: dict[str, np.ndarray], path: str 
                 ax.set_ylabel(options.label(name, label))
             if log and _has_positive(ax):
                 ax.set_yscale("log")
-            _readable_log_ticks(ax, options)
+            readable_log_ticks(ax, 3 if options.narrow else 7)
         _mechanism_strip(col[-1], study, arrays, ia, curves, s, labels=ia == 0, short=options.narrow,
                          ylabel=options.label("mechanism", "mechanism") if ia == 0 and not options.narrow else None)
-        _readable_log_ticks(col[-1], options)
+        readable_log_ticks(col[-1], 3 if options.narrow else 7)
     _shared_xlabel(fig, options.label("init_scale", axis_label(study.resolved, "init_scale")))
     handles = _curve_handles(study, curves, options)
     handles += _alignment_handles(options, study.ntk_threshold)[2 if options.narrow else 0:]
@@ -858,34 +859,6 @@ def _shared_xlabel(fig: Figure, text: str) -> None:
     fig.supxlabel(text, fontsize=matplotlib.rcParams["axes.labelsize"])
 
 
-def _readable_log_ticks(ax: Axes, options) -> None:
-    """Log axes over more than 3 decades: powers of ten only (at most ~7, 3 on a narrow figure), no minor
-    ticks (each Tick costs ~2 ms and they clutter); over one or two decades: 1, 2, 5 x 10^k labelled
-    (matplotlib would label only two powers of ten)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
-    from phasediag.plots.notation import tick_text
-
-    ax.autoscale_view()
-    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-        lo, hi = min(lo, hi), max(lo, hi)
-        if axis.get_scale() != "log" or not lo > 0:
-            continue
-        if hi / lo > 1e3:
-            axis.set_major_locator(LogLocator(base=10, numticks=3 if options.narrow else 7))
-            axis.set_minor_locator(NullLocator())
-        elif hi / lo <= 10 ** (1.5 if options.narrow else 2.2):
-            k = np.floor(np.log10(lo))
-            for subs in ((1, 2, 5), (1, 2, 3, 5)):
-                ticks = [m * 10.0 ** e for e in np.arange(k, np.floor(np.log10(hi)) + 1) for m in subs]
-                ticks = [v for v in ticks if lo <= v <= hi]
-                if len(ticks) >= 3:
-                    break
-            if len(ticks) >= 2:
-                axis.set_major_locator(FixedLocator([float(f"{v:.3g}") for v in ticks]))
-                axis.set_major_formatter(FuncFormatter(tick_text))
-                axis.set_minor_locator(NullLocator())
-
-
 def _has_positive(ax: Axes) -> bool:
     return any(np.any(np.asarray(line.get_ydata(), dtype=float) > 0) for line in ax.get_lines())
 
@@ -943,6 +916,7 @@ def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path
     (at most base.MAX_LEVELS of them, evenly picked: greys light (small s) to dark (large s), one marker
     each; median over seeds). A narrow figure: the NTK change and the alignment only. Saves when `path` is
     given."""
+    from phasediag.plots.base import readable_log_ticks
     from phasediag.plots.base import new_figure, save_figure
     from phasediag.plots.notation import number_tex
     from matplotlib.lines import Line2D
@@ -983,7 +957,7 @@ def vs_step_figure(study: Study, arrays: dict[str, np.ndarray], path: str | Path
                 if log and _has_positive(ax):
                     ax.set_yscale("log")
                 ax.grid(True, which="major", alpha=0.3)
-                _readable_log_ticks(ax, options)
+                readable_log_ticks(ax, 3 if options.narrow else 7)
                 if ia == 0:
                     ax.set_ylabel(options.label(key, options.label(name, ylabel)))
             head = (f"{_activation_text(act)}, {init}" if options.narrow else

@@ -943,6 +943,7 @@ def drift_vs_lr_figure(study: Study, arrays: dict[str, np.ndarray]) -> Figure:
 def _log_log(ax: Axes, options) -> None:
     """Log scales on both axes (over many decades: at most ~6 labelled powers of ten, no minor ticks), or a
     note when nothing positive was drawn (e.g. 1 - |zeta| = 0 at d = 1)."""
+    from phasediag.plots.base import readable_log_ticks
     drawn = [(np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float))
              for line in ax.get_lines()]
     if not any(np.any((x > 0) & np.isfinite(y) & (y > 0)) for x, y in drawn if y.size):
@@ -953,46 +954,7 @@ def _log_log(ax: Axes, options) -> None:
         return
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _sparse_log_ticks(ax, 3 if options.narrow else 7)
-
-
-def _sparse_log_ticks(ax: Axes, numticks: int) -> None:
-    """Readable log axes. Over more than 3 decades: powers of ten only (at most `numticks`), no minor ticks
-    (each Tick costs ~2 ms and they clutter). Over up to ~2 decades (1.5 on a narrow figure): 1, 2 and 5 x 10^k
-    labelled (and 3 x 10^k where those are fewer than three; matplotlib would label two powers of ten, or
-    every minor tick); within a decade where those are fewer than two: 2-4 round numbers."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
-    from phasediag.plots.notation import tick_text
-
-    ax.autoscale_view()
-    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-        lo, hi = min(lo, hi), max(lo, hi)
-        if axis.get_scale() != "log" or not lo > 0:
-            continue
-        if hi / lo > 1e3:
-            axis.set_major_locator(LogLocator(base=10, numticks=numticks))
-            axis.set_minor_locator(NullLocator())
-            continue
-        if hi / lo > 10 ** (1.5 if numticks < 7 else 2.2):
-            continue
-        k = np.floor(np.log10(lo))
-        for subs in ((1, 2, 5), (1, 2, 3, 5)):
-            ticks = [m * 10.0 ** e for e in np.arange(k, np.floor(np.log10(hi)) + 1) for m in subs]
-            ticks = [v for v in ticks if lo <= v <= hi]
-            if len(ticks) >= 3:
-                break
-        if len(ticks) < 2:
-            scale = 10.0 ** k
-            for step in (1.0, 0.5, 0.2, 0.1, 0.05):
-                ticks = [v for v in np.arange(np.floor(lo / scale), hi / scale + step, step) * scale if lo <= v <= hi]
-                if len(ticks) >= 2:
-                    break
-            keep = np.unique(np.linspace(0, len(ticks) - 1, min(len(ticks), 4)).round().astype(int))
-            ticks = [ticks[i] for i in keep] if len(ticks) >= 2 else []
-        if ticks:
-            axis.set_major_locator(FixedLocator([float(f"{v:.3g}") for v in ticks]))
-            axis.set_major_formatter(FuncFormatter(tick_text))
-            axis.set_minor_locator(NullLocator())
+    readable_log_ticks(ax, 3 if options.narrow else 7)
 
 
 # ---------------------------------------------------------------- the job kind (phasediag.jobs)
