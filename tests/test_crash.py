@@ -783,3 +783,23 @@ def test_a_run_killed_right_after_its_commit_leaves_nothing_behind_after_resume(
     ok(*refs.args("B", out), "--resume")
     assert sha(out / "results.npz") == b.npz
     assert_clean(out)
+
+
+def test_ctrl_c_prints_one_line_even_when_a_half_built_object_fails_in_its_finalizer():
+    """Ctrl-C can catch an object half-built (matplotlib's mathtext grammar: a pyparsing Forward without its
+    `expr`), whose finalizer then fails as the process ends; the user still sees only 'Interrupted'."""
+    script = (
+        "import sys, click\n"
+        "from phasediag import cli\n"
+        "class HalfBuilt:\n"
+        "    def __del__(self):\n"
+        "        self.expr is None  # AttributeError, as in pyparsing's Forward.__del__\n"
+        "@cli.phasediag.command('boom')\n"
+        "def boom():\n"
+        "    sys.modules['__main__'].kept = HalfBuilt()\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.main(['boom'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130
+    assert done.stderr.split() == ["Interrupted"]

@@ -83,6 +83,9 @@ class PhasediagGroup(click.Group):
             if isinstance(e.__context__, EOFError):  # an end of file is not the user's Ctrl-C
                 return self._internal(e.__context__)
             click.echo("Interrupted", err=True)
+            # objects the interrupt caught half-built (matplotlib's mathtext grammar: pyparsing's Forward)
+            # can fail in their finalizers as the process ends; that is no news to the user who pressed Ctrl-C
+            sys.unraisablehook = lambda unraisable: None
             sys.exit(130)
         except OSError as e:  # the file system refused (a path under a file, permissions, a full disk)
             if debug():
