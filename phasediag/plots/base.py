@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["FORMATS", "WRITABLE_FORMATS", "DPI", "SIZES", "CATEGORY_COLOURS", "FALLBACK_COLOURS", "CURVE_COLOURS",
            "SPECIAL_COLOURS", "LINESTYLES", "MARKERS", "MAX_LEVELS", "phase_colour", "pretty", "levels",
-           "FigureOptions", "figure_options", "current_options", "load_matplotlib", "new_figure", "fit", "keep_inside", "close_columns", "wrapped_title", "readable_log_ticks", "colorbar", "legend",
+           "FigureOptions", "figure_options", "current_options", "load_matplotlib", "new_figure", "fit", "keep_inside", "close_columns", "wrapped_title", "readable_log_ticks", "finish", "close_up", "break_line", "two_lines", "colorbar", "legend",
            "save_figure", "swatch", "figure_formats", "render"]
 
 #: every format matplotlib's Agg backend writes (a figure file named by the user, e.g. `solve --plot x.eps`)
@@ -540,6 +540,155 @@ def readable_log_ticks(ax: Axes, numticks: int) -> None:
             axis.set_major_locator(FixedLocator([float(f"{v:.3g}") for v in ticks]))
             axis.set_major_formatter(FuncFormatter(tick_text))
             axis.set_minor_locator(NullLocator())
+
+
+def finish(fig, labels: Sequence[tuple[object, Callable[[int], str]]] = (), *, pad: float = 0.04) -> None:
+    """:func:`base.fit`, then what it does not do: an axis label longer than its axes is broken again (between
+    its parts, by `make(max_chars)`; each of `labels` is (axis, make)), crowded tick labels of a linear axis
+    thinned, a figure legend wider than the figure put in one column, and tick labels reaching past the figure's left or right edge (the last x tick under a legend
+    below the axes) brought inside; fit again only when something changed."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator
+
+    from phasediag.plots.notation import rendered_length
+
+    fit(fig)
+    renderer = fig._get_renderer()
+    changed = False
+    titles = [(fig._suptitle, fig.bbox.width - 2 * pad * fig.dpi)] if fig._suptitle is not None else []
+    titles += [(ax.title, ax.get_window_extent(renderer).width * 1.1) for ax in fig.axes if ax.title.get_text()]
+    for text, room in titles:  # a title wider than its room: two lines, broken between words
+        if text.get_text() and "\n" not in text.get_text() and text.get_window_extent(renderer).width > room:
+            text.set_text(break_line(text.get_text()))
+            changed = True
+    for item in list(fig.legends):  # a legend below wider than the figure: again, in one column
+        if getattr(item, "_phasediag_side", None) == "bottom" and item._ncols > 1 and \
+                item.get_window_extent(renderer).width > fig.bbox.width - 2 * pad * fig.dpi:
+            handles = list(item.legend_handles)
+            for handle, text in zip(handles, item.get_texts()):
+                handle.set_label(text.get_text())
+            item.remove()
+            legend(fig, handles, below=True, ncols=1)
+            changed = True
+    for axis, make in labels:
+        frame = axis.axes.get_window_extent(renderer)
+        box = axis.label.get_window_extent(renderer)
+        vertical = axis.axis_name == "y"
+        along, room = (box.height, frame.height) if vertical else (box.width, frame.width)
+        if along > room and along > 0:
+            chars = max(12, int(rendered_length(axis.label.get_text().split("\n")[0]) * room / along * 0.9))
+            axis.set_label_text(two_lines(make(chars)))
+            changed = True
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_major_locator(), FixedLocator) and isinstance(axis.get_major_formatter(),
+                                                                                 FixedFormatter):
+                changed |= _drop_crowded(axis, renderer, 0.25 * fig.dpi * 8 / 72)
+                continue
+            if axis.get_scale() != "linear" or not axis.get_ticklabels() or not isinstance(
+                    axis.get_major_locator(), MaxNLocator):
+                continue
+            boxes = [t.get_window_extent(renderer) for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            boxes.sort(key=lambda b: b.x0 if axis.axis_name == "x" else b.y0)
+            gap = 0.25 * fig.dpi * 8 / 72
+            crowded = any((b.x0 - a.x1 if axis.axis_name == "x" else b.y0 - a.y1) < gap
+                          for a, b in zip(boxes, boxes[1:]))
+            if crowded:
+                axis.set_major_locator(MaxNLocator(nbins=max(2, len(boxes) // 2), steps=[1, 2, 2.5, 5, 10]))
+                changed = True
+    if changed:
+        fit(fig)
+    _inside(fig, pad)
+
+
+def _drop_crowded(axis, renderer, gap: float) -> bool:
+    """Fixed ticks whose labels would touch: keep 0 and the outermost first, then each other one that stays
+    `gap` pixels clear of those kept; whether any was dropped."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator
+
+    texts = dict(zip(axis.get_major_locator().locs, axis.get_major_formatter().seq))
+    where = {text: loc for loc, text in texts.items()}
+    labels = [t for t in axis.get_majorticklabels() if t.get_text()]  # (positions updated for the layout)
+    shown = [(where[t.get_text()], t) for t in labels if t.get_text() in where]
+    if len(shown) < 3 or len(where) != len(texts):
+        return False
+    vertical = axis.axis_name == "y"
+    boxes = {loc: label.get_window_extent(renderer) for loc, label in shown}
+    order = sorted(boxes, key=lambda loc: (loc != 0, -abs(loc)))
+    kept: list[float] = []
+    for loc in order:
+        box = boxes[loc]
+        if all((box.y0 - boxes[k].y1 >= gap or boxes[k].y0 - box.y1 >= gap) if vertical else
+               (box.x0 - boxes[k].x1 >= gap or boxes[k].x0 - box.x1 >= gap) for k in kept):
+            kept.append(loc)
+    if len(kept) == len(shown):
+        return False
+    kept.sort()
+    axis.set_major_locator(FixedLocator(kept))
+    axis.set_major_formatter(FixedFormatter([texts.get(k, "") for k in kept]))
+    return True
+
+
+def break_line(text: str) -> str:
+    """`text` in two lines, broken at the space nearest its middle that is outside $...$ (after '; ' or ': '
+    when one is near the middle)."""
+    spaces, inside = [], False
+    for k, char in enumerate(text):
+        if char == "$" and (k == 0 or text[k - 1] != "\\"):
+            inside = not inside
+        elif char == " " and not inside:
+            spaces.append(k)
+    if not spaces:
+        return text
+    middle = len(text) / 2
+    cost = {k: abs(k - middle) - (len(text) / 4 if text[k - 1] in ";:" else 0) for k in spaces}
+    k = min(spaces, key=cost.get)
+    return text[:k] + "\n" + text[k + 1:]
+
+
+def two_lines(text: str) -> str:
+    """A label of more than two lines (each a complete mathtext piece) joined into the two of most equal
+    length."""
+    from phasediag.plots.notation import rendered_length
+
+    lines = text.split("\n")
+    if len(lines) <= 2:
+        return text
+    size = [rendered_length(line) for line in lines]
+    cut = min(range(1, len(lines)), key=lambda i: max(sum(size[:i]) + i - 1, sum(size[i:]) + len(lines) - i - 1))
+    return " ".join(lines[:cut]) + "\n" + " ".join(lines[cut:])
+
+
+def _inside(fig, pad: float) -> None:
+    """Shrink the subplot grid horizontally by what the outermost x tick labels reach past the figure edges
+    (the only decorations base.fit does not measure sideways); only those labels are measured."""
+    renderer = fig._get_renderer()
+    width = fig.bbox.width
+    margin = pad * fig.dpi
+    right = left = 0.0
+    for ax in fig.axes:
+        if ax.get_subplotspec() is None:
+            continue
+        labels = [t for t in ax.xaxis.get_ticklabels() if t.get_visible() and t.get_text()]
+        if ax.xaxis.get_tick_params().get("labelbottom", True) is False or not labels:
+            continue
+        ends = sorted(labels, key=lambda t: t.get_position()[0])
+        for text in (ends[0], ends[-1]):
+            box = text.get_window_extent(renderer)
+            right, left = max(right, box.x1 - (width - margin)), max(left, margin - box.x0)
+    if right > 0.5 or left > 0.5:
+        sp = fig.subplotpars
+        fig.subplots_adjust(left=sp.left + max(left, 0) / width, right=sp.right - max(right, 0) / width)
+
+
+def close_up(main, strip, gap: float = 0.06) -> None:
+    """The strip just under the main axes (`gap` inches), the main axes grown down to it: base.fit spaces
+    every row by the largest decorations of any row (the strip's tick labels and x label)."""
+    fig = main.figure
+    height = fig.get_size_inches()[1]
+    top, below = main.get_position(), strip.get_position()
+    bottom = below.y1 + gap / height
+    main.set_position([top.x0, bottom, top.width, top.y1 - bottom])
+
 
 
 def save_figure(fig: Figure, path: str | Path | None, *, dpi: int | None = None) -> Path | None:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from phasediag.plots import notation
-from phasediag.plots.base import (CATEGORY_COLOURS, FALLBACK_COLOURS, LINESTYLES, MARKERS, SPECIAL_COLOURS,
+from phasediag.plots.base import (CATEGORY_COLOURS, FALLBACK_COLOURS, LINESTYLES, MARKERS, SPECIAL_COLOURS, close_up,
                                   FigureOptions, colorbar, current_options, figure_formats, figure_options,
                                   legend, new_figure,
                                   phase_colour, pretty, render, save_figure, swatch)
@@ -723,7 +723,7 @@ def _finish(result: Result, fig: Figure, own: bool, labels: Sequence[tuple[Any, 
     parts); `labels`: (axis, sweep variable) whose labels may be broken again."""
     if not own:
         return
-    from phasediag.plots.scaling import finish
+    from phasediag.plots.base import finish
 
     finish(fig, [(axis, _relabel(result, var)) for axis, var in labels])
     for item in fig.legends:  # base.fit places a figure legend at its anchor; matplotlib would keep it a
@@ -1333,15 +1333,6 @@ def _line_axes(result: Result, ax: Axes | None, with_strip: bool) -> tuple[Figur
     return fig, main, strip
 
 
-def _close_up(main: Axes, strip: Axes, gap: float = 0.06) -> None:
-    """The strip just under the main axes (`gap` inches), the main axes grown down to it (base.fit spaces every
-    row by the largest decorations of any row: here the strip's tick labels and x label)."""
-    height = main.figure.get_size_inches()[1]
-    top, below = main.get_position(), strip.get_position()
-    bottom = below.y1 + gap / height
-    main.set_position([top.x0, bottom, top.width, top.y1 - bottom])
-
-
 @_with_options
 def line_plot(result: Result, metric: str, x: str, path: str | Path | None = None, *,
               ax: Axes | None = None, fixed: Mapping[str, float] | None = None, stem: str | None = None) -> Figure:
@@ -1386,7 +1377,7 @@ def line_plot(result: Result, metric: str, x: str, path: str | Path | None = Non
         main.set_title(title)
     _finish(result, fig, ax is None, [((strip or main).xaxis, x)])
     if strip is not None:
-        _close_up(main, strip)
+        close_up(main, strip)
     save_figure(fig, path)
     return fig
 

@@ -295,7 +295,7 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     if title:
         fig.suptitle(title)
 
-    from phasediag.plots.scaling import finish
+    from phasediag.plots.base import finish
     from phasediag.plots.validation import keep_markers_inside
 
     marker_radius = (3 / 2 + 0.5) / 72  # the trajectories' dots, in inches

@@ -17,7 +17,7 @@ from phasediag import core
 from phasediag.plots import maps, notation
 from phasediag.plots.base import (FALLBACK_COLOURS, SPECIAL_COLOURS, current_options, legend, new_figure,
                                   phase_colour, pretty, save_figure, swatch)
-from phasediag.plots.scaling import finish
+from phasediag.plots.base import finish
 from phasediag.engine import sweep
 from phasediag.config.sweep import Config
 
