@@ -173,7 +173,6 @@ class Case:
     expect: Callable[[Ctx, Outcome, dict], None] | None = None
     sub: bool = False  # in a subprocess with a timeout (a FIFO could block a read or a write)
     root_only: bool = False
-    not_root: bool = False
     layout: str = "run"  # run: the kind's directory at root/run; shards: root/s1, root/s2
 
 
@@ -873,9 +872,19 @@ def link_to(target_rel: str, make_target: bool = True) -> Callable[[Ctx, Path], 
     return make
 
 
+_MOUNTS: list[Path] = []  # read-only mounts made by a case, unmounted after it
+
+
 def unwritable_dir(ctx: Ctx, path: Path) -> None:
+    """A directory no one may write into: mode 0555, or for root (who ignores modes) a read-only tmpfs."""
     path.mkdir()
-    path.chmod(0o555)
+    if not ROOT:
+        path.chmod(0o555)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"root ignores file modes and cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
+    _MOUNTS.append(path)
 
 
 def both(*tampers: Callable[[Ctx], None]) -> Callable[[Ctx], None]:
@@ -916,7 +925,7 @@ for name, (target, tamper, root_only) in OUT_TARGETS.items():
 custom("export-out-a-FIFO", "sweep", export_to(lambda c: c.root / "f.csv"), plant("f.csv", a_fifo),
        refused("f.csv"), sub=True)
 custom("export-out-an-unwritable-dir", "sweep", export_to(lambda c: c.root / "ro" / "x.csv"),
-       plant("ro", unwritable_dir), refused("ro"), not_root=True)
+       plant("ro", unwritable_dir), refused("ro"))
 
 # the default table name taken by something that is not a regular file
 for name, make, root_only in (("symlink-to-a-user-file", link_to("target.csv"), False),
@@ -1151,19 +1160,21 @@ case("figures-name-the-data", "sweep_fig", "plot", both(set_key("figures", ["res
 def test_hostile_run_directory(c: Case, refs: Refs, tmp_path: Path, monkeypatch) -> None:
     if c.root_only and not ROOT:
         pytest.skip("mknod of a device node needs root")
-    if c.not_root and ROOT:
-        pytest.skip("root bypasses file permissions: an unwritable directory is writable")
     monkeypatch.delenv("PHASEDIAG_DEBUG", raising=False)
     ctx = setup(c, refs, tmp_path)
-    if c.tamper:
-        c.tamper(ctx)
-    before = snapshot(ctx.root)
-    args = CUSTOM_ARGS[c.id](c, ctx) if c.reader == "custom" else None
-    out = invoke(c, ctx, args)
     try:
-        (c.expect or refused())(ctx, out, before)
-    except AssertionError as exc:  # the finding, without pages of traceback (hundreds of cases)
-        pytest.fail(f"{c.id}: {' '.join(str(exc).split())[:1500]}", pytrace=False)
+        if c.tamper:
+            c.tamper(ctx)
+        before = snapshot(ctx.root)
+        args = CUSTOM_ARGS[c.id](c, ctx) if c.reader == "custom" else None
+        out = invoke(c, ctx, args)
+        try:
+            (c.expect or refused())(ctx, out, before)
+        except AssertionError as exc:  # the finding, without pages of traceback (hundreds of cases)
+            pytest.fail(f"{c.id}: {' '.join(str(exc).split())[:1500]}", pytrace=False)
+    finally:
+        while _MOUNTS:
+            subprocess.run(["umount", str(_MOUNTS.pop())], check=True)
 
 
 def test_there_are_enough_cases():

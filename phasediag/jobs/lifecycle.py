@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import re
 import stat
@@ -525,8 +526,12 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
         for path in paths.values():
             if os.path.realpath(path) in inputs:
                 raise OptionError("out", f"{path} is a file of the run directory {directory}")
-        return [_write_table(path, result, dims, variables) for (dims, variables), path in
-                ((key, paths[key]) for key in paths)]
+        try:
+            return [_write_table(path, result, dims, variables) for (dims, variables), path in paths.items()]
+        except OSError as exc:  # the place the user chose cannot take a file: bad input, like a run directory's
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+                raise
+            raise OptionError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
     with _final_names(directory), rundir.writer(directory, create=False) as held:
         result = _exportable(directory)
         name = f"{result.name}.csv" if out is None else Path(out).name
