@@ -803,3 +803,36 @@ def test_ctrl_c_prints_one_line_even_when_a_half_built_object_fails_in_its_final
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130
     assert done.stderr.split() == ["Interrupted"]
+
+
+FINALIZER_PROBE = """
+import os, signal, sys, time
+from phasediag.cli import phasediag
+
+class Closing:
+    def __del__(self):  # a finalizer (like ZipFile's) that the signal arrives in
+        os.kill(os.getpid(), signal.{sig})
+        time.sleep(0.05)
+        print("finalizer done", flush=True)
+
+@phasediag.command()
+def probe():
+    obj = Closing()
+    del obj
+    time.sleep(0.5)
+    print("survived the signal", flush=True)
+
+phasediag.main(["probe"])
+"""
+
+
+@pytest.mark.parametrize("sig, code, message", [("SIGTERM", 143, "Terminated"), ("SIGINT", 130, "Interrupted")])
+def test_a_signal_that_arrives_inside_a_finalizer_is_not_lost(sig, code, message):
+    """Python drops an exception raised inside __del__ ("Exception ignored in ..."): a SIGTERM or Ctrl-C whose
+    handler ran there used to vanish and the run went on to exit 0 (seen in CI: a ZipFile closed by the garbage
+    collector). The signal takes effect as soon as the finalizer has returned."""
+    proc = subprocess.run([sys.executable, "-c", FINALIZER_PROBE.replace("{sig}", sig)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "finalizer done" in proc.stdout and "survived" not in proc.stdout
+    assert proc.stderr.strip().splitlines() == [message], proc.stderr

@@ -34,19 +34,58 @@ __all__ = ["PhasediagGroup", "phasediag", "main"]
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-def _exit_cleanly_on_sigterm() -> None:
+def _in_finalizer(frame) -> bool:
+    """The signal interrupted a __del__ method: an exception raised there is printed as "Exception ignored"
+    and dropped, so the Ctrl-C or SIGTERM would be lost (seen: a ZipFile closed by the garbage collector)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _exit_cleanly_on_signals() -> None:
     """SIGTERM (scancel, a batch time limit) exits with 143 through the usual cleanup -- temporary files
-    removed, worker processes killed -- instead of dying on the spot."""
+    removed, worker processes killed -- instead of dying on the spot; Ctrl-C raises KeyboardInterrupt as usual.
+    Either, arriving inside a finalizer, is sent again (every 10 ms, by SIGALRM) until the finalizer has returned,
+    so it is never lost."""
     import signal
 
+    pending: list[int] = []
+
+    def deliver(_signum, _frame):  # SIGALRM, 10 ms after a signal was put off: send it again (once; its
+        put_off = pending[:]  # handler puts it off once more if the finalizer is still running)
+        pending.clear()
+        for signum in put_off:
+            os.kill(os.getpid(), signum)
+
+    def again_later(signum, frame) -> bool:
+        """Put the signal off if it interrupted a finalizer (a timer sends it again: sending it now would run
+        this handler inside itself, still in the finalizer)."""
+        if not _in_finalizer(frame):
+            return False
+        pending.append(signum)
+        signal.signal(signal.SIGALRM, deliver)
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return True
+
     def terminated(signum, frame):
+        if again_later(signum, frame):
+            return
         with contextlib.suppress(OSError):  # os.write: safe even if the signal interrupted a write to stderr
             os.write(2, b"Terminated\n")
         sys.exit(128 + signum)
 
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
+    def interrupted(signum, frame):
+        if again_later(signum, frame):
+            return
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave them alone
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, terminated)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, interrupted)
 
 
 class PhasediagGroup(click.Group):
@@ -59,7 +98,7 @@ class PhasediagGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        _exit_cleanly_on_sigterm()
+        _exit_cleanly_on_signals()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as e:
