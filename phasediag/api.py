@@ -117,11 +117,16 @@ def simulate(*, width: int = 100, output_scale: float = 1.0, lr_u: float = 0.1, 
              teacher: float = 1.0, seed: int = 0, optimizer: str = "gd", batch_size: int = 32,
              samples: int = 1024, noise_var: float = 0.0, times: Sequence[float] | None = None,
              t_max: float | None = None, t_min: float | None = None, points: int | None = None,
-             ntk_threshold: float = 0.1, alignment_threshold: float = 0.1) -> Point:
+             ntk_threshold: float = 0.1, alignment_threshold: float = 0.1, activation: str = "linear",
+             slope: float = 0.01, nodes: int = 64) -> Point:
     """Train the actual vectors u, w in R^d, as ``phasediag simulate`` does (same defaults): ``optimizer`` gd
     (population loss), sgd (minibatches of ``batch_size`` from ``samples`` points with label noise
     ``noise_var``) or flow. The result also holds ``imbalance`` (Delta) and ``gram_det`` (G) per time; its
-    ``init`` block is the sampled vectors' Gram, so ``solve(gram=...)`` is the exact prediction."""
+    ``init`` block is the sampled vectors' Gram, so ``solve(gram=...)`` is the exact prediction.
+
+    ``activation`` (linear, relu, leaky_relu with negative-side ``slope``, tanh, sigmoid, swish) trains
+    f(x) = kappa sum_i u_i phi(w_i x) from the same vectors instead; population expectations by a quadrature of
+    ``nodes`` points per half-line (docs/theory.md section 10)."""
     from phasediag.training.measure import simulate_point
 
     hyper = Hyperparameters(width, output_scale, lr_u, lr_w, init_var_u, init_var_w, input_var, teacher)
@@ -131,7 +136,8 @@ def simulate(*, width: int = 100, output_scale: float = 1.0, lr_u: float = 0.1, 
     return Point(simulate_point(hyper, seed=seed, times=grid_times(times, t_max, t_min, points,
                                                                     steps=optimizer != "flow"),
                                 optimizer=optimizer, batch_size=batch_size, samples=samples, noise_var=noise_var,
-                                ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold))
+                                ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold,
+                                activation=activation, slope=slope, nodes=nodes))
 
 
 def run(config: str | Path | dict, out: str | Path | None = None, *, workers: int = 1, shard: str | None = None,

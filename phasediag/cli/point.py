@@ -13,6 +13,7 @@ from phasediag.cli.options import (
     HORIZON,
     NONNEGATIVE,
     SEED,
+    FINITE,
     BadInput,
     IntegerType,
     check_grid_and_plot,
@@ -22,7 +23,7 @@ from phasediag.cli.options import (
     output_options,
     time_grid_options,
 )
-from phasediag.config.rules import MAX_SAMPLES
+from phasediag.config.rules import ACTIVATIONS, DEFAULT_NODES, DEFAULT_SLOPE, MAX_NODES, MAX_SAMPLES, MIN_NODES
 
 # ----------------------------------------------------------------------------------------------------------
 # phasediag solve
@@ -104,10 +105,17 @@ Examples:
               help=f"SGD dataset size n, at most {MAX_SAMPLES:,}: x ~ N(0, input_var), y = teacher x + noise.")
 @click.option("--noise-var", type=NONNEGATIVE, default=0.0, show_default=True,
               help="SGD label-noise variance.")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="linear", show_default=True,
+              help="Train f(x) = kappa sum_i u_i phi(w_i x) with this phi instead of the linear model (same vectors, "
+                   "same task; population expectations by quadrature).")
+@click.option("--slope", type=FINITE, default=DEFAULT_SLOPE, show_default=True,
+              help="leaky_relu's slope for negative inputs.")
+@click.option("--nodes", type=IntegerType(MIN_NODES, MAX_NODES), default=DEFAULT_NODES, show_default=True,
+              help="Quadrature nodes per half-line of an activated network (its error estimate is reported).")
 @time_grid_options
 @output_options
-def simulate(hyper, seed, optimizer, batch_size, samples, noise_var, times, t_max, t_min, points,
-             ntk_threshold, alignment_threshold, as_json, plot, quiet):
+def simulate(hyper, seed, optimizer, batch_size, samples, noise_var, activation, slope, nodes, times, t_max, t_min,
+             points, ntk_threshold, alignment_threshold, as_json, plot, quiet):
     """Train the actual vectors u, w in R^d (GD, minibatch SGD or the gradient flow) and report what solve
     reports, measured: m, NTK, alignment, norms and loss per time, the frozen-NTK prediction m_lin, the
     imbalance Delta and Gram determinant G, and the phase label of the measured trajectory.
@@ -126,6 +134,7 @@ def simulate(hyper, seed, optimizer, batch_size, samples, noise_var, times, t_ma
             hyper, seed=seed, times=times,
             optimizer=optimizer, batch_size=batch_size, samples=samples, noise_var=noise_var,
             ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold,
+            activation=activation, slope=slope, nodes=nodes,
         )
     _emit_point(result, plot, as_json, quiet, format_simulation)
 
@@ -231,6 +240,25 @@ def exact_command(result) -> str:
             f"--times {times}")
 
 
+def _theory_line(result) -> str:
+    """What the theory says about this network: the exact solve command (linear), the split solution (relu),
+    or the linear model of the same output scale times the activation's gain (the network linearized at 0)."""
+    p, fin = result["params"], result["final"]
+    activation = p.get("activation", "linear")
+    if activation == "linear":
+        return f"exact:  {exact_command(result)}" + ("   (population GD, without minibatch noise)"
+                                                      if p["optimizer"] == "sgd" else "")
+    quadrature = f"; quadrature error {_fmt(fin.get('quadrature_error'))}"
+    if "split" in result:
+        split = result["split"]
+        first = split["first_crossing"]
+        return (f"exact:  ReLU split solution m = {_fmt(split['m'][-1])}, NTK = {_fmt(split['ntk'][-1])}, alignment = "
+                f"{_fmt(split['alignment'][-1])} at the last time; exact until the first w_i crosses 0 "
+                f"(t = {_fmt(first, none='never')}), {split['crossed'][-1]} of {p['width']} units crossed by the "
+                f"end{quadrature}")
+    return f"theory: no exact solution for {activation}{quadrature}"
+
+
 def format_simulation(result) -> str:
     """Table and summary of a simulated run (measured quantities)."""
     p, ini, fin = result["params"], result["init"], result["final"]
@@ -245,8 +273,7 @@ def format_simulation(result) -> str:
         f"alignment = {_fmt(fin['alignment'])}, ntk_change = {_fmt(fin['ntk_change'])}",
         f"phase:  {fin['phase'].replace('_', ' ')}{mech}  [measured label {fin['label']}]",
         f"drift:  imbalance Delta {_fmt(result['imbalance'][0])} -> {_fmt(result['imbalance'][-1])}",
-        f"exact:  {exact_command(result)}" + ("   (population GD, without minibatch noise)"
-                                               if p["optimizer"] == "sgd" else ""),
+        _theory_line(result),
     ]
     if fin["diverged"]:
         lines.append("note:   diverged (|u|^2 or |w|^2 above 1e80)")

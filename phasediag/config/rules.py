@@ -17,12 +17,18 @@ from phasediag.config.hyperparameters import real
 from phasediag.errors import FieldError
 
 __all__ = ["NUMBER", "INF", "MAX_GD_STEPS", "gd_steps", "MAX_SEED", "MAX_WORKERS", "MAX_SAMPLES",
-           "number_text", "ntk_threshold", "alignment_threshold", "horizon", "gd_max_steps", "seed"]
+           "number_text", "ntk_threshold", "alignment_threshold", "horizon", "gd_max_steps", "seed",
+           "ACTIVATIONS", "DEFAULT_SLOPE", "DEFAULT_NODES", "MIN_NODES", "MAX_NODES", "activation", "slope",
+           "quadrature_nodes"]
 
 MAX_GD_STEPS = 1_000_000  # the exact GD map costs one vectorized step per step
 MAX_SEED = 2**63 - 1  # seeds key a 64-bit counter-based stream
 MAX_WORKERS = 1024  # parallel processes of a run: more than any machine's cores
 MAX_SAMPLES = 10_000_000  # an SGD dataset (simulate --samples, an sgd_drift config's data.samples)
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "swish")  # phasediag.training.activations
+DEFAULT_SLOPE = 0.01  # leaky_relu's slope on z < 0
+DEFAULT_NODES = 64  # Gauss-Legendre nodes per half-line of the population quadrature
+MIN_NODES, MAX_NODES = 8, 4096
 
 # The numbers a config or an option may write: ASCII decimal (\d would take other scripts' digits, float()
 # '1_000'), or inf; the whole text (fullmatch).
@@ -121,4 +127,27 @@ def seed(x, field: str = "seed") -> int:
     n = _integer(field, x)
     if not 0 <= n <= MAX_SEED:
         raise FieldError(field, f"must be an integer in [0, 2^63 - 1], got {x}")
+    return n
+
+
+def activation(x, field: str = "activation") -> str:
+    """An activation's name: one of ACTIVATIONS."""
+    if not isinstance(x, str) or x not in ACTIVATIONS:
+        raise FieldError(field, f"must be one of {', '.join(ACTIVATIONS)}, got {x!r}")
+    return x
+
+
+def slope(x, field: str = "slope") -> float:
+    """leaky_relu's slope for negative inputs: a finite number."""
+    v = real(field, x)
+    if not math.isfinite(v):
+        raise FieldError(field, f"must be a finite number, got {x}")
+    return v
+
+
+def quadrature_nodes(x, field: str = "nodes") -> int:
+    """Quadrature nodes per half-line: an integer in [MIN_NODES, MAX_NODES]."""
+    n = _integer(field, x)
+    if not MIN_NODES <= n <= MAX_NODES:
+        raise FieldError(field, f"must be an integer in [{MIN_NODES}, {MAX_NODES:,}], got {x}")
     return n

@@ -21,6 +21,7 @@ from phasediag.core.flow import (
 )
 from phasediag.core.gd import GD_CODE, GD_OUTCOMES, GDResult, gd_outcome, gd_state
 from phasediag.core.gram import Gram, explicit_gram, sample_gram, typical_gram
+from phasediag.core.relu import ReluSolution, relu_solution
 from phasediag.core.phases import (
     MECHANISM,
     PHASE_CODE,
@@ -60,7 +61,7 @@ __all__ = [
     "FlowState", "Invariants", "KernelPrediction", "Problem", "alignment_of", "broadcast", "flow_state",
     "flow_state_and_change", "invariants", "kernel_prediction", "ntk_change", "relaxation_time", "t_learn",
     "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
-    "explicit_gram", "sample_gram", "typical_gram", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
+    "explicit_gram", "sample_gram", "typical_gram", "ReluSolution", "relu_solution", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
     "OrderParameters", "classify", "classify_order", "order_parameters", "phase_codes",
     "CHECKED", "EXPONENT_NAMES", "HEALTH_FLAGS", "LIMIT_PHASES", "PARAMETRIZATIONS", "ExactLimit",
     "LimitExponents", "Parametrization", "ScalingExponents", "SlopeCheck", "check_exponents", "exact",

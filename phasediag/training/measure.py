@@ -28,7 +28,7 @@ from phasediag import __version__, core
 from phasediag.config import rules
 from phasediag.config.hyperparameters import Hyperparameters, finite
 from phasediag.errors import BadInput
-from phasediag.training import simulate
+from phasediag.training import activations, simulate
 from phasediag.engine.point import (DEFAULTS, SUPPORTED_RANGE, InputError, NumericalRangeError, check_time,
                                     json_number, json_numbers, log_times, split_label)
 
@@ -46,7 +46,8 @@ FLOW_MAX_STEPS = 2_000_000
 
 #: Defaults of the simulation-only options.
 SIM_DEFAULTS: dict[str, Any] = {"seed": 0, "optimizer": "gd", "batch_size": 32, "samples": 1024,
-                                "noise_var": 0.0}
+                                "noise_var": 0.0, "activation": "linear", "slope": activations.DEFAULT_SLOPE,
+                                "nodes": activations.DEFAULT_NODES}
 
 
 def measured_order_parameters(trace: simulate.Trace) -> core.OrderParameters:
@@ -114,13 +115,20 @@ def _check_flow_cost(u0: np.ndarray, w0: np.ndarray, hyper: dict, t_end: float) 
 
 
 def _train(optimizer: str, u0, w0, hyper: dict, times: list[float], batch_size: int, samples: int,
-           noise_var: float, rng: np.random.Generator) -> simulate.Trace:
+           noise_var: float, rng: np.random.Generator, network: dict) -> simulate.Trace:
     if optimizer == "gd":
-        return simulate.gd_vectors(u0, w0, **hyper, steps=np.asarray(times, dtype=np.int64))
+        return simulate.gd_vectors(u0, w0, **hyper, steps=np.asarray(times, dtype=np.int64), **network)
     if optimizer == "sgd":
         return simulate.sgd_vectors(u0, w0, **hyper, batch_size=batch_size, samples=samples, noise_var=noise_var,
-                                    steps=np.asarray(times, dtype=np.int64), rng=rng)
-    return simulate.integrate_flow(u0, w0, **hyper, times=np.asarray(times, dtype=float), max_steps=FLOW_MAX_STEPS)
+                                    steps=np.asarray(times, dtype=np.int64), rng=rng, **network)
+    return simulate.integrate_flow(u0, w0, **hyper, times=np.asarray(times, dtype=float), max_steps=FLOW_MAX_STEPS,
+                                   **network)
+
+
+def _network_options(activation: str, slope: float, nodes: int) -> dict:
+    """The activation keywords of the trainers, validated (FieldError naming the option)."""
+    return {"activation": rules.activation(activation), "slope": rules.slope(slope),
+            "nodes": rules.quadrature_nodes(nodes)}
 
 
 def simulate_point(
@@ -134,6 +142,9 @@ def simulate_point(
     noise_var: float = SIM_DEFAULTS["noise_var"],
     ntk_threshold: float = DEFAULTS["ntk_threshold"],
     alignment_threshold: float = DEFAULTS["alignment_threshold"],
+    activation: str = SIM_DEFAULTS["activation"],
+    slope: float = SIM_DEFAULTS["slope"],
+    nodes: int = SIM_DEFAULTS["nodes"],
 ) -> dict:
     """Train one network of width d and return a JSON-ready dict with the keys of ``solve_point`` plus
     ``imbalance`` and ``gram_det`` (per time) and ``final.diverged``.
@@ -143,6 +154,12 @@ def simulate_point(
     y = teacher x + N(0, noise_var)) and its batch order from the same generator. ``seed`` may be a sequence of
     integers (``validate`` uses (seed, grid index)). times: step counts for GD/SGD (integers), flow times for
     ``optimizer="flow"``; the final block is at the last time. Raises InputError naming the option.
+
+    activation (``slope``: leaky_relu's slope): the network f(x) = kappa sum_i u_i phi(w_i x) instead of the
+    linear model, on the same task and from the same vectors (docs/theory.md section 10): m is then its best
+    linear slope E[x f] / a, loss its excess population loss, ntk the kernel's linear component (see
+    ``simulate.activated_measurements``), population expectations by a split Gauss-Legendre rule of ``nodes``
+    per half-line, whose own error estimate is ``final.quadrature_error``.
     """
     started = time.perf_counter()
     if optimizer not in OPTIMIZERS:
@@ -165,6 +182,7 @@ def simulate_point(
         if not 1 <= batch_size <= samples:
             raise InputError("batch_size", f"must lie in [1, samples = {samples}], got {batch_size}")
         noise_var = finite("noise_var", low=0.0, x=noise_var)
+    network = _network_options(activation, slope, nodes)
     times = _check_times(times, steps)
     seeds = seed if isinstance(seed, (list, tuple)) else [seed]
     for s in seeds:
@@ -177,9 +195,12 @@ def simulate_point(
         # checks (|u0|^2 beyond DIVERGENCE_LIMIT) raise ValueError: all of them mean inputs out of range
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             if optimizer == "flow":
-                _check_flow_cost(u0, w0, hyper, times[-1])
-            trace = _train(optimizer, u0, w0, hyper, times, batch_size, samples, noise_var, rng)
-            start = simulate.gd_vectors(u0, w0, **hyper, steps=np.zeros(1, dtype=np.int64))
+                gain = activations.activation(activation, network["slope"]).gain
+                _check_flow_cost(u0, w0, {**hyper, "output_scale": gain * hyper["output_scale"]}, times[-1])
+            diagnostics: dict = {}
+            trace = _train(optimizer, u0, w0, hyper, times, batch_size, samples, noise_var, rng,
+                           {**network, "diagnostics": diagnostics} if activation != "linear" else network)
+            start = simulate.gd_vectors(u0, w0, **hyper, steps=np.zeros(1, dtype=np.int64), **network)
     except NumericalRangeError as exc:  # the simulated network's own range check
         raise NumericalRangeError(f"{exc} while simulating this point: the inputs are probably outside the "
                                   f"supported range ({SUPPORTED_RANGE})") from exc
@@ -194,13 +215,26 @@ def simulate_point(
         raise InputError("times", f"{exc}: the flow is stiff over this span; use optimizer gd or "
                                     f"shorter times") from None
     result = _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_size, samples, noise_var,
-                     ntk_threshold, alignment_threshold)
+                     ntk_threshold, alignment_threshold, network)
+    if activation != "linear":
+        result["final"]["quadrature_error"] = json_number(diagnostics["quadrature_error"])
+    if activation == "relu" and optimizer != "sgd":
+        result["split"] = _split_solution(u0, w0, hyper, trace.t, optimizer)
     result["meta"] = {"version": __version__, "elapsed_s": time.perf_counter() - started}
     return result
 
 
+def _split_solution(u0: np.ndarray, w0: np.ndarray, hyper: dict, t: np.ndarray, optimizer: str) -> dict:
+    """The ReLU network's exact split solution (core.relu_solution) at the recorded times, JSON-ready."""
+    sol = core.relu_solution(u0, w0, **hyper, times=t, optimizer=optimizer)
+    return {"m": json_numbers(sol.m), "ntk": json_numbers(sol.ntk), "alignment": json_numbers(sol.alignment),
+            "loss": json_numbers(sol.loss), "m_positive": json_numbers(sol.m_positive),
+            "m_negative": json_numbers(sol.m_negative), "crossed": [int(n) for n in sol.crossed],
+            "first_crossing": json_number(sol.first_crossing)}
+
+
 def _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_size, samples, noise_var,
-            ntk_threshold, alignment_threshold) -> dict:
+            ntk_threshold, alignment_threshold, network) -> dict:
     steps = optimizer != "flow"
     teacher, input_var = hyper["teacher"], hyper["input_var"]
     m0, ntk0 = float(start.m[0]), float(start.ntk[0])
@@ -233,6 +267,11 @@ def _result(trace, start, hyper, width, var_u, var_w, seed, optimizer, batch_siz
               "init": "sampled vectors", "seed": seed_out, "optimizer": optimizer}
     if optimizer == "sgd":
         params.update(batch_size=batch_size, samples=samples, noise_var=noise_var)
+    params["activation"] = network["activation"]
+    if network["activation"] == "leaky_relu":
+        params["slope"] = network["slope"]
+    if network["activation"] != "linear":
+        params["nodes"] = network["nodes"]
     return {
         "params": params,
         "t": [int(t) if steps else float(t) for t in trace.t],

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from functools import partial
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from phasediag.engine.point import NumericalRangeError  # (a BadInput and a ValueError)
+from phasediag.training import activations
 
 __all__ = [
     "DIVERGENCE_LIMIT",
@@ -35,6 +37,10 @@ __all__ = [
     "gd_vectors",
     "sgd_vectors",
     "integrate_flow",
+    "FlowIntegrator",
+    "epoch_batches",
+    "activated_measurements",
+    "activated_gradients",
 ]
 
 #: A (S)GD run is declared diverged once |u|^2 or |w|^2 exceeds this value (or is not finite).
@@ -288,6 +294,10 @@ def gd_vectors(
     input_var: float,
     teacher: float,
     steps: np.ndarray,
+    activation: str = "linear",
+    slope: float = activations.DEFAULT_SLOPE,
+    nodes: int = activations.DEFAULT_NODES,
+    diagnostics: dict | None = None,
 ) -> Trace:
     """Full-batch gradient descent on the population loss, in R^d.
 
@@ -299,9 +309,26 @@ def gd_vectors(
 
     Divergence: once |u|^2 or |w|^2 exceeds DIVERGENCE_LIMIT the run stops, and every record at or
     after that step has all fields except t equal to +inf (no overflow warning is ever emitted).
+
+    activation: the network f(x) = kappa sum_i u_i phi(w_i x) with phi one of activations.ACTIVATIONS
+    (`slope`: leaky_relu's); the population gradients are then sums over the split quadrature with `nodes`
+    per half-line, and the Trace records what :func:`activated_measurements` defines. "linear" (the default) is
+    the model above, with the exact moments a, b (no quadrature). Cost O(max(steps) d nodes) when activated.
+    diagnostics: a dict to receive "quadrature_error" (see ``_Network.measure``; activated networks only).
     """
     model = _model(output_scale, lr_u, lr_w, input_var, teacher)
+    if activation != "linear":
+        net = _network(activation, slope, nodes, model, diagnostics)
+        return _descend_network(u0, w0, net, _step_array(steps), net.population_gradients)
     return _descend(u0, w0, model, _step_array(steps), _constant(model.a, model.b))
+
+
+def epoch_batches(samples: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Yield, epoch after epoch, the sample indices of one epoch as an array (samples // batch_size, batch_size):
+    a fresh permutation of range(samples) cut into consecutive batches, the remainder dropped."""
+    n_batches = samples // batch_size
+    while True:
+        yield rng.permutation(samples)[: n_batches * batch_size].reshape(n_batches, batch_size)
 
 
 def _batch_moments(
@@ -312,9 +339,7 @@ def _batch_moments(
     Each epoch is a fresh permutation of the n samples cut into n // batch_size consecutive
     batches; the n % batch_size left-over samples of an epoch are skipped (drop-last).
     """
-    n_batches = x.size // batch_size
-    while True:
-        idx = rng.permutation(x.size)[: n_batches * batch_size].reshape(n_batches, batch_size)
+    for idx in epoch_batches(x.size, batch_size, rng):
         xb, yb = x[idx], y[idx]
         a_b = np.mean(xb * xb, axis=1)
         b_b = np.mean(xb * yb, axis=1)
@@ -335,6 +360,10 @@ def sgd_vectors(
     noise_var: float,
     steps: np.ndarray,
     rng: np.random.Generator,
+    activation: str = "linear",
+    slope: float = activations.DEFAULT_SLOPE,
+    nodes: int = activations.DEFAULT_NODES,
+    diagnostics: dict | None = None,
 ) -> Trace:
     """Minibatch SGD on a finite sampled dataset, in R^d.
 
@@ -348,6 +377,10 @@ def sgd_vectors(
     teacher = mean(x y) / mean(x^2) of the sample (up to the order of summation).
     The Trace's ``loss`` is the population excess loss input_var (m - teacher)^2 / 2.
     steps and divergence: as in :func:`gd_vectors`.
+
+    activation: as in :func:`gd_vectors`. The batch gradient is then that of the batch's mean loss of the
+    activated network; dataset and batches are drawn exactly as for "linear" (the same seed, the same data and
+    order whatever the activation), and the records are population values (quadrature).
     """
     model = _model(output_scale, lr_u, lr_w, input_var, teacher)
     samples, batch_size = int(samples), int(batch_size)
@@ -358,8 +391,29 @@ def sgd_vectors(
         raise ValueError(f"noise_var must be finite and >= 0, got {noise_var!r}")
     x = np.sqrt(model.a) * rng.standard_normal(samples)
     y = model.teacher * x + np.sqrt(noise_var) * rng.standard_normal(samples)
+    if activation != "linear":
+        net = _network(activation, slope, nodes, model, diagnostics)
+        return _descend_network(u0, w0, net, _step_array(steps), _batch_gradients(net, x, y, batch_size, rng))
     moments = _batch_moments(x, y, batch_size, rng)
     return _descend(u0, w0, model, _step_array(steps), moments)
+
+
+def _batch_gradients(net: _Network, x: np.ndarray, y: np.ndarray, batch_size: int,
+                     rng: np.random.Generator) -> Callable:
+    """gradients(u, w) of the minibatch of step k, k = 0, 1, ...: batches of :func:`epoch_batches`."""
+    weights = np.full(batch_size, 1.0 / batch_size)
+
+    def batches() -> Iterator[np.ndarray]:
+        for idx in epoch_batches(x.size, batch_size, rng):
+            yield from idx
+
+    order = batches()
+
+    def gradients(u, w):
+        idx = next(order)
+        return net.gradients(u, w, x[idx], y[idx], weights)
+
+    return gradients
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,12 +445,12 @@ def _rhs(y: np.ndarray, model: _Model) -> np.ndarray:
     return out
 
 
-def _dopri_step(y: np.ndarray, k1: np.ndarray, h: float, model: _Model):
+def _dopri_step(y: np.ndarray, k1: np.ndarray, h: float, rhs: Callable[[np.ndarray], np.ndarray]):
     """One Dormand-Prince step from y (velocity k1): (y_new, k7 = velocity at y_new, error vector)."""
     ks = [k1]
     for row in _A[1:]:
         y_stage = y + h * sum(coef * k for coef, k in zip(row, ks) if coef != 0.0)
-        ks.append(_rhs(y_stage, model))
+        ks.append(rhs(y_stage))
     y_new = y_stage  # the last row holds the 5th-order weights (FSAL)
     err = h * sum(coef * k for coef, k in zip(_E, ks) if coef != 0.0)
     return y_new, ks[-1], err
@@ -424,13 +478,15 @@ def _initial_step(y: np.ndarray, model: _Model) -> float:
     return 1e-4 / rate if rate > 0.0 else np.inf
 
 
-class _Integrator:
-    """Mutable DOPRI5 state: position y at time t, FSAL velocity, proposed step h."""
+class FlowIntegrator:
+    """Mutable DOPRI5 state for dy/dt = rhs(y), y = [u; w] of shape (2, d): position y at time t, FSAL velocity,
+    proposed step h (the first one `first_step`). :meth:`advance_to` lands exactly on each target time."""
 
-    def __init__(self, y: np.ndarray, model: _Model, rtol: float, max_steps: int):
-        self.y, self.model, self.rtol, self.max_steps = y, model, rtol, max_steps
-        self.t, self.k1 = 0.0, _rhs(y, model)
-        self.h, self.fac_old, self.steps = _initial_step(y, model), 1e-4, 0
+    def __init__(self, y: np.ndarray, rhs: Callable[[np.ndarray], np.ndarray], first_step: float, rtol: float,
+                 max_steps: int):
+        self.y, self.rhs, self.rtol, self.max_steps = y, rhs, rtol, max_steps
+        self.t, self.k1 = 0.0, rhs(y)
+        self.h, self.fac_old, self.steps = first_step, 1e-4, 0
 
     def advance_to(self, target: float) -> None:
         """Integrate from self.t to exactly ``target`` (landing on it with a shortened step)."""
@@ -440,7 +496,7 @@ class _Integrator:
             if self.steps > self.max_steps:
                 raise RuntimeError(f"integrate_flow: more than max_steps={self.max_steps} steps")
             h = min(self.h, target - self.t)
-            y_new, k7, err_vec = _dopri_step(self.y, self.k1, h, self.model)
+            y_new, k7, err_vec = _dopri_step(self.y, self.k1, h, self.rhs)
             err = _error_norm(err_vec, self.y, y_new, self.rtol)
             fac11 = err**_EXPO
             if err <= 1.0:
@@ -467,6 +523,10 @@ def integrate_flow(
     times: np.ndarray,
     rtol: float = 1e-12,
     max_steps: int = 2_000_000,
+    activation: str = "linear",
+    slope: float = activations.DEFAULT_SLOPE,
+    nodes: int = activations.DEFAULT_NODES,
+    diagnostics: dict | None = None,
 ) -> Trace:
     """Integrate the gradient flow du/dt = -lr_u kappa r w, dw/dt = -lr_w kappa r u in R^d.
 
@@ -479,14 +539,158 @@ def integrate_flow(
     the width), is kept below ``rtol``. The step adapts to the fast phase (rate a Theta) and, after
     convergence, is limited by explicit stability (about 3 / (a Theta)): integrating to time T
     costs about a Theta_inf T / 3 steps of O(d) work. Raises RuntimeError after ``max_steps``.
+
+    activation: as in :func:`gd_vectors` (the velocity from the quadrature gradients, O(d nodes) per stage).
     """
     model = _model(output_scale, lr_u, lr_w, input_var, teacher)
     times = _time_array(times)
     rtol = _positive("rtol", rtol)
     u, w = _vectors(u0, w0)
-    solver = _Integrator(np.stack([u, w]), model, rtol, int(max_steps))
+    y = np.stack([u, w])
+    if activation == "linear":
+        rhs, measure = partial(_rhs, model=model), partial(_measure, model=model)
+    else:
+        net = _network(activation, slope, nodes, model, diagnostics)
+
+        def rhs(state):
+            gu, gw = net.population_gradients(state[0], state[1])
+            return np.stack([-model.lr_u * gu, -model.lr_w * gw])
+
+        measure = net.measure
+    solver = FlowIntegrator(y, rhs, _initial_step(y, model), rtol, int(max_steps))
     rows = []
     for target in times:
         solver.advance_to(float(target))
-        rows.append(_measure(solver.y[0], solver.y[1], model))
+        rows.append(measure(solver.y[0], solver.y[1]))
     return _trace(times, rows)
+
+
+# --------------------------------------------------------------------------------------------
+# A network with an activation: f(x) = kappa sum_i u_i phi(w_i x) (docs/theory.md section 10)
+
+
+class _Network:
+    """The activated network on the one-dimensional task, with a reusable (d, Q) workspace.
+
+    Population expectations are sums over the split quadrature of :mod:`phasediag.training.activations`;
+    a minibatch is the same computation over the batch's x with equal weights 1/B.
+    """
+
+    def __init__(self, model: _Model, act: activations.Activation, nodes: int, diagnostics: dict | None):
+        self.model, self.act = model, act
+        self.quad = activations.population_quadrature(model.a, nodes)
+        self._fine = activations.population_quadrature(model.a, 2 * nodes) if diagnostics is not None else None
+        self.diagnostics = diagnostics
+        if diagnostics is not None:
+            diagnostics["quadrature_error"] = 0.0
+        self._space: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _arrays(self, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Z = w x^T, H = phi(Z), D = phi'(Z), each (d, len(x)), in reused buffers."""
+        Z, H, D = self._space.get(x.size) or self._space.setdefault(
+            x.size, tuple(np.empty((w.size, x.size)) for _ in range(3)))
+        np.multiply.outer(w, x, out=Z)
+        self.act.phi(Z, H)
+        self.act.dphi(Z, H, D)
+        return Z, H, D
+
+    def gradients(self, u: np.ndarray, w: np.ndarray, x: np.ndarray, y: np.ndarray,
+                  p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dL/du, dL/dw) of L = sum_q p_q (f(x_q) - y_q)^2 / 2:
+        dL/du_i = kappa sum_q p_q r_q phi(w_i x_q),  dL/dw_i = kappa u_i sum_q p_q r_q phi'(w_i x_q) x_q."""
+        kappa = self.model.kappa
+        _, H, D = self._arrays(w, x)
+        pr = p * (kappa * (u @ H) - y)
+        return kappa * (H @ pr), kappa * u * (D @ (pr * x))
+
+    def population_gradients(self, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self.quad.x
+        return self.gradients(u, w, x, self.model.teacher * x, self.quad.p)
+
+    def measure(self, u: np.ndarray, w: np.ndarray) -> tuple[float, ...]:
+        """The Trace fields after ``t`` (see :func:`activated_measurements`). With `diagnostics`, also the
+        quadrature's error estimate: the largest change of m, the NTK and the loss when the rule is doubled
+        (relative to |m| + |m*|, the NTK, and loss + a m*^2 / 2), the worst over the records so far."""
+        values = self._measure(u, w, self.quad)
+        if self._fine is not None:
+            fine = self._measure(u, w, self._fine)
+            model = self.model
+            scales = ((0, abs(values[0]) + abs(model.teacher)), (1, values[1]),
+                      (5, values[5] + 0.5 * model.a * model.teacher**2))
+            change = max((abs(values[i] - fine[i]) / scale for i, scale in scales if scale > 0), default=0.0)
+            self.diagnostics["quadrature_error"] = max(self.diagnostics["quadrature_error"], change)
+        return values
+
+    def _measure(self, u: np.ndarray, w: np.ndarray, quad: activations.Quadrature) -> tuple[float, ...]:
+        model, (x, p) = self.model, quad
+        _, H, D = self._arrays(w, x)
+        f = model.kappa * (u @ H)
+        r = f - model.teacher * x
+        m = float(p @ (x * f)) / model.a
+        loss = 0.5 * float(p @ (r * r))
+        slope_u = (H @ (p * x)) / model.a  # E[x phi(w_i x)] / a: unit i's linear read-out
+        slope_w = (D @ (p * x * x)) / model.a  # E[x^2 phi'(w_i x)] / a
+        ntk = model.kappa**2 * (model.lr_u * float(slope_u @ slope_u) + model.lr_w * float((u * slope_w) @ (u * slope_w)))
+        uu, ww, uw = float(u @ u), float(w @ w), float(u @ w)
+        norms = float(np.sqrt(uu) * np.sqrt(ww))
+        alignment = min(1.0, max(-1.0, uw / norms)) if norms > 0.0 else 0.0
+        imbalance = uu / model.lr_u - ww / model.lr_w
+        return (m, ntk, alignment, uu, ww, loss, uu, ww, uw, imbalance, _gram_det(u, w, uu))
+
+    def step(self, u: np.ndarray, w: np.ndarray, grads: tuple[np.ndarray, np.ndarray]):
+        """u - lr_u dL/du, w - lr_w dL/dw; (None, None) beyond DIVERGENCE_LIMIT."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            u_new = u - self.model.lr_u * grads[0]
+            w_new = w - self.model.lr_w * grads[1]
+            too_large = _too_large(u_new, w_new)
+        return (None, None) if too_large else (u_new, w_new)
+
+
+def _network(activation: str, slope: float, nodes: int, model: _Model, diagnostics: dict | None = None) -> _Network:
+    return _Network(model, activations.activation(activation, slope), nodes, diagnostics)
+
+
+def _descend_network(u0, w0, net: _Network, steps: np.ndarray, gradients: Callable) -> Trace:
+    """The loop of :func:`_descend` for an activated network: `gradients(u, w)` of step k, k = 0, 1, ..."""
+    u, w = _vectors(u0, w0)
+    rows: list[tuple[float, ...]] = []
+    k = 0
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond the limit the step is discarded, not used
+        for target in steps:
+            while k < target and u is not None:
+                u, w = net.step(u, w, gradients(u, w))
+                k += 1
+            rows.append(_DIVERGED if u is None else net.measure(u, w))
+    return _trace(steps, rows)
+
+
+def activated_measurements(u: np.ndarray, w: np.ndarray, *, activation: str, slope: float = activations.DEFAULT_SLOPE,
+                           output_scale: float, lr_u: float, lr_w: float, input_var: float, teacher: float,
+                           nodes: int = activations.DEFAULT_NODES) -> dict[str, float]:
+    """What a Trace records for the state (u, w) of f(x) = kappa sum_i u_i phi(w_i x), x ~ N(0, a), y = m* x:
+
+        m    = E[x f(x)] / a                                    (the best linear slope)
+        loss = E[(f(x) - m* x)^2] / 2                           (excess loss, nonlinear residual included)
+        ntk  = E_{x,x'}[x K(x, x') x'] / a^2
+             = kappa^2 [lr_u sum_i (E[x phi(w_i x)]/a)^2 + lr_w sum_i u_i^2 (E[x^2 phi'(w_i x)]/a)^2],
+
+    K(x, x') = sum_theta eta_theta d_theta f(x) d_theta f(x') the learning-rate-weighted kernel: `ntk` is its
+    component on the linear function x x', the rate at which the slope learns (dm/dt = -a ntk (m - m*) while the
+    residual is linear). For phi = identity every one of them is the linear model's (Theta = kappa^2 (lr_w |u|^2
+    + lr_u |w|^2)). Expectations by the split quadrature with `nodes` per half-line."""
+    model = _model(output_scale, lr_u, lr_w, input_var, teacher)
+    u, w = _vectors(u, w)
+    values = _network(activation, slope, nodes, model).measure(u, w)
+    return dict(zip(Trace._fields[1:], values))
+
+
+def activated_gradients(u: np.ndarray, w: np.ndarray, *, activation: str, slope: float = activations.DEFAULT_SLOPE,
+                        output_scale: float, lr_u: float, lr_w: float, input_var: float, teacher: float,
+                        nodes: int = activations.DEFAULT_NODES) -> tuple[np.ndarray, np.ndarray]:
+    """(dL/du, dL/dw), each of shape (d,), of the population loss L = E[(f(x) - m* x)^2]/2 of the activated
+    network (the step :func:`gd_vectors` takes is -lr_u dL/du, -lr_w dL/dw):
+
+        dL/du_i = kappa E[r(x) phi(w_i x)],   dL/dw_i = kappa u_i E[r(x) phi'(w_i x) x],   r = f(x) - m* x."""
+    model = _model(output_scale, lr_u, lr_w, input_var, teacher)
+    u, w = _vectors(u, w)
+    return _network(activation, slope, nodes, model).population_gradients(u, w)
