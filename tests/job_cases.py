@@ -65,6 +65,17 @@ train: {steps: 20, record: 4, probe_size: 4}
 seed: 3
 """
 
+ACTIVATIONS = """\
+name: tiny_activations
+experiment: activations
+model: {width: 40, output_scale: 0.16, lr_u: 5, lr_w: 5, activations: [linear, relu, tanh]}
+cases:
+  alignment: {init_var_u: 0.0025, init_var_w: 0.0025, teacher: 1}
+  disalignment: {init_var_u: 0.1, init_var_w: 0.1, teacher_over_m0: 0.1}
+train: {steps: 30, record: 6, nodes: 16}
+seed: 2
+"""
+
 #: kind -> (config text, can be sharded)
 CASES = {
     "sweep": (SWEEP, True),
@@ -72,4 +83,5 @@ CASES = {
     "scaling": (SCALING, True),
     "sgd_drift": (SGD_DRIFT, False),
     "nonlinear": (NONLINEAR, False),
+    "activations": (ACTIVATIONS, False),
 }

@@ -252,9 +252,9 @@ def _theory_line(result) -> str:
     if "split" in result:
         split = result["split"]
         first = split["first_crossing"]
-        return (f"exact:  ReLU split solution m = {_fmt(split['m'][-1])}, NTK = {_fmt(split['ntk'][-1])}, alignment = "
-                f"{_fmt(split['alignment'][-1])} at the last time; exact until the first w_i crosses 0 "
-                f"(t = {_fmt(first, none='never')}), {split['crossed'][-1]} of {p['width']} units crossed by the "
+        return (f"split:  the exact ReLU split solution has m = {_fmt(split['m'][-1])}, NTK = {_fmt(split['ntk'][-1])}, "
+                f"alignment = {_fmt(split['alignment'][-1])} at the last time; it is exact until the first w_i "
+                f"crosses 0 (t = {_fmt(first, none='never')}); {split['crossed'][-1]} of {p['width']} cross by the "
                 f"end{quadrature}")
     return f"theory: no exact solution for {activation}{quadrature}"
 

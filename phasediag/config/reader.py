@@ -442,6 +442,17 @@ def figure_options(plot: dict[str, Located], label_names: Sequence[str], base_di
     return out
 
 
+def ruled(item: Located, rule, *, numeric: bool = True, **kw):
+    """The value at a key checked by a shared rule (phasediag.config.rules: also the CLI's and the API's), its
+    FieldError becoming the key path and line; `numeric`: the value must be a number (not text or a bool)."""
+    if numeric and (isinstance(item.value, bool) or not isinstance(item.value, (int, float))):
+        raise fail(item.path, item.line, f"must be a number, got {shown(item)}")
+    try:
+        return rule(item.value, **kw)
+    except FieldError as exc:
+        raise fail(item.path, item.line, exc.message) from None
+
+
 def _checked(item: Located, rule, *args):
     try:
         return rule(*args)

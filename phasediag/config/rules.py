@@ -139,10 +139,7 @@ def activation(x, field: str = "activation") -> str:
 
 def slope(x, field: str = "slope") -> float:
     """leaky_relu's slope for negative inputs: a finite number."""
-    v = real(field, x)
-    if not math.isfinite(v):
-        raise FieldError(field, f"must be a finite number, got {x}")
-    return v
+    return _finite(field, x)
 
 
 def quadrature_nodes(x, field: str = "nodes") -> int:

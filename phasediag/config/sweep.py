@@ -18,8 +18,7 @@ from phasediag.config import expr, rules
 from phasediag.config.hyperparameters import DATA_FIELDS, MODEL_FIELDS
 from phasediag.config.reader import (FIGURE_KEYS, FORMATS, AnyKey, ConfigError, Located, check_name,
                                      did_you_mean, fail, figure_options, mapping, number, parse_yaml, plain,
-                                     read_config, shown, string)
-from phasediag.errors import FieldError
+                                     read_config, ruled, shown, string)
 
 MODEL_KEYS = MODEL_FIELDS  # the hyperparameters' names, as solve, simulate and the CLI use them
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
@@ -295,18 +294,8 @@ def _init(item: Located | None, variables):
     if seeds > MAX_AXIS:
         raise fail("init.seeds", spec["seeds"].line, f"{seeds:,} seeds; at most {MAX_AXIS:,} (the seed axis is "
                                                       "an axis of the grid)")
-    seed = _rule(spec["seed"], rules.seed) if "seed" in spec else 0
+    seed = ruled(spec["seed"], rules.seed) if "seed" in spec else 0
     return "seeds", seeds, seed, ()
-
-
-def _rule(item: Located, rule, **kw):
-    """The value at a key checked by a shared rule (phasediag.config.rules: also the CLI's and the API's)."""
-    if isinstance(item.value, bool) or not isinstance(item.value, (int, float)):
-        raise fail(item.path, item.line, f"must be a number, got {shown(item)}")
-    try:
-        return rule(item.value, **kw)
-    except FieldError as exc:
-        raise fail(item.path, item.line, exc.message) from None
 
 
 def _train(item: Located | None):
@@ -314,9 +303,9 @@ def _train(item: Located | None):
     optimizer = string(spec["optimizer"]) if "optimizer" in spec else "flow"
     if optimizer not in ("flow", "gd"):
         raise fail("train.optimizer", spec["optimizer"].line, f"must be flow or gd, got {optimizer!r}")
-    horizon = (_rule(spec["horizon"], rules.horizon, steps=optimizer == "gd") if "horizon" in spec
+    horizon = (ruled(spec["horizon"], rules.horizon, steps=optimizer == "gd") if "horizon" in spec
                else float("inf"))
-    max_steps = _rule(spec["max_steps"], rules.gd_max_steps) if "max_steps" in spec else 100_000
+    max_steps = ruled(spec["max_steps"], rules.gd_max_steps) if "max_steps" in spec else 100_000
     times = None
     if "times" in spec and spec["times"].value is not None:  # (a resolved config says times: null)
         item = spec["times"]
@@ -340,8 +329,8 @@ def _train(item: Located | None):
 
 def _classify(item: Located | None):
     spec = mapping(item, ("ntk_threshold", "alignment_threshold")) if item is not None else {}
-    ntk = _rule(spec["ntk_threshold"], rules.ntk_threshold) if "ntk_threshold" in spec else 0.1
-    align = _rule(spec["alignment_threshold"], rules.alignment_threshold) if "alignment_threshold" in spec else 0.1
+    ntk = ruled(spec["ntk_threshold"], rules.ntk_threshold) if "ntk_threshold" in spec else 0.1
+    align = ruled(spec["alignment_threshold"], rules.alignment_threshold) if "alignment_threshold" in spec else 0.1
     return ntk, align
 
 

@@ -20,10 +20,21 @@ import numpy as np
 
 from phasediag.results.atomic import STOP_SIGNALS, signals_held
 
-__all__ = ["ordered_map", "fill_forked", "remote_write_available", "RemoteWriteUnavailable"]
+__all__ = ["ordered_map", "single_threaded_blas", "fill_forked", "remote_write_available", "RemoteWriteUnavailable"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def single_threaded_blas():
+    """threadpoolctl's limit to one BLAS thread, so that matrix products (whose reduction order depends on the
+    thread count) give the same bits in a worker process and in this one; a no-op context when threadpoolctl
+    (installed with scikit-learn) is missing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def ordered_map(task: Callable[[T], R], items: Iterable[T], workers: int,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from phasediag.config.reader import ConfigError, Located, did_you_mean, fail, string
+from phasediag.config.reader import Located, did_you_mean, fail, string
 from phasediag.errors import ResultsError
 
 __all__ = ["KINDS", "kind_module", "kind_of_config", "kind_of_meta", "figure_of"]
@@ -40,9 +40,10 @@ KINDS = {
     "validation": "phasediag.studies.validation",
     "sgd_drift": "phasediag.studies.sgd_drift",
     "nonlinear": "phasediag.studies.nonlinear_digits",
+    "activations": "phasediag.studies.activations",
 }
 #: the studies a config names with its top-level key `experiment`
-EXPERIMENTS = ("nonlinear", "sgd_drift")
+EXPERIMENTS = ("nonlinear", "sgd_drift", "activations")
 
 
 def kind_module(kind: str) -> ModuleType:

@@ -37,7 +37,6 @@ Choices (all stated in meta.json too):
 
 from __future__ import annotations
 
-import contextlib
 from functools import partial
 import time
 from dataclasses import dataclass, field as dataclass_field
@@ -53,7 +52,7 @@ from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_
                                      fail, figure_formats, figure_options, located, mapping, number, plain,
                                      string)
 from phasediag.config.sweep import axis_values
-from phasediag.engine.workers import ordered_map
+from phasediag.engine.workers import ordered_map, single_threaded_blas
 from phasediag.plots.maps import nan_median as _median
 from phasediag.results import store
 from phasediag.results.store import Result
@@ -425,20 +424,10 @@ def run_point(study: Study, prepared: Prepared, index: tuple[int, int, int, int,
 # ---------------------------------------------------------------- the sweep
 
 
-def _single_threaded_blas():
-    """threadpoolctl's limit to one BLAS thread (results then do not depend on the number of workers); a no-op
-    context when threadpoolctl is missing."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _task(args: tuple) -> dict:
     """One run with BLAS single-threaded (in a worker process or in this one): the same bits everywhere."""
     study, prepared, index = args
-    with _single_threaded_blas():
+    with single_threaded_blas():
         return run_point(study, prepared, index)
 
 

@@ -10,8 +10,8 @@ Pure numpy. One registry serves every network phasediag trains (the two-layer ne
     sigmoid      phi(z) = sigma(z) = 1 / (1 + e^-z)              phi'(z) = sigma (1 - sigma)
     swish        phi(z) = z sigma(z)                          phi'(z) = sigma (1 + z (1 - sigma))
 
-Each is evaluated to a few ulps relative to its value (tails included: 1 - tanh^2 z as 4 e^-2|z| / (1 + e^-2|z|)^2,
-sigma and sigma' from e^-|z|), without overflow for any finite z.
+Each is evaluated to a few ulps relative to its value, tails included (where 1 - tanh^2, (1 + tanh(z/2))/2 or
+1 - sigma would cancel, from exponentials instead), without overflow for any finite z.
 
 ``gain`` is the slope that a network of small weights sees, gamma = lim_{w -> 0} E[x phi(w x)] / (w E[x^2]) for a
 symmetric input distribution: phi'(0) for the smooth ones (1, 1, 1/4, 1/2 for linear, tanh, sigmoid, swish) and
@@ -59,17 +59,27 @@ class Activation(NamedTuple):
 
 
 def _sigmoid(z: np.ndarray, out: np.ndarray) -> np.ndarray:
-    # e = exp(-|z|) <= 1: 1/(1 + e) for z >= 0, e/(1 + e) below; relatively accurate in both tails, no overflow
-    e = np.exp(-np.abs(z))
-    np.divide(np.where(z >= 0.0, 1.0, e), 1.0 + e, out=out)
+    """sigma(z) = (1 + tanh(z/2))/2, with the left tail (z < -2, where that sum cancels) as e^z / (1 + e^z)."""
+    np.multiply(z, 0.5, out=out)
+    np.tanh(out, out=out)
+    np.multiply(out, 0.5, out=out)
+    np.add(out, 0.5, out=out)
+    tail = z < -2.0
+    if tail.any():
+        e = np.exp(z[tail])
+        out[tail] = e / (1.0 + e)
     return out
 
 
-def _sigmoid_slope(z: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """sigma'(z) = e / (1 + e)^2 with e = exp(-|z|): relatively accurate for every z (sigma (1 - sigma) cancels
-    for z >> 1)."""
-    e = np.exp(-np.abs(z))
-    np.divide(e, (1.0 + e) ** 2, out=out)
+def _sigmoid_slope(z: np.ndarray, h: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """sigma'(z) = h (1 - h) for h = sigma(z), with the right tail (z > 2, where 1 - h cancels) as
+    e / (1 + e)^2, e = e^-z."""
+    np.subtract(1.0, h, out=out)
+    np.multiply(out, h, out=out)
+    tail = z > 2.0
+    if tail.any():
+        e = np.exp(-z[tail])
+        out[tail] = e / (1.0 + e) ** 2
     return out
 
 
@@ -101,14 +111,18 @@ def _functions(name: str, slope: float) -> tuple[Callable, Callable]:
             return np.tanh(z, out=out)
 
         def dphi(z, h, out):
-            # 1 - tanh^2 = 4 sigma'(2z): relatively accurate where tanh saturates (1 - h^2 cancels to 0)
-            _sigmoid_slope(2.0 * z, out)
-            return np.multiply(out, 4.0, out=out)
+            np.multiply(h, h, out=out)
+            np.subtract(1.0, out, out=out)
+            tail = out < 0.25  # |tanh z| > 0.87: 1 - h^2 cancels; there 4 e / (1 + e)^2 with e = e^-2|z|
+            if tail.any():
+                e = np.exp(-2.0 * np.abs(z[tail]))
+                out[tail] = 4.0 * e / (1.0 + e) ** 2
+            return out
     elif name == "sigmoid":
         phi = _sigmoid
 
         def dphi(z, h, out):
-            return _sigmoid_slope(z, out)
+            return _sigmoid_slope(z, h, out)
     elif name == "swish":
         def phi(z, out):
             _sigmoid(z, out)
@@ -116,8 +130,10 @@ def _functions(name: str, slope: float) -> tuple[Callable, Callable]:
 
         def dphi(z, h, out):
             # sigma(z) + z sigma'(z) (= sigma (1 + z (1 - sigma)), without the cancelling 1 - sigma)
-            slope_part = z * _sigmoid_slope(z, np.empty_like(out))
-            return np.add(_sigmoid(z, out), slope_part, out=out)
+            sigma = _sigmoid(z, np.empty_like(out))
+            _sigmoid_slope(z, sigma, out)
+            np.multiply(out, z, out=out)
+            return np.add(out, sigma, out=out)
     else:
         raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
     return phi, dphi
