@@ -76,6 +76,16 @@ train: {steps: 30, record: 6, nodes: 16}
 seed: 2
 """
 
+DEEP = """\
+name: tiny_deep
+experiment: deep
+dataset: {name: digits}
+model: {depth: 3, width: 12, activations: [relu], losses: [square, cross_entropy], lr: 0.1, init_var: 2}
+sweep: {init_scale: [0.5, 2]}
+train: {steps: 10, record: 3, probe_size: 4}
+seed: 5
+"""
+
 #: kind -> (config text, can be sharded)
 CASES = {
     "sweep": (SWEEP, True),
@@ -84,4 +94,5 @@ CASES = {
     "sgd_drift": (SGD_DRIFT, False),
     "nonlinear": (NONLINEAR, False),
     "activations": (ACTIVATIONS, False),
+    "deep": (DEEP, False),
 }

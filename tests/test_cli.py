@@ -710,7 +710,7 @@ def test_limit_quiet_prints_nothing():
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("name: x\nmodel: {}\n", "experiment: is required at the top level (one of nonlinear, sgd_drift, activations)"),
+    ("name: x\nmodel: {}\n", "experiment: is required at the top level (one of nonlinear, sgd_drift, activations, deep)"),
     ("name: x\nexperiment: sgd_drif\n", "experiment (line 2): unknown experiment 'sgd_drif' (did you mean 'sgd_drift'?)"),
     ("- a\n- b\n", "must be a mapping"),
 ])

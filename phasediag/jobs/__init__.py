@@ -41,9 +41,10 @@ KINDS = {
     "sgd_drift": "phasediag.studies.sgd_drift",
     "nonlinear": "phasediag.studies.nonlinear_digits",
     "activations": "phasediag.studies.activations",
+    "deep": "phasediag.studies.deep_networks",
 }
 #: the studies a config names with its top-level key `experiment`
-EXPERIMENTS = ("nonlinear", "sgd_drift", "activations")
+EXPERIMENTS = ("nonlinear", "sgd_drift", "activations", "deep")
 
 
 def kind_module(kind: str) -> ModuleType:
