@@ -154,3 +154,39 @@ def test_the_readme_rows_of_the_piecewise_linear_networks_are_the_bundled_runs()
             digits = len(mantissa.replace(".", ""))
             assert float(f"{value:.{digits}g}") == float(f"{mantissa}e-{exponent}"), (activation, mantissa, value)
     assert result.meta["findings"]["labels_agree"] == 6
+
+
+MAP = {
+    "name": "tiny_map", "experiment": "activations",
+    "model": {"width": 10, "activations": ["linear", "relu", "tanh"]},
+    "map": {"widths": [8, 32], "init_var": {"log": [1e-3, 0.3, 3]}, "teacher": 1, "output_scale": "1/sqrt(d)",
+            "lr_u": 1, "lr_w": 1},
+    "train": {"steps": 60, "record": 10, "nodes": 16}, "seed": 3,
+}
+
+
+def test_the_label_map_compares_every_networks_label_with_its_theorys():
+    result = phasediag.run(MAP)
+    assert result["map_label_measured"].shape == (3, 2, 3) and list(result.coords["map_width"]) == [8, 32]
+    linear = list(result.coords["activation"]).index("linear")
+    assert np.array_equal(result["map_label_measured"][linear], result["map_label_theory"][linear])  # exact theory
+    assert np.all(result["map_deviation_alignment"][linear] < 1e-12)
+    rows = {r["activation"]: r for r in result.meta["findings"]["map"]["by_activation"]}
+    for name, row in rows.items():
+        j = list(result.coords["activation"]).index(name)
+        assert row["agree"] == np.count_nonzero(result["map_label_measured"][j] == result["map_label_theory"][j])
+        assert row["agree"] + len(row["disagreements"]) == row["points"] == 6
+    # every variance of a width starts from the same draws: the vectors are the same up to the scale sqrt(s)
+    study = study_module.study_of(result)
+    u_small, _ = study_module.map_vectors(study, 1, 1e-3)
+    u_large, _ = study_module.map_vectors(study, 1, 0.3)
+    assert np.allclose(u_large, np.sqrt(0.3 / 1e-3) * u_small, rtol=1e-14)
+    assert [stem.split("__")[-1] for stem, _ in study_module.figures(result)] == ["label_map"]
+
+
+def test_a_config_needs_cases_or_a_map(tmp_path):
+    config = {k: v for k, v in TINY.items() if k != "cases"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert out.exit_code == 2 and "cases: is required" in out.stderr

@@ -453,6 +453,37 @@ def ruled(item: Located, rule, *, numeric: bool = True, **kw):
         raise fail(item.path, item.line, exc.message) from None
 
 
+WIDTH_VARIABLE = "d"
+
+
+def width_expression(item: Located, widths, *, positive: bool) -> tuple[str, tuple[float, ...]]:
+    """A number or an expression in d (the width) at `item`, evaluated at every width: (its text, the values).
+    ConfigError naming the key and line for a bad expression or a value that is not finite and >= 0 (> 0 with
+    `positive`) at some width."""
+    from phasediag.config import expr
+
+    value = item.value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise fail(item.path, item.line, f"must be a number or an expression in d (the width), got {plain(item)!r}")
+    if isinstance(value, str):
+        try:
+            tree = expr.parse(value)
+            expr.check_names(tree, (WIDTH_VARIABLE,))
+            values = expr.evaluate(tree, {WIDTH_VARIABLE: np.array(widths, dtype=float)})
+        except expr.ExpressionError as exc:
+            raise fail(item.path, item.line, f"{value!r}: {exc} (the only variable is d, the width)") from None
+        values = np.broadcast_to(np.asarray(values, dtype=float), (len(widths),))
+        text = value
+    else:
+        values = np.full(len(widths), float(value))
+        text = repr(float(value)) if isinstance(value, float) else str(value)
+    for d, v in zip(widths, values):
+        if not np.isfinite(v) or (positive and not v > 0) or v < 0:
+            at = f" at d = {d}" if isinstance(value, str) else ""
+            raise fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'} and finite, got {v:g}{at}")
+    return text, tuple(float(v) for v in values)
+
+
 def _checked(item: Located, rule, *args):
     try:
         return rule(*args)

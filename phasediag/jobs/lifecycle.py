@@ -449,12 +449,13 @@ def plot(directory: str | Path, formats: Sequence[str] | None = None,
 
 def plot_names(module, meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(label names, figure names) a run's plot.labels and plot.title mapping may name, from its meta.json:
-    the kind's own (its module's ``plot_names(meta)``), else a sweep's (sweep, scaling, validation runs: the
-    sweep variables and metrics of its resolved config; phasediag.config.sweep.plot_names_of)."""
-    names_of = getattr(module, "plot_names", None)
-    if names_of is None:
-        from phasediag.config.sweep import plot_names_of as names_of
-    return names_of(meta)
+    the kind's own (a study module's PLOT_LABELS and FIGURE_NAMES), else a sweep's (sweep, scaling, validation
+    runs: the sweep variables and metrics of its resolved config; phasediag.config.sweep.plot_names_of)."""
+    if hasattr(module, "PLOT_LABELS") and hasattr(module, "FIGURE_NAMES"):
+        return tuple(module.PLOT_LABELS), tuple(module.FIGURE_NAMES)
+    from phasediag.config.sweep import plot_names_of
+
+    return plot_names_of(meta)
 
 
 def merged_plot(plot: dict, options: dict[str, Any]) -> dict:

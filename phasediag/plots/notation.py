@@ -257,6 +257,7 @@ def _tree_tex(tree: Any, text: str) -> str:
 _STUDY_VARIABLES = {
     "sgd_drift": {"lr": ("learning rate", "eta"), "batch_size": ("batch size", "B")},
     "nonlinear": {"init_scale": ("init scale", "s")},  # a factor on both initial standard deviations
+    "deep": {"init_scale": ("init scale", "s")},  # likewise, on every layer's
 }
 
 

@@ -38,9 +38,9 @@ from phasediag import core
 from phasediag.config import rules
 from phasediag.config.reader import (FIGURE_KEYS, NAME_PATTERN, AnyKey, ConfigError, Located, bounded_int,
                                      check_name, fail, figure_formats, figure_options, located, mapping, number,
-                                     ruled, string)
+                                     plain, ruled, string, width_expression)
+from phasediag.config.sweep import axis_values
 from phasediag.engine.workers import ordered_map, single_threaded_blas
-from phasediag.results import store
 from phasediag.results.store import Result
 from phasediag.training import activations as acts
 from phasediag.training import simulate
@@ -51,9 +51,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["Case", "Study", "read", "units", "execute", "figures", "summarize", "text", "run_case",
            "record_steps", "initial_vectors", "findings", "alignment_figure", "ntk_figure", "deviation_figure",
-           "COORDS", "DIMS", "TABLES", "plot_names", "load_data"]
+           "COORDS", "DIMS", "TABLES"]
 
-TOP_KEYS = ("name", "description", "experiment", "model", "data", "cases", "train", "classify", "seed", "plot")
+TOP_KEYS = ("name", "description", "experiment", "model", "data", "cases", "map", "train", "classify", "seed",
+            "plot")
+#: the map of labels: widths x initial variances (sigma_u^2 = sigma_w^2), rates and output scale in d
+MAP_KEYS = ("widths", "init_var", "teacher", "output_scale", "lr_u", "lr_w")
 MODEL_KEYS = ("width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w", "activations", "slope")
 DATA_KEYS = ("input_var", "teacher")
 #: what a case may set (over model and data): the initial variances, the teacher (absolute, or relative to the
@@ -101,6 +104,25 @@ class Case:
 
 
 @dataclass(frozen=True)
+class LabelMap:
+    """The grid of `map`: widths d x initial variances s (sigma_u^2 = sigma_w^2 = s); output scale and rates as
+    given (numbers or expressions in d, with their values per width)."""
+
+    widths: tuple[int, ...]
+    init_vars: tuple[float, ...]
+    teacher: float
+    output_scale: tuple[str, tuple[float, ...]]
+    lr_u: tuple[str, tuple[float, ...]]
+    lr_w: tuple[str, tuple[float, ...]]
+    init_var_spec: object = None
+
+    @property
+    def resolved(self) -> dict:
+        return {"widths": list(self.widths), "init_var": self.init_var_spec, "teacher": self.teacher,
+                "output_scale": self.output_scale[0], "lr_u": self.lr_u[0], "lr_w": self.lr_w[0]}
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     description: str
@@ -116,11 +138,17 @@ class Study:
     alignment_threshold: float
     seed: int
     formats: tuple[str, ...]
+    label_map: LabelMap | None = None
     figure: dict = dataclass_field(default_factory=dict, compare=False)
 
     @property
+    def map_shape(self) -> tuple[int, int, int]:
+        grid = self.label_map
+        return (len(self.activations), len(grid.widths), len(grid.init_vars)) if grid else (0, 0, 0)
+
+    @property
     def runs(self) -> int:
-        return len(self.cases) * len(self.activations)
+        return len(self.cases) * len(self.activations) + int(np.prod(self.map_shape))
 
     @property
     def resolved(self) -> dict:
@@ -129,7 +157,8 @@ class Study:
             "name": self.name, "description": self.description, "experiment": "activations",
             "model": {"width": self.width, "activations": list(self.activations), "slope": self.slope},
             "data": {"input_var": self.input_var},
-            "cases": {case.name: case.resolved for case in self.cases},
+            **({"cases": {case.name: case.resolved for case in self.cases}} if self.cases else {}),
+            **({"map": self.label_map.resolved} if self.label_map else {}),
             "train": {"steps": self.steps, "record": self.record, "nodes": self.nodes},
             "classify": {"ntk_threshold": self.ntk_threshold, "alignment_threshold": self.alignment_threshold},
             "seed": self.seed, "plot": {"formats": list(self.formats), **self.figure},
@@ -177,18 +206,24 @@ def _case(name: str, item: Located, model: dict, data: dict) -> Case:
 
 def read(root: Located, source: str, options) -> Study:
     """The validated study: every bad value named by its key path and line, the work cap; no I/O."""
-    top = mapping(root, TOP_KEYS, required=("name", "experiment", "model", "cases", "train"))
+    top = mapping(root, TOP_KEYS, required=("name", "experiment", "model", "train"))
+    if "cases" not in top and "map" not in top:
+        raise ConfigError("cases: is required (or map, or both): the cases to draw against the theory, the map of "
+                          "labels over width and initial variance")
     if string(top["experiment"]) != "activations":
         raise fail("experiment", top["experiment"].line, f"this study is activations, got {top['experiment'].value!r}")
     name = check_name(top["name"])
     model = mapping(top["model"], MODEL_KEYS, required=("width", "activations"))
     data = mapping(top["data"], DATA_KEYS) if "data" in top else {}
     width = bounded_int(model["width"], low=1, high=MAX_WIDTH)
-    cases_item = top["cases"]
-    cases_map = mapping(cases_item, AnyKey())
-    if not cases_map or len(cases_map) > MAX_CASES:
-        raise fail(cases_item.path, cases_item.line, f"must name 1 to {MAX_CASES} cases (one figure curve each)")
-    cases = tuple(_case(key, sub, model, data) for key, sub in cases_map.items())
+    cases = ()
+    if "cases" in top:
+        cases_item = top["cases"]
+        cases_map = mapping(cases_item, AnyKey())
+        if not cases_map or len(cases_map) > MAX_CASES:
+            raise fail(cases_item.path, cases_item.line, f"must name 1 to {MAX_CASES} cases (one figure curve each)")
+        cases = tuple(_case(key, sub, model, data) for key, sub in cases_map.items())
+    label_map = _label_map(top["map"], model, data) if "map" in top else None
     train = mapping(top["train"], TRAIN_KEYS, required=("steps",))
     steps = bounded_int(train["steps"], low=1, high=MAX_STEPS)
     record = bounded_int(train["record"], low=2, high=MAX_RECORD) if "record" in train else 40
@@ -204,14 +239,39 @@ def read(root: Located, source: str, options) -> Study:
         steps=steps, record=record, nodes=nodes, ntk_threshold=thresholds["ntk_threshold"],
         alignment_threshold=thresholds["alignment_threshold"],
         seed=ruled(top["seed"], rules.seed) if "seed" in top else 0, formats=figure_formats(plot),
-        figure=figure_options(plot, PLOT_LABELS, root.base_dir, FIGURE_NAMES))
-    work = study.runs * steps * width * 2 * nodes
+        label_map=label_map, figure=figure_options(plot, PLOT_LABELS, root.base_dir, FIGURE_NAMES))
+    map_width = sum(label_map.widths) * len(label_map.init_vars) * len(study.activations) if label_map else 0
+    work = (len(cases) * len(study.activations) * width + map_width) * steps * 2 * nodes
     if work > MAX_WORK:
         raise fail("train.steps", train["steps"].line,
                    f"{study.runs} runs x {steps:,} steps x width {width:,} x {2 * nodes} quadrature nodes is "
                    f"{work:.3g}, above the cap of {MAX_WORK:.0e} (about an hour of one core); reduce train.steps, "
                    "model.width or train.nodes")
     return study
+
+
+def _label_map(item: Located, model: dict, data: dict) -> LabelMap:
+    spec = mapping(item, MAP_KEYS, required=("widths", "init_var"))
+    widths_item = spec["widths"]
+    if not isinstance(widths_item.value, list) or not widths_item.value:
+        raise fail(widths_item.path, widths_item.line, "must be a non-empty list of widths, e.g. [10, 100, 1000]")
+    widths = tuple(bounded_int(v, low=1, high=MAX_WIDTH) for v in widths_item.value)
+    if len(set(widths)) != len(widths):
+        raise fail(widths_item.path, widths_item.line, "widths must be distinct")
+    var_item = spec["init_var"]
+    values = axis_values(var_item) if not isinstance(var_item.value, list) else \
+        np.array([number(v, positive=True) for v in var_item.value])
+    if np.any(~(values > 0)):
+        raise fail(var_item.path, var_item.line, "initial variances must be > 0")
+    teacher_item = spec.get("teacher") or data.get("teacher")
+    rates = {}
+    for key, default in (("output_scale", 1.0), ("lr_u", 0.1), ("lr_w", 0.1)):
+        source = spec.get(key) or model.get(key)
+        rates[key] = (width_expression(source, widths, positive=True) if source is not None
+                      else (repr(default), (default,) * len(widths)))
+    return LabelMap(widths=widths, init_vars=tuple(float(v) for v in values),
+                    teacher=number(teacher_item) if teacher_item is not None else 1.0, init_var_spec=plain(var_item),
+                    **rates)
 
 
 # ---------------------------------------------------------------- training and theory
@@ -250,13 +310,20 @@ def _deviation(measured: np.ndarray, theory: np.ndarray) -> float:
 
 
 def run_case(study: Study, i_case: int, activation: str) -> dict:
-    """Train one network and evaluate its theory; returns the arrays of the record (see DIMS)."""
+    """Train one network of a case and evaluate its theory; returns the arrays of the record (see DIMS)."""
     case = study.cases[i_case]
     u0, w0 = initial_vectors(study, i_case)
     m0 = case.output_scale * float(u0 @ w0)
-    teacher = case.teacher_for(m0)
     hyper = dict(output_scale=case.output_scale, lr_u=case.lr_u, lr_w=case.lr_w, input_var=study.input_var,
-                 teacher=teacher)
+                 teacher=case.teacher_for(m0))
+    return {**run_network(study, u0, w0, activation, hyper), "init": np.array([m0, hyper["teacher"],
+                                                                                float(u0 @ u0), float(w0 @ w0),
+                                                                                float(u0 @ w0)])}
+
+
+def run_network(study: Study, u0: np.ndarray, w0: np.ndarray, activation: str, hyper: dict) -> dict:
+    """Train the activated network from (u0, w0) by population GD and evaluate its theory (module docstring):
+    the records, the deviations, both labels, the quadrature's error estimate and the ReLU crossings."""
     steps = record_steps(study.steps, study.record)
     diagnostics: dict = {}
     with single_threaded_blas():
@@ -264,18 +331,21 @@ def run_case(study: Study, i_case: int, activation: str) -> dict:
                                     nodes=study.nodes, diagnostics=diagnostics)
     gram = core.explicit_gram(float(u0 @ u0), float(w0 @ w0), float(u0 @ w0))
     first, crossed = -1, np.zeros(steps.size, dtype=np.int64)
-    if activation == "relu":
-        sol = core.relu_solution(u0, w0, **hyper, times=steps, optimizer="gd")
-        theory = (sol.m, sol.ntk, sol.alignment, sol.norm_u2, sol.norm_w2, sol.loss)
-        first = -1 if sol.first_crossing == np.inf else int(sol.first_crossing)
-        crossed = sol.crossed
-    else:
-        gain = acts.activation(activation, study.slope).gain
-        problem = core.Problem(*(np.asarray(float(x)) for x in (gain * case.output_scale, case.lr_u, case.lr_w,
-                                                                  study.input_var, teacher)), gram)
-        state = core.gd_state(core.invariants(problem), steps)
-        theory = (state.m, state.ntk, state.alignment, state.norm_u2, state.norm_w2, state.loss)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging theory: inf records, reported as diverged
+        if activation == "relu":
+            sol = core.relu_solution(u0, w0, **hyper, times=steps, optimizer="gd")
+            theory = (sol.m, sol.ntk, sol.alignment, sol.norm_u2, sol.norm_w2, sol.loss)
+            first = -1 if sol.first_crossing == np.inf else int(sol.first_crossing)
+            crossed = sol.crossed
+        else:
+            gain = acts.activation(activation, study.slope).gain
+            problem = core.Problem(*(np.asarray(float(x)) for x in (gain * hyper["output_scale"], hyper["lr_u"],
+                                                                      hyper["lr_w"], hyper["input_var"],
+                                                                      hyper["teacher"])), gram)
+            state = core.gd_state(core.invariants(problem), steps)
+            theory = (state.m, state.ntk, state.alignment, state.norm_u2, state.norm_w2, state.loss)
     t = steps.astype(float)
+    teacher = hyper["teacher"]
     measured = measured_label(trace, teacher, study.ntk_threshold, study.alignment_threshold)
     predicted = measured_label(_theory_trace(t, *theory, float(gram.G)), teacher, study.ntk_threshold,
                                study.alignment_threshold)
@@ -287,17 +357,34 @@ def run_case(study: Study, i_case: int, activation: str) -> dict:
         "labels": np.array([_label_code(measured), _label_code(predicted)], dtype=np.int64),
         "quadrature_error": float(diagnostics.get("quadrature_error", 0.0)),
         "crossed": crossed, "first_crossing": first,
-        "init": np.array([m0, teacher, float(gram.U), float(gram.W), float(gram.V)]),
     }
 
 
+def map_vectors(study: Study, i_width: int, init_var: float) -> tuple[np.ndarray, np.ndarray]:
+    """u0, w0 of the map's width i at initial variance init_var: the standard-normal draws depend on (seed,
+    width) only, so every variance and activation of a width starts from the same draws."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([study.seed, 1, i_width])))
+    return simulate.sample_vectors(study.label_map.widths[i_width], init_var, init_var, rng)
+
+
+def run_map_point(study: Study, activation: str, i_width: int, i_var: int) -> dict:
+    grid = study.label_map
+    u0, w0 = map_vectors(study, i_width, grid.init_vars[i_var])
+    hyper = dict(output_scale=grid.output_scale[1][i_width], lr_u=grid.lr_u[1][i_width],
+                 lr_w=grid.lr_w[1][i_width], input_var=study.input_var, teacher=grid.teacher)
+    run = run_network(study, u0, w0, activation, hyper)
+    return {"labels": run["labels"], "deviation": run["deviation"]}
+
+
 def _task(args: tuple) -> dict:
+    if args[0] == "map":
+        return run_map_point(*args[1:])
     study, i_case, activation = args
     return run_case(study, i_case, activation)
 
 
 MEASURED = ("m", "ntk", "alignment", "loss", "norm_u2", "norm_w2")
-THEORY = ("m", "ntk", "alignment", "loss")
+PREDICTED = ("m", "ntk", "alignment", "loss")
 DEVIATIONS = ("alignment", "ntk", "m")
 
 
@@ -307,7 +394,7 @@ def simulate_study(study: Study, *, workers: int = 1, progress: Callable[[int], 
     shape = (len(study.cases), len(study.activations))
     tasks = [(study, i, a) for i in range(shape[0]) for a in study.activations]
     out = {f"measured_{f}": np.empty(shape + (steps.size,)) for f in MEASURED}
-    out.update({f"theory_{f}": np.empty(shape + (steps.size,)) for f in THEORY})
+    out.update({f"theory_{f}": np.empty(shape + (steps.size,)) for f in PREDICTED})
     out.update({f"deviation_{f}": np.empty(shape) for f in DEVIATIONS})
     out.update({"label_measured": np.empty(shape, dtype=np.int64), "label_theory": np.empty(shape, dtype=np.int64),
                 "quadrature_error": np.empty(shape)})
@@ -316,11 +403,13 @@ def simulate_study(study: Study, *, workers: int = 1, progress: Callable[[int], 
         out["relu_crossed"] = np.zeros((shape[0], steps.size), dtype=np.int64)
         out["relu_first_crossing"] = np.full(shape[0], -1, dtype=np.int64)
     init = np.empty((shape[0], 5))
-    for (_, i, activation), run in zip(tasks, ordered_map(_task, tasks, workers, progress, chunksize=1)):
+    map_tasks = [("map", study, a, i, k) for a in study.activations for i, k in np.ndindex(*study.map_shape[1:])]
+    results = ordered_map(_task, tasks + map_tasks, workers, progress, chunksize=1)
+    for (_, i, activation), run in zip(tasks, results):
         j = study.activations.index(activation)
         for k, f in enumerate(MEASURED):
             out[f"measured_{f}"][i, j] = run["measured"][k]
-        for k, f in enumerate(THEORY):
+        for k, f in enumerate(PREDICTED):
             out[f"theory_{f}"][i, j] = run["theory"][k]
         for k, f in enumerate(DEVIATIONS):
             out[f"deviation_{f}"][i, j] = run["deviation"][k]
@@ -331,6 +420,16 @@ def simulate_study(study: Study, *, workers: int = 1, progress: Callable[[int], 
         init[i] = run["init"]
     for k, f in enumerate(("m0", "teacher", "U0", "W0", "V0")):
         out[f] = init[:, k]
+    if not study.cases:
+        out = {}
+    if study.label_map:
+        out.update({"map_label_measured": np.empty(study.map_shape, dtype=np.int64),
+                    "map_label_theory": np.empty(study.map_shape, dtype=np.int64),
+                    "map_deviation_alignment": np.empty(study.map_shape)})
+        for (_, _, activation, i, k), run in zip(map_tasks, results):
+            j = study.activations.index(activation)
+            out["map_label_measured"][j, i, k], out["map_label_theory"][j, i, k] = run["labels"]
+            out["map_deviation_alignment"][j, i, k] = run["deviation"][0]
     return out
 
 
@@ -397,7 +496,26 @@ def findings(study: Study, arrays: dict) -> dict:
                     "kind": "alignment (|m0| < |m*|)" if abs(m0) < abs(teacher) else "disalignment (|m0| > |m*|)",
                     "by_activation": rows})
     agree = sum(r["labels_agree"] for c in out for r in c["by_activation"])
-    return {"steps": study.steps, "width": study.width, "cases": out, "labels_agree": agree, "runs": study.runs}
+    found = {"steps": study.steps, "width": study.width, "cases": out, "labels_agree": agree,
+             "runs": len(study.cases) * len(study.activations)}
+    if study.label_map:
+        found["map"] = _map_findings(study, arrays)
+    return found
+
+
+def _map_findings(study: Study, arrays: dict) -> dict:
+    """Per activation: the share of the map where the theory's label is the network's, and the disagreements."""
+    grid = study.label_map
+    rows = []
+    for j, activation in enumerate(study.activations):
+        measured, theory = arrays["map_label_measured"][j], arrays["map_label_theory"][j]
+        agree = measured == theory
+        rows.append({
+            "activation": activation, "agree": int(np.count_nonzero(agree)), "points": int(agree.size),
+            "disagreements": [{"width": grid.widths[i], "init_var": _sig(grid.init_vars[k]),
+                               "label": _label_name(int(measured[i, k])), "theory_label": _label_name(int(theory[i, k]))}
+                              for i, k in zip(*np.nonzero(~agree))]})
+    return {"widths": list(grid.widths), "init_var": [_sig(v) for v in grid.init_vars], "by_activation": rows}
 
 
 # ---------------------------------------------------------------- figures
@@ -580,18 +698,21 @@ def deviation_figure(study: Study, arrays: dict) -> Figure:
 
 # ---------------------------------------------------------------- the job kind (phasediag.jobs)
 
-COORDS = ("case", "activation", "step")
+COORDS = ("case", "activation", "step", "map_width", "map_init_var")
 _RUN = ("case", "activation")
 DIMS: dict[str, tuple[str, ...]] = {
     **{f"measured_{f}": _RUN + ("step",) for f in MEASURED},
-    **{f"theory_{f}": _RUN + ("step",) for f in THEORY},
+    **{f"theory_{f}": _RUN + ("step",) for f in PREDICTED},
     **{f"deviation_{f}": _RUN for f in DEVIATIONS},
     "label_measured": _RUN, "label_theory": _RUN, "quadrature_error": _RUN,
     "relu_crossed": ("case", "step"), "relu_first_crossing": ("case",),
     "m0": ("case",), "teacher": ("case",), "U0": ("case",), "W0": ("case",), "V0": ("case",),
+    "map_label_measured": ("activation", "map_width", "map_init_var"),
+    "map_label_theory": ("activation", "map_width", "map_init_var"),
+    "map_deviation_alignment": ("activation", "map_width", "map_init_var"),
 }
 #: what plot.labels may name: coordinates, data variables, the figures' y quantities and the activations
-FIGURE_NAMES = ("alignment_vs_step", "ntk_vs_step", "deviation")
+FIGURE_NAMES = ("alignment_vs_step", "ntk_vs_step", "deviation", "label_map")
 PLOT_LABELS = COORDS + tuple(DIMS) + FIGURE_NAMES + rules.ACTIVATIONS
 TABLES = {"by_case_activation": "runs", "by_case_step": "relu_crossings", "by_case": "cases"}
 DEFINITIONS = {
@@ -623,8 +744,11 @@ def execute(study: Study, options, checkpoint: Path | None) -> Result:
     started = time.perf_counter()
     arrays = simulate_study(study, workers=options.workers, progress=options.progress)
     trained = time.perf_counter()
-    arrays = {"case": np.array([c.name for c in study.cases]), "activation": np.array(study.activations),
-              "step": record_steps(study.steps, study.record), **arrays}
+    grid = study.label_map
+    arrays = {"case": np.array([c.name for c in study.cases], dtype=str), "activation": np.array(study.activations),
+              "step": record_steps(study.steps, study.record),
+              "map_width": np.array(grid.widths if grid else (), dtype=np.int64),
+              "map_init_var": np.array(grid.init_vars if grid else (), dtype=float), **arrays}
     found = findings(study, arrays)
     coords = {name: arrays.pop(name) for name in COORDS}
     meta = {
@@ -636,12 +760,6 @@ def execute(study: Study, options, checkpoint: Path | None) -> Result:
     return Result(coords=coords, arrays=arrays, meta=meta)
 
 
-def load_data(directory: Path, meta: dict) -> Result:
-    return store.load(directory, meta=meta)
-
-
-def plot_names(meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return PLOT_LABELS, FIGURE_NAMES
 
 
 def study_of(result: Result) -> Study:
@@ -652,9 +770,64 @@ def study_of(result: Result) -> Study:
 def figures(result: Result) -> list[tuple[str, Callable[[], Figure]]]:
     study = study_of(result)
     arrays = {**result.coords, **result.arrays}
-    return [(f"{study.name}__alignment_vs_step", partial(alignment_figure, study, arrays)),
-            (f"{study.name}__ntk_vs_step", partial(ntk_figure, study, arrays)),
-            (f"{study.name}__deviation", partial(deviation_figure, study, arrays))]
+    out = []
+    if study.cases:
+        out += [(f"{study.name}__alignment_vs_step", partial(alignment_figure, study, arrays)),
+                (f"{study.name}__ntk_vs_step", partial(ntk_figure, study, arrays)),
+                (f"{study.name}__deviation", partial(deviation_figure, study, arrays))]
+    if study.label_map:
+        out.append((f"{study.name}__label_map", partial(label_map_figure, study, arrays)))
+    return out
+
+
+def label_map_figure(study: Study, arrays: dict) -> Figure:
+    """Per activation, over initial variance (x) and width (y): each point in the colour of the network's phase
+    label, crossed where the theory's label differs (the theory's colour then in the cross)."""
+    from matplotlib.lines import Line2D
+    from phasediag.plots.base import fit, keep_inside, legend, phase_colour, readable_log_ticks, swatch, wrapped_title
+
+    options = _options(study)
+    fig, axes = _grid(study, options)
+    grid = study.label_map
+    x, y = np.meshgrid(np.asarray(grid.init_vars), np.asarray(grid.widths, dtype=float))
+    seen = set()
+
+    def colour(code: int) -> str:
+        return "#5c5c5c" if code == DIVERGED_CODE else phase_colour("phase", core.PHASES[code])
+
+    for j, activation in enumerate(study.activations):
+        ax = axes.flat[j]
+        measured, theory = arrays["map_label_measured"][j], arrays["map_label_theory"][j]
+        seen.update(int(c) for c in np.unique(measured))
+        seen.update(int(c) for c in np.unique(theory))
+        ax.scatter(x.ravel(), y.ravel(), c=[colour(int(c)) for c in measured.ravel()], marker="s", s=70,
+                   edgecolors="none", clip_on=False)
+        off = measured != theory
+        if off.any():
+            ax.scatter(x[off], y[off], c=[colour(int(c)) for c in theory[off]], marker="X", s=40,
+                       edgecolors="black", linewidths=0.6, clip_on=False, zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        readable_log_ticks(ax, 4 if options.narrow else 5)
+        agree = np.count_nonzero(~off)
+        ax.set_title(options.title_of(f"{_panel_name(study, activation)}: {agree}/{off.size}", activation))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(options.label("map_width", "width $d$"))
+    for ax in axes[-1]:
+        ax.set_xlabel(options.label("map_init_var", r"$\sigma_u^2 = \sigma_w^2$"))
+    handles = [swatch(colour(c), "diverged" if c == DIVERGED_CODE else core.PHASES[c].replace("_", ", "))
+               for c in sorted(seen)]
+    handles.append(Line2D([], [], marker="X", linestyle="none", color="#999999", markeredgecolor="black",
+                          label="the theory's label differs (its colour)"))
+    legend(fig, handles, below=True, ncols=4)
+    default = (f"Where the linear theory's label is the network's (agreeing points per panel): squares the "
+               f"network's label, crosses the theory's where it differs ({study.steps:,} GD steps)")
+    title = options.title_of(default, "label_map", f"{study.name}__label_map")
+    if title:
+        fig.suptitle(wrapped_title(fig, title, fig.get_size_inches()[0] - 0.5))
+    fit(fig)
+    keep_inside(fig)
+    return fig
 
 
 def summarize(result: Result) -> dict:
@@ -672,12 +845,23 @@ def text(summary: dict) -> str:
     """One block per case: a row per activation (deviations, labels, ReLU crossings)."""
     found = summary["findings"]
     elapsed = summary.get("elapsed_s")
-    lines = [f"{summary['name']}: {summary['runs']} networks of width {summary['width']:,}, {summary['steps']:,} "
+    width = f" (the cases at width {summary['width']:,})" if found["cases"] else ""
+    lines = [f"{summary['name']}: {summary['runs']} networks{width}, {summary['steps']:,} "
              f"GD steps" + ("" if elapsed is None else f" in {elapsed:.1f} s")
              + ("" if summary.get("out") is None else f" -> {summary['out']}")
-             + f"; labels as the theory's: {found['labels_agree']} of {found['runs']}"]
+             + (f"; labels as the theory's: {found['labels_agree']} of {found['runs']}" if found["cases"] else "")]
     header = (f"  {'activation':<11} {'zeta_T':>9} {'theory':>9} {'NTK chg':>9} {'theory':>9} {'dev zeta':>9} "
               f"{'dev NTK':>9} {'label (theory)':<36} {'quad err':>8}")
+    if "map" in found:
+        m = found["map"]
+        lines.append(f"map over widths {m['widths']} x initial variances {m['init_var'][0]:g}..{m['init_var'][-1]:g}: "
+                     "the theory's label is the network's at")
+        for r in m["by_activation"]:
+            where = "; ".join(f"d = {p['width']}, s = {p['init_var']:g}: {p['label']} ({p['theory_label']})"
+                              for p in r["disagreements"][:4])
+            more = "" if len(r["disagreements"]) <= 4 else f"; {len(r['disagreements']) - 4} more"
+            lines.append(f"  {r['activation']:<11} {r['agree']}/{r['points']}" + (f"  differs: {where}{more}"
+                                                                                   if where else ""))
     for case in found["cases"]:
         lines.append(f"{case['case']} case, {case['kind']}: m0 = {_fmt(case['m0'])}, m* = {_fmt(case['teacher'])}, "
                      f"zeta0 = {_fmt(case['zeta0'])}")

@@ -39,7 +39,6 @@ from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_
                                      figure_formats, figure_options, located, mapping, number, ruled, string)
 from phasediag.config.sweep import axis_values
 from phasediag.engine.workers import ordered_map, single_threaded_blas
-from phasediag.results import store
 from phasediag.results.store import Result
 from phasediag.training import activations as acts
 from phasediag.training import deep
@@ -49,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
 
 __all__ = ["Study", "read", "units", "execute", "figures", "summarize", "text", "load_dataset", "run_point",
-           "findings", "vs_init_scale_figure", "COORDS", "DIMS", "TABLES", "plot_names", "load_data", "DATASETS"]
+           "findings", "vs_init_scale_figure", "COORDS", "DIMS", "TABLES", "DATASETS"]
 
 TOP_KEYS = ("name", "description", "experiment", "dataset", "model", "sweep", "train", "classify", "seeds", "seed",
             "plot")
@@ -441,8 +440,10 @@ def vs_init_scale_figure(study: Study, arrays: dict) -> Figure:
         ax.set_ylabel(options.label(name, text))
         ax.grid(True, which="major", alpha=0.3)
     axes[1].axhline(study.ntk_threshold, color="black", linewidth=0.8, linestyle="--")
+    from phasediag.plots.notation import axis_label
+
     for ax in axes[2:]:
-        ax.set_xlabel(options.label("init_scale", "init scale $s$"))
+        ax.set_xlabel(options.label("init_scale", axis_label(study.resolved, "init_scale")))
     handles = [Line2D([], [], color="black", linestyle=LINESTYLES[b % len(LINESTYLES)],
                       label=f"{loss.replace('_', '-')} loss")
                for b, loss in enumerate(study.losses)]
@@ -520,12 +521,6 @@ def execute(study: Study, options, checkpoint: Path | None) -> Result:
     return Result(coords=coords, arrays=arrays, meta=meta)
 
 
-def load_data(directory: Path, meta: dict) -> Result:
-    return store.load(directory, meta=meta)
-
-
-def plot_names(meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return PLOT_LABELS, FIGURE_NAMES
 
 
 def study_of(result: Result) -> Study:

@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from phasediag import core
-from phasediag.config import expr
 from phasediag.training import nonlinear as nl
 from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_int, check_name, did_you_mean,
+                                     width_expression,
                                      fail, figure_formats, figure_options, located, mapping, number, plain,
                                      string)
 from phasediag.config.sweep import axis_values
@@ -81,7 +81,6 @@ MAX_STEPS = 100_000
 MAX_RECORD = 500
 MAX_WIDTH = 16_384
 MAX_WORK = 4e11  # runs x steps x batch rows x width: ~1e8 per second per core here, so about an hour of one core
-WIDTH_VARIABLE = "d"
 MECHANISM_CODES = {name: code for code, name in enumerate(core.PHASES)}
 DIVERGED_CODE = -1
 FINAL_FIELDS = ("loss", "train_error", "test_error", "ntk_change", "ntk_trace_change", "alignment", "norm_u",
@@ -224,28 +223,7 @@ def _expression(model: dict, key: str, widths: tuple[int, ...], *, positive: boo
     if key not in model:
         text = EXPRESSION_DEFAULTS[key]
         return text, tuple(float(text) for _ in widths)
-    item = model[key]
-    value = item.value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise fail(item.path, item.line, f"must be a number or an expression in d (the width), "
-                                          f"got {plain(item)!r}")
-    if isinstance(value, str):
-        try:
-            tree = expr.parse(value)
-            expr.check_names(tree, (WIDTH_VARIABLE,))
-            values = expr.evaluate(tree, {WIDTH_VARIABLE: np.array(widths, dtype=float)})
-        except expr.ExpressionError as exc:
-            raise fail(item.path, item.line, f"{value!r}: {exc} (the only variable is d, the width)") from None
-        values = np.broadcast_to(np.asarray(values, dtype=float), (len(widths),))
-        text = value
-    else:
-        values = np.full(len(widths), float(value))
-        text = repr(float(value)) if isinstance(value, float) else str(value)
-    for d, v in zip(widths, values):
-        if not np.isfinite(v) or (positive and not v > 0) or v < 0:
-            at = f" at d = {d}" if isinstance(value, str) else ""
-            raise fail(item.path, item.line, f"must be {'> 0' if positive else '>= 0'} and finite, got {v:g}{at}")
-    return text, tuple(float(v) for v in values)
+    return width_expression(model[key], widths, positive=positive)
 
 
 MAX_INIT_SCALE = 1e8  # x the initial variances: far beyond docs/theory.md section 8's sigma^2 <= 1e4; 1e300 overflows
@@ -1012,11 +990,6 @@ def execute(study: Study, options, checkpoint) -> Result:
 #: export: the end-of-training table is <name>_finals.csv (the trajectories are <name>.csv)
 TABLES = {"by_" + "_".join(AXES): "finals"}
 
-
-def plot_names(meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(label names, figure names): what plot.labels and a plot.title mapping (or `phasediag plot --label`)
-    may name in a run of this kind."""
-    return PLOT_LABELS, FIGURE_NAMES
 
 
 def study_of(result: Result) -> Study:

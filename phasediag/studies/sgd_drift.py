@@ -1022,11 +1022,6 @@ def load_data(directory: Path, meta: dict) -> Result:
     return store.load(directory, meta=meta)
 
 
-def plot_names(meta: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(label names, figure names): what plot.labels and a plot.title mapping (or `phasediag plot --label`)
-    may name in a run of this kind."""
-    return PLOT_LABELS, FIGURE_NAMES
-
 
 def study_of_result(result: Result) -> Study:
     """The study of a result (e.g. loaded from a run directory), rebuilt from its stored config, with the
