@@ -208,8 +208,11 @@ def test_identity_through_the_quadrature_is_the_linear_model(width, log_var, log
     rng = np.random.default_rng(seed)
     u0, w0 = simulate.sample_vectors(width, 10**log_var, 10**log_var, rng)
     kappa = 10**log_kappa
-    lr = 0.2 / max(1.0, kappa * kappa * (u0 @ u0 + w0 @ w0))  # a stable step
-    hyper = dict(output_scale=kappa, lr_u=lr, lr_w=0.5 * lr, input_var=1.3, teacher=teacher)
+    # a stable step: a Theta <= 0.4 at the start and at the end (Theta_inf <= 2 kappa lr (|m*| + kappa sqrt(U W)))
+    a = 1.3
+    lr = 0.2 / max(1.0, a * kappa * kappa * (u0 @ u0 + w0 @ w0),
+                   2 * a * kappa * (abs(teacher) + kappa * np.sqrt((u0 @ u0) * (w0 @ w0))))
+    hyper = dict(output_scale=kappa, lr_u=lr, lr_w=0.5 * lr, input_var=a, teacher=teacher)
     steps = np.array([0, 1, 3, 10])
     linear = simulate.gd_vectors(u0, w0, **hyper, steps=steps)
     identity = simulate.gd_vectors(u0, w0, **hyper, steps=steps, activation="leaky_relu", slope=1.0)
@@ -353,7 +356,10 @@ def test_simulate_reports_the_activation_the_split_solution_and_the_quadrature_e
 
 
 @pytest.mark.parametrize("args, option", [(["--activation", "gelu"], "--activation"), (["--slope", "inf"], "--slope"),
-                                          (["--nodes", "3"], "--nodes"), (["--nodes", "x"], "--nodes")])
+                                          (["--nodes", "3"], "--nodes"), (["--nodes", "x"], "--nodes"),
+                                          (["--activation", "tanh", "--width", "10000000", "--nodes", "4096"], "--nodes"),
+                                          (["--activation", "relu", "--optimizer", "sgd", "--width", "100000",
+                                            "--batch-size", "1000", "--samples", "100000"], "--batch-size")])
 def test_bad_activation_options_get_one_line_and_exit_2(args, option):
     out = CliRunner().invoke(phasediag, ["simulate", *args])
     assert out.exit_code == 2

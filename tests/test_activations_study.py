@@ -122,6 +122,7 @@ def test_where_the_linearized_theory_fails_tanh_saturates_while_the_linear_model
     (lambda c: c["model"].update(slope="steep"), "model.slope"),
     (lambda c: (c["model"].update(width=1_000_000), c["train"].update(steps=100_000)), "train.steps"),
     (lambda c: c["cases"]["alignment"].update(lr=1), "cases.alignment.lr"),
+    (lambda c: (c["model"].update(width=1_000_000), c["train"].update(nodes=4096, steps=1)), "train.nodes"),
 ])
 def test_bad_configs_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
     config = yaml.safe_load(yaml.safe_dump(TINY))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
+from click.testing import CliRunner
 
 import phasediag
+from phasediag.cli import phasediag as cli
 from phasediag.config import rules
 from phasediag.training import activations as acts
 from phasediag.training import deep
@@ -140,3 +143,38 @@ def test_mnist1d_is_generated_locally():
     result = phasediag.run(config)
     assert result.meta["data"]["features"] == 40 and result.meta["data"]["train"] + result.meta["data"]["test"] == 400
     assert np.isfinite(result["traj_test_error"]).all()
+
+
+def test_sgd_with_the_whole_set_as_batch_is_gd_and_minibatches_are_reproducible(tiny):
+    full = phasediag.run({**TINY, "train": {**TINY["train"], "batch_size": 100_000}})
+    for name in tiny.arrays:
+        assert np.array_equal(tiny[name], full[name], equal_nan=True), name
+    small = {**TINY, "train": {**TINY["train"], "batch_size": 32}}
+    a, b = phasediag.run(small), phasediag.run(small)
+    assert np.array_equal(a["traj_loss"], b["traj_loss"])
+    assert not np.array_equal(a["traj_loss"], tiny["traj_loss"])
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c["dataset"].update(name="cifar10"), "dataset.name"),
+    (lambda c: c["dataset"].update(test_fraction=1), "dataset.test_fraction"),
+    (lambda c: c["dataset"].update(standardize="yes"), "dataset.standardize"),
+    (lambda c: c["model"].update(depth=7), "model.depth"),
+    (lambda c: c["model"].update(width=[16, 16, 16]), "model.width"),
+    (lambda c: c["model"].update(lr=[0.1, 0.1]), "model.lr"),
+    (lambda c: c["model"].update(losses=["hinge"]), "model.losses"),
+    (lambda c: c["model"].update(activations=["gelu"]), "model.activations"),
+    (lambda c: c["sweep"].update(init_scale=[1, -1]), "sweep.init_scale"),
+    (lambda c: (c["model"].update(width=4096), c["train"].update(steps=100_000)), "train.steps"),
+    (lambda c: c.update(unknown=1), "unknown"),
+    (lambda c: (c["dataset"].update(name="mnist1d", samples=100_000), c["model"].update(width=4096)), "model.width"),
+])
+def test_bad_deep_configs_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    edit(config)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert out.exit_code == 2, out.output
+    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

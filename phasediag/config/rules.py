@@ -18,7 +18,8 @@ from phasediag.errors import FieldError
 
 __all__ = ["NUMBER", "INF", "MAX_GD_STEPS", "gd_steps", "MAX_SEED", "MAX_WORKERS", "MAX_SAMPLES",
            "number_text", "ntk_threshold", "alignment_threshold", "horizon", "gd_max_steps", "seed",
-           "ACTIVATIONS", "DEFAULT_SLOPE", "DEFAULT_NODES", "MIN_NODES", "MAX_NODES", "activation", "slope",
+           "ACTIVATIONS", "DEFAULT_SLOPE", "DEFAULT_NODES", "MIN_NODES", "MAX_NODES", "MAX_NETWORK_ENTRIES",
+           "network_size", "activation", "slope",
            "quadrature_nodes"]
 
 MAX_GD_STEPS = 1_000_000  # the exact GD map costs one vectorized step per step
@@ -29,6 +30,9 @@ ACTIVATIONS = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "swish")  # ph
 DEFAULT_SLOPE = 0.01  # leaky_relu's slope on z < 0
 DEFAULT_NODES = 64  # Gauss-Legendre nodes per half-line of the population quadrature
 MIN_NODES, MAX_NODES = 8, 4096
+#: an activated network holds three (width x inputs) arrays per step (inputs: 2 nodes, or the SGD batch); at most
+#: this many entries each (3 x 8 bytes x 5e7 = 1.2 GB)
+MAX_NETWORK_ENTRIES = 50_000_000
 
 # The numbers a config or an option may write: ASCII decimal (\d would take other scripts' digits, float()
 # '1_000'), or inf; the whole text (fullmatch).
@@ -148,3 +152,12 @@ def quadrature_nodes(x, field: str = "nodes") -> int:
     if not MIN_NODES <= n <= MAX_NODES:
         raise FieldError(field, f"must be an integer in [{MIN_NODES}, {MAX_NODES:,}], got {x}")
     return n
+
+
+def network_size(width: int, inputs: int, field: str = "nodes") -> None:
+    """An activated network of `width` units evaluated on `inputs` points at once (2 x quadrature nodes, or an
+    SGD batch) must fit: width x inputs <= MAX_NETWORK_ENTRIES (FieldError naming `field` otherwise)."""
+    if width * inputs > MAX_NETWORK_ENTRIES:
+        raise FieldError(field, f"width {width:,} x {inputs:,} inputs (2 x nodes, or the SGD batch) is "
+                                f"{width * inputs:.3g} entries per array, above {MAX_NETWORK_ENTRIES:.0e} "
+                                f"(about 1.2 GB for the three arrays); lower the nodes, the batch or the width")

@@ -40,6 +40,7 @@ from phasediag.config.reader import (FIGURE_KEYS, NAME_PATTERN, AnyKey, ConfigEr
                                      check_name, fail, figure_formats, figure_options, located, mapping, number,
                                      plain, ruled, string, width_expression)
 from phasediag.config.sweep import axis_values
+from phasediag.errors import FieldError
 from phasediag.engine.workers import ordered_map, single_threaded_blas
 from phasediag.results.store import Result
 from phasediag.training import activations as acts
@@ -240,6 +241,12 @@ def read(root: Located, source: str, options) -> Study:
         alignment_threshold=thresholds["alignment_threshold"],
         seed=ruled(top["seed"], rules.seed) if "seed" in top else 0, formats=figure_formats(plot),
         label_map=label_map, figure=figure_options(plot, PLOT_LABELS, root.base_dir, FIGURE_NAMES))
+    widest = max(((width,) if cases else ()) + (label_map.widths if label_map else ()))
+    try:
+        rules.network_size(widest, 2 * nodes)
+    except FieldError as exc:
+        item = train.get("nodes") or model["width"]
+        raise fail(item.path, item.line, exc.message) from None
     map_width = sum(label_map.widths) * len(label_map.init_vars) * len(study.activations) if label_map else 0
     work = (len(cases) * len(study.activations) * width + map_width) * steps * 2 * nodes
     if work > MAX_WORK:

@@ -39,6 +39,7 @@ from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_
                                      figure_formats, figure_options, located, mapping, number, ruled, string)
 from phasediag.config.sweep import axis_values
 from phasediag.engine.workers import ordered_map, single_threaded_blas
+from phasediag.errors import FieldError
 from phasediag.results.store import Result
 from phasediag.training import activations as acts
 from phasediag.training import deep
@@ -177,7 +178,7 @@ def read(root: Located, source: str, options) -> Study:
     study = Study(
         name=check_name(top["name"]), description=string(top["description"]) if "description" in top else "",
         dataset=dataset, test_fraction=test_fraction, samples=samples,
-        standardize=bool(data["standardize"].value) if "standardize" in data else True,
+        standardize=_flag(data["standardize"]) if "standardize" in data else True,
         depth=depth, widths=widths,
         activations=_names(model["activations"], rules.ACTIVATIONS, "activations"),
         slope=ruled(model["slope"], rules.slope) if "slope" in model else rules.DEFAULT_SLOPE,
@@ -198,6 +199,12 @@ def read(root: Located, source: str, options) -> Study:
         seed=ruled(top["seed"], rules.seed) if "seed" in top else 0, formats=figure_formats(plot),
         init_scale_spec=_plain(sweep["init_scale"]),
         figure=figure_options(plot, PLOT_LABELS, root.base_dir, FIGURE_NAMES))
+    n_train = round((1797 if dataset == "digits" else samples) * (1 - test_fraction))
+    rows = n_train if study.batch_size is None else min(study.batch_size, n_train)
+    try:
+        rules.network_size(max(widths), rows)
+    except FieldError as exc:
+        raise fail(width_item.path, width_item.line, exc.message) from None
     sizes = (64 if dataset == "digits" else 40, *widths, 10)
     work = study.runs * study.steps * 1400 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     if work > MAX_WORK:
@@ -205,6 +212,12 @@ def read(root: Located, source: str, options) -> Study:
                                                         f"is {work:.3g} multiply-adds, above the cap of {MAX_WORK:.0e} "
                                                         "(about an hour of one core)")
     return study
+
+
+def _flag(item: Located) -> bool:
+    if not isinstance(item.value, bool):
+        raise fail(item.path, item.line, f"must be true or false, got {item.value!r}")
+    return item.value
 
 
 def _plain(item: Located):

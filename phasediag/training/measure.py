@@ -183,6 +183,10 @@ def simulate_point(
             raise InputError("batch_size", f"must lie in [1, samples = {samples}], got {batch_size}")
         noise_var = finite("noise_var", low=0.0, x=noise_var)
     network = _network_options(activation, slope, nodes)
+    if activation != "linear":
+        rules.network_size(width, 2 * network["nodes"])
+        if optimizer == "sgd":
+            rules.network_size(width, batch_size, "batch_size")
     times = _check_times(times, steps)
     seeds = seed if isinstance(seed, (list, tuple)) else [seed]
     for s in seeds:
