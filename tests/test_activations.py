@@ -364,3 +364,17 @@ def test_bad_activation_options_get_one_line_and_exit_2(args, option):
     out = CliRunner().invoke(phasediag, ["simulate", *args])
     assert out.exit_code == 2
     assert option in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_trajectory_figure_names_the_activation_and_draws_the_split_solution():
+    from phasediag.plots.trajectory import trajectory_figure
+
+    result = simulate_point(Hyperparameters(width=40), times=[0, 1, 10, 100], activation="relu")
+    fig = trajectory_figure(result)
+    assert fig._suptitle.get_text().startswith("ReLU network, simulated GD")
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "exact ReLU split solution" in labels
+    assert any("E[(f(x) - m^* x)^2]/2" in ax.get_ylabel() for ax in fig.axes)
+    linear = trajectory_figure(simulate_point(Hyperparameters(width=40), times=[0, 1, 10]))
+    assert "network" not in linear._suptitle.get_text()
+    assert not any("split" in t.get_text() for legend in linear.legends for t in legend.get_texts())

@@ -192,6 +192,9 @@ def _title(result: Mapping[str, Any]) -> str:
     optimizer = params.get("optimizer", "flow")
     simulated = params.get("init") == "sampled vectors"
     head = ("Simulated " + OPTIMIZERS.get(optimizer, optimizer)) if simulated else OPTIMIZERS.get(optimizer, optimizer)
+    activation = params.get("activation", "linear")
+    if activation != "linear":  # an activated network f(x) = kappa sum_i u_i phi(w_i x)
+        head = f"{_ACTIVATION_NAMES.get(activation, activation)} network, {head[0].lower()}{head[1:]}"
     width = params.get("width")
     text = head + (f", $d = {notation.number_tex(width)}$" if width is not None else "")
     if final.get("label"):
@@ -199,6 +202,10 @@ def _title(result: Mapping[str, Any]) -> str:
     if final.get("gd_outcome"):
         text += f" (gradient-flow label); GD {final['gd_outcome']}"
     return text
+
+
+_ACTIVATION_NAMES = {"relu": "ReLU", "leaky_relu": "Leaky ReLU", "tanh": "tanh", "sigmoid": "Sigmoid",
+                     "swish": "Swish"}
 
 
 def _note(text: str):
@@ -270,7 +277,14 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     if ax_loss.get_yscale() == "log":
         _log_ticks(ax_loss.yaxis, *ax_loss.get_ylim(), most=5 if options.narrow else 6)
     clipped |= _kernel(ax_loss, t, result.get("loss_lin", []))
-    ax_loss.set_ylabel(options.label("loss", r"excess loss $a(m - m^*)^2/2$"))
+    activated = params.get("activation", "linear") != "linear"
+    ax_loss.set_ylabel(options.label("loss", r"excess loss $E[(f(x) - m^* x)^2]/2$" if activated else
+                                     r"excess loss $a(m - m^*)^2/2$"))
+    split = result.get("split")
+    if split:  # the ReLU network's exact split solution, drawn over the measured points
+        exact = {"color": "black", "lw": 0.9, "ls": "-", "zorder": 5}
+        for ax, key in ((ax_m, "m"), (ax_ntk, "ntk"), (ax_al, "alignment"), (ax_loss, "loss")):
+            ax.plot(*_finite_xy(t, split[key], positive=key == "loss"), **exact)
 
     unit = f" ({params.get('optimizer', 'gd').upper()} steps)" if steps else ""
     for ax in axes[1]:
@@ -279,6 +293,8 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     kind = "simulated" if simulated else "exact solution"
     handles = [Line2D([], [], label=f"{kind}: {pretty(final['label'])}" if final.get("label") else kind, **line),
                Line2D([], [], label="kernel prediction (frozen NTK)", **KERNEL_STYLE)]
+    if split:
+        handles.append(Line2D([], [], color="black", lw=0.9, label="exact ReLU split solution"))
     if teacher is not None:
         handles.append(Line2D([], [], color="0.45", lw=0.9, ls=":", label="teacher $m^*$"))
     if clipped:
