@@ -359,7 +359,8 @@ def test_simulate_reports_the_activation_the_split_solution_and_the_quadrature_e
                                           (["--nodes", "3"], "--nodes"), (["--nodes", "x"], "--nodes"),
                                           (["--activation", "tanh", "--width", "10000000", "--nodes", "4096"], "--nodes"),
                                           (["--activation", "relu", "--optimizer", "sgd", "--width", "100000",
-                                            "--batch-size", "1000", "--samples", "100000"], "--batch-size")])
+                                            "--batch-size", "1000", "--samples", "100000"], "--batch-size"),
+                                          (["--activation", "leaky_relu", "--slope", "-1"], "--slope")])
 def test_bad_activation_options_get_one_line_and_exit_2(args, option):
     out = CliRunner().invoke(phasediag, ["simulate", *args])
     assert out.exit_code == 2
@@ -378,3 +379,11 @@ def test_the_trajectory_figure_names_the_activation_and_draws_the_split_solution
     linear = trajectory_figure(simulate_point(Hyperparameters(width=40), times=[0, 1, 10]))
     assert "network" not in linear._suptitle.get_text()
     assert not any("split" in t.get_text() for legend in linear.legends for t in legend.get_texts())
+
+
+@pytest.mark.parametrize("extra", [["--lr-u", "1e6", "--lr-w", "1e6"], ["--init-var-u", "1e4", "--init-var-w", "1e4"],
+                                   ["--output-scale", "1e-308"]])
+def test_a_diverging_or_extreme_relu_run_prints_no_warning(extra):
+    out = CliRunner().invoke(phasediag, ["simulate", "--activation", "relu", "--width", "20", "--json", *extra])
+    assert out.exit_code == 0 and out.stderr == ""
+    json.loads(out.stdout)

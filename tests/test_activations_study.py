@@ -123,6 +123,11 @@ def test_where_the_linearized_theory_fails_tanh_saturates_while_the_linear_model
     (lambda c: (c["model"].update(width=1_000_000), c["train"].update(steps=100_000)), "train.steps"),
     (lambda c: c["cases"]["alignment"].update(lr=1), "cases.alignment.lr"),
     (lambda c: (c["model"].update(width=1_000_000), c["train"].update(nodes=4096, steps=1)), "train.nodes"),
+    (lambda c: c["cases"]["disalignment"].update(init_var_u=0), "teacher_over_m0"),
+    (lambda c: c["cases"]["disalignment"].update(teacher_over_m0=0), "teacher_over_m0"),
+    (lambda c: c["cases"]["alignment"].update(init_var_u=1e300), "cases.alignment.init_var_u"),
+    (lambda c: c["model"].update(slope=-1), "model.slope"),
+    (lambda c: c.update(data={"input_var": 1e-308}), "data.input_var"),
 ])
 def test_bad_configs_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
     config = yaml.safe_load(yaml.safe_dump(TINY))
@@ -191,3 +196,35 @@ def test_a_config_needs_cases_or_a_map(tmp_path):
     path.write_text(yaml.safe_dump(config))
     out = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
     assert out.exit_code == 2 and "cases: is required" in out.stderr
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c["map"].update(init_var=[]), "map.init_var"),
+    (lambda c: c["map"].update(init_var=[0.1, 0.1]), "distinct"),
+    (lambda c: c["map"].update(init_var=0.1), "map.init_var"),
+    (lambda c: c["map"].update(widths=[8, 8]), "distinct"),
+    (lambda c: c["map"].update(output_scale="1/(d-8)"), "map.output_scale"),
+])
+def test_bad_maps_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
+    config = yaml.safe_load(yaml.safe_dump(MAP))
+    edit(config)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert out.exit_code == 2, out.output
+    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_zero_layer_and_diverging_runs_are_reported_without_warnings():
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["cases"]["alignment"]["init_var_u"] = 0  # m0 = 0, zeta0 = 0 (a zero layer)
+    config["cases"]["disalignment"] = {"init_var_u": 0.01, "init_var_w": 0.01, "teacher": 1, "lr_u": 1e4,
+                                       "lr_w": 1e4}  # GD diverges
+    result = phasediag.run(config)
+    i = list(result.coords["case"]).index("disalignment")
+    assert np.all(result["label_measured"][i] == -1)
+    assert not np.any(np.isnan(result["theory_alignment"])) and not np.any(np.isnan(result["measured_alignment"]))
+    assert result.meta["findings"]["cases"][0]["zeta0"] == 0.0
+    for _, draw in study_module.figures(result):
+        draw()

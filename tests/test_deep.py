@@ -146,7 +146,7 @@ def test_mnist1d_is_generated_locally():
 
 
 def test_sgd_with_the_whole_set_as_batch_is_gd_and_minibatches_are_reproducible(tiny):
-    full = phasediag.run({**TINY, "train": {**TINY["train"], "batch_size": 100_000}})
+    full = phasediag.run({**TINY, "train": {**TINY["train"], "batch_size": 1348}})  # all 1348 training images
     for name in tiny.arrays:
         assert np.array_equal(tiny[name], full[name], equal_nan=True), name
     small = {**TINY, "train": {**TINY["train"], "batch_size": 32}}
@@ -168,6 +168,14 @@ def test_sgd_with_the_whole_set_as_batch_is_gd_and_minibatches_are_reproducible(
     (lambda c: (c["model"].update(width=4096), c["train"].update(steps=100_000)), "train.steps"),
     (lambda c: c.update(unknown=1), "unknown"),
     (lambda c: (c["dataset"].update(name="mnist1d", samples=100_000), c["model"].update(width=4096)), "model.width"),
+    (lambda c: c["sweep"].update(init_scale=[]), "sweep.init_scale"),
+    (lambda c: c["sweep"].update(init_scale=[1, 1]), "distinct"),
+    (lambda c: c["sweep"].update(init_scale=[1e-300]), "sweep.init_scale"),
+    (lambda c: c["model"].update(init_var=1e300), "model.init_var"),
+    (lambda c: c["model"].update(output_scale=1e-300), "model.output_scale"),
+    (lambda c: c["model"].update(width=8), "model.width"),
+    (lambda c: c["train"].update(batch_size=100_000), "train.batch_size"),
+    (lambda c: c["model"].update(losses=["hinge"]), "unknown loss 'hinge'"),
 ])
 def test_bad_deep_configs_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
     config = yaml.safe_load(yaml.safe_dump(TINY))
@@ -178,3 +186,14 @@ def test_bad_deep_configs_get_one_line_naming_the_key_and_exit_2(tmp_path, edit,
     assert out.exit_code == 2, out.output
     assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_diverged_run_is_reported_without_warnings_and_drawn():
+    pytest.importorskip("sklearn")
+    result = phasediag.run({**TINY, "model": {**TINY["model"], "lr": 1e6},
+                            "train": {**TINY["train"], "initial_ntk_cap": None}})  # no cap: GD diverges
+    assert np.any(result["mechanism"] == -1) and result.meta["findings"]["diverged_runs"] > 0
+    from phasediag.studies import deep_networks
+
+    for _, draw in deep_networks.figures(result):
+        draw()

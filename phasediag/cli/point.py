@@ -249,6 +249,8 @@ def _theory_line(result) -> str:
         return f"exact:  {exact_command(result)}" + ("   (population GD, without minibatch noise)"
                                                       if p["optimizer"] == "sgd" else "")
     quadrature = f"; quadrature error {_fmt(fin.get('quadrature_error'))}"
+    if "split" in result and result["split"] is None:
+        return f"split:  the exact ReLU split solution cannot be evaluated at these values{quadrature}"
     if "split" in result:
         split = result["split"]
         first = split["first_crossing"]

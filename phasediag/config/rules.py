@@ -142,8 +142,11 @@ def activation(x, field: str = "activation") -> str:
 
 
 def slope(x, field: str = "slope") -> float:
-    """leaky_relu's slope for negative inputs: a finite number."""
-    return _finite(field, x)
+    """leaky_relu's slope for negative inputs: in (-1, 1000], so that its small-weight gain (1 + slope)/2 is > 0."""
+    v = _finite(field, x)
+    if not -1.0 < v <= 1000.0:
+        raise FieldError(field, f"must be in (-1, 1000] (its gain (1 + slope)/2 must be > 0), got {x}")
+    return v
 
 
 def quadrature_nodes(x, field: str = "nodes") -> int:

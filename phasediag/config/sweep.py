@@ -157,6 +157,25 @@ def axis_values(item: Located, limit: int = MAX_AXIS, what: str = "values per ax
     return np.linspace(start, stop, int(num))
 
 
+def swept_values(item: Located, *, low: float, high: float) -> np.ndarray:
+    """A study's swept values: a non-empty list of distinct numbers, or an axis spec ({log: [a, b, n]},
+    {lin: ...}, {values: [...]}), every value in [low, high] (ConfigError naming the key and line)."""
+    if isinstance(item.value, list):
+        if not item.value:
+            raise fail(item.path, item.line, "must be a non-empty list, or {log: [start, stop, num]}")
+        values = np.array([number(v) for v in item.value])
+        if len(np.unique(values)) != len(values):
+            raise fail(item.path, item.line, "values must be distinct")
+    elif isinstance(item.value, dict):
+        values = axis_values(item)
+    else:
+        raise fail(item.path, item.line, f"must be a list of values or {{log: [start, stop, num]}}, got {shown(item)}")
+    bad = values[~((values >= low) & (values <= high))]
+    if bad.size:
+        raise fail(item.path, item.line, f"values must lie in [{low:g}, {high:g}], got {bad[0]:g}")
+    return values
+
+
 def _quantity(item: Located, variables, bound: float | None = None) -> Quantity:
     value = item.value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):

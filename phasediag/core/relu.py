@@ -160,6 +160,8 @@ def _gd_crossings(half: _Half, steps: np.ndarray, state: FlowState) -> tuple[np.
     plus, minus = 1.0, 1.0
     counts, first, j = np.zeros(steps.size, dtype=np.int64), np.inf, 0
     for k in range(int(steps.max()) + 1):
+        if k > 0 and not np.isfinite(r[k - 1]):  # the half diverged: no crossing is counted from here on
+            break
         if k > 0:
             plus, minus = plus * (1.0 - c * r[k - 1]), minus * (1.0 + c * r[k - 1])
             scale = max(abs(plus), abs(minus))
@@ -171,6 +173,7 @@ def _gd_crossings(half: _Half, steps: np.ndarray, state: FlowState) -> tuple[np.
         while j < steps.size and steps[j] == k:
             counts[j] = np.count_nonzero(crossed_units)
             j += 1
+    counts[j:] = np.count_nonzero(crossed_units)
     return counts, first
 
 
@@ -182,6 +185,11 @@ def relu_solution(u0: np.ndarray, w0: np.ndarray, *, output_scale: float, lr_u: 
     times = np.asarray(times, dtype=float).reshape(-1)
     if optimizer not in ("flow", "gd"):
         raise ValueError(f"optimizer must be 'flow' or 'gd', got {optimizer!r}")
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # a diverging GD half: inf records
+        return _solution(u, w, output_scale, lr_u, lr_w, input_var, teacher, times, optimizer)
+
+
+def _solution(u, w, output_scale, lr_u, lr_w, input_var, teacher, times, optimizer) -> ReluSolution:
     halves = _halves(u, w, output_scale, lr_u, lr_w, input_var, teacher)
     states, crossings = [], []
     for half in halves:

@@ -280,7 +280,7 @@ def trajectory_figure(result: Mapping[str, Any], path: str | os.PathLike | None 
     activated = params.get("activation", "linear") != "linear"
     ax_loss.set_ylabel(options.label("loss", r"excess loss $E[(f(x) - m^* x)^2]/2$" if activated else
                                      r"excess loss $a(m - m^*)^2/2$"))
-    split = result.get("split")
+    split = result.get("split")  # (None: not computable at these values)
     if split:  # the ReLU network's exact split solution, drawn over the measured points
         exact = {"color": "black", "lw": 0.9, "ls": "-", "zorder": 5}
         for ax, key in ((ax_m, "m"), (ax_ntk, "ntk"), (ax_al, "alignment"), (ax_loss, "loss")):

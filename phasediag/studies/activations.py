@@ -39,7 +39,7 @@ from phasediag.config import rules
 from phasediag.config.reader import (FIGURE_KEYS, NAME_PATTERN, AnyKey, ConfigError, Located, bounded_int,
                                      check_name, fail, figure_formats, figure_options, located, mapping, number,
                                      plain, ruled, string, width_expression)
-from phasediag.config.sweep import axis_values
+from phasediag.config.sweep import swept_values
 from phasediag.errors import FieldError
 from phasediag.engine.workers import ordered_map, single_threaded_blas
 from phasediag.results.store import Result
@@ -71,6 +71,8 @@ MAX_WIDTH = 1_000_000
 MAX_STEPS = 100_000
 MAX_RECORD = 500
 MAX_CASES = 6
+MAX_INIT_VAR = 1e4  # docs/theory.md section 8's range of sigma^2
+INPUT_VAR_RANGE = (1e-3, 1e3)  # and of a
 #: cap on the work: runs x steps x width x quadrature nodes (~2-10 ns each on one core: about an hour)
 MAX_WORK = 1e12
 DIVERGED_CODE = -1
@@ -190,6 +192,10 @@ def _case(name: str, item: Located, model: dict, data: dict) -> Case:
     values = {key: value(key, model, positive=True) for key in ("output_scale", "lr_u", "lr_w")}
     for key in ("init_var_u", "init_var_w"):
         values[key] = value(key, model, nonneg=True)
+        if values[key] is not None and values[key] > MAX_INIT_VAR:
+            where = spec.get(key) or model.get(key)
+            raise fail(where.path, where.line, f"must be at most {MAX_INIT_VAR:g} (the supported range), "
+                                               f"got {values[key]:g}")
     missing = [key for key in ("init_var_u", "init_var_w") if values[key] is None]
     if missing:
         raise ConfigError(f"cases.{name}.{missing[0]}: is required (in the case or in model)")
@@ -197,6 +203,9 @@ def _case(name: str, item: Located, model: dict, data: dict) -> Case:
         raise fail(item.path, item.line, "init_var_u and init_var_w are both 0: u = w = 0 never trains")
     teacher = value("teacher", data) if "teacher_over_m0" not in spec else None
     ratio = number(spec["teacher_over_m0"]) if "teacher_over_m0" in spec else None
+    if ratio is not None and not 0 < abs(ratio) <= 1e6:
+        raise fail(spec["teacher_over_m0"].path, spec["teacher_over_m0"].line,
+                   f"must be nonzero with |value| <= 1e6, got {ratio:g}")
     if teacher is None and ratio is None:
         raise ConfigError(f"cases.{name}.teacher: is required (teacher or teacher_over_m0, in the case or data)")
     defaults = {"output_scale": 1.0, "lr_u": 0.1, "lr_w": 0.1}
@@ -236,11 +245,13 @@ def read(root: Located, source: str, options) -> Study:
         name=name, description=string(top["description"]) if "description" in top else "", width=width,
         activations=_activations(model["activations"]),
         slope=ruled(model["slope"], rules.slope) if "slope" in model else rules.DEFAULT_SLOPE,
-        input_var=number(data["input_var"], positive=True) if "input_var" in data else 1.0, cases=cases,
+        input_var=_input_var(data), cases=cases,
         steps=steps, record=record, nodes=nodes, ntk_threshold=thresholds["ntk_threshold"],
         alignment_threshold=thresholds["alignment_threshold"],
         seed=ruled(top["seed"], rules.seed) if "seed" in top else 0, formats=figure_formats(plot),
         label_map=label_map, figure=figure_options(plot, PLOT_LABELS, root.base_dir, FIGURE_NAMES))
+    if cases:
+        _check_m0(study, top["cases"])
     widest = max(((width,) if cases else ()) + (label_map.widths if label_map else ()))
     try:
         rules.network_size(widest, 2 * nodes)
@@ -257,6 +268,28 @@ def read(root: Located, source: str, options) -> Study:
     return study
 
 
+def _input_var(data: dict) -> float:
+    if "input_var" not in data:
+        return 1.0
+    a = number(data["input_var"], positive=True)
+    low, high = INPUT_VAR_RANGE
+    if not low <= a <= high:
+        raise fail(data["input_var"].path, data["input_var"].line, f"must be in [{low:g}, {high:g}] (the supported "
+                                                                   f"range), got {a:g}")
+    return a
+
+
+def _check_m0(study: Study, cases_item: Located) -> None:
+    """A teacher given relative to m0 needs m0 != 0: the case's vectors are drawn here (cheap) to check."""
+    for i, case in enumerate(study.cases):
+        if case.teacher_over_m0 is not None:
+            u0, w0 = initial_vectors(study, i)
+            if case.output_scale * float(u0 @ w0) == 0.0:
+                where = cases_item.value[case.name].value["teacher_over_m0"]
+                raise fail(where.path, where.line, "the case's initial slope m0 = kappa u0 . w0 is 0 (a zero layer), "
+                                                   "so teacher_over_m0 gives no teacher; give teacher instead")
+
+
 def _label_map(item: Located, model: dict, data: dict) -> LabelMap:
     spec = mapping(item, MAP_KEYS, required=("widths", "init_var"))
     widths_item = spec["widths"]
@@ -266,10 +299,7 @@ def _label_map(item: Located, model: dict, data: dict) -> LabelMap:
     if len(set(widths)) != len(widths):
         raise fail(widths_item.path, widths_item.line, "widths must be distinct")
     var_item = spec["init_var"]
-    values = axis_values(var_item) if not isinstance(var_item.value, list) else \
-        np.array([number(v, positive=True) for v in var_item.value])
-    if np.any(~(values > 0)):
-        raise fail(var_item.path, var_item.line, "initial variances must be > 0")
+    values = swept_values(var_item, low=1e-12, high=MAX_INIT_VAR)
     teacher_item = spec.get("teacher") or data.get("teacher")
     rates = {}
     for key, default in (("output_scale", 1.0), ("lr_u", 0.1), ("lr_w", 0.1)):
@@ -356,9 +386,12 @@ def run_network(study: Study, u0: np.ndarray, w0: np.ndarray, activation: str, h
     measured = measured_label(trace, teacher, study.ntk_threshold, study.alignment_threshold)
     predicted = measured_label(_theory_trace(t, *theory, float(gram.G)), teacher, study.ntk_threshold,
                                study.alignment_threshold)
+    predicted_records = np.stack([theory[0], theory[1], theory[2], theory[5]])
+    # a diverged theory (exact GD past float range) holds inf, like a diverged network's records (simulate.Trace)
+    predicted_records = np.where(np.isfinite(predicted_records), predicted_records, np.inf)
     return {
         "measured": np.stack([trace.m, trace.ntk, trace.alignment, trace.loss, trace.norm_u2, trace.norm_w2]),
-        "theory": np.stack([theory[0], theory[1], theory[2], theory[5]]),
+        "theory": predicted_records,
         "deviation": np.array([_deviation(trace.alignment, theory[2]), _deviation(trace.ntk, theory[1]),
                                _deviation(trace.m, theory[0])]),
         "labels": np.array([_label_code(measured), _label_code(predicted)], dtype=np.int64),
@@ -498,7 +531,8 @@ def findings(study: Study, arrays: dict) -> dict:
                 row["crossed_fraction"] = _sig(arrays["relu_crossed"][i, -1] / study.width, 3)
             rows.append(row)
         m0, teacher = float(arrays["m0"][i]), float(arrays["teacher"][i])
-        zeta0 = float(arrays["V0"][i] / np.sqrt(arrays["U0"][i] * arrays["W0"][i]))
+        norms = float(np.sqrt(arrays["U0"][i] * arrays["W0"][i]))
+        zeta0 = float(arrays["V0"][i]) / norms if norms > 0 else 0.0  # a zero layer: zeta0 = 0 (as in Trace)
         out.append({"case": case.name, "m0": _sig(m0), "teacher": _sig(teacher), "zeta0": _sig(zeta0),
                     "kind": "alignment (|m0| < |m*|)" if abs(m0) < abs(teacher) else "disalignment (|m0| > |m*|)",
                     "by_activation": rows})
@@ -519,6 +553,8 @@ def _map_findings(study: Study, arrays: dict) -> dict:
         agree = measured == theory
         rows.append({
             "activation": activation, "agree": int(np.count_nonzero(agree)), "points": int(agree.size),
+            "diverged": int(np.count_nonzero(measured == DIVERGED_CODE)),
+            "theory_diverged": int(np.count_nonzero(theory == DIVERGED_CODE)),
             "disagreements": [{"width": grid.widths[i], "init_var": _sig(grid.init_vars[k]),
                                "label": _label_name(int(measured[i, k])), "theory_label": _label_name(int(theory[i, k]))}
                               for i, k in zip(*np.nonzero(~agree))]})
@@ -733,6 +769,7 @@ DEFINITIONS = {
               "output scale gain * kappa",
     "relu_first_crossing": "-1: no w_i changed sign within the run",
     "labels": "docs/theory.md section 6 rules on the recorded trajectory; -1 = diverged",
+    "diverged": "a diverged network's or theory's records are +inf from its divergence on (its deviations inf)",
 }
 
 
@@ -867,8 +904,10 @@ def text(summary: dict) -> str:
             where = "; ".join(f"d = {p['width']}, s = {p['init_var']:g}: {p['label']} ({p['theory_label']})"
                               for p in r["disagreements"][:4])
             more = "" if len(r["disagreements"]) <= 4 else f"; {len(r['disagreements']) - 4} more"
-            lines.append(f"  {r['activation']:<11} {r['agree']}/{r['points']}" + (f"  differs: {where}{more}"
-                                                                                   if where else ""))
+            diverged = "" if not (r["diverged"] or r["theory_diverged"]) else \
+                f" (diverged: {r['diverged']} networks, {r['theory_diverged']} theories)"
+            lines.append(f"  {r['activation']:<11} {r['agree']}/{r['points']}{diverged}"
+                         + (f"  differs: {where}{more}" if where else ""))
     for case in found["cases"]:
         lines.append(f"{case['case']} case, {case['kind']}: m0 = {_fmt(case['m0'])}, m* = {_fmt(case['teacher'])}, "
                      f"zeta0 = {_fmt(case['zeta0'])}")

@@ -37,7 +37,7 @@ from phasediag import core
 from phasediag.config import rules
 from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_int, check_name, fail,
                                      figure_formats, figure_options, located, mapping, number, ruled, string)
-from phasediag.config.sweep import axis_values
+from phasediag.config.sweep import swept_values
 from phasediag.engine.workers import ordered_map, single_threaded_blas
 from phasediag.errors import FieldError
 from phasediag.results.store import Result
@@ -61,6 +61,7 @@ DATASETS = ("digits", "mnist1d")
 MAX_DEPTH, MAX_WIDTH, MAX_STEPS = 6, 4096, 100_000
 MAX_WORK = 2e13  # runs x steps x n_train x (sum of layer sizes): ~an hour of one core
 DIVERGED_CODE = -1
+CLASSES = 10  # both datasets
 
 
 @dataclass(frozen=True)
@@ -119,14 +120,32 @@ class Study:
         }
 
 
-def _per_layer(item: Located, depth: int, *, positive: bool) -> tuple[float, ...]:
-    """A number for every layer, or a list of `depth` numbers."""
+def _per_layer(item: Located, depth: int, high: float) -> tuple[float, ...]:
+    """A number in (0, high] for every layer, or a list of `depth` of them."""
     if isinstance(item.value, list):
         if len(item.value) != depth:
             raise fail(item.path, item.line, f"must be one number or a list of {depth} (one per layer), "
                                              f"got {len(item.value)}")
-        return tuple(number(v, positive=positive) for v in item.value)
-    return (number(item, positive=positive),) * depth
+        entries = item.value
+    else:
+        entries = [item] * depth
+    values = []
+    for v in entries:
+        x = number(v, positive=True)
+        if x > high:
+            raise fail(v.path, v.line, f"must be at most {high:g} (the supported range), got {x:g}")
+        values.append(x)
+    return tuple(values)
+
+
+def _output_scale(model: dict) -> float:
+    if "output_scale" not in model:
+        return 1.0
+    kappa = number(model["output_scale"], positive=True)
+    if not 1e-8 <= kappa <= 1e8:
+        raise fail(model["output_scale"].path, model["output_scale"].line,
+                   f"must be in [1e-8, 1e8] (the supported range), got {kappa:g}")
+    return kappa
 
 
 def _names(item: Located, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -136,7 +155,8 @@ def _names(item: Located, allowed: tuple[str, ...], what: str) -> tuple[str, ...
     for v in item.value:
         name = string(v)
         if name not in allowed:
-            raise fail(v.path, v.line, f"unknown {what[:-1]} {name!r}; allowed: {', '.join(allowed)}")
+            raise fail(v.path, v.line, f"unknown {what.removesuffix('es') if what == 'losses' else what[:-1]} "
+                                       f"{name!r}; allowed: {', '.join(allowed)}")
         names.append(name)
     if len(set(names)) != len(names):
         raise fail(item.path, item.line, f"{what} must be distinct")
@@ -163,15 +183,12 @@ def read(root: Located, source: str, options) -> Study:
         if len(width_item.value) != depth - 1:
             raise fail(width_item.path, width_item.line, f"must be one width or a list of {depth - 1} (the hidden "
                                                          f"layers of a depth-{depth} network)")
-        widths = tuple(bounded_int(v, low=1, high=MAX_WIDTH) for v in width_item.value)
-    else:
-        widths = (bounded_int(width_item, low=1, high=MAX_WIDTH),) * (depth - 1)
+        widths = tuple(bounded_int(v, low=CLASSES + 1, high=MAX_WIDTH) for v in width_item.value)
+    else:  # wider than the k = 10 classes: else every adjacent-layer alignment is 1 (its projection is the identity)
+        widths = (bounded_int(width_item, low=CLASSES + 1, high=MAX_WIDTH),) * (depth - 1)
     train = mapping(top["train"], TRAIN_KEYS, required=("steps",))
     sweep = mapping(top["sweep"], ("init_scale",), required=("init_scale",))
-    scales = axis_values(sweep["init_scale"]) if not isinstance(sweep["init_scale"].value, list) else \
-        np.array([number(v, positive=True) for v in sweep["init_scale"].value])
-    if np.any(~(scales > 0)):
-        raise fail(sweep["init_scale"].path, sweep["init_scale"].line, "init scales must be > 0")
+    scales = swept_values(sweep["init_scale"], low=1e-4, high=1e4)
     classify = mapping(top["classify"], ("ntk_threshold", "alignment_threshold")) if "classify" in top else {}
     plot = mapping(top["plot"], PLOT_KEYS) if "plot" in top else {}
     cap = train.get("initial_ntk_cap")
@@ -183,9 +200,9 @@ def read(root: Located, source: str, options) -> Study:
         activations=_names(model["activations"], rules.ACTIVATIONS, "activations"),
         slope=ruled(model["slope"], rules.slope) if "slope" in model else rules.DEFAULT_SLOPE,
         losses=_names(model["losses"], deep.LOSSES, "losses") if "losses" in model else ("square",),
-        output_scale=number(model["output_scale"], positive=True) if "output_scale" in model else 1.0,
-        lrs=_per_layer(model["lr"], depth, positive=True) if "lr" in model else (0.1,) * depth,
-        init_vars=_per_layer(model["init_var"], depth, positive=True) if "init_var" in model else (1.0,) * depth,
+        output_scale=_output_scale(model),
+        lrs=_per_layer(model["lr"], depth, 1e6) if "lr" in model else (0.1,) * depth,
+        init_vars=_per_layer(model["init_var"], depth, 1e4) if "init_var" in model else (1.0,) * depth,
         init_scales=tuple(float(s) for s in scales), steps=bounded_int(train["steps"], low=1, high=MAX_STEPS),
         record=bounded_int(train["record"], low=2, high=500) if "record" in train else 20,
         batch_size=(None if "batch_size" not in train or train["batch_size"].value is None
@@ -200,7 +217,11 @@ def read(root: Located, source: str, options) -> Study:
         init_scale_spec=_plain(sweep["init_scale"]),
         figure=figure_options(plot, PLOT_LABELS, root.base_dir, FIGURE_NAMES))
     n_train = round((1797 if dataset == "digits" else samples) * (1 - test_fraction))
-    rows = n_train if study.batch_size is None else min(study.batch_size, n_train)
+    if study.batch_size is not None and study.batch_size > n_train:
+        item = train["batch_size"]
+        raise fail(item.path, item.line, f"must be at most the {n_train:,} training examples (null: full batch), "
+                                         f"got {study.batch_size:,}")
+    rows = n_train if study.batch_size is None else study.batch_size
     try:
         rules.network_size(max(widths), rows)
     except FieldError as exc:
@@ -370,14 +391,15 @@ def findings(study: Study, arrays: dict) -> dict:
             test = _median(arrays["traj_test_error"][a, b, :, :, -1])
             ntk = _median(arrays["traj_ntk_change"][a, b, :, :, -1])
             A = arrays["traj_alignment"][a, b]  # (S, seeds, L-1, T)
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # diverged runs: NaN, not warned
                 dis = _median(np.max(A[..., 0] - np.min(A, axis=-1), axis=-1))
                 norm_T = np.sqrt(np.sum(arrays["traj_norm"][a, b, :, :, :, -1] ** 2, axis=-1))
                 norm_0 = np.sqrt(np.sum(arrays["traj_norm"][a, b, :, :, :, 0] ** 2, axis=-1))
             growth = _median(norm_T / norm_0)
             mech = arrays["mechanism"][a, b, :, 0]
             scales = np.asarray(study.init_scales)
-            best = int(np.nanargmin(np.where(np.isfinite(test), test, np.inf)))
+            finite = np.isfinite(test)
+            best = int(np.argmin(np.where(finite, test, np.inf))) if finite.any() else None
             groups.append({
                 "activation": activation, "loss": loss,
                 "test_error": [_sig(v) for v in test], "ntk_change": [_sig(v) for v in ntk],
@@ -385,7 +407,8 @@ def findings(study: Study, arrays: dict) -> dict:
                 "alignment_final": [[_sig(v) for v in _median(A[s, :, :, -1].T)] for s in range(scales.size)],
                 "disalignment": [_sig(v) for v in dis], "norm_growth": [_sig(v) for v in growth],
                 "mechanism": ["diverged" if c == DIVERGED_CODE else core.PHASES[c] for c in mech],
-                "best_init_scale": _sig(scales[best]), "best_test_error": _sig(test[best]),
+                "best_init_scale": None if best is None else _sig(scales[best]),
+                "best_test_error": None if best is None else _sig(test[best]),
                 "correlation_test_error_init_scale": _sig(_rank_correlation(scales, test)),
                 "correlation_test_error_disalignment": _sig(_rank_correlation(dis, test)),
                 "correlation_test_error_norm": _sig(_rank_correlation(_median(norm_T), test)),
@@ -428,7 +451,7 @@ def vs_init_scale_figure(study: Study, arrays: dict) -> Figure:
             colours = ["#5c5c5c" if c == DIVERGED_CODE else phase_colour("phase", core.PHASES[c]) for c in mech]
             seen.update(int(c) for c in mech)
             A = arrays["traj_alignment"][a, b]
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 growth = _median(np.sqrt(np.sum(arrays["traj_norm"][a, b, :, :, :, -1] ** 2, axis=-1)) /
                                  np.sqrt(np.sum(arrays["traj_norm"][a, b, :, :, :, 0] ** 2, axis=-1)))
             series = [(axes[0], _median(arrays["traj_test_error"][a, b, :, :, -1])),
@@ -447,8 +470,9 @@ def vs_init_scale_figure(study: Study, arrays: dict) -> Figure:
               ("norm_growth", r"$\|W\|_T / \|W\|_0$ (all layers)")]
     for ax, (name, text) in zip(axes, labels):
         ax.set_xscale("log")
-        if name in ("ntk_change", "norm_growth"):
-            ax.set_yscale("log")
+        drawn = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()] or [[]])
+        if name in ("ntk_change", "norm_growth") and np.any(np.isfinite(drawn) & (drawn > 0)):
+            ax.set_yscale("log")  # (nothing positive, e.g. every run diverged: a linear axis, no warning)
         readable_log_ticks(ax, 5)
         ax.set_ylabel(options.label(name, text))
         ax.grid(True, which="major", alpha=0.3)

@@ -228,9 +228,13 @@ def simulate_point(
     return result
 
 
-def _split_solution(u0: np.ndarray, w0: np.ndarray, hyper: dict, t: np.ndarray, optimizer: str) -> dict:
-    """The ReLU network's exact split solution (core.relu_solution) at the recorded times, JSON-ready."""
-    sol = core.relu_solution(u0, w0, **hyper, times=t, optimizer=optimizer)
+def _split_solution(u0: np.ndarray, w0: np.ndarray, hyper: dict, t: np.ndarray, optimizer: str) -> dict | None:
+    """The ReLU network's exact split solution (core.relu_solution) at the recorded times, JSON-ready; None where
+    its closed form cannot be evaluated (inputs far outside docs/theory.md section 8's range)."""
+    try:
+        sol = core.relu_solution(u0, w0, **hyper, times=t, optimizer=optimizer)
+    except (FloatingPointError, OverflowError, ValueError):  # the halves' closed form beyond float range
+        return None
     return {"m": json_numbers(sol.m), "ntk": json_numbers(sol.ntk), "alignment": json_numbers(sol.alignment),
             "loss": json_numbers(sol.loss), "m_positive": json_numbers(sol.m_positive),
             "m_negative": json_numbers(sol.m_negative), "crossed": [int(n) for n in sol.crossed],
