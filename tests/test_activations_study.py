@@ -17,6 +17,8 @@ from phasediag.cli import phasediag as cli
 from phasediag.studies import activations as study_module
 from phasediag.training import simulate
 
+from helpers import assert_refused
+
 pytestmark = pytest.mark.filterwarnings("error")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,14 +132,7 @@ def test_where_the_linearized_theory_fails_tanh_saturates_while_the_linear_model
     (lambda c: c.update(data={"input_var": 1e-308}), "data.input_var"),
 ])
 def test_bad_configs_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
-    config = yaml.safe_load(yaml.safe_dump(TINY))
-    edit(config)
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
-    assert out.exit_code == 2, out.output
-    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    assert_refused(tmp_path, TINY, edit, needle)
 
 
 def test_the_readme_rows_of_the_piecewise_linear_networks_are_the_bundled_runs():
@@ -206,14 +201,7 @@ def test_a_config_needs_cases_or_a_map(tmp_path):
     (lambda c: c["map"].update(output_scale="1/(d-8)"), "map.output_scale"),
 ])
 def test_bad_maps_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
-    config = yaml.safe_load(yaml.safe_dump(MAP))
-    edit(config)
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
-    assert out.exit_code == 2, out.output
-    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    assert_refused(tmp_path, MAP, edit, needle)
 
 
 def test_a_zero_layer_and_diverging_runs_are_reported_without_warnings():

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
-from click.testing import CliRunner
 
 import phasediag
-from phasediag.cli import phasediag as cli
 from phasediag.config import rules
 from phasediag.training import activations as acts
 from phasediag.training import deep
 from phasediag.training import nonlinear as nl
+
+from helpers import assert_refused
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -178,14 +177,7 @@ def test_sgd_with_the_whole_set_as_batch_is_gd_and_minibatches_are_reproducible(
     (lambda c: c["model"].update(losses=["hinge"]), "unknown loss 'hinge'"),
 ])
 def test_bad_deep_configs_get_one_line_naming_the_key_and_exit_2(tmp_path, edit, needle):
-    config = yaml.safe_load(yaml.safe_dump(TINY))
-    edit(config)
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
-    assert out.exit_code == 2, out.output
-    assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    assert_refused(tmp_path, TINY, edit, needle)
 
 
 def test_a_diverged_run_is_reported_without_warnings_and_drawn():
