@@ -46,6 +46,7 @@ from phasediag.results.store import Result
 from phasediag.training import activations as acts
 from phasediag.training import simulate
 from phasediag.training.measure import measured_label
+from phasediag.training.nonlinear import record_steps
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
@@ -312,12 +313,6 @@ def _label_map(item: Located, model: dict, data: dict) -> LabelMap:
 
 
 # ---------------------------------------------------------------- training and theory
-
-
-def record_steps(steps: int, record: int) -> np.ndarray:
-    """Step 0, then `record - 1` log-spaced steps from 1 to `steps` (rounded, duplicates dropped): int64 (n,)."""
-    grid = np.unique(np.round(np.logspace(0.0, np.log10(steps), record - 1)).astype(np.int64))
-    return np.concatenate([[0], grid]).astype(np.int64)
 
 
 def initial_vectors(study: Study, i_case: int) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,7 @@ import numpy as np
 
 from phasediag import core
 from phasediag.training import simulate
+from phasediag.training.nonlinear import record_steps
 from phasediag.config.reader import (FIGURE_KEYS, ConfigError, Located, bounded_int, check_name, fail,
                                      figure_formats, figure_options, located, mapping, number, plain, string)
 from phasediag.config.sweep import axis_values
@@ -293,12 +294,6 @@ def _check_work(study: Study, steps_item: Located) -> None:
 
 
 # ---------------------------------------------------------------- randomness and training
-
-
-def record_steps(steps: int, record: int) -> np.ndarray:
-    """Step 0, then `record - 1` log-spaced steps from 1 to `steps` (rounded, duplicates dropped): int64 (n,)."""
-    grid = np.unique(np.round(np.logspace(0.0, np.log10(steps), record - 1)).astype(np.int64))
-    return np.concatenate([[0], grid]).astype(np.int64)
 
 
 def _rngs(study: Study, s: int) -> tuple[np.random.Generator, np.random.Generator]:

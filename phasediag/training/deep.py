@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from phasediag.training import activations as acts
+from phasediag.training.simulate import epoch_batches
 
 __all__ = ["LOSSES", "Network", "Record", "init_layers", "forward", "loss_and_gradients", "ntk_matrix",
            "ntk_change", "adjacent_alignment", "train", "RECORD_FIELDS", "DIVERGENCE_FACTOR"]
@@ -146,13 +147,12 @@ def _error(F: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _batches(n: int, batch_size: int | None, rng: np.random.Generator):
+    """Row indices of each step: None (every row) for full batch, else the batches of simulate.epoch_batches."""
     if batch_size is None or batch_size >= n:
         while True:
             yield None
-    while True:
-        order = rng.permutation(n)
-        for begin in range(0, n - batch_size + 1, batch_size):
-            yield order[begin:begin + batch_size]
+    for epoch in epoch_batches(n, batch_size, rng):
+        yield from epoch
 
 
 def train(layers: list[np.ndarray], data, net: Network, *, steps: np.ndarray, X_probe: np.ndarray,

@@ -194,9 +194,16 @@ def _measure(u: np.ndarray, w: np.ndarray, model: _Model) -> tuple[float, ...]:
     uu, ww, uw = float(u @ u), float(w @ w), float(u @ w)
     m = model.kappa * uw
     ntk = model.kappa**2 * (model.lr_w * uu + model.lr_u * ww)
+    loss = 0.5 * model.a * (m - model.teacher) ** 2
+    return _fields(u, w, model, m, ntk, loss, uu, ww, uw)
+
+
+def _fields(u, w, model: _Model, m: float, ntk: float, loss: float, uu: float, ww: float,
+            uw: float) -> tuple[float, ...]:
+    """The Trace fields after ``t`` from m, the NTK and the loss (the model's or an activated network's) and the
+    vectors' Gram entries: the alignment, norms, imbalance and Gram determinant are the vectors' own."""
     norms = float(np.sqrt(uu) * np.sqrt(ww))
     alignment = min(1.0, max(-1.0, uw / norms)) if norms > 0.0 else 0.0
-    loss = 0.5 * model.a * (m - model.teacher) ** 2
     imbalance = uu / model.lr_u - ww / model.lr_w
     return (m, ntk, alignment, uu, ww, loss, uu, ww, uw, imbalance, _gram_det(u, w, uu))
 
@@ -631,11 +638,7 @@ class _Network:
         slope_u = (H @ (p * x)) / model.a  # E[x phi(w_i x)] / a: unit i's linear read-out
         slope_w = (D @ (p * x * x)) / model.a  # E[x^2 phi'(w_i x)] / a
         ntk = model.kappa**2 * (model.lr_u * float(slope_u @ slope_u) + model.lr_w * float((u * slope_w) @ (u * slope_w)))
-        uu, ww, uw = float(u @ u), float(w @ w), float(u @ w)
-        norms = float(np.sqrt(uu) * np.sqrt(ww))
-        alignment = min(1.0, max(-1.0, uw / norms)) if norms > 0.0 else 0.0
-        imbalance = uu / model.lr_u - ww / model.lr_w
-        return (m, ntk, alignment, uu, ww, loss, uu, ww, uw, imbalance, _gram_det(u, w, uu))
+        return _fields(u, w, model, m, ntk, loss, float(u @ u), float(w @ w), float(u @ w))
 
     def step(self, u: np.ndarray, w: np.ndarray, grads: tuple[np.ndarray, np.ndarray]):
         """u - lr_u dL/du, w - lr_w dL/dw; (None, None) beyond DIVERGENCE_LIMIT."""
