@@ -324,23 +324,23 @@ def measure_other_grids(mode: dict, log) -> list[dict]:
 
 
 def measure_worker_scaling(mode: dict, log) -> dict:
-    """Chunk evaluation alone with 1 and 2 workers of each kind (`sweep.execute_chunks` into result arrays already
-    in memory): how the computing scales, apart from the kernel's cost of providing fresh result memory."""
+    """Chunk evaluation alone with 1 and 2 worker processes (`sweep.execute_chunks` into result arrays in
+    memory: private for one, shared with the forked workers for two): how the computing scales, apart from
+    the kernel's cost of providing fresh result memory."""
     from phasediag.engine import sweep
+    from phasediag.results.stream import MemoryResult
 
     n = max(mode["sizes"])  # the largest grid: many chunks, so that the workers stay evenly loaded
     config = make_config(n)
     sweep.tune_allocator()
-    todo = [(config, lo, hi) for lo, hi in sweep.chunks(0, n * n, sweep.DEFAULT_CHUNK)]
-    arrays = sweep.allocate(config, n * n)
-    out = {"points": n * n, "chunks": len(todo), "kind": sweep.worker_kind(2, len(todo))}
-    _record(out, "w1", timed_runs(lambda: list(sweep.execute_chunks(todo, 1, arrays, 0)), mode["repeats"]))
-    for kind in ("processes", "threads"):
-        _record(out, f"w2_{kind}", timed_runs(lambda: list(sweep.execute_chunks(todo, 2, arrays, 0, kind)),
-                                              mode["repeats"]))
+    todo = list(sweep.chunks(0, n * n, sweep.DEFAULT_CHUNK))
+    one, two = MemoryResult(sweep.allocate(config, n * n), 0), MemoryResult(sweep.allocate(config, n * n, True), 0)
+    out = {"points": n * n, "chunks": len(todo), "kind": "processes"}
+    _record(out, "w1", timed_runs(lambda: list(sweep.execute_chunks(config, todo, 1, one)), mode["repeats"]))
+    _record(out, "w2_processes", timed_runs(lambda: list(sweep.execute_chunks(config, todo, 2, two)),
+                                            mode["repeats"]))
     log(f"  chunk evaluation of {n * n:,} points into warm arrays: 1 worker {out['w1']:.3f} s, 2 processes "
-        f"{out['w2_processes']:.3f} s ({out['w1'] / out['w2_processes']:.2f}x), 2 threads {out['w2_threads']:.3f} s "
-        f"({out['w1'] / out['w2_threads']:.2f}x)")
+        f"{out['w2_processes']:.3f} s ({out['w1'] / out['w2_processes']:.2f}x)")
     return out
 
 
@@ -1030,7 +1030,7 @@ def targets(res: dict) -> list[dict]:
         f"{pc['speedup']:.2f}x", "(information: how the two CPUs scale)", None,
         f"{pc['serial_s']:.3f} s -> {pc['parallel_s']:.3f} s")
     ws = res["worker_scaling"]
-    for kind in ("processes", "threads"):
+    for kind in ("processes",):
         add(f"`workers=2` ({kind}) vs 1, chunk evaluation alone ({ws['points']:,} points in {ws['chunks']} chunks, "
             "into result arrays already in memory)", f"{ws['w1'] / ws[f'w2_{kind}']:.2f}x",
             "(information: the computing's own scaling)", None,

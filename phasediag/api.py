@@ -188,11 +188,15 @@ def run(config: str | Path | dict, out: str | Path | None = None, *, workers: in
     return result
 
 
-def load(directory: str | Path) -> Result:
-    """The result of a run directory written by ``phasediag run`` (or ``validate``, ``merge``), any kind."""
+def load(directory: str | Path, *, mmap: bool = False) -> Result:
+    """The result of a run directory written by ``phasediag run`` (or ``validate``, ``merge``), any kind,
+    verified against its manifest. ``mmap=True``: a sweep's data variables as read-only ``numpy.memmap``
+    arrays over its results.npz, read only where they are used (results larger than memory)."""
     from phasediag.jobs import lifecycle
 
-    return lifecycle.load(directory)
+    if not isinstance(mmap, bool):
+        raise FieldError("mmap", f"must be True or False, got {mmap!r}")
+    return lifecycle.load(directory, mmap=mmap)
 
 
 def plot(directory: str | Path, formats: Sequence[str] | None = None, *, labels: dict[str, str] | None = None,

@@ -151,6 +151,9 @@ def test_the_readme_rows_of_the_piecewise_linear_networks_are_the_bundled_runs()
         got = [result["deviation_alignment"][0, j], result["deviation_ntk"][0, j],
                result["deviation_alignment"][1, j], result["deviation_ntk"][1, j]]
         assert len(shown_numbers) == 4
+        if activation == "linear":  # rounding only: the README states the bound, which any numpy meets
+            assert row.count("< 1e-13") == 4 and max(got) < 1e-13, got
+            continue
         for (mantissa, exponent), value in zip(shown_numbers, got):  # equal to the digits the README shows
             digits = len(mantissa.replace(".", ""))
             assert float(f"{value:.{digits}g}") == float(f"{mantissa}e-{exponent}"), (activation, mantissa, value)

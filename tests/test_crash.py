@@ -11,6 +11,7 @@ exactly the directory's files, and its manifest verifies).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -246,10 +247,19 @@ def triggers(directory: Path) -> dict:
     return {
         None: None,
         "lock": lambda: (directory / ".phasediag.lock").exists(),
-        "chunk": lambda: any(directory.glob(".partial-*/chunk-*.npz")),
+        "chunk": lambda: bool(recorded_chunks(directory)),
         "staging": lambda: (directory / ".phasediag.txn").exists(),
         "committed": lambda: (directory / ".phasediag.txn" / "COMMITTED").exists(),
     }
+
+
+def recorded_chunks(directory: Path) -> list[str]:
+    """The chunks the checkpoint record of a run in `directory` lists as finished (its lines after the header)."""
+    lines = []
+    for record in directory.glob(".partial-*/chunks"):
+        with contextlib.suppress(OSError):
+            lines += record.read_text().splitlines()[1:]
+    return lines
 
 
 def each_kill(plan, check) -> None:
@@ -284,15 +294,15 @@ def test_killed_run_leaves_old_or_new_result_and_resume_is_byte_identical(refs, 
         check_stopped(rc, err, sig, out)
         state = state_of(out, {"A": a, "B": b})
         assert state in ({"A", "B"} if previous else {None, "B"}), f"after the kill: {state}"
-        chunks = sorted(out.glob(".partial-*/chunk-*.npz"))
-        warn = state != "B" and chunks and not corrupted
+        streamed = sorted(out.glob(".partial-*/results.npz"))
+        warn = state != "B" and streamed and recorded_chunks(out) and not corrupted
         if warn:  # a corrupt checkpoint: one warning, its points computed again
-            chunks[0].write_bytes(chunks[0].read_bytes()[:100])
+            streamed[0].write_bytes(streamed[0].read_bytes()[:100])
             corrupted.append(i)
         proc = pd(*refs.args("B", out)[:-4], "--resume", *resumes[i % len(resumes)])
         assert proc.returncode == 0, f"--resume: exit {proc.returncode}: {proc.stderr}"
         if warn:
-            assert re.fullmatch(r"Warning: checkpoint \S+chunk-\d+-\d+\.npz: .*; its points are computed again\n",
+            assert re.fullmatch(r"Warning: checkpoint \S+results\.npz: .*; its points are computed again\n",
                                 proc.stderr), proc.stderr
         else:
             assert proc.stderr == "", proc.stderr
@@ -573,6 +583,7 @@ def fill(mnt: Path, leave: int) -> Path:
 def test_a_full_disk_fails_cleanly_and_keeps_the_previous_result(tmpfs, tmp_path):
     (tmp_path / "small.yaml").write_text(config_text(20, 15))
     (tmp_path / "big.yaml").write_text(config_text(100, 80))  # results.npz ~1.3 MB: does not fit in 1 MiB
+    (tmp_path / "fits.yaml").write_text(config_text(60, 40))  # ~0.35 MB: fits, until the disk fills up
     ok("run", tmp_path / "small.yaml", "--out", tmp_path / "small", "--no-plot", "-q")
     small = Ref.of(tmp_path / "small", 0.0)
     out = tmpfs / "D"
@@ -595,14 +606,30 @@ def test_a_full_disk_fails_cleanly_and_keeps_the_previous_result(tmpfs, tmp_path
         if sorted(meta["files"]) != listing(out):
             problems.append(f"{what}: meta.json lists {meta['files']}, the directory holds {listing(out)}")
 
-    # a run whose results do not fit
-    expect("run big", pd("run", tmp_path / "big.yaml", "--out", out, "--no-plot", "-q"), out / "results.npz")
+    # a run whose results do not fit: refused before any work, from the free space
+    proc = pd("run", tmp_path / "big.yaml", "--out", out, "--no-plot", "-q")
+    if proc.returncode != 2 or "GB of result arrays on disk" not in proc.stderr or proc.stderr.count("\n") != 1:
+        problems.append(f"run big: exit {proc.returncode}, stderr {proc.stderr!r}; expected the refusal")
     still_small("run big")
     if shutil.disk_usage(tmpfs).used > used + 8192:
         problems.append(f"run big: {shutil.disk_usage(tmpfs).used - used} bytes still taken after it failed")
-    # ... with checkpoints: they too are written atomically; a re-run of the small config frees their space
-    proc = pd("run", tmp_path / "big.yaml", "--out", out, "--no-plot", "-q", "--chunk-size", "500",
+    # ... and one whose disk fills while it runs (another job writing), with checkpoints: a re-run of the small
+    # config frees their space
+    filler = []
+
+    def fill_once_started():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(out.glob(".partial-*/results.npz")):
+            time.sleep(0.001)
+        filler.append(fill(tmpfs, leave=0))
+
+    thief = threading.Thread(target=fill_once_started)
+    thief.start()
+    proc = pd("run", tmp_path / "fits.yaml", "--out", out, "--no-plot", "-q", "--chunk-size", "500",
               "--checkpoint-every", "0")
+    thief.join()
+    for path in filler:
+        path.unlink()
     if proc.returncode != 1 or not proc.stderr.endswith(f": {NO_SPACE}\n") or proc.stderr.count("\n") != 1 \
             or ".tmp" in proc.stderr or ".phasediag.txn" in proc.stderr or f" {out}/" not in proc.stderr:
         problems.append(f"run big with checkpoints: exit {proc.returncode}, stderr {proc.stderr!r}")
@@ -647,7 +674,7 @@ def test_out_of_inodes_fails_cleanly_naming_a_final_path(mount_tmpfs, tmp_path):
     """A file system with room for the data but not for one more file (tmpfs nr_inodes=N, each N in turn: the
     run fails at each file it creates in turn): exit 1, one line naming a file of the run directory as the user
     knows it (meta.json, results.npz, the lock), never a staging folder or a temporary file; the previous result
-    intact and nothing left."""
+    intact and nothing left but, when the commit failed, the computed results kept for --resume."""
     (tmp_path / "small.yaml").write_text(config_text(20, 15))
     (tmp_path / "big.yaml").write_text(config_text(100, 80))
     ok("run", tmp_path / "small.yaml", "--out", tmp_path / "small", "--no-plot", "-q")
@@ -673,9 +700,14 @@ def test_out_of_inodes_fails_cleanly_naming_a_final_path(mount_tmpfs, tmp_path):
         if proc.returncode != 1 or named is None or not (
                 named == out or named.parent == out and named.name in ("meta.json", "results.npz", ".phasediag.lock")):
             problems.append(f"nr_inodes={n}: exit {proc.returncode}, {err!r}")
-        if state_of(out, {"small": small}) != "small" or leftovers(out) or \
-                sorted(json.loads((out / "meta.json").read_text())["files"]) != listing(out):
-            problems.append(f"nr_inodes={n}: the previous result is not intact and alone: {listing(out)}")
+        # a run that fails after its results are computed (at the commit) keeps them for --resume: its checkpoint
+        # folder holds the finished results.npz, with every chunk recorded
+        kept = [n for n in leftovers(out) if n.startswith(".partial-") and (out / n / "results.npz").is_file()
+                and sum(int(b) - int(a) for a, b in (line.split() for line in recorded_chunks(out))) == 8000]
+        if state_of(out, {"small": small}) != "small" or set(leftovers(out)) - set(kept) or \
+                sorted(json.loads((out / "meta.json").read_text())["files"]) != sorted(set(listing(out)) - set(kept)):
+            problems.append(f"nr_inodes={n}: the previous result is not intact and alone: {listing(out)} "
+                            f"{[listing(out / k) for k in leftovers(out) if k.startswith('.partial-')]}")
     assert failed >= 3, "too few file creations failed: the test no longer covers the commit"
     assert not problems, "\n".join(problems)
 
@@ -778,7 +810,7 @@ def test_a_run_killed_right_after_its_commit_leaves_nothing_behind_after_resume(
     shutil.copytree(a.dir, out)
     proc = crash(tmp_path, "after-commit", *refs.args("B", out))
     assert proc.returncode == -9, proc.stderr
-    assert list(out.glob(".partial-*")) and state_of(out, {"A": a, "B": b}) == "B"
+    assert state_of(out, {"A": a, "B": b}) == "B"
     (out / ".results.npz.k2j4h6g8.tmp.npz").write_bytes(b"PK")  # and a temporary file a killed write left
     ok(*refs.args("B", out), "--resume")
     assert sha(out / "results.npz") == b.npz

@@ -163,6 +163,8 @@ def test_leftovers_of_the_tool_are_removed_and_look_alikes_kept(tmp_path):
         (out / name).write_bytes(b"x")
     (out / ".partial-0123456789abcdef").mkdir()
     (out / ".partial-0123456789abcdef" / "chunk-000000000000000-000000000000010.npz").write_bytes(b"x")
+    (out / ".partial-0123456789abcdef" / "results.npz").write_bytes(b"x")  # (what a run streams into)
+    (out / ".partial-0123456789abcdef" / "chunks").write_bytes(b"x")
     (out / ".partial-fedcba9876543210").mkdir()
     (out / ".partial-fedcba9876543210" / "mine.txt").write_bytes(b"a user file")
     (out / ".partial-notes").mkdir()

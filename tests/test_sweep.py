@@ -1,5 +1,6 @@
 """Sweep engine: grid values against direct core calls, determinism across chunks/shards/workers, storage."""
 
+import os
 import textwrap
 import time
 
@@ -10,7 +11,7 @@ from phasediag import core
 from phasediag.results import store as results
 from phasediag.engine import sweep
 from phasediag.config.sweep import ConfigError, config_from_text
-from phasediag.engine.workers import remote_write_available
+from phasediag.results import npz, stream
 
 GRID = """\
 name: grid
@@ -141,79 +142,112 @@ def test_out_of_range_values_name_the_key_line_and_point():
         sweep.validate(bad)
 
 
-def test_checkpointed_chunks_are_reused(tmp_path):
+def recorded(folder):
+    """The flat ranges the checkpoint record of `folder` lists as finished."""
+    lines = (folder / stream.RECORD).read_text().splitlines()[1:]
+    return [tuple(int(x) for x in line.split()) for line in lines]
+
+
+def overwrite_rows(folder, name, lo, values):
+    """Write `values` into rows lo.. of array `name` of the results.npz a run streamed into `folder`."""
+    layout = npz.Layout([(n, a.shape, a.dtype) for n, a in npz.open_arrays(folder / stream.DATA).items()])
+    fd = os.open(folder / stream.DATA, os.O_RDWR)
+    try:
+        npz.write_rows(fd, layout.members[name], lo, values)
+    finally:
+        os.close(fd)
+
+
+def test_results_stream_into_one_file_that_is_its_own_checkpoint(tmp_path):
     config = load(GRID)
     first = sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
-    saved = sorted(tmp_path.glob("chunk-*.npz"))
-    assert len(saved) == 6  # ceil(117 / 20)
-    # corrupt-free reuse: poison one chunk file's values and check they are taken, not recomputed
-    victim = saved[0]
-    with np.load(victim) as data:
-        chunk = {k: data[k] for k in data.files}
-    chunk["tau"] = np.full_like(chunk["tau"], 123.0)
-    results.write_npz(victim, chunk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks", "results.npz"]
+    assert recorded(tmp_path) == [(lo, min(lo + 20, 117)) for lo in range(0, 117, 20)]  # ceil(117 / 20) chunks
+    assert first.data_file == tmp_path / "results.npz" and isinstance(first.arrays["tau"], np.memmap)
+    assert_same(sweep.run(config), first)
+    with np.load(tmp_path / "results.npz") as data:  # an ordinary .npz, CRCs included
+        assert np.array_equal(data["tau"], first.arrays["tau"]) and list(data["d"]) == list(first.coords["d"])
+    # a recorded chunk is taken from the file, not computed again: poison its values and see them come back
+    overwrite_rows(tmp_path, "tau", 0, np.full(20, 123.0))
     again = sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
     assert np.all(again.arrays["tau"].reshape(-1)[:20] == 123.0)
     assert np.array_equal(again.arrays["tau"].reshape(-1)[20:], first.arrays["tau"].reshape(-1)[20:])
 
 
 @pytest.mark.parametrize("tamper, problem", [
-    ("rename", "does not hold the range its name says"),  # same length, another range of the grid
-    ("empty", "unreadable"),
-    ("garbage", "unreadable"),
-    ("other config", "computed for another config"),
-    ("wrong dtype", "not the ones this run stores"),
-    ("missing array", "not the ones this run stores"),
+    ("other config", "computed for another config or range"),
+    ("no record", "record of finished chunks is missing or unreadable"),
+    ("garbage record", "record of finished chunks is missing or unreadable"),
+    ("truncated", "not the size"),
+    ("no data", "unreadable"),
+    ("other arrays", "not the ones this run stores"),
 ])
-def test_a_checkpoint_chunk_that_does_not_verify_is_computed_again_with_one_warning(tmp_path, tamper, problem):
+def test_a_checkpoint_that_does_not_verify_is_computed_again_with_one_warning(tmp_path, tamper, problem):
+    import json
+
     config = load(GRID)
     sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
-    victim = tmp_path / "chunk-000000000000000-000000000000020.npz"
-    with np.load(victim) as data:
-        chunk = {k: data[k] for k in data.files}
-    if tamper == "rename":
-        victim.unlink()
-        (tmp_path / "chunk-000000000000020-000000000000040.npz").unlink()
-        victim = tmp_path / "chunk-000000000000020-000000000000040.npz"
-        results.write_npz(victim, chunk)
-    elif tamper in ("empty", "garbage"):
-        victim.write_bytes(b"" if tamper == "empty" else b"PK\x03\x04 not a zip")
-    else:
-        if tamper == "other config":
-            chunk["__config_hash__"] = np.array("0123456789abcdef")
-        elif tamper == "wrong dtype":
-            chunk["tau"] = chunk["tau"].astype(np.float32)
-        else:
-            del chunk["tau"]
-        results.write_npz(victim, chunk)
+    data, record = tmp_path / stream.DATA, tmp_path / stream.RECORD
+    overwrite_rows(tmp_path, "tau", 0, np.full(20, 123.0))  # must not come back: the file is not trusted
+    if tamper == "other config":
+        lines = record.read_text().splitlines()
+        header = json.loads(lines[0])
+        record.write_text("\n".join([json.dumps({**header, "config_hash": "0123456789abcdef"})] + lines[1:]) + "\n")
+    elif tamper == "no record":
+        record.unlink()
+    elif tamper == "garbage record":
+        record.write_bytes(b"\xff\xfe not json\n0 20\n")
+    elif tamper == "truncated":
+        os.truncate(data, data.stat().st_size - 1)
+    elif tamper == "no data":
+        data.unlink()
+    else:  # the same size, but another array where tau was: another metric list
+        raw = bytearray(data.read_bytes())
+        at = raw.index(b"tau.npy")
+        raw[at:at + 3] = b"tav"
+        data.write_bytes(bytes(raw))
     warned = []
     again = sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=1e9, warn=warned.append)
-    assert_same(sweep.run(config), again)  # the bad chunk's points were computed, not loaded
-    assert len(warned) == 1 and str(victim) in warned[0] and problem in warned[0], warned
-    assert not victim.exists()  # removed: the next resume does not warn again
+    assert_same(sweep.run(config), again)  # every point computed, none taken from the file
+    assert len(warned) == 1 and str(data) in warned[0] and problem in warned[0], warned
+    warned.clear()
+    sweep.run(config, chunk_size=20, checkpoint=tmp_path, warn=warned.append)
+    assert warned == []  # replaced by a good file: the next resume does not warn again
 
 
-def test_checkpoints_are_batched_by_time_and_ranges_are_reused(tmp_path):
+def test_a_record_line_cut_short_or_out_of_range_is_not_trusted(tmp_path):
     config = load(GRID)
-    sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=1e9)
-    assert not list(tmp_path.glob("chunk-*.npz"))  # a fast run writes no checkpoint at all
     whole = sweep.run(config, chunk_size=20)
-    flat = {k: v.reshape((-1,) + v.shape[len(config.shape):]) for k, v in whole.arrays.items()}
-    sweep.save_checkpoints(tmp_path, flat, 0, [(20, 40), (0, 20), (60, 80)], sweep.config_hash(config))  # two contiguous runs
-    assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == [
-        "chunk-000000000000000-000000000000040.npz", "chunk-000000000000060-000000000000080.npz"]
+    sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
+    record = tmp_path / stream.RECORD
+    header = record.read_text().splitlines()[0]
+    record.write_text(header + "\n0 20\n60 80\n20 40\n100 900\n40 6")  # a kill while appending the last
+    overwrite_rows(tmp_path, "tau", 0, np.full(117, 7.0))  # every row poisoned...
     reused = []
     again = sweep.run(config, chunk_size=20, checkpoint=tmp_path, progress=reused.append)
-    assert reused[0] == 60 and sum(reused) == 117  # 60 points loaded, the rest computed
-    assert_same(whole, again)
+    assert reused[0] == 60 and sum(reused) == 117  # ...three recorded chunks taken, the rest computed
+    tau = again.arrays["tau"].reshape(-1)
+    assert np.all(tau[:40] == 7.0) and np.all(tau[60:80] == 7.0)
+    assert np.array_equal(tau[40:60], whole.arrays["tau"].reshape(-1)[40:60])
+    assert np.array_equal(tau[80:], whole.arrays["tau"].reshape(-1)[80:])
+
+
+def test_checkpoints_are_batched_by_time(tmp_path, monkeypatch):
+    config = load(GRID)
+    syncs = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd) or real(fd))
+    sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=1e9)
+    assert recorded(tmp_path) == [(lo, min(lo + 20, 117)) for lo in range(0, 117, 20)]
+    few = len(syncs)  # the record's header, one batch of six chunks at the end, the finished file
+    syncs.clear()
+    sweep.run(config, chunk_size=20, checkpoint=tmp_path / "each", checkpoint_every=0)
+    assert few <= 5 and len(syncs) >= few + 2 * 5  # data and record flushed for every chunk
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
-@pytest.mark.parametrize("kind", ["serial", "processes"])
-def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, kind, tmp_path, monkeypatch):
-    if kind == "processes" and not remote_write_available():
-        pytest.skip("this system has no forked workers")
-    monkeypatch.setattr(sweep, "worker_kind", lambda *_: kind)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, workers, tmp_path):
     config = load(GRID)
     done = []
 
@@ -223,10 +257,9 @@ def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, kind, tmp
             raise stop()
 
     with pytest.raises(stop):
-        sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9,
+        sweep.run(config, chunk_size=5, workers=workers, checkpoint=tmp_path, checkpoint_every=1e9,
                   progress=interrupt_after_three)
-    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117, sweep.config_hash(config))
-    assert sum(hi - lo for lo, hi in kept) == 15  # the three finished chunks, though no save was due yet
+    assert recorded(tmp_path) == [(0, 5), (5, 10), (10, 15)]  # recorded, though no checkpoint was due yet
     reused = []
     again = sweep.run(config, chunk_size=5, checkpoint=tmp_path, progress=reused.append)
     assert reused[0] == 15 and sum(reused) == 117
@@ -234,12 +267,8 @@ def test_an_interrupted_run_keeps_its_finished_chunks_for_resume(stop, kind, tmp
 
 
 def test_a_worker_killed_mid_run_keeps_the_finished_chunks_for_resume(tmp_path, monkeypatch):
-    import os
     import signal
 
-    if not remote_write_available():
-        pytest.skip("this system has no forked workers")
-    monkeypatch.setattr(sweep, "worker_kind", lambda *_: "processes")
     config = load(GRID)
     real = sweep.evaluate_chunk
 
@@ -252,8 +281,8 @@ def test_a_worker_killed_mid_run_keeps_the_finished_chunks_for_resume(tmp_path, 
     with pytest.raises(RuntimeError, match="killed by signal 9"):
         sweep.run(config, chunk_size=5, workers=2, checkpoint=tmp_path, checkpoint_every=1e9)
     monkeypatch.setattr(sweep, "evaluate_chunk", real)
-    kept = sweep.load_checkpoints(tmp_path, sweep.allocate(config, 117), 0, 117, sweep.config_hash(config))
-    assert sum(hi - lo for lo, hi in kept) >= 50  # at least the chunks before 50 had landed in order...
+    kept = recorded(tmp_path)
+    assert kept[:10] == [(lo, lo + 5) for lo in range(0, 50, 5)]  # the chunks before 50 had landed in order...
     assert not any(lo <= 60 < hi for lo, hi in kept)  # ...and never the one that was lost
     assert_same(sweep.run(config), sweep.run(config, chunk_size=5, checkpoint=tmp_path))
 
@@ -274,16 +303,12 @@ def test_gd_sweeps_with_divergence_are_chunking_invariant():
     assert parallel.meta["workers"] == 3 and parallel.meta["workers_requested"] == 3
 
 
-@pytest.mark.parametrize("kind", ["processes", "threads"])
-def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(kind, monkeypatch, tmp_path):
-    if kind == "processes" and not remote_write_available():
-        pytest.skip("this system has no forked workers (threads are tested)")
-    monkeypatch.setattr(sweep, "worker_kind", lambda *_: kind)
+def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(monkeypatch, tmp_path):
     config = load(GRID)
     one_chunk = sweep.run(config, workers=4)  # 117 points: one chunk
     assert one_chunk.meta["workers"] == 1 and one_chunk.meta["workers_requested"] == 4
     assert sweep.workers_for(2, 80) == 2 and sweep.workers_for(8, 3) == 3
-    calls = tmp_path / "calls"  # appended to by every worker, whether thread or process
+    calls = tmp_path / "calls"  # appended to by every worker process
     real = sweep.evaluate_chunk
 
     def failing(config, lo, hi):
@@ -302,43 +327,13 @@ def test_workers_never_exceed_the_chunks_and_an_error_stops_the_run(kind, monkey
     assert "20" in started and len(started) < 40  # the remaining chunks were cancelled, not computed
 
 
-@pytest.mark.parametrize("kind", ["processes", "threads"])
-def test_both_kinds_of_workers_give_the_same_bits(kind, monkeypatch):
-    if kind == "processes" and not remote_write_available():
-        pytest.skip("this system has no forked workers (threads are tested)")
+@pytest.mark.parametrize("streamed", [False, True])
+def test_workers_give_the_same_bits_in_memory_and_on_disk(streamed, tmp_path):
     config = load(GRID + "init: {seeds: 3, seed: 5}\ntrain: {times: {values: [0.5, 2, 8]}}\n")
     whole = sweep.run(config)
-    monkeypatch.setattr(sweep, "worker_kind", lambda *_: kind)
-    parallel = sweep.run(config, chunk_size=9, workers=3)
+    parallel = sweep.run(config, chunk_size=9, workers=3, checkpoint=tmp_path if streamed else None)
     assert_same(whole, parallel)
-    assert parallel.meta["worker_kind"] == kind and whole.meta["worker_kind"] == "serial"
-
-
-def test_the_kind_of_workers_follows_the_work():
-    many = sweep.FORK_MIN_CHUNKS * 2
-    assert sweep.worker_kind(1, 10_000) == "serial" and sweep.worker_kind(4, 1) == "serial"
-    assert sweep.worker_kind(2, many - 1) == "threads"  # forking costs more than it saves on little work
-    assert sweep.worker_kind(2, many) == ("processes" if remote_write_available() else "threads")
-
-
-def test_workers_fall_back_to_threads_where_the_kernel_refuses_forked_writes(monkeypatch):
-    from phasediag.engine import workers
-
-    if not remote_write_available():
-        pytest.skip("this system has no forked workers")
-    config = load(GRID)
-    whole = sweep.run(config)
-
-    def refused(pid, pieces):
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(workers, "_write_remote", refused)
-    threads = []
-    real = sweep.execute_threads
-    monkeypatch.setattr(sweep, "execute_threads", lambda *a: threads.append(1) or real(*a))
-    fallback = sweep.run(config, chunk_size=1, workers=2)  # 117 chunks: enough for processes
-    assert_same(whole, fallback)
-    assert threads == [1] and fallback.meta["worker_kind"] == "threads"
+    assert parallel.meta["worker_kind"] == "processes" and whole.meta["worker_kind"] == "serial"
 
 
 @pytest.mark.parametrize("lo, hi", [(0, 1), (0, 234), (5, 6), (7, 61), (17, 18), (11, 233), (100, 234)])

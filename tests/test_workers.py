@@ -1,248 +1,116 @@
-"""Forked workers writing into the parent's arrays (workers.fill_forked): every row lands once, errors are
-raised deterministically, and no worker outlives the call however it ends."""
-
-from __future__ import annotations
+"""The one parallel mechanism (workers.ordered_map): forked processes, results in order, errors independent of
+timing, workers that die are an error, an early stop kills them, and they never outlive their parent."""
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from phasediag.engine import workers
 
-pytestmark = pytest.mark.skipif(not workers.remote_write_available(), reason="needs Linux process_vm_writev")
+
+def slow_square(x):
+    time.sleep(0.002 * (x % 5))  # out of order: later items often finish first
+    return x * x, os.getpid()
 
 
-def arrays_of(n: int) -> dict[str, np.ndarray]:
-    return {"x": np.zeros(n), "code": np.zeros(n, dtype=np.int8), "traj": np.zeros((n, 3)),
-            "flag": np.zeros(n, dtype=bool)}
+def test_results_come_in_order_from_several_processes():
+    got = list(workers.ordered_map(slow_square, range(40), 2, chunksize=1))
+    assert [v for v, _ in got] == [x * x for x in range(40)]
+    assert len({pid for _, pid in got}) == 2 and os.getpid() not in {pid for _, pid in got}
+    assert [v for v, _ in workers.ordered_map(slow_square, range(5), 1)] == [0, 1, 4, 9, 16]
 
 
-def values(lo: int, hi: int) -> dict[str, np.ndarray]:
-    rows = np.arange(lo, hi)
-    return {"x": np.sqrt(rows + 0.5), "code": (rows % 7).astype(np.int8),
-            "traj": rows[:, None] * np.array([1.0, -2.0, 0.25]), "flag": np.asarray(lo % 2 == 0)}  # flag: 0-d
+def fails_at_3_and_7(x):
+    if x == 7:
+        raise ValueError("seven")
+    if x == 3:
+        time.sleep(0.2)  # the earlier failure finishes last: it is still the one raised
+        raise KeyError("three")
+    return x
 
 
-@pytest.fixture
-def forked_pids(monkeypatch) -> list[int]:
-    """The pids of every worker forked in the test (to check that each was reaped)."""
-    pids: list[int] = []
-    real = workers.fork_worker
-
-    def fork() -> int:
-        pid = real()
-        if pid:
-            pids.append(pid)
-        return pid
-
-    monkeypatch.setattr(workers, "fork_worker", fork)
-    return pids
+def test_the_earliest_failing_item_is_the_error_whatever_the_timing():
+    with pytest.raises(KeyError, match="three"):
+        list(workers.ordered_map(fails_at_3_and_7, range(10), 2, chunksize=1))
 
 
-def assert_reaped(pids: list[int]) -> None:
-    assert pids
-    for pid in pids:
-        with pytest.raises(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # not our child any more: it was waited for
+def dies_at_4(x):
+    if x == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
 
 
-@pytest.mark.parametrize("n_workers, size", [(2, 7), (3, 5), (2, 50)])
-def test_every_row_lands_once_with_the_values_of_a_serial_pass(n_workers, size, forked_pids):
-    n = 203
-    tasks = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
-    got = arrays_of(n)
-    done = list(workers.fill_forked(got, tasks, values, n_workers))
-    assert sorted(done) == list(range(len(tasks)))
-    expected = arrays_of(n)
-    for lo, hi in tasks:
-        for name, v in values(lo, hi).items():
-            expected[name][lo:hi] = v
-    for name in expected:
-        assert got[name].dtype == expected[name].dtype
-        np.testing.assert_array_equal(got[name], expected[name])
-    assert len(forked_pids) == n_workers
-    assert_reaped(forked_pids)
+def test_a_worker_that_dies_is_an_error_naming_how():
+    with pytest.raises(RuntimeError, match="a worker process was killed by signal 9"):
+        list(workers.ordered_map(dies_at_4, range(10), 2, chunksize=1))
 
 
-def test_the_earliest_failing_task_is_raised_whatever_finishes_first(forked_pids):
-    import time
-
-    def evaluate(lo, hi):
-        if lo == 30:
-            time.sleep(0.3)  # fails last in time, but is the earliest task that fails
-            raise ValueError("task at 30")
-        if lo == 60:
-            raise KeyError("task at 60")
-        return values(lo, hi)
-
-    tasks = [(lo, lo + 10) for lo in range(0, 200, 10)]
-    with pytest.raises(ValueError, match="task at 30"):
-        list(workers.fill_forked(arrays_of(200), tasks, evaluate, 2))
-    assert_reaped(forked_pids)
+def pid_then_sleep(x):
+    if x < 2:
+        return os.getpid()
+    time.sleep(30)
+    return os.getpid()
 
 
-def test_an_exception_that_cannot_be_pickled_still_reaches_the_parent_as_text():
-    class Local(Exception):  # a local class cannot be pickled
-        pass
-
-    def evaluate(lo, hi):
-        raise Local("not picklable")
-
-    with pytest.raises(RuntimeError, match="Local: not picklable"):
-        list(workers.fill_forked(arrays_of(20), [(0, 10), (10, 20)], evaluate, 2))
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie is gone, just not yet reaped)
+    except FileNotFoundError:
+        return True
 
 
-@pytest.mark.parametrize("death, message", [(lambda: os._exit(3), "exited with status 3"),
-                                            (lambda: os.kill(os.getpid(), signal.SIGKILL), "killed by signal 9")])
-def test_a_worker_that_dies_is_an_error_not_a_hang(death, message, forked_pids):
-    def evaluate(lo, hi):
-        if lo == 40:
-            death()
-        return values(lo, hi)
-
-    with pytest.raises(RuntimeError, match=f"worker process .*{message}"):
-        list(workers.fill_forked(arrays_of(100), [(lo, lo + 10) for lo in range(0, 100, 10)], evaluate, 2))
-    assert_reaped(forked_pids)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_stopping_early_kills_the_workers_instead_of_waiting_for_them():
+    results = workers.ordered_map(pid_then_sleep, range(8), 2, chunksize=1)
+    first = next(results)
+    started = time.monotonic()
+    results.close()  # as a KeyboardInterrupt in the consumer does
+    assert time.monotonic() - started < 10  # not the 30 s the queued tasks would take
+    assert gone(first)
 
 
-def test_closing_the_generator_early_kills_and_reaps_the_workers(forked_pids):
-    import time
+def ignores_sigint(x):
+    if x == 0:
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C sent to the whole process group reaches the workers too
+        time.sleep(0.1)
+    return x
 
-    def slow(lo, hi):
+
+def test_workers_leave_ctrl_c_to_the_parent():
+    assert list(workers.ordered_map(ignores_sigint, range(6), 2, chunksize=1)) == list(range(6))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_do_not_outlive_a_parent_that_is_killed(tmp_path):
+    pids = tmp_path / "pids"
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from phasediag.engine import workers
+
+        def task(x):
+            with open({str(pids)!r}, "a") as fh:
+                fh.write(f"{{os.getpid()}}\\n")
+            time.sleep(60)
+
+        for _ in workers.ordered_map(task, range(4), 2, chunksize=1):
+            pass
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
         time.sleep(0.05)
-        return values(lo, hi)
-
-    results = workers.fill_forked(arrays_of(400), [(lo, lo + 10) for lo in range(0, 400, 10)], slow, 2)
-    next(results)
-    results.close()
-    assert_reaped(forked_pids)
-
-
-def test_a_kernel_that_refuses_the_transport_is_reported_before_any_result(monkeypatch, forked_pids):
-    def refused(pid, pieces):  # what seccomp or Yama ptrace_scope >= 2 would do
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(workers, "_write_remote", refused)
-    with pytest.raises(workers.RemoteWriteUnavailable):
-        next(workers.fill_forked(arrays_of(40), [(0, 20), (20, 40)], values, 2))
-    assert_reaped(forked_pids)
-
-
-def test_arrays_that_are_not_contiguous_are_refused():
-    strided = {"x": np.zeros((10, 2))[:, 0]}
-    with pytest.raises(ValueError, match="C-contiguous"):
-        next(workers.fill_forked(strided, [(0, 5), (5, 10)], lambda lo, hi: {"x": np.ones(hi - lo)}, 2))
-
-
-def test_result_mappings_are_kept_from_the_workers_and_forkable_again_afterwards():
-    from phasediag.engine import sweep
-
-    n = 64
-    mapped = {name: sweep.mapped_array(a.shape, a.dtype, huge=False, populate=False) for name, a in arrays_of(n).items()}
-    assert all(workers.own_mapping(a) is not None for a in mapped.values())
-    tasks = [(lo, lo + 8) for lo in range(0, n, 8)]
-    list(workers.fill_forked(mapped, tasks, values, 2))
-    expected = arrays_of(n)
-    for lo, hi in tasks:
-        for name, v in values(lo, hi).items():
-            expected[name][lo:hi] = v
-    pid = os.fork()
-    if pid == 0:  # a later fork (not a worker) must see the results: MADV_DOFORK was restored
-        ok = all(np.array_equal(mapped[k], expected[k]) for k in expected)
-        os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
-class NeedsTwoArgs(Exception):
-    """Pickles, but does not unpickle: its constructor does not take its own args."""
-
-    def __init__(self, name, value):
-        super().__init__(f"{name} = {value}")
-
-
-def test_an_error_that_does_not_unpickle_still_arrives_in_order_as_text():
-    def evaluate(lo, hi):
-        if lo == 0:
-            import time
-
-            time.sleep(0.2)  # the earliest failure arrives last
-            raise ValueError("task at 0")
-        if lo == 30:
-            raise NeedsTwoArgs("x", 3)
-        return values(lo, hi)
-
-    tasks = [(lo, lo + 10) for lo in range(0, 60, 10)]
-    with pytest.raises(ValueError, match="task at 0"):
-        list(workers.fill_forked(arrays_of(60), tasks, evaluate, 2))
-    with pytest.raises(RuntimeError, match="NeedsTwoArgs: x = 3"):
-        list(workers.fill_forked(arrays_of(60), tasks[3:], evaluate, 2))
-
-
-def test_system_exit_in_a_task_reaches_the_parent_with_its_message():
-    def evaluate(lo, hi):
-        raise SystemExit("solver gave up")
-
-    with pytest.raises(SystemExit, match="solver gave up"):
-        list(workers.fill_forked(arrays_of(20), [(0, 10), (10, 20)], evaluate, 2))
-
-
-def test_a_worker_reaped_behind_our_back_is_reported_not_a_crash(forked_pids):
-    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps children at once
-
-    def evaluate(lo, hi):
-        if lo == 20:
-            os._exit(3)
-        return values(lo, hi)
-
-    try:
-        with pytest.raises(RuntimeError, match="a worker process ended"):
-            list(workers.fill_forked(arrays_of(60), [(lo, lo + 10) for lo in range(0, 60, 10)], evaluate, 2))
-    finally:
-        signal.signal(signal.SIGCHLD, old)
-
-
-def test_descriptors_above_1024_are_watched(forked_pids):
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 1200:
-        pytest.skip("the file limit is below 1200")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
-    held = []
-    try:
-        while not held or held[-1] < 1100:  # a caller with many open files: our pipes get numbers > 1024
-            held.append(os.dup(0))
-        got = arrays_of(40)
-        assert sorted(workers.fill_forked(got, [(0, 20), (20, 40)], values, 2)) == [0, 1]
-        np.testing.assert_array_equal(got["x"], np.sqrt(np.arange(40) + 0.5))
-    finally:
-        for fd in held:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert_reaped(forked_pids)
-
-
-def read_only(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
-@pytest.mark.parametrize("arrays, tasks, n, message", [
-    (lambda: arrays_of(10), [(0, 5), (5, 11)], 2, "outside the arrays' 10 rows"),
-    (lambda: arrays_of(10), [(3, 2)], 2, "outside"),
-    (lambda: {"x": np.zeros(10)}, [(0, 10)], 0, "workers >= 1"),
-    (lambda: {"x": np.zeros(10)[::-1]}, [(0, 10)], 2, "C-contiguous"),
-    (lambda: {"x": read_only(np.zeros(10))}, [(0, 10)], 2, "writeable"),
-])
-def test_bad_calls_are_refused_before_any_worker_starts(arrays, tasks, n, message, forked_pids):
-    with pytest.raises(ValueError, match=message):
-        next(workers.fill_forked(arrays(), tasks, values, n))
-    assert not forked_pids
-
-
-def test_no_tasks_start_no_workers(forked_pids):
-    assert list(workers.fill_forked(arrays_of(5), [], values, 2)) == []
-    assert not forked_pids
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 2
+    proc.send_signal(signal.SIGKILL)  # no cleanup of its own: the workers must notice
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(map(gone, children)):
+        time.sleep(0.1)
+    assert all(map(gone, children)), "a worker outlived its killed parent"

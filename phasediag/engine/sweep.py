@@ -12,7 +12,6 @@ import contextlib
 import functools
 import platform
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,6 +24,7 @@ from phasediag.config import reader
 from phasediag.config.sweep import Config, ConfigError, Quantity
 from phasediag.engine.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
 from phasediag.results.store import Result
+from phasediag.results.stream import MemoryResult, StreamedResult, shared_array
 
 DEFAULT_CHUNK = 1 << 17  # 1 MiB per float64 temporary: measured best on the 1000 x 1000 grid (benchmarks/)
 _TRAJ_BUDGET = 1 << 21  # points x times per chunk for trajectory arrays (~16 MB per array)
@@ -193,12 +193,17 @@ def stored_metrics(config: Config) -> list:
     return every if config.metrics is None else [m for m in every if m.name in config.metrics]
 
 
-def result_bytes(config: Config, points: int) -> int:
-    """Memory the result arrays of `points` grid points take (what a run must hold, and write)."""
-    per_point = sum(np.dtype(m.dtype).itemsize for m in stored_metrics(config))
+def array_specs(config: Config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """name -> (shape of one point's values, dtype) of every stored array: metrics (), trajectories (T,)."""
+    specs = {m.name: ((), np.dtype(m.dtype)) for m in stored_metrics(config)}
     if config.times is not None:
-        per_point += 8 * len(TRAJECTORY_FIELDS) * len(config.times)
-    return per_point * points
+        specs.update({f"traj_{field}": ((len(config.times),), np.dtype(float)) for field in TRAJECTORY_FIELDS})
+    return specs
+
+
+def result_bytes(config: Config, points: int) -> int:
+    """Bytes the result arrays of `points` grid points take (what a run writes, to disk or to memory)."""
+    return points * sum(int(np.prod(tail)) * dtype.itemsize for tail, dtype in array_specs(config).values())
 
 
 # ---------- evaluation ----------
@@ -267,22 +272,19 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
 HUGE_PAGE_RESULTS = 256 << 20
 
 
-def allocate(config: Config, n: int, parallel: bool = False) -> dict[str, np.ndarray]:
-    """The result arrays of n points, each in its own private anonymous mapping, never faulted in one 4 KiB
-    page at a time by a single thread: the results are written exactly once, and those faults cost more than
-    copying the values in. Up to HUGE_PAGE_RESULTS in all they get transparent huge pages (madvise), the
-    fastest here (0.10 s instead of 0.15-0.2 s for the 1e6-point evaluation); larger results are pre-faulted
-    (MAP_POPULATE), because huge pages for 1.5 GB stalled 2-3 s in the kernel's compaction where pre-faulting
-    took 0.5 s; with `parallel` workers they are left to the workers, which fault their own chunks
-    concurrently (benchmarks/bench.py, docs/benchmarks.md)."""
-    specs = {m.name: ((n,), np.dtype(m.dtype)) for m in stored_metrics(config)}
-    if config.times is not None:
-        for field in TRAJECTORY_FIELDS:
-            specs[f"traj_{field}"] = ((n, len(config.times)), np.dtype(float))
-    total = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in specs.values())
-    huge = total <= HUGE_PAGE_RESULTS
-    return {name: mapped_array(shape, dtype, huge, populate=not huge and not parallel)
-            for name, (shape, dtype) in specs.items()}
+def allocate(config: Config, n: int, shared: bool = False) -> dict[str, np.ndarray]:
+    """The result arrays of n points (first axis: the point), each in its own anonymous mapping, never
+    faulted in one 4 KiB page at a time by a single thread: the results are written exactly once, and those
+    faults cost more than copying the values in. Up to HUGE_PAGE_RESULTS in all they get transparent huge
+    pages (madvise), the fastest here (0.10 s instead of 0.15-0.2 s for the 1e6-point evaluation); larger
+    results are pre-faulted (MAP_POPULATE), because huge pages for 1.5 GB stalled 2-3 s in the kernel's
+    compaction where pre-faulting took 0.5 s. `shared`: mappings that forked workers write into (they fault
+    their own chunks, concurrently) (benchmarks/bench.py, docs/benchmarks.md)."""
+    specs = {name: ((n,) + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
+    if shared:
+        return {name: shared_array(shape, dtype) for name, (shape, dtype) in specs.items()}
+    huge = result_bytes(config, n) <= HUGE_PAGE_RESULTS
+    return {name: mapped_array(shape, dtype, huge, populate=not huge) for name, (shape, dtype) in specs.items()}
 
 
 def mapped_array(shape: tuple[int, ...], dtype: np.dtype, huge: bool, populate: bool) -> np.ndarray:
@@ -301,8 +303,8 @@ def mapped_array(shape: tuple[int, ...], dtype: np.dtype, huge: bool, populate: 
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 
-#: Default seconds between checkpoint writes: finished chunks are written together, so a fast sweep is not
-#: slowed by many small files (writing every chunk of a 1e6-point sweep cost +70%), and a killed job loses
+#: Default seconds between checkpoints: the chunks finished since the last one are flushed to disk and then
+#: listed in the record together, so a fast sweep is not slowed by a flush per chunk, and a killed job loses
 #: at most this much work.
 CHECKPOINT_EVERY = 5.0
 
@@ -318,9 +320,14 @@ def run(
     progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> Result:
-    """Evaluate the grid (or one shard of it). `checkpoint`: a directory where finished chunks are kept (written
-    every `checkpoint_every` seconds, 0 = after every chunk) so an interrupted run resumes without recomputing
-    them; `progress(k)` is called with the points just done, `warn(text)` for a checkpoint it cannot use."""
+    """Evaluate the grid (or one shard of it).
+
+    `checkpoint`: a folder (a run directory's checkpoint folder) where the results are written as the chunks
+    finish, into the results.npz that will be committed (results.stream.StreamedResult): memory holds one
+    chunk per worker whatever the grid's size, and every `checkpoint_every` seconds (0: after every chunk)
+    the finished chunks are made durable and recorded, so that a stopped run resumes from them; the result's
+    arrays are then that file, memory-mapped (`result.data_file`). None: the arrays are in memory.
+    `progress(k)` is called with the points just done, `warn(text)` for a checkpoint it cannot use."""
     started = time.perf_counter()
     tune_allocator()
     n = grid_size(config)
@@ -328,34 +335,48 @@ def run(
     length = chunk_length(config, chunk_size)
     all_chunks = list(chunks(start, stop, length))
     requested, workers = workers, workers_for(workers, len(all_chunks))
-    arrays = allocate(config, stop - start, parallel=workers > 1)
-    digest = config_hash(config)
-    done = load_checkpoints(checkpoint, arrays, start, stop, digest, warn)
-    todo = [(config, lo, hi) for lo, hi in all_chunks if not _covered(done, lo, hi)]
-    if progress and stop - start - sum(hi - lo for _, lo, hi in todo):
-        progress(stop - start - sum(hi - lo for _, lo, hi in todo))
+    sink, done = _open_sink(config, start, stop, shard, workers, checkpoint, warn)
+    covered = _coverage(done)
+    todo = [(lo, hi) for lo, hi in all_chunks if not covered(lo, hi)]
+    skipped = stop - start - sum(hi - lo for lo, hi in todo)
+    if progress and skipped:
+        progress(skipped)
     pending: list[tuple[int, int]] = []
     last_save = time.perf_counter()
-    used: dict[str, str] = {}
     try:
-        for lo, hi in execute_chunks(todo, workers, arrays, start, report=used):
+        for lo, hi in execute_chunks(config, todo, workers, sink):
             pending.append((lo, hi))
-            if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every:
-                save_checkpoints(checkpoint, arrays, start, pending, digest)
+            if time.perf_counter() - last_save >= checkpoint_every:
+                sink.record(pending)
                 pending, last_save = [], time.perf_counter()
             if progress:
                 progress(hi - lo)
+        sink.record(pending)
+        arrays = sink.finish()
     except BaseException:  # Ctrl-C, SIGTERM, a failing chunk or worker: keep what is finished for --resume
-        if checkpoint is not None and pending:
-            save_checkpoints(checkpoint, arrays, start, pending, digest)
+        with contextlib.suppress(OSError):
+            sink.record(pending)
+        sink.close()
         raise
-    if shard is None:
+    if shard is None and checkpoint is None:
         arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
     eval_s = time.perf_counter() - started
     meta = build_meta(config, n, length, workers, shard, (start, stop), eval_s)
     meta["workers_requested"] = requested
-    meta["worker_kind"] = used.get("kind", "serial")
-    return Result(coords=coordinates(config), arrays=arrays, meta=meta)
+    meta["worker_kind"] = "processes" if workers > 1 else "serial"
+    return Result(coords=coordinates(config), arrays=arrays, meta=meta,
+                  data_file=None if checkpoint is None else sink.path)
+
+
+def _open_sink(config: Config, start: int, stop: int, shard: Shard | None, workers: int,
+               folder: Path | None, warn):
+    """Where the chunks go, and the ranges already there (a resumed run's)."""
+    if folder is None:
+        return MemoryResult(allocate(config, stop - start, shared=workers > 1), start), []
+    rows = (stop - start,) if shard is not None else tuple(config.shape)
+    specs = {name: (rows + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
+    sink = StreamedResult(folder, coordinates(config), specs, config_hash(config), start, stop)
+    return sink, sink.open(warn)
 
 
 def workers_for(workers: int, n_chunks: int) -> int:
@@ -364,162 +385,58 @@ def workers_for(workers: int, n_chunks: int) -> int:
     return max(1, min(workers, n_chunks))
 
 
-#: forked workers pay ~50 ms up front (the fork, and copy-on-write faults as each worker's temporaries reuse
-#: the heap it inherited): below this many chunks per worker threads are as fast (benchmarks/bench.py)
-FORK_MIN_CHUNKS = 16
+#: the sweeps being evaluated by forked workers: token -> (config, sink), inherited by every worker at fork
+_JOBS: dict[int, tuple] = {}
 
 
-def worker_kind(workers: int, n_chunks: int) -> str:
-    """How a sweep of `n_chunks` chunks runs on `workers` workers: "serial" (one worker or one chunk),
-    "processes" (forked workers writing into this process: Linux process_vm_writev, at least FORK_MIN_CHUNKS
-    chunks per worker) or "threads". Every kind gives the same bits."""
-    from phasediag.engine.workers import remote_write_available
+def execute_chunks(config: Config, todo: list[tuple[int, int]], workers: int, sink):
+    """Evaluate the chunks `todo` (flat ranges) and write each into `sink`; yield each (lo, hi), in order,
+    once it is written.
 
-    if workers <= 1 or n_chunks <= 1:
-        return "serial"
-    return "processes" if remote_write_available() and n_chunks >= FORK_MIN_CHUNKS * workers else "threads"
-
-
-def execute_chunks(todo, workers: int, arrays: dict[str, np.ndarray], start: int, kind: str | None = None,
-             report: dict | None = None):
-    """Evaluate the chunks `todo` into `arrays` (whose first index is the flat grid index minus `start`);
-    yield (lo, hi) of each as it is stored (in order with one worker, as they finish with more).
-
-    `kind` (default `worker_kind`): "processes" are forked workers that write their results straight into
-    the result arrays (workers.fill_forked); "threads" share this process and the GIL, which numpy releases
-    only inside its array operations (measured on 2 cores, benchmarks/: the 1e7-point sweep gains 1.5-1.7x
-    with two processes, 1.3-1.5x with two threads). Both write each chunk exactly once, into arrays nobody
-    else writes, so the results are the same bits. report["kind"] is set to the kind used (processes fall
-    back to threads where the kernel refuses them)."""
-    kind = kind or worker_kind(workers, len(todo))
-    if report is not None:
-        report["kind"] = kind
-    evaluate_into = functools.partial(_evaluate_into, arrays, start)
-    if kind == "serial":
-        yield from map(evaluate_into, todo)
+    With workers > 1 the chunks are evaluated by forked processes (engine.workers.ordered_map), each
+    writing its chunk into the sink itself (an inherited file descriptor or shared mapping): nothing but
+    the range comes back. Every chunk is written once, into rows nobody else writes, so the results are
+    the same bits for any number of workers."""
+    if workers <= 1 or len(todo) <= 1:
+        for lo, hi in todo:
+            sink.write(lo, hi, evaluate_chunk(config, lo, hi))
+            yield lo, hi
         return
-    if kind == "processes":
-        from phasediag.engine.workers import RemoteWriteUnavailable, fill_forked
+    from phasediag.engine.workers import ordered_map
 
-        config = todo[0][0]
-        tasks = [(lo - start, hi - start) for _, lo, hi in todo]
-        try:
-            for task in fill_forked(arrays, tasks, lambda lo, hi: evaluate_chunk(config, lo + start, hi + start),
-                                    workers):
-                yield todo[task][1:]
-            return
-        except RemoteWriteUnavailable:  # raised before any chunk was stored: threads do them all
-            if report is not None:
-                report["kind"] = "threads"
-    yield from execute_threads(todo, workers, evaluate_into)
+    token = id(sink)
+    _JOBS[token] = (config, sink)
+    try:
+        yield from ordered_map(_evaluate_into, [(token, lo, hi) for lo, hi in todo], workers, chunksize=1)
+    finally:
+        _JOBS.pop(token, None)
 
 
-def _evaluate_into(arrays: dict[str, np.ndarray], start: int, task) -> tuple[int, int]:
-    config, lo, hi = task
-    _store(arrays, evaluate_chunk(config, lo, hi), lo - start, hi - start)
+def _evaluate_into(task: tuple[int, int, int]) -> tuple[int, int]:
+    token, lo, hi = task
+    config, sink = _JOBS[token]
+    sink.write(lo, hi, evaluate_chunk(config, lo, hi))
     return lo, hi
 
 
-def execute_threads(todo, workers: int, evaluate_into: Callable):
-    from concurrent.futures import ThreadPoolExecutor
+def _coverage(done: list[tuple[int, int]]) -> Callable[[int, int], bool]:
+    """Whether the ranges `done` cover [lo, hi) (their union, searched: a resumed 1e9-point run has
+    thousands of both)."""
+    import bisect
 
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phasediag-sweep")
-    try:
-        yield from pool.map(evaluate_into, todo)  # in order, whatever order the threads finish in
-    finally:  # an error (or an interrupt) stops the remaining chunks instead of computing them
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _store(arrays, chunk, lo: int, hi: int) -> None:
-    for name, values in chunk.items():
-        arrays[name][lo:hi] = values
-
-
-def _chunk_path(checkpoint: Path, lo: int, hi: int) -> Path:
-    return checkpoint / f"chunk-{lo:015d}-{hi:015d}.npz"
-
-
-def _covered(done: list[tuple[int, int]], lo: int, hi: int) -> bool:
-    return any(a <= lo and hi <= b for a, b in done)
-
-
-#: the entries of a checkpoint chunk that identify it: its flat range and the config it was computed for
-_CHUNK_RANGE, _CHUNK_CONFIG = "__chunk_range__", "__config_hash__"
-
-
-def load_checkpoints(checkpoint: Path | None, arrays, start: int, stop: int, digest: str,
-                     warn: Callable[[str], None] | None = None) -> list[tuple[int, int]]:
-    """Store every saved range [lo, hi) within [start, stop) of `checkpoint` into `arrays`; return the ranges.
-
-    A chunk is used only if what it holds says it is that range of config `digest` with every array of the
-    right dtype and length; any other chunk file (corrupt, renamed, from another config) is removed and its
-    points are computed again, with one line to `warn`."""
-    if checkpoint is None or not checkpoint.is_dir():
-        return []
-    done = []
-    for path in sorted(checkpoint.glob("chunk-*-*.npz")):
-        try:
-            lo, hi = (int(x) for x in path.stem.split("-")[1:3])
-        except ValueError:
-            continue
-        if not (start <= lo < hi <= stop):
-            continue  # another shard's range: not ours to judge
-        problem = _chunk_problem(path, arrays, lo, hi, digest)
-        if isinstance(problem, str):
-            _discard_chunk(path, problem, warn)
-            continue
-        _store(arrays, problem, lo - start, hi - start)
-        done.append((lo, hi))
-    return done
-
-
-def _chunk_problem(path: Path, arrays, lo: int, hi: int, digest: str):
-    """The arrays of a checkpoint chunk, or the text of what is wrong with it."""
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
-            saved = {name: data[name] for name in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        return f"unreadable ({type(exc).__name__})"
-    where, config = saved.pop(_CHUNK_RANGE, None), saved.pop(_CHUNK_CONFIG, None)
-    if where is None or where.shape != (2,) or where.dtype.kind != "i" or (int(where[0]), int(where[1])) != (lo, hi):
-        return "it does not hold the range its name says"
-    if config is None or config.shape != () or str(config) != digest:
-        return "it was computed for another config"
-    if set(saved) != set(arrays) or any(v.dtype != arrays[k].dtype or v.shape != (hi - lo,) + arrays[k].shape[1:]
-                                        for k, v in saved.items()):
-        return "its arrays are not the ones this run stores"
-    return saved
-
-
-def _discard_chunk(path: Path, problem: str, warn: Callable[[str], None] | None) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
-    message = f"checkpoint {path}: {problem}; its points are computed again"
-    if warn is not None:
-        warn(message)
-    else:
-        import warnings
-
-        from phasediag.errors import PhasediagWarning
-
-        warnings.warn(message, PhasediagWarning, stacklevel=3)
-
-
-def save_checkpoints(checkpoint: Path, arrays, start: int, finished: list[tuple[int, int]], digest: str) -> None:
-    """Write the finished chunks, one file per contiguous run of them (atomically, like every output), each
-    with its range and config hash (checked when it is loaded)."""
-    from phasediag.results.store import write_npz
-
-    runs: list[list[int]] = []
-    for lo, hi in sorted(finished):
-        if runs and runs[-1][1] == lo:
-            runs[-1][1] = hi
+    merged: list[list[int]] = []
+    for lo, hi in sorted(done):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
         else:
-            runs.append([lo, hi])
-    for lo, hi in runs:
-        write_npz(_chunk_path(checkpoint, lo, hi), {
-            **{k: a[lo - start:hi - start] for k, a in arrays.items()},
-            _CHUNK_RANGE: np.array([lo, hi], dtype=np.int64), _CHUNK_CONFIG: np.array(digest)})
+            merged.append([lo, hi])
+    starts = [lo for lo, _ in merged]
+
+    def covered(lo: int, hi: int) -> bool:
+        k = bisect.bisect_right(starts, lo) - 1
+        return k >= 0 and merged[k][1] >= hi
+
+    return covered
 
 
 def coordinates(config: Config) -> dict[str, np.ndarray]:

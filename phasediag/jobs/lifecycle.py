@@ -73,6 +73,7 @@ class Options:
     progress_total: Callable[[int], None] | None = None
     progress: Callable[[int], None] | None = None
     warn: Callable[[str], None] | None = None  # one line about something recovered from (default: a warning)
+    destination: Path | None = None  # where the results go (None: memory); set by `run`, for the room checks
 
     def given(self) -> set[str]:
         """The options set away from their defaults that only some kinds honour."""
@@ -153,6 +154,8 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
     options = options or Options()
     if not (isinstance(options.workers, int) and 1 <= options.workers <= MAX_WORKERS):
         raise OptionError("workers", f"must be an integer in [1, {MAX_WORKERS}], got {options.workers!r:.40}")
+    # where the results will go, for a job's check of the room it needs (the default: under outputs/)
+    options.destination = None if out is None else DEFAULT_ROOT if out is DEFAULT else Path(out)
     kind, module, spec = resolve(source, validate=validate, experiment=experiment, options=options)
     digest = config_hash(spec.resolved)
     if out is DEFAULT:
@@ -175,6 +178,8 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
             return result, summary
         if not options.resume:
             directory.remove_partial(partial)
+        for name in (store.META_FILE, store.RESULTS_FILE):  # refused now, not after the computation
+            rundir.check_regular_target(out / name)
         result = _execute(module, spec, options, partial, kind, digest, source)
         write(module, result, directory, plot=options.plot, started=started, partial=partial,
               workers=options.workers)
@@ -331,7 +336,7 @@ def _summary(module, result: Result, out: Path | None, files: list[str]) -> Summ
 def _current(out: Path, kind: str, digest: str, shard: Shard | None) -> Result | None:
     """The result in `out` if it is a complete, verified result of this config and shard, else None."""
     try:
-        result = _load_once(out, None)  # verified: the manifest, and what the data hold
+        result = _load_once(out, None, mmap=True)  # verified: the manifest, and what the data hold
         meta = result.meta
         found = kind_of_meta(meta, str(out))
     except (BadInput, OSError):
@@ -357,7 +362,7 @@ def _reading(directory: Path):
         raise ResultsError(f"{directory}: not a usable run directory ({type(exc).__name__}: {detail})") from None
 
 
-def load(directory: str | Path, only: set[str] | None = None) -> Result:
+def load(directory: str | Path, only: set[str] | None = None, mmap: bool = False) -> Result:
     """The result in a run directory of any kind (`only`: just these data variables, and the coordinates),
     verified against its manifest. A directory being committed to by another process right now is read once
     the commit is complete (a commit that a killed process left is finished first, if it can be)."""
@@ -366,7 +371,7 @@ def load(directory: str | Path, only: set[str] | None = None) -> Result:
     while True:
         stamp = _meta_stamp(directory)
         try:
-            return _load_once(directory, only)
+            return _load_once(directory, only, mmap)
         except ManifestError:
             settling = rundir.commit_pending(directory) or _meta_stamp(directory) != stamp
             if not settling or time.monotonic() > deadline:
@@ -383,7 +388,7 @@ def _meta_stamp(directory: Path):
         return None
 
 
-def _load_once(directory: Path, only: set[str] | None) -> Result:
+def _load_once(directory: Path, only: set[str] | None, mmap: bool = False) -> Result:
     with _reading(directory):
         meta = store.load_meta(directory)
         kind = kind_of_meta(meta, str(directory))
@@ -391,7 +396,7 @@ def _load_once(directory: Path, only: set[str] | None) -> Result:
         if isinstance(meta.get("schema"), int) and meta["schema"] >= 2:
             store.check_fields(directory, meta, {**store.COMMON_FIELDS, **getattr(module, "META_FIELDS", {})})
         loader = getattr(module, "load_data", None)
-        result = loader(directory, meta) if loader else store.load(directory, only=only, meta=meta)
+        result = loader(directory, meta) if loader else store.load(directory, only=only, meta=meta, mmap=mmap)
         result.meta.setdefault("kind", kind)
         try:
             result.check(complete=only is None)
@@ -487,7 +492,7 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
         if m.get("shard") is None:
             raise ResultsError(f"{d}: not a shard (written without --shard K/N); merge joins shard directories")
     for d in directories:
-        _load_once(d, None)  # each shard verified, one at a time
+        _load_once(d, None, mmap=True)  # each shard verified, one at a time, in bounded memory
     with _final_names(out), rundir.writer(out) as held:
         held.clean_leftovers()
         txn = held.begin()

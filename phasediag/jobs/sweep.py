@@ -8,6 +8,7 @@ is :mod:`phasediag.config.sweep`, the chunked evaluation :mod:`phasediag.engine.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from phasediag.config.sweep import Config, config_from_root
 from phasediag.engine import sweep
 from phasediag.engine.metrics import LEGENDS
 from phasediag.errors import ResultsError
-from phasediag.results import store
+from phasediag.results import npz, store
 from phasediag.results.store import Result
 
 SUPPORTS = frozenset({"shard", "resume", "chunk_size", "checkpoint_every"})
@@ -29,9 +30,10 @@ TABLES = {"time": "trajectories"}  # export: the trajectory table is <name>_traj
 
 
 def read(root: Located, source: str, options) -> Config:
-    """The sweep config; every bad value and a grid too large for memory are reported before any work."""
+    """The sweep config; every bad value, and a grid its destination has no room for, are reported before
+    any work."""
     config = config_from_root(root)
-    _check_size(config, options.shard)
+    check_room(config, options, options.destination)
     try:  # values beyond float range overflow while checked (V^2 <= U W, a Gram): an error, not a warning
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             sweep.validate(config, options.chunk_size, options.shard)
@@ -51,10 +53,25 @@ def units(config: Config, options) -> int:
 def execute(config: Config, options, checkpoint: Path | None) -> Result:
     start, stop = _bounds(config, options.shard)
     return sweep.run(config, chunk_size=options.chunk_size, shard=options.shard, workers=options.workers,
-                     checkpoint=checkpoint if checkpoint is not None and stop - start > options.chunk_size
-                     else None,
-                     checkpoint_every=options.checkpoint_every, progress=options.progress,
+                     checkpoint=checkpoint, checkpoint_every=options.checkpoint_every, progress=options.progress,
                      warn=options.warn)
+
+
+def write_data(result: Result, out: Path) -> list[Path]:
+    """results.npz into the staging folder `out`: the file the run streamed its chunks into is linked there
+    (written once; until the commit it stays in the checkpoint folder too, so a commit that fails leaves the
+    run resumable), or moved where the file system has no hard links; a result in memory is written."""
+    path = Path(out) / store.RESULTS_FILE
+    if result.data_file is None:
+        store.write_npz(path, {**result.coords, **result.arrays})
+        return [path]
+    try:
+        os.link(result.data_file, path)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise  # (a full disk or inode table: the run stays resumable)
+        os.replace(result.data_file, path)
+    return [path]
 
 
 def check_result(result: Result) -> None:
@@ -102,8 +119,12 @@ def summarize(result: Result) -> dict:
     counts = {}
     for name, legend in LEGENDS.items():
         if name in result.arrays:
-            codes, freq = np.unique(result.arrays[name], return_counts=True)
-            counts[name] = {legend[int(c)]: int(f) for c, f in zip(codes, freq)}
+            total: dict[int, int] = {}
+            for block in npz.read_blocks(result.arrays[name]):  # (bounded memory, whatever the grid's size)
+                codes, freq = np.unique(block, return_counts=True)
+                for c, f in zip(codes.tolist(), freq.tolist()):
+                    total[c] = total.get(c, 0) + f
+            counts[name] = {legend[c]: total[c] for c in sorted(total)}
     return {"grid_points": result.meta["grid_points"], "shape": result.meta["shape"],
             "shard": result.meta["shard"], "counts": counts}
 
@@ -131,7 +152,7 @@ def merge(directories: list[Path], out: Path, plot: bool) -> Result:
                               "at a time)")
     meta = store.merge_files(directories, out)
     meta["files"] = [store.RESULTS_FILE]
-    return store.load(out, only=None if plot else set(LEGENDS), meta=meta, verify=False)
+    return store.load(out, only=None if plot else set(LEGENDS), meta=meta, verify=False, mmap=True)
 
 
 def _bounds(config: Config, shard) -> tuple[int, int]:
@@ -163,14 +184,37 @@ def _memory_limit_text(have: int) -> str:
     return f"the limit is {MEMORY_FRACTION * 100:.0f} % of the {have / 1e9:.3g} GB of memory available"
 
 
-def _check_size(config: Config, shard) -> None:
-    """Refuse, before any work, a grid whose result arrays cannot fit in memory (suggest --shard)."""
-    start, stop = _bounds(config, shard)
+def check_room(config: Config, options, out: Path | None) -> None:
+    """Refuse, before any work, a grid whose results cannot be held: on disk where they stream to (`out`),
+    in memory for a run that writes nothing, and in memory too when its maps are to be drawn."""
+    start, stop = _bounds(config, options.shard)
     need = sweep.result_bytes(config, stop - start)
-    have = available_memory()
-    if need > MEMORY_FRACTION * have:
-        parts = -(-need // int(MEMORY_FRACTION / 2 * have))  # Python integers: exact for any grid
-        raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays; "
-                          f"{_memory_limit_text(have)}; split it with --shard K/N (N >= {parts:,}) and join the "
-                          f"parts with 'phasediag merge --no-plot' (it holds one metric of the grid at a time), "
-                          f"or make the sweep smaller")
+    split = "split it with --shard K/N (N >= {parts:,}) and join the parts with 'phasediag merge --no-plot'"
+    if out is None or options.plot and options.shard is None:
+        have = available_memory()
+        if need > MEMORY_FRACTION * have:
+            parts = -(-need // int(MEMORY_FRACTION / 2 * have))  # Python integers: exact for any grid
+            how = ("write it to disk (out=...), which holds one chunk per worker in memory" if out is None
+                   else "use --no-plot: the run streams its results to disk, holding one chunk per worker")
+            raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays in "
+                              f"memory{'' if out is None else ' to draw the maps'}; {_memory_limit_text(have)}; "
+                              f"{how}, or {split.format(parts=parts)}, or make the sweep smaller")
+    if out is not None:
+        free = _free_disk(Path(out))
+        if need > free:
+            parts = -(-need // max(free, 1))
+            raise ConfigError(f"sweep: {stop - start:,} grid points need {need / 1e9:.3g} GB of result arrays on "
+                              f"disk; {out} has {free / 1e9:.3g} GB free; free some space, choose another --out, "
+                              f"or {split.format(parts=parts)} on several disks")
+
+
+def _free_disk(out: Path) -> int:
+    """Bytes free for `out`: on the file system of its nearest existing folder."""
+    import shutil
+
+    for folder in [out, *out.parents]:
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return 1 << 62  # pragma: no cover - no folder of the path exists, not even the root

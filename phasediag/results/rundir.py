@@ -51,7 +51,9 @@ REMOVABLE_SUFFIXES = frozenset({".png", ".pdf", ".svg", ".csv"})
 #: temporary files of an interrupted atomic write (tempfile.mkstemp names, see results/atomic.py)
 TEMPORARY = re.compile(r"\.(?P<final>[A-Za-z0-9][A-Za-z0-9_.-]*)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
 _PARTIAL = re.compile(r"\.partial-[0-9a-f]{16}")
-_CHUNK = re.compile(r"chunk-\d{15}-\d{15}\.npz|\.chunk-\d{15}-\d{15}\.npz\.[a-z0-9_]{8}\.tmp\.npz")
+#: what a checkpoint folder holds: the results.npz being filled and its record of finished chunks (and the
+#: chunk files of earlier versions, which kept each chunk in a file of its own)
+_CHUNK = re.compile(r"results\.npz|chunks|chunk-\d{15}-\d{15}\.npz|\.chunk-\d{15}-\d{15}\.npz\.[a-z0-9_]{8}\.tmp\.npz")
 _HASH_BLOCK = 1 << 22
 
 
@@ -220,6 +222,9 @@ class RunDirectory:
                 os.replace(source, self.path / name)
         _fsync(self.path, directory=True)
         self._remove_dropped(previous, set(files))
+        digest = (meta or {}).get("config_hash")
+        if isinstance(digest, str) and _PARTIAL.fullmatch(PARTIAL_PREFIX + digest):  # its checkpoints are done
+            self.remove_partial(self.path / (PARTIAL_PREFIX + digest))
         shutil.rmtree(staging, ignore_errors=True)
 
     def _remove_dropped(self, previous: dict, kept: set[str]) -> None:
@@ -289,6 +294,9 @@ def final_name(filename, out: Path) -> Path | None:
     path = Path(str(filename))
     if path.name in (STAGING, LOCK) and path.parent == out:
         return out
+    if _PARTIAL.fullmatch(path.name) and path.parent == out or _PARTIAL.fullmatch(path.parent.name) \
+            and path.parent.parent == out:  # a checkpoint folder and its files: the results being written
+        return out / "results.npz"
     if path.parent.name == STAGING:
         name = path.name
         if name.startswith(".") and name.endswith(".tmp"):  # Transaction._write's own temporaries

@@ -22,6 +22,7 @@ import numpy as np
 
 from phasediag.config.reader import NAME_PATTERN
 from phasediag.errors import ManifestError, ResultsError
+from phasediag.results import npz
 from phasediag.results.atomic import atomic_path
 from phasediag.results.rundir import FILE_NAME, hash_open, json_default
 
@@ -47,6 +48,8 @@ class Result:
     meta: dict
     payload: Any = field(default=None, repr=False, compare=False)  # a kind's own form of its data (not saved)
     summary: dict | None = field(default=None, repr=False, compare=False)  # what `--json` printed after the run
+    data_file: Path | None = field(default=None, repr=False, compare=False)  # the finished results.npz that
+    #                                              holds `arrays` (memory-mapped): committed by moving it
 
     @property
     def kind(self) -> str:
@@ -167,27 +170,19 @@ def _check_codes(name: str, codes: np.ndarray, legend) -> None:
     known = legend_names(legend)
     if codes.dtype.kind not in "biu":
         raise ResultsError(f"{name} holds {codes.dtype} values, not the integer codes of its legend")
-    found = np.unique(codes)
-    bad = [int(c) for c in found if str(int(c)) not in known]
+    found = set()
+    for block in npz.read_blocks(codes):  # (bounded memory: a result may be larger than memory)
+        found.update(np.unique(block).tolist())
+    bad = [int(c) for c in sorted(found) if str(int(c)) not in known]
     if bad:
         raise ResultsError(f"{name} holds the code {bad[0]}, which its legend does not name "
                            f"(codes: {', '.join(known)})")
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez-compatible file with fixed zip timestamps (byte-identical for identical arrays)."""
+    """np.savez-compatible file with fixed zip timestamps (byte-identical for identical arrays), atomically."""
     with atomic_path(path) as tmp:
-        zf = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        try:
-            for name, array in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                with zf.open(info, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
-        except BaseException:  # (a signal inside an entry's close would make zf.close() raise instead)
-            fp, zf.fp = zf.fp, None  # the file is discarded: no central directory (nor one from __del__)
-            fp.close()
-            raise
-        zf.close()
+        npz.write(tmp, arrays)
 
 
 def save(result: Result, out_dir: Path) -> list[Path]:
@@ -335,14 +330,19 @@ def _coord_names(meta: dict) -> list[str]:
     return list(meta.get("axes", [])) + (["time"] if meta.get("times") is not None else [])
 
 
-def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None, verify: bool = True) -> Result:
+def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None, verify: bool = True,
+         mmap: bool = False) -> Result:
     """Read a results directory written by `save` (`only`: just these arrays, and the coordinates; `meta`:
-    its meta.json, if already read; `verify`: see :func:`open_data`)."""
+    its meta.json, if already read; `verify`: see :func:`open_data`; `mmap`: the data variables memory-mapped
+    read-only instead of read, for results larger than memory; the coordinates are read)."""
     meta = load_meta(out_dir) if meta is None else meta
     keep = None if only is None else set(only) | set(_coord_names(meta))
     try:
         with open_data(out_dir, meta, RESULTS_FILE, verify) as fh, np.load(fh, allow_pickle=False) as data:
-            stored = {name: data[name] for name in data.files if keep is None or name in keep}
+            coord_names = set(_coord_names(meta))
+            lazy = npz.open_arrays(Path(out_dir) / RESULTS_FILE) if mmap else {}
+            stored = {name: lazy[name] if name in lazy and name not in coord_names else data[name]
+                      for name in data.files if keep is None or name in keep}
     except ResultsError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -418,32 +418,75 @@ def merge(shards: list[Result]) -> Result:
 
 
 def merge_files(directories: list[Path], out_dir: Path) -> dict:
-    """`merge` of shard directories straight into `out_dir`, one array at a time: memory peaks at one full
-    array (plus one shard's part of it), not at the whole result twice. Same bytes as `merge` then `save`.
-    Returns the merged meta (meta.json is left to the caller, to be written last)."""
-    import contextlib
-
+    """`merge` of shard directories straight into `out_dir`: the joined results.npz is laid out, then each
+    shard's rows of each array are copied into place (in the kernel where it can), so memory holds one block
+    at most, whatever the grid's size. Same bytes as `merge` then `save`. Returns the merged meta (meta.json
+    is left to the caller, to be written last)."""
     metas = [load_meta(d) for d in directories]
     order = shard_order(metas)
     ordered = [Path(directories[i]) for i in order]
     meta = merged_meta([metas[i] for i in order])
     shape = tuple(meta["shape"])
-    with contextlib.ExitStack() as stack:
-        try:
-            files = [stack.enter_context(np.load(stack.enter_context(open_data(d, metas[i], RESULTS_FILE)),
-                                                 allow_pickle=False)) for d, i in zip(ordered, order)]
-        except ResultsError:
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ResultsError(f"unreadable shard results: {' '.join(str(exc).split())[:200] or 'empty'}") from None
-        names = files[0].files
-        for f, d in zip(files, ordered):
-            if f.files != names:
+    parts, coords = [], {}
+    try:
+        for d, i in zip(ordered, order):
+            with open_data(d, metas[i], RESULTS_FILE) as fh, np.load(fh, allow_pickle=False) as data:
+                extents = npz.extents(d / RESULTS_FILE)  # (verified above: the bytes the manifest records)
+                names = [n for n in _coord_names(meta) if n in extents]
+                part_coords = {n: data[n] for n in names}
+            parts.append(extents)
+            if not coords:
+                coords = part_coords
+            elif list(extents) != list(parts[0]):
                 raise ResultsError(f"{d}: holds other arrays than {ordered[0]}: not a shard of the same run")
-        coords = [n for n in _coord_names(meta) if n in names]
-        order_of_names = coords + [n for n in names if n not in coords]
-        write_npz(out_dir / RESULTS_FILE, _Joined(files, order_of_names, set(coords), shape, ordered))
+            for name, values in part_coords.items():
+                if not np.array_equal(values, coords[name]):
+                    raise ResultsError(f"{d}: its {name} coordinates differ from {ordered[0]}'s: "
+                                       f"not a part of the same grid")
+    except ResultsError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ResultsError(f"unreadable shard results: {' '.join(str(exc).split())[:200] or 'empty'}") from None
+    data_names = [n for n in parts[0] if n not in coords]
+    rows = int(np.prod(shape))
+    specs = []
+    for name in data_names:
+        _, first_shape, dtype, _ = parts[0][name]
+        for extents, d in zip(parts, ordered):
+            _, part_shape, part_dtype, fortran = extents[name]
+            if part_dtype != dtype or part_shape[1:] != first_shape[1:] or fortran or not part_shape:
+                raise ResultsError(f"{d}: its {name} array does not fit the grid of {rows} points")
+        total = sum(extents[name][1][0] for extents in parts)
+        if total != rows:
+            raise ResultsError(f"the shards hold {total} points of {name}, the grid has {rows}")
+        specs.append((name, shape + first_shape[1:], dtype))
+    layout = npz.Layout([(n, v.shape, v.dtype) for n, v in coords.items()] + specs)
+    target = Path(out_dir) / RESULTS_FILE
+    npz.create(target, layout, coords)
+    out_fd = os.open(target, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for d, extents in zip(ordered, parts):
+            in_fd = os.open(d / RESULTS_FILE, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                for name in data_names:
+                    member = layout.members[name]
+                    offset, part_shape, dtype, _ = extents[name]
+                    size = int(np.prod(part_shape)) * dtype.itemsize
+                    row = size // part_shape[0] if part_shape[0] else 0
+                    start = member.data_offset + _rows_before(parts, ordered, d, name) * row
+                    npz.copy_bytes(in_fd, offset, out_fd, start, size)
+            finally:
+                os.close(in_fd)
+    finally:
+        os.close(out_fd)
+    npz.finish(target, layout)
     return meta
+
+
+def _rows_before(parts, ordered, directory, name) -> int:
+    """The rows of array `name` that the shards before `directory` hold."""
+    k = ordered.index(directory)
+    return sum(extents[name][1][0] for extents in parts[:k])
 
 
 class _Joined:

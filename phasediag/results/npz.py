@@ -1,0 +1,310 @@
+"""results.npz laid out before its values exist, so that every array is written into place, once.
+
+An ``.npz`` file is a zip archive of ``.npy`` files. With no compression each member's bytes are contiguous,
+so once the shapes and dtypes are known, the offset of every value is known: :class:`Layout` computes the
+archive's headers, a run writes them and its coordinates first (:func:`create`, the rest of the file left
+as a hole), its chunks go straight to their rows from any process (:func:`write_rows`, ``os.pwrite``), and
+:func:`finish` fills in the one thing that needs the values, each member's CRC-32. The file is
+byte-for-byte what ``np.savez`` with fixed timestamps writes (``zipfile``, ZIP64 records forced), so
+``np.load`` reads it, and :func:`open_arrays` maps it without reading it (``mmap_mode`` for an archive).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Member", "Layout", "create", "write_rows", "finish", "write", "open_arrays"]
+
+_LOCAL = struct.Struct("<4s2B4HL2L2H")          # zipfile.structFileHeader
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")      # zipfile.structCentralDir
+_END = struct.Struct("<4s4H2LH")                # zipfile.structEndArchive
+_END64 = struct.Struct("<4sQ2H2L4Q")            # zipfile.structEndArchive64
+_LOCATOR64 = struct.Struct("<4sLQL")            # zipfile.structEndArchive64Locator
+_ZIP64_EXTRA = struct.Struct("<HHQQ")
+_ZIP64_LIMIT = (1 << 31) - 1                    # zipfile.ZIP64_LIMIT
+_VERSION = 45                                   # zipfile.ZIP64_VERSION: every member has a ZIP64 record
+_DOS_DATE = (1980 - 1980) << 9 | 1 << 5 | 1     # 1980-01-01 00:00:00, the fixed timestamp of every entry
+_ATTRIBUTES = 0o600 << 16                       # what zipfile gives a member written through ZipFile.open
+_SYSTEM = 0 if sys.platform == "win32" else 3
+_CRC_AT = 14                                    # byte offset of the CRC-32 in a local and
+_CENTRAL_CRC_AT = 16                            # in a central directory header
+_BLOCK = 1 << 24
+
+
+@dataclass(frozen=True)
+class Member:
+    """One array of the archive: `<name>.npy`, its local header at `offset`, its values at `data_offset`."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+    npy_header: bytes
+
+    @property
+    def filename(self) -> bytes:
+        return f"{self.name}.npy".encode("ascii")
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=object)) * self.dtype.itemsize
+
+    @property
+    def size(self) -> int:
+        """Bytes of the member (the .npy file): its header and its values."""
+        return len(self.npy_header) + self.nbytes
+
+    @property
+    def data_offset(self) -> int:
+        return self.offset + _LOCAL.size + len(self.filename) + _ZIP64_EXTRA.size + len(self.npy_header)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.nbytes // self.shape[0] if self.shape and self.shape[0] else 0
+
+    def local_header(self, crc: int) -> bytes:
+        extra = _ZIP64_EXTRA.pack(1, 16, self.size, self.size)
+        return _LOCAL.pack(b"PK\x03\x04", _VERSION, 0, 0, 0, 0, _DOS_DATE, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                           len(self.filename), len(extra)) + self.filename + extra
+
+    def central_header(self, crc: int) -> bytes:
+        extra = []
+        size = self.size
+        if size > _ZIP64_LIMIT:
+            extra += [size, size]
+            size = 0xFFFFFFFF
+        offset = self.offset
+        if offset > _ZIP64_LIMIT:
+            extra.append(offset)
+            offset = 0xFFFFFFFF
+        data = struct.pack("<HH" + "Q" * len(extra), 1, 8 * len(extra), *extra) if extra else b""
+        return _CENTRAL.pack(b"PK\x01\x02", _VERSION, _SYSTEM, _VERSION, 0, 0, 0, 0, _DOS_DATE, crc, size, size,
+                             len(self.filename), len(data), 0, 0, 0, _ATTRIBUTES, offset) + self.filename + data
+
+
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    try:
+        np.lib.format.write_array_header_1_0(buffer, header)
+    except ValueError:  # a header longer than 64 KiB (very many dimensions): format 2.0
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buffer, header)
+    return buffer.getvalue()
+
+
+class Layout:
+    """Where everything of an archive of arrays `specs` ((name, shape, dtype), in order) lies."""
+
+    def __init__(self, specs):
+        self.members: dict[str, Member] = {}
+        offset = 0
+        for name, shape, dtype in specs:
+            dtype = np.dtype(dtype)
+            if dtype.hasobject:
+                raise ValueError(f"{name}: object arrays cannot be stored")
+            member = Member(name, tuple(int(n) for n in shape), dtype, offset, _npy_header(shape, dtype))
+            self.members[name] = member
+            offset = member.data_offset + member.nbytes
+        self.central_offset = offset
+
+    def central_directory(self, crcs: dict[str, int]) -> bytes:
+        body = b"".join(m.central_header(crcs.get(m.name, 0)) for m in self.members.values())
+        count, size, offset = len(self.members), len(body), self.central_offset
+        tail = b""
+        if count > 0xFFFF or offset > _ZIP64_LIMIT or size > _ZIP64_LIMIT:
+            tail = (_END64.pack(b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset)
+                    + _LOCATOR64.pack(b"PK\x06\x07", 0, offset + size, 1))
+            count, size, offset = min(count, 0xFFFF), min(size, 0xFFFFFFFF), min(offset, 0xFFFFFFFF)
+        return body + tail + _END.pack(b"PK\x05\x06", 0, 0, count, count, size, offset, 0)
+
+    @property
+    def size(self) -> int:
+        return self.central_offset + len(self.central_directory({}))
+
+    def expected_head(self, member: Member) -> bytes:
+        """The bytes before `member`'s values with its CRC still unset (how :func:`create` leaves them)."""
+        return member.local_header(0) + member.npy_header
+
+
+def same_head(found: bytes, expected: bytes) -> bool:
+    """Whether a member's local header and .npy header are `expected` but for the CRC (set by `finish`)."""
+    return (len(found) == len(expected) and found[:_CRC_AT] == expected[:_CRC_AT]
+            and found[_CRC_AT + 4:] == expected[_CRC_AT + 4:])
+
+
+def _raw(data) -> memoryview:
+    """The bytes of a C-contiguous array (or bytes) as a flat view."""
+    return memoryview(data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
+
+
+def _pwrite(fd: int, data, offset: int) -> None:
+    view = _raw(data)
+    while view.nbytes:  # (a single pwrite may write less, e.g. above 2 GiB)
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def create(path: Path, layout: Layout, values: dict[str, np.ndarray]) -> None:
+    """Write the archive's structure and the arrays in `values` (the rest stay a hole of zeros, to be
+    filled by :func:`write_rows`); the file must not exist."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        for member in layout.members.values():
+            _pwrite(fd, layout.expected_head(member), member.offset)
+            if member.name in values:
+                write_rows(fd, member, 0, values[member.name])
+        _pwrite(fd, layout.central_directory({}), layout.central_offset)
+    finally:
+        os.close(fd)
+
+
+def write_rows(fd: int, member: Member, lo: int, values: np.ndarray) -> None:
+    """Write `values` into `member` as its flat rows lo, lo+1, ... (a row: one point; its size is that of
+    values[0]; broadcast views are expanded)."""
+    data = np.ascontiguousarray(values, dtype=member.dtype)
+    row = data.nbytes // len(data) if len(data) else 0
+    if lo < 0 or (lo + len(data)) * row > member.nbytes:
+        raise ValueError(f"{member.name}: rows [{lo}, {lo + len(data)}) are outside the array")
+    _pwrite(fd, data, member.data_offset + lo * row)
+
+
+def member_crc(fd: int, member: Member) -> int:
+    """CRC-32 of the member's bytes (its .npy header and values), read back from the file."""
+    crc = zlib.crc32(member.npy_header)
+    start, stop = member.data_offset, member.data_offset + member.nbytes
+    while start < stop:
+        block = os.pread(fd, min(_BLOCK, stop - start), start)
+        if not block:
+            raise OSError(f"the file ends inside {member.filename.decode()}")
+        crc = zlib.crc32(block, crc)
+        start += len(block)
+    return crc
+
+
+def finish(path: Path, layout: Layout) -> None:
+    """Complete an archive whose values are all written: set every member's CRC-32, flush it to disk."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        crcs = {}
+        for member in layout.members.values():
+            crcs[member.name] = crc = member_crc(fd, member)
+            _pwrite(fd, struct.pack("<L", crc), member.offset + _CRC_AT)
+        _pwrite(fd, layout.central_directory(crcs), layout.central_offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """The archive of `arrays` (already in memory), written in one go (replacing what `path` holds)."""
+    arrays = {name: np.asarray(a) for name, a in arrays.items()}
+    layout = Layout([(name, a.shape, a.dtype) for name, a in arrays.items()])
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        crcs = {}
+        for name, member in layout.members.items():
+            data = np.ascontiguousarray(arrays[name])
+            crcs[name] = zlib.crc32(_raw(data), zlib.crc32(member.npy_header))
+            _pwrite(fd, member.local_header(crcs[name]) + member.npy_header, member.offset)
+            _pwrite(fd, data, member.data_offset)
+        _pwrite(fd, layout.central_directory(crcs), layout.central_offset)
+    finally:
+        os.close(fd)
+
+
+def extents(path: Path) -> dict[str, tuple[int, tuple[int, ...], np.dtype, bool]]:
+    """name -> (offset of its first value, shape, dtype, Fortran order) of every array of an uncompressed
+    .npz, from its headers; ValueError for a compressed member or anything that is not an array."""
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+        for info in archive.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{info.filename} is compressed: it cannot be memory-mapped")
+            fh.seek(info.header_offset)
+            head = fh.read(_LOCAL.size)
+            if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
+                raise ValueError(f"{info.filename}: no local header where the archive says")
+            name_len, extra_len = struct.unpack("<2H", head[26:30])
+            start = info.header_offset + _LOCAL.size + name_len + extra_len
+            fh.seek(start)
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename} holds Python objects")
+            count = int(np.prod(shape, dtype=object))
+            if fh.tell() - start + count * dtype.itemsize != info.file_size:
+                raise ValueError(f"{info.filename}: its header does not fit its size")
+            out[name] = (fh.tell(), tuple(shape), dtype, fortran)
+    return out
+
+
+def open_arrays(path: Path, names=None) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed .npz as read-only memory maps (none of the values is read; `names`:
+    only these). ValueError for a compressed member or anything that is not an array."""
+    out = {}
+    for name, (offset, shape, dtype, fortran) in extents(path).items():
+        if names is not None and name not in names:
+            continue
+        if int(np.prod(shape)) == 0:
+            out[name] = np.empty(shape, dtype)
+            continue
+        out[name] = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    return out
+
+
+def copy_bytes(source: int, start: int, target: int, offset: int, size: int) -> None:
+    """Copy `size` bytes at `start` of file `source` to `offset` of file `target` (descriptors), in the kernel
+    where it can (copy_file_range), else through one bounded buffer: memory never holds more than a block."""
+    copy = getattr(os, "copy_file_range", None)
+    while size > 0:
+        done = 0
+        if copy is not None:
+            try:
+                done = copy(source, target, min(size, 1 << 30), start, offset)
+            except OSError:
+                copy = None  # (a file system or kernel without it: copy through a buffer from here on)
+        if not done:
+            block = os.pread(source, min(size, _BLOCK), start)
+            if not block:
+                raise OSError(f"the source file ends {size} bytes early")
+            _pwrite(target, block, offset)
+            done = len(block)
+        start, offset, size = start + done, offset + done, size - done
+
+
+def read_blocks(array: np.ndarray, rows: int = _BLOCK):
+    """The values of `array` (flattened) in blocks of at most `rows` values (copies). For a memory-mapped
+    array each block's pages are given back to the kernel once copied (madvise DONTNEED: the file keeps
+    them), so that a check or count over a result larger than memory holds one block, not the file."""
+    import mmap
+
+    flat = np.asarray(array).reshape(-1)
+    root = array.base if isinstance(array, np.memmap) else None
+    mapped = (isinstance(root, mmap.mmap) and getattr(array, "mode", None) == "r"  # (read-only: nothing lost)
+              and array.flags.c_contiguous and hasattr(root, "madvise"))
+    start = np.frombuffer(root, dtype=np.uint8).ctypes.data if mapped else 0
+    for lo in range(0, flat.size, rows):
+        block = np.array(flat[lo:lo + rows])
+        if mapped:
+            first = flat[lo:].ctypes.data - start
+            last = first + block.nbytes
+            page = mmap.PAGESIZE
+            aligned = first // page * page
+            with contextlib.suppress(OSError, ValueError):
+                root.madvise(mmap.MADV_DONTNEED, aligned, min(last, len(root)) - aligned)
+        yield block

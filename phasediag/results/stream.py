@@ -1,0 +1,207 @@
+"""Where a sweep's values go as its chunks finish: straight into place, written once.
+
+:class:`StreamedResult` is the results.npz of a run in progress, in the run directory's checkpoint folder
+(``.partial-<config_hash>/``): its structure is written first (:mod:`phasediag.results.npz`), every chunk is
+written into its rows by whichever process computed it, and the record ``chunks`` lists the flat ranges
+that are on disk. The file is its own checkpoint: a resumed run reads the record and computes only the rest;
+the finished file is committed by moving it, not by writing it again. :class:`MemoryResult` is the same
+for a run that writes nothing (``out=None``): arrays in memory, shared with forked workers.
+
+Both are written from worker processes forked after they are opened (an inherited file descriptor and
+``os.pwrite``, or an inherited shared mapping), so a worker's chunk lands in its place with one copy and
+the parent holds at most its own chunk, whatever the size of the grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from phasediag.results import npz
+
+__all__ = ["StreamedResult", "MemoryResult", "RECORD", "DATA"]
+
+DATA = "results.npz"
+RECORD = "chunks"
+_RECORD_VERSION = 1
+
+
+class MemoryResult:
+    """Result arrays in memory (`arrays`: name -> array whose first index is the flat point minus `start`)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], start: int):
+        self.arrays, self.start = arrays, start
+
+    def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> None:
+        for name, values in chunk.items():
+            self.arrays[name][lo - self.start:hi - self.start] = values
+
+    def record(self, finished: list[tuple[int, int]]) -> None:
+        """(Nothing to record: a run in memory cannot be resumed.)"""
+
+    def finish(self) -> dict[str, np.ndarray]:
+        return self.arrays
+
+    def close(self) -> None:
+        pass
+
+
+def shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Zeros in an anonymous shared mapping: what a forked worker writes there, this process sees."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    buffer = mmap.mmap(-1, max(count * dtype.itemsize, 1), flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+
+
+class StreamedResult:
+    """results.npz of the flat points [start, stop), written in place in `folder` (see the module doc).
+
+    `coords`: the coordinate arrays (written at once), `specs`: name -> (shape, dtype) of every data
+    variable, in order (the first axis, or axes, spanning the points); `digest`: the config hash the record
+    is kept for."""
+
+    def __init__(self, folder: Path, coords: dict[str, np.ndarray], specs: dict[str, tuple], digest: str,
+                 start: int, stop: int):
+        self.folder, self.start, self.stop, self.digest = Path(folder), start, stop, digest
+        self.coords = {name: np.asarray(values) for name, values in coords.items()}
+        self.layout = npz.Layout([(n, a.shape, a.dtype) for n, a in self.coords.items()]
+                                 + [(n, shape, dtype) for n, (shape, dtype) in specs.items()])
+        self.path = self.folder / DATA
+        self.fd: int | None = None
+        self.done: list[tuple[int, int]] = []
+
+    # ---- opening: a new file, or the one an interrupted run left
+    def open(self, warn: Callable[[str], None] | None = None) -> list[tuple[int, int]]:
+        """Open the file: the one an interrupted run of the same config and range left (its record and
+        structure checked; a file that does not pass is replaced, with one line to `warn`), else a new one.
+        Returns the finished ranges. A failure (a full disk) leaves nothing behind."""
+        try:
+            return self._open(warn)
+        except BaseException:
+            self.done = []
+            self.close()
+            raise
+
+    def _open(self, warn) -> list[tuple[int, int]]:
+        self.folder.mkdir(exist_ok=True)
+        if self.path.exists() or (self.folder / RECORD).exists():
+            problem = self._reusable()
+            if problem is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+                return list(self.done)
+            if warn is not None:
+                warn(f"checkpoint {self.path}: {problem}; its points are computed again")
+        for name in (DATA, RECORD):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.folder / name)
+        with self._naming(self.path):
+            npz.create(self.path, self.layout, self.coords)
+        self._write_record_header()
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        return []
+
+    def _header(self) -> dict:
+        return {"version": _RECORD_VERSION, "config_hash": self.digest, "start": self.start, "stop": self.stop,
+                "bytes": self.layout.size}
+
+    def _write_record_header(self) -> None:
+        with open(self.folder / RECORD, "w", encoding="ascii") as fh:
+            fh.write(json.dumps(self._header()) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _reusable(self) -> str | None:
+        """None if the folder holds this run's file and record (self.done set from it), else what is wrong."""
+        try:
+            lines = (self.folder / RECORD).read_text(encoding="ascii").split("\n")
+            header = json.loads(lines[0])
+        except (OSError, ValueError, UnicodeDecodeError):
+            return "its record of finished chunks is missing or unreadable"
+        if header != self._header():
+            return "it was computed for another config or range"
+        try:
+            with open(self.path, "rb") as fh:
+                info = os.fstat(fh.fileno())
+                if info.st_nlink != 1:  # (committed already: never write into a committed result)
+                    return "it is the file of a committed result"
+                if info.st_size != self.layout.size:
+                    return "it is not the size this run's results have"
+                for member in self.layout.members.values():
+                    fh.seek(member.offset)
+                    expected = self.layout.expected_head(member)
+                    if not npz.same_head(fh.read(len(expected)), expected):
+                        return "its arrays are not the ones this run stores"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror})"
+        done = []
+        for line in lines[1:]:  # a line cut short by a kill is not a record: those points are computed again
+            parts = line.split()
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                lo, hi = int(parts[0]), int(parts[1])
+                if self.start <= lo < hi <= self.stop:
+                    done.append((lo, hi))
+        self.done = done
+        return None
+
+    # ---- writing
+    def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> None:
+        """Write the chunk of flat points [lo, hi) into place (from any process that inherited the file)."""
+        with self._naming(self.path):
+            for name, values in chunk.items():
+                npz.write_rows(self.fd, self.layout.members[name], lo - self.start, values)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _naming(path: Path):
+        """An OSError of a write to a descriptor (a full disk) names the file."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            raise
+
+    def record(self, finished: list[tuple[int, int]]) -> None:
+        """Make the chunks `finished` durable, then list them in the record (in that order: the record never
+        claims a chunk whose values might not be on disk)."""
+        if not finished:
+            return
+        with self._naming(self.path):
+            os.fsync(self.fd)
+        text = "".join(f"{lo} {hi}\n" for lo, hi in finished)
+        fd = os.open(self.folder / RECORD, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            with self._naming(self.folder / RECORD):
+                os.write(fd, text.encode("ascii"))
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.done.extend(finished)
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """Complete the file (CRC-32s) and return its data variables, memory-mapped read-only."""
+        with self._naming(self.path):
+            npz.finish(self.path, self.layout)
+        os.close(self.fd)
+        self.fd = None
+        arrays = npz.open_arrays(self.path)
+        return {name: arrays[name] for name in self.layout.members if name not in self.coords}
+
+    def close(self) -> None:
+        """Close the file; a run stopped before any chunk was recorded leaves nothing behind."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if not self.done:
+            for name in (DATA, RECORD):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.folder / name)
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()

@@ -1,0 +1,136 @@
+"""results.npz laid out in advance (results.npz, results.stream): the same bytes as zipfile's np.savez-style
+archive, written chunk by chunk in any order, mapped without reading, ZIP64 past 2 GiB; the record of
+finished chunks never runs ahead of the values on disk."""
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phasediag.results import npz, stream
+
+
+def reference_npz(path, arrays):
+    """What np.savez with fixed timestamps writes: zipfile, stored, ZIP64 records forced (an independent writer)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asarray(array), allow_pickle=False)
+
+
+DTYPES = st.sampled_from(["<f8", "<f4", "|i1", "<i8", "<u2", "|b1", "<U7"])
+SHAPES = st.lists(st.integers(0, 6), min_size=0, max_size=3).map(tuple)
+
+
+@st.composite
+def array_sets(draw):
+    names = draw(st.lists(st.from_regex(r"[a-z][a-z_0-9]{0,11}", fullmatch=True), min_size=1, max_size=5,
+                          unique=True))
+    out = {}
+    for name in names:
+        dtype, shape = np.dtype(draw(DTYPES)), draw(SHAPES)
+        count = int(np.prod(shape))
+        raw = np.frombuffer(draw(st.binary(min_size=count * 8, max_size=count * 8)), dtype=np.uint8)
+        if dtype.kind == "U":
+            values = np.array([f"v{b}" for b in raw[:count]], dtype=dtype).reshape(shape)
+        elif dtype.kind == "b":
+            values = (raw[:count] % 2).astype(bool).reshape(shape)
+        else:
+            values = raw[:count * dtype.itemsize].view(dtype).reshape(shape) if count else np.zeros(shape, dtype)
+        out[name] = values
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays=array_sets(), seed=st.integers(0, 2**32 - 1))
+def test_written_and_streamed_archives_are_zipfiles_bytes(tmp_path_factory, arrays, seed):
+    tmp = tmp_path_factory.mktemp("npz")
+    reference_npz(tmp / "ref.npz", arrays)
+    npz.write(tmp / "one.npz", arrays)
+    assert (tmp / "one.npz").read_bytes() == (tmp / "ref.npz").read_bytes()
+    # streamed: the structure first, then every array's rows in random pieces and a random order
+    layout = npz.Layout([(n, a.shape, a.dtype) for n, a in arrays.items()])
+    scalars = {n: a for n, a in arrays.items() if a.ndim == 0}
+    npz.create(tmp / "streamed.npz", layout, scalars)
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for name, a in arrays.items():
+        if a.ndim and len(a):
+            cuts = sorted(set(rng.integers(0, len(a), 3).tolist()) | {0, len(a)})
+            pieces += [(name, lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+    fd = os.open(tmp / "streamed.npz", os.O_RDWR)
+    for k in rng.permutation(len(pieces)):
+        name, lo, hi = pieces[k]
+        npz.write_rows(fd, layout.members[name], lo, arrays[name][lo:hi])
+    os.close(fd)
+    npz.finish(tmp / "streamed.npz", layout)
+    assert (tmp / "streamed.npz").read_bytes() == (tmp / "ref.npz").read_bytes()
+    mapped = npz.open_arrays(tmp / "streamed.npz")
+    assert list(mapped) == list(arrays)
+    for name, a in arrays.items():
+        assert mapped[name].dtype == a.dtype and mapped[name].shape == a.shape and mapped[name].tobytes() == a.tobytes()
+
+
+def test_rows_outside_an_array_are_refused(tmp_path):
+    layout = npz.Layout([("x", (4, 3), "<f8")])
+    npz.create(tmp_path / "a.npz", layout, {})
+    fd = os.open(tmp_path / "a.npz", os.O_RDWR)
+    try:
+        with pytest.raises(ValueError, match=r"rows \[3, 5\)"):
+            npz.write_rows(fd, layout.members["x"], 3, np.zeros((2, 3)))
+        npz.write_rows(fd, layout.members["x"], 3, np.ones((1, 3)))  # the last row fits
+    finally:
+        os.close(fd)
+
+
+def test_members_past_2_gib_use_zip64_records(tmp_path):
+    """A member larger than 2 GiB and one that starts past 2 GiB: zipfile and np.load read both, the values
+    never written are the hole's zeros (the file is sparse until written), and mapping reads nothing."""
+    big = (1 << 31) // 8 + 1000
+    layout = npz.Layout([("first", (3,), "<f8"), ("big", (big,), "<f8"), ("after", (5,), "|i1")])
+    path = tmp_path / "big.npz"
+    npz.create(path, layout, {"first": np.arange(3.0)})
+    fd = os.open(path, os.O_RDWR)
+    npz.write_rows(fd, layout.members["big"], big - 2, np.array([7.0, 8.0]))
+    npz.write_rows(fd, layout.members["after"], 0, np.arange(5, dtype=np.int8))
+    os.close(fd)
+    npz.finish(path, layout)
+    infos = {i.filename: i for i in zipfile.ZipFile(path).infolist()}
+    assert infos["big.npy"].file_size > 1 << 31 and infos["after.npy"].header_offset > 1 << 31
+    with np.load(path) as data:
+        assert list(data["after"]) == [0, 1, 2, 3, 4] and list(data["first"]) == [0.0, 1.0, 2.0]
+    mapped = npz.open_arrays(path)
+    assert mapped["big"].shape == (big,) and list(mapped["big"][-3:]) == [0.0, 7.0, 8.0]
+    with zipfile.ZipFile(path) as archive, archive.open("after.npy") as fh:  # its CRC-32 checks out
+        fh.read()
+
+
+def test_the_record_never_claims_a_chunk_before_its_values_are_on_disk(tmp_path, monkeypatch):
+    events = []
+    result = stream.StreamedResult(tmp_path, {"x": np.arange(4.0)}, {"v": ((10,), np.dtype("<f8"))}, "ab" * 8, 0, 10)
+    assert result.open() == []
+    real_fsync, real_write = os.fsync, os.write
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", fd)) or real_fsync(fd))
+    monkeypatch.setattr(os, "write", lambda fd, data: events.append(("append", fd)) or real_write(fd, data))
+    result.write(0, 5, {"v": np.arange(5.0)})
+    result.record([(0, 5)])
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "fsync" and events[0][1] == result.fd  # the values first...
+    assert kinds[1:] == ["append", "fsync"]  # ...then the record, itself made durable
+    result.close()
+    again = stream.StreamedResult(tmp_path, {"x": np.arange(4.0)}, {"v": ((10,), np.dtype("<f8"))}, "ab" * 8, 0, 10)
+    assert again.open() == [(0, 5)]
+    again.close()
+
+
+def test_a_run_that_records_nothing_leaves_nothing(tmp_path):
+    folder = tmp_path / ".partial-0123456789abcdef"
+    result = stream.StreamedResult(folder, {}, {"v": ((10,), np.dtype("<f8"))}, "ab" * 8, 0, 10)
+    result.open()
+    result.write(0, 10, {"v": np.ones(10)})
+    result.close()  # stopped before any checkpoint
+    assert not folder.exists()
