@@ -55,6 +55,7 @@ BASE_CONFIG = ROOT / "configs" / "1_width_vs_init.yaml"
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 DEFAULT_FIGURE = ROOT / "docs" / "figures" / "benchmark_time_vs_size.png"
 
+TARGET_FLOOR_RATIO = 2.0  # issue 16: evaluation within 2x of writing its bytes into fresh memory
 TRAJ_TIMES = 8          # trajectory variant: times log-spaced in [0.01, 10]
 FINITE_T = 10.0         # the finite horizon (steps)
 GD_WIDTH = 1000
@@ -280,6 +281,9 @@ def measure_throughput(mode: dict, log) -> list[dict]:
             t = _record(row, key, timed_runs(lambda: sweep.run(config, workers=1), k))
             log(f"  N = {N:>10,}  {key:<10} {t:8.4f} s  {N / t:12.4g} points/s   (median {row[key + '_median']:.4f} s)")
         config = make_config(n)
+        t = _record(row, "floor_inf", timed_runs(lambda: write_floor(config, N), k))
+        log(f"  N = {N:>10,}  {'floor':<10} {t:8.4f} s  (writing the {sweep.result_bytes(config, N) / N:.0f} bytes "
+            f"per point into fresh result memory; core {row['core_inf'] / t:.2f}x it)")
         t = _record(row, "core_inf_w2", timed_runs(lambda: sweep.run(config, workers=2), k))
         log(f"  N = {N:>10,}  {'workers 2':<10} {t:8.4f} s  {N / t:12.4g} points/s   "
             f"(median {row['core_inf_w2_median']:.4f} s)")
@@ -290,6 +294,15 @@ def measure_throughput(mode: dict, log) -> list[dict]:
         rows.append(row)
         gc.collect()
     return rows
+
+
+def write_floor(config, n: int) -> None:
+    """The floor of any evaluation of `config` on n points: its result arrays allocated as `sweep.run` does
+    (fresh memory) and every byte written once."""
+    from phasediag.engine import sweep
+
+    for array in sweep.allocate(config, n).values():
+        array.fill(1)
 
 
 #: grids other than config 1, to show what the special structure of config 1 (kappa = eta = 1, balanced
@@ -963,6 +976,11 @@ def targets(res: dict) -> list[dict]:
         rate >= TARGET_RATE, f"median {N / at['core_inf_median']:.3g}/s; {largest['points']:,} points: "
         f"{largest['points'] / largest['core_inf']:.3g}/s (median {largest['points'] / largest['core_inf_median']:.3g}"
         f"/s); naive pass {N / at['naive_inf']:.3g}/s")
+    floor = at["core_inf"] / at["floor_inf"]
+    add(f"final-state evaluation / the fresh-memory write floor of its bytes, {N:,} points (same run)",
+        f"{at['core_inf']:.3f} s / {at['floor_inf']:.3f} s = {floor:.2f}x", f"<= {TARGET_FLOOR_RATIO:g}x",
+        floor <= TARGET_FLOOR_RATIO, f"{largest['points']:,} points: "
+        f"{largest['core_inf'] / largest['floor_inf']:.2f}x")
     with_traj = [r for r in res["throughput"] if "core_traj" in r]
     if with_traj:
         tr = max(with_traj, key=lambda r: r["points"])

@@ -10,11 +10,11 @@ RSS read with getrusage. Every figure is also given as a ratio against a referen
   run: its time, and its peak RSS against one shard's results;
 - the merged results.npz byte-identical to the single run's.
 
-    python benchmarks/scale.py                       # the full run (~10 min on 2 cores, ~20 GB of disk)
+    python benchmarks/scale.py                       # the full run (~10 min on 2 cores, ~30 GB of disk)
     python benchmarks/scale.py --side 3163 --shards 10  # a quick one (1e7 points)
 
-Prints a markdown table (and --json, every number). Files live in --tmp (default: a temporary directory
-beside the repository, removed at the end).
+Writes a markdown report (default docs/scale.md; --json prints every number). Files live in --tmp
+(default: a temporary directory beside the repository, removed at the end).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ sweep:
 model: {{width: d, output_scale: 1, lr_u: 1, lr_w: 1, init_var_u: s, init_var_w: s}}
 data: {{input_var: 1, teacher: 1}}
 metrics: [phase, ntk_change]
+plot: {{x: d, y: s, maps: [phase]}}
 """
 
 
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tmp", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "scale.md", help="the markdown report")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="phasediag-scale-", dir=args.tmp or ROOT.parent))
     try:
@@ -105,6 +107,7 @@ def main(argv=None) -> int:
                             "shard_bytes": (tmp / "shard0001" / "results.npz").stat().st_size}
             print(f"merge of {args.shards} shards: {got['wall_s']:.1f} s, peak RSS {got['peak_rss'] / 1e6:.0f} MB, "
                   f"identical {same}", file=sys.stderr)
+        args.out.write_text(report(res, " ".join(["python benchmarks/scale.py", *(argv or sys.argv[1:])])))
         print(markdown(res))
         if args.json:
             print(json.dumps(res, indent=2))
@@ -121,6 +124,17 @@ def _same(a: Path, b: Path) -> bool:
                 return False
             if not x:
                 return True
+
+
+def report(res: dict, command: str) -> str:
+    m = res["machine"]
+    return "\n".join([
+        "# Scale benchmark", "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d')}; machine: {m['cpu']}, {m['cores']} cores, Python "
+        f"{m['python']} (a shared virtual machine: absolute times are examples, the ratios are the measurement).",
+        "", "Config 1 (width x initial variance) on an n x n grid storing `metrics: [phase, ntk_change]` (9 bytes "
+        "per point), `--workers 2`, each step a whole process whose peak RSS is read with getrusage.", "",
+        markdown(res), ""])
 
 
 def markdown(res: dict) -> str:

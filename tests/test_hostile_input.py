@@ -660,3 +660,21 @@ def test_the_sgd_study_refuses_data_beyond_the_supported_range_in_one_line(tmp_p
     result = CliRunner().invoke(cli.phasediag, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert value.split(":")[0] in result.output and not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# grids too large to check first are checked as they are evaluated, and still leave nothing behind
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("checkpoint_every", ["0", "5"])
+def test_a_bad_value_found_while_evaluating_is_one_line_and_leaves_nothing(sandbox, monkeypatch, workers,
+                                                                          checkpoint_every):
+    from phasediag.engine import sweep
+
+    monkeypatch.setattr(sweep, "CHECK_FIRST_POINTS", 10)  # every grid here is "large": checked chunk by chunk
+    config = sweep_with("{log: [1, 100, 3]}", "{log: [1, 100, 400]}").replace("init_var_u: 1", "init_var_u: 50 - d")
+    # 1200 points in chunks of 100: d > 50 (the last chunks) gives init_var_u < 0, after chunks were recorded
+    refuse(sandbox, ["run", "c.yaml", "--out", "out", "--chunk-size", "100", "--workers", workers,
+                     "--checkpoint-every", checkpoint_every, "--no-plot"],
+           "model.init_var_u (line 6): '50 - d' must be >= 0", {"c.yaml": config})

@@ -177,6 +177,12 @@ def model_values(config: Config, flat: np.ndarray | range) -> tuple[dict[str, np
     return {k: core.broadcast(x, (n,)) for k, x in v.items()}, problem
 
 
+#: grids up to this many points (of the shard) are checked before anything is computed or written; larger
+#: ones as they are evaluated (every chunk checks its points the same way), since the check of a 1e9-point
+#: grid alone costs a third of its evaluation; a bad value found then leaves nothing behind
+CHECK_FIRST_POINTS = 10**7
+
+
 def validate(config: Config, chunk_size: int = DEFAULT_CHUNK, shard: Shard | None = None) -> None:
     """Check every grid point's model values (of the shard) before anything is computed or written
     (raises ConfigError)."""
@@ -252,7 +258,8 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
         points = ScalingPointSet(*scaling_values(config, range(start, stop)))
         return {m.name: np.asarray(m.compute(points)).astype(m.dtype, copy=False).reshape(-1)
                 for m in stored_metrics(config)}
-    _, problem = model_values(config, range(start, stop))
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):  # (as `validate` checks)
+        _, problem = model_values(config, range(start, stop))
     inv = core.invariants(problem)
     points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps)
     n = stop - start  # broadcast views, not copies: `_store` makes the one copy into the result arrays
@@ -353,6 +360,9 @@ def run(
                 progress(hi - lo)
         sink.record(pending)
         arrays = sink.finish()
+    except ConfigError:  # a bad value found while evaluating (a grid too large to check first): no result
+        sink.discard()
+        raise
     except BaseException:  # Ctrl-C, SIGTERM, a failing chunk or worker: keep what is finished for --resume
         with contextlib.suppress(OSError):
             sink.record(pending)

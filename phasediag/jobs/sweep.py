@@ -34,6 +34,8 @@ def read(root: Located, source: str, options) -> Config:
     any work."""
     config = config_from_root(root)
     check_room(config, options, options.destination)
+    if units(config, options) > sweep.CHECK_FIRST_POINTS:
+        return config  # (checked chunk by chunk as it is evaluated)
     try:  # values beyond float range overflow while checked (V^2 <= U W, a Gram): an error, not a warning
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             sweep.validate(config, options.chunk_size, options.shard)

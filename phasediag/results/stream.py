@@ -42,6 +42,9 @@ class MemoryResult:
         for name, values in chunk.items():
             self.arrays[name][lo - self.start:hi - self.start] = values
 
+    def discard(self) -> None:
+        pass
+
     def record(self, finished: list[tuple[int, int]]) -> None:
         """(Nothing to record: a run in memory cannot be resumed.)"""
 
@@ -193,6 +196,11 @@ class StreamedResult:
         self.fd = None
         arrays = npz.open_arrays(self.path)
         return {name: arrays[name] for name in self.layout.members if name not in self.coords}
+
+    def discard(self) -> None:
+        """Close and remove the file and its record (a result that can never be completed: a bad value)."""
+        self.done = []
+        self.close()
 
     def close(self) -> None:
         """Close the file; a run stopped before any chunk was recorded leaves nothing behind."""
