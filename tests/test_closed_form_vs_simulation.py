@@ -301,3 +301,30 @@ def test_sample_gram_is_reproducible_and_chunk_independent():
 def test_sample_gram_zero_variance_layer():
     g = sample_gram(50, 0.0, 1.0, seed=3, index=np.arange(100))
     assert np.all(g.U == 0) and np.all(g.V == 0) and np.all(g.G == 0) and np.all(g.W > 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GD's exact map on orbits that oscillate (a stable 2-cycle at width 1), against a 40-digit iteration
+
+@pytest.mark.parametrize("u0, w0, lr, kappa", [  # config 7's validation points 8689 and 8283 (its seed)
+    (-1.3244018479694142, -0.24029531839263366, 1.3561362896660138, 0.841395141645195),
+    (-0.21543544072386853, -0.42844141051079215, 1.163152533576813, 0.9440608762859234),
+])
+def test_the_gd_map_stays_on_an_oscillating_orbit(u0, w0, lr, kappa):
+    """The map once carried delta = m - m* by its own recurrence on such orbits, which drifted off the stable
+    2-cycle linearly (3e-2 and 8e-2 by steps 742 and 979) while the vectors stayed on it."""
+    import mpmath
+
+    steps = 1200
+    gram = explicit_gram(u0 * u0, w0 * w0, u0 * w0)._replace(G=np.zeros(()))  # two numbers: G = 0 exactly
+    inv = invariants(Problem(kappa, lr, lr, 1.0, 1.0, gram))
+    assert GD_OUTCOMES[int(np.ravel(gd_outcome(inv, max_steps=2000).outcome)[0])] == "oscillates"
+    m = np.asarray(gd_state(inv, np.arange(steps)).m).ravel()
+    with mpmath.workdps(40):
+        u, w, exact = mpmath.mpf(u0), mpmath.mpf(w0), []
+        for _ in range(steps):
+            slope = kappa * u * w
+            exact.append(float(slope))
+            r = kappa * (slope - 1)
+            u, w = u - lr * r * w, w - lr * r * u
+    assert np.max(np.abs(m - np.array(exact))) <= 4e-15 * max(1.0, np.max(np.abs(exact)))
