@@ -7,8 +7,8 @@
 # `phasediag merge` refuses an incomplete or mixed set of shards; if some tasks failed, re-submit them
 # (sbatch --array=<their ids> examples/slurm/job.sh; --resume skips finished shards) and run this again.
 #
-# merge streams one array at a time, so it needs memory for one metric of the whole grid, not the whole
-# result; drawing the figures loads the merged result once (~0.25 GB for configs/big.yaml as bundled).
+# merge copies each shard's rows into place, so its memory is one block whatever the grid's size (it needs
+# disk for the joined copy); drawing the figures loads the merged result once (~0.25 GB for configs/big.yaml as bundled).
 # For grids of 1e9 points and more, set PHASEDIAG_MERGE_FLAGS=--no-plot (docs/benchmarks.md).
 #
 #SBATCH --job-name=phasediag-big-merge
