@@ -152,7 +152,7 @@ def merge(directories: list[Path], out: Path, plot: bool) -> Result:
             raise ConfigError(f"merge: drawing the maps needs the joined result in memory ({need / 1e9:.3g} GB; "
                               f"{_memory_limit_text(have)}); use --no-plot (the merge itself holds one metric "
                               "at a time)")
-    meta = store.merge_files(directories, out)
+    meta = store.merge_files(directories, out, verified=True)  # (lifecycle.merge verified every shard)
     meta["files"] = [store.RESULTS_FILE]
     return store.load(out, only=None if plot else set(LEGENDS), meta=meta, verify=False, mmap=True)
 

@@ -417,11 +417,12 @@ def merge(shards: list[Result]) -> Result:
                        meta=merged_meta([s.meta for s in ordered]))
 
 
-def merge_files(directories: list[Path], out_dir: Path) -> dict:
+def merge_files(directories: list[Path], out_dir: Path, verified: bool = False) -> dict:
     """`merge` of shard directories straight into `out_dir`: the joined results.npz is laid out, then each
     shard's rows of each array are copied into place (in the kernel where it can), so memory holds one block
     at most, whatever the grid's size. Same bytes as `merge` then `save`. Returns the merged meta (meta.json
-    is left to the caller, to be written last)."""
+    is left to the caller, to be written last). `verified`: the caller has just checked every shard against its
+    manifest (sizes are checked again, the SHA-256 is not computed twice)."""
     metas = [load_meta(d) for d in directories]
     order = shard_order(metas)
     ordered = [Path(directories[i]) for i in order]
@@ -430,8 +431,9 @@ def merge_files(directories: list[Path], out_dir: Path) -> dict:
     parts, coords = [], {}
     try:
         for d, i in zip(ordered, order):
-            with open_data(d, metas[i], RESULTS_FILE) as fh, np.load(fh, allow_pickle=False) as data:
-                extents = npz.extents(d / RESULTS_FILE)  # (verified above: the bytes the manifest records)
+            with open_data(d, metas[i], RESULTS_FILE, verify=not verified) as fh, \
+                    np.load(fh, allow_pickle=False) as data:
+                extents = npz.extents(d / RESULTS_FILE)
                 names = [n for n in _coord_names(meta) if n in extents]
                 part_coords = {n: data[n] for n in names}
             parts.append(extents)
