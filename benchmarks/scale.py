@@ -77,7 +77,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="phasediag-scale-", dir=args.tmp or ROOT.parent))
     try:
-        res = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        from bench import machine_info  # (this folder: the machine as bench.py names it)
+
+        info = machine_info()
+        res = {"machine": {"cpu": info["cpu"], "cores": info.get("usable_cores", os.cpu_count()),
                            "python": platform.python_version()}}
         for key, side in (("reference", args.reference_side), ("big", args.side)):
             config = tmp / f"{key}.yaml"
