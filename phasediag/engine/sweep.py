@@ -262,7 +262,7 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
         _, problem = model_values(config, range(start, stop))
     inv = core.invariants(problem)
     points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps)
-    n = stop - start  # broadcast views, not copies: `_store` makes the one copy into the result arrays
+    n = stop - start  # broadcast views, not copies: the sink makes the one copy into the results
     out = {m.name: core.broadcast(np.asarray(m.compute(points), dtype=m.dtype), (n,))
            for m in stored_metrics(config)}
     if config.times is not None:
@@ -407,12 +407,7 @@ def execute_chunks(config: Config, todo: list[tuple[int, int]], workers: int, si
     writing its chunk into the sink itself (an inherited file descriptor or shared mapping): nothing but
     the range comes back. Every chunk is written once, into rows nobody else writes, so the results are
     the same bits for any number of workers."""
-    if workers <= 1 or len(todo) <= 1:
-        for lo, hi in todo:
-            sink.write(lo, hi, evaluate_chunk(config, lo, hi))
-            yield lo, hi
-        return
-    from phasediag.engine.workers import ordered_map
+    from phasediag.engine.workers import ordered_map  # (in this process for one worker or one chunk)
 
     token = id(sink)
     _JOBS[token] = (config, sink)

@@ -41,9 +41,10 @@ def ordered_map(task: Callable[[T], R], items: Iterable[T], workers: int,
     about 8 chunks per worker). `progress(1)` is called as each result arrives.
 
     An error in a task is raised here once the tasks before it are done (so it does not depend on timing);
-    a worker that dies raises BrokenProcessPool. The workers ignore Ctrl-C and SIGTERM (a batch system
-    signals the whole job: this process decides) and exit if this process dies; when the generator stops
-    early (an error, an interrupt, close()) the remaining tasks are cancelled and the workers killed."""
+    a worker that dies raises RuntimeError saying how it ended. The workers ignore Ctrl-C and SIGTERM (a
+    batch system signals the whole job: this process decides) and exit if this process dies; when the
+    generator stops early (an error, an interrupt, close()) the remaining tasks are cancelled and the
+    workers killed."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
         results: Iterable[R] = map(task, items)

@@ -121,11 +121,7 @@ def summarize(result: Result) -> dict:
     counts = {}
     for name, legend in LEGENDS.items():
         if name in result.arrays:
-            total: dict[int, int] = {}
-            for block in npz.read_blocks(result.arrays[name]):  # (bounded memory, whatever the grid's size)
-                codes, freq = np.unique(block, return_counts=True)
-                for c, f in zip(codes.tolist(), freq.tolist()):
-                    total[c] = total.get(c, 0) + f
+            total = npz.code_counts(result.arrays[name])  # (bounded memory, whatever the grid's size)
             counts[name] = {legend[c]: total[c] for c in sorted(total)}
     return {"grid_points": result.meta["grid_points"], "shape": result.meta["shape"],
             "shard": result.meta["shard"], "counts": counts}

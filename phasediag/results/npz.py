@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Member", "Layout", "create", "write_rows", "finish", "write", "open_arrays"]
+__all__ = ["Member", "Layout", "create", "write_rows", "finish", "write", "extents", "open_arrays", "copy_bytes",
+           "read_blocks", "code_counts", "same_head"]
 
 _LOCAL = struct.Struct("<4s2B4HL2L2H")          # zipfile.structFileHeader
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")      # zipfile.structCentralDir
@@ -35,8 +36,7 @@ _VERSION = 45                                   # zipfile.ZIP64_VERSION: every m
 _DOS_DATE = (1980 - 1980) << 9 | 1 << 5 | 1     # 1980-01-01 00:00:00, the fixed timestamp of every entry
 _ATTRIBUTES = 0o600 << 16                       # what zipfile gives a member written through ZipFile.open
 _SYSTEM = 0 if sys.platform == "win32" else 3
-_CRC_AT = 14                                    # byte offset of the CRC-32 in a local and
-_CENTRAL_CRC_AT = 16                            # in a central directory header
+_CRC_AT = 14                                    # byte offset of the CRC-32 in a local header
 _BLOCK = 1 << 24
 
 
@@ -66,10 +66,6 @@ class Member:
     @property
     def data_offset(self) -> int:
         return self.offset + _LOCAL.size + len(self.filename) + _ZIP64_EXTRA.size + len(self.npy_header)
-
-    @property
-    def row_bytes(self) -> int:
-        return self.nbytes // self.shape[0] if self.shape and self.shape[0] else 0
 
     def local_header(self, crc: int) -> bytes:
         extra = _ZIP64_EXTRA.pack(1, 16, self.size, self.size)
@@ -159,13 +155,19 @@ def create(path: Path, layout: Layout, values: dict[str, np.ndarray]) -> None:
     filled by :func:`write_rows`); the file must not exist."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        for member in layout.members.values():
-            _pwrite(fd, layout.expected_head(member), member.offset)
-            if member.name in values:
-                write_rows(fd, member, 0, values[member.name])
-        _pwrite(fd, layout.central_directory({}), layout.central_offset)
+        _write_archive(fd, layout, values, {})
     finally:
         os.close(fd)
+
+
+def _write_archive(fd: int, layout: Layout, values: dict[str, np.ndarray], crcs: dict[str, int]) -> None:
+    """Every member's headers (with its CRC-32 from `crcs`, else 0), the whole arrays in `values`, the
+    central directory."""
+    for name, member in layout.members.items():
+        _pwrite(fd, member.local_header(crcs.get(name, 0)) + member.npy_header, member.offset)
+        if name in values:
+            _pwrite(fd, np.ascontiguousarray(values[name], dtype=member.dtype), member.data_offset)
+    _pwrite(fd, layout.central_directory(crcs), layout.central_offset)
 
 
 def write_rows(fd: int, member: Member, lo: int, values: np.ndarray) -> None:
@@ -209,15 +211,11 @@ def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """The archive of `arrays` (already in memory), written in one go (replacing what `path` holds)."""
     arrays = {name: np.asarray(a) for name, a in arrays.items()}
     layout = Layout([(name, a.shape, a.dtype) for name, a in arrays.items()])
+    crcs = {name: zlib.crc32(_raw(np.ascontiguousarray(arrays[name])), zlib.crc32(m.npy_header))
+            for name, m in layout.members.items()}
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        crcs = {}
-        for name, member in layout.members.items():
-            data = np.ascontiguousarray(arrays[name])
-            crcs[name] = zlib.crc32(_raw(data), zlib.crc32(member.npy_header))
-            _pwrite(fd, member.local_header(crcs[name]) + member.npy_header, member.offset)
-            _pwrite(fd, data, member.data_offset)
-        _pwrite(fd, layout.central_directory(crcs), layout.central_offset)
+        _write_archive(fd, layout, arrays, crcs)
     finally:
         os.close(fd)
 
@@ -253,13 +251,11 @@ def extents(path: Path) -> dict[str, tuple[int, tuple[int, ...], np.dtype, bool]
     return out
 
 
-def open_arrays(path: Path, names=None) -> dict[str, np.ndarray]:
-    """The arrays of an uncompressed .npz as read-only memory maps (none of the values is read; `names`:
-    only these). ValueError for a compressed member or anything that is not an array."""
+def open_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed .npz as read-only memory maps (none of the values is read). ValueError
+    for a compressed member or anything that is not an array."""
     out = {}
     for name, (offset, shape, dtype, fortran) in extents(path).items():
-        if names is not None and name not in names:
-            continue
         if int(np.prod(shape)) == 0:
             out[name] = np.empty(shape, dtype)
             continue
@@ -308,3 +304,13 @@ def read_blocks(array: np.ndarray, rows: int = _BLOCK):
             with contextlib.suppress(OSError, ValueError):
                 root.madvise(mmap.MADV_DONTNEED, aligned, min(last, len(root)) - aligned)
         yield block
+
+
+def code_counts(array: np.ndarray) -> dict[int, int]:
+    """How many times each value of an integer array occurs, counted block by block (:func:`read_blocks`)."""
+    total: dict[int, int] = {}
+    for block in read_blocks(array):
+        codes, freq = np.unique(block, return_counts=True)
+        for code, count in zip(codes.tolist(), freq.tolist()):
+            total[code] = total.get(code, 0) + count
+    return total

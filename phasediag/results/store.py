@@ -170,9 +170,7 @@ def _check_codes(name: str, codes: np.ndarray, legend) -> None:
     known = legend_names(legend)
     if codes.dtype.kind not in "biu":
         raise ResultsError(f"{name} holds {codes.dtype} values, not the integer codes of its legend")
-    found = set()
-    for block in npz.read_blocks(codes):  # (bounded memory: a result may be larger than memory)
-        found.update(np.unique(block).tolist())
+    found = npz.code_counts(codes)  # (bounded memory: a result may be larger than memory)
     bad = [int(c) for c in sorted(found) if str(int(c)) not in known]
     if bad:
         raise ResultsError(f"{name} holds the code {bad[0]}, which its legend does not name "
@@ -465,30 +463,23 @@ def merge_files(directories: list[Path], out_dir: Path, verified: bool = False) 
     layout = npz.Layout([(n, v.shape, v.dtype) for n, v in coords.items()] + specs)
     target = Path(out_dir) / RESULTS_FILE
     npz.create(target, layout, coords)
+    written = {name: 0 for name in data_names}  # bytes of each joined array filled so far, in shard order
     out_fd = os.open(target, os.O_RDWR | os.O_CLOEXEC)
     try:
         for d, extents in zip(ordered, parts):
             in_fd = os.open(d / RESULTS_FILE, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 for name in data_names:
-                    member = layout.members[name]
                     offset, part_shape, dtype, _ = extents[name]
                     size = int(np.prod(part_shape)) * dtype.itemsize
-                    row = size // part_shape[0] if part_shape[0] else 0
-                    start = member.data_offset + _rows_before(parts, ordered, d, name) * row
-                    npz.copy_bytes(in_fd, offset, out_fd, start, size)
+                    npz.copy_bytes(in_fd, offset, out_fd, layout.members[name].data_offset + written[name], size)
+                    written[name] += size
             finally:
                 os.close(in_fd)
     finally:
         os.close(out_fd)
     npz.finish(target, layout)
     return meta
-
-
-def _rows_before(parts, ordered, directory, name) -> int:
-    """The rows of array `name` that the shards before `directory` hold."""
-    k = ordered.index(directory)
-    return sum(extents[name][1][0] for extents in parts[:k])
 
 
 class _Joined:

@@ -101,9 +101,7 @@ class StreamedResult:
                 return list(self.done)
             if warn is not None:
                 warn(f"checkpoint {self.path}: {problem}; its points are computed again")
-        for name in (DATA, RECORD):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.folder / name)
+        self._remove_files()
         with self._naming(self.path):
             npz.create(self.path, self.layout, self.coords)
         self._write_record_header()
@@ -208,8 +206,11 @@ class StreamedResult:
             os.close(self.fd)
             self.fd = None
         if not self.done:
-            for name in (DATA, RECORD):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.folder / name)
+            self._remove_files()
             with contextlib.suppress(OSError):
                 self.folder.rmdir()
+
+    def _remove_files(self) -> None:
+        for name in (DATA, RECORD):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.folder / name)
