@@ -149,6 +149,12 @@ def test_load_returns_what_run_wrote(tmp_path):
         assert loaded.dims(name) == written.dims(name)
     assert loaded.dims("ntk_change") == ("d", "s") and loaded.dims("traj_m") == ("d", "s", "time")
     assert loaded.meta["files"] == ["results.npz", "meta.json"]
+    mapped = phasediag.load(tmp_path / "out", mmap=True)  # the same values, mapped from the file, not read
+    for name in written.keys():
+        assert isinstance(mapped[name], np.memmap) and not mapped[name].flags.writeable
+        np.testing.assert_array_equal(mapped[name], written[name])
+    with pytest.raises(phasediag.BadInput, match="mmap: must be True or False"):
+        phasediag.load(tmp_path / "out", mmap="yes")
 
 
 def test_results_npz_loads_with_plain_numpy(tmp_path):
