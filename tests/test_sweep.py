@@ -176,7 +176,6 @@ def test_results_stream_into_one_file_that_is_its_own_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("tamper, problem", [
     ("other config", "computed for another config or range"),
-    ("no record", "record of finished chunks is missing or unreadable"),
     ("garbage record", "record of finished chunks is missing or unreadable"),
     ("truncated", "not the size"),
     ("no data", "unreadable"),
@@ -213,6 +212,35 @@ def test_a_checkpoint_that_does_not_verify_is_computed_again_with_one_warning(tm
     warned.clear()
     sweep.run(config, chunk_size=20, checkpoint=tmp_path, warn=warned.append)
     assert warned == []  # replaced by a good file: the next resume does not warn again
+
+
+@pytest.mark.parametrize("state", ["data only", "empty record", "header only, data cut short",
+                                   "header only, no data", "torn header"])
+def test_a_checkpoint_that_claims_no_chunk_is_replaced_without_a_warning(tmp_path, state):
+    """What a kill while the checkpoint is being created leaves: nothing is lost, so nothing is said."""
+    config = load(GRID)
+    whole = sweep.run(config, chunk_size=20)
+    sweep.run(config, chunk_size=20, checkpoint=tmp_path, checkpoint_every=0)
+    data, record = tmp_path / stream.DATA, tmp_path / stream.RECORD
+    header = record.read_text().splitlines()[0]
+    overwrite_rows(tmp_path, "tau", 0, np.full(117, 7.0))  # must not come back: no chunk is claimed
+    if state == "data only":
+        record.unlink()
+    elif state == "empty record":
+        record.write_text("")
+    elif state == "torn header":
+        record.write_text(header[:9])
+        data.unlink()
+    else:
+        record.write_text(header + "\n")
+        if state.endswith("no data"):
+            data.unlink()
+        else:
+            os.truncate(data, 100)
+    warned = []
+    again = sweep.run(config, chunk_size=20, checkpoint=tmp_path, warn=warned.append)
+    assert warned == []
+    assert_same(whole, again)  # every point computed again
 
 
 def test_a_record_line_cut_short_or_out_of_range_is_not_trusted(tmp_path):

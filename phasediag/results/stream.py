@@ -83,7 +83,8 @@ class StreamedResult:
     # ---- opening: a new file, or the one an interrupted run left
     def open(self, warn: Callable[[str], None] | None = None) -> list[tuple[int, int]]:
         """Open the file: the one an interrupted run of the same config and range left (its record and
-        structure checked; a file that does not pass is replaced, with one line to `warn`), else a new one.
+        structure checked; a file that does not pass is replaced, with one line to `warn` if its record claimed
+        finished chunks), else a new one.
         Returns the finished ranges. A failure (a full disk) leaves nothing behind."""
         try:
             return self._open(warn)
@@ -99,7 +100,7 @@ class StreamedResult:
             if problem is None:
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
                 return list(self.done)
-            if warn is not None:
+            if warn is not None and self._claims_chunks():
                 warn(f"checkpoint {self.path}: {problem}; its points are computed again")
         self._remove_files()
         with self._naming(self.path):
@@ -117,6 +118,15 @@ class StreamedResult:
             fh.write(json.dumps(self._header()) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+    def _claims_chunks(self) -> bool:
+        """Whether the record lists any finished chunk: a checkpoint that claims none (a run killed while it was
+        being created) loses nothing when it is replaced, so that is done without a warning."""
+        try:
+            lines = (self.folder / RECORD).read_bytes().split(b"\n")[1:]
+        except OSError:
+            return False
+        return any(line.strip() for line in lines)
 
     def _reusable(self) -> str | None:
         """None if the folder holds this run's file and record (self.done set from it), else what is wrong."""
