@@ -373,3 +373,66 @@ def test_chunk_variables_equal_the_unravelled_indices(lo, hi):
     assert fast.keys() == slow.keys()
     for name in fast:
         np.testing.assert_array_equal(fast[name], slow[name])
+
+
+GD_GRID = """\
+name: gd_names
+sweep:
+  d: {values: [1, 3, 100]}
+  eta: {log: [0.05, 3, 9]}
+model: {width: d, output_scale: 1 / sqrt(d), init_var_u: 1, init_var_w: 1, lr_u: eta, lr_w: eta}
+train: {optimizer: gd, max_steps: 600HORIZON}
+"""
+END_STATE = {"ntk_final": "ntk", "m_final": "m", "alignment_final": "alignment", "loss_final": "loss",
+             "ntk_change": "ntk_change"}
+
+
+@pytest.mark.parametrize("horizon", ["", ", horizon: 6"])
+def test_a_gd_sweep_names_gd_values_as_solve_does_and_the_flow_values_flow_(horizon):
+    """On a GD sweep ntk_change (and the other end-state metrics) are the GD run's, the very numbers
+    `solve --optimizer gd` prints as final.*; the gradient flow's are flow_<name>, solve's final.flow_*."""
+    from phasediag.config.hyperparameters import Hyperparameters
+    from phasediag.engine.point import solve_point
+
+    config = load(GD_GRID.replace("HORIZON", horizon))
+    r = sweep.run(config)
+    outcome = r.arrays["gd_outcome"]
+    assert set(np.unique(outcome)) >= {core.GD_CODE["converges"], core.GD_CODE["catapult"], core.GD_CODE["diverges"]}
+    for (i, d), (j, eta) in [(a, b) for a in enumerate(r.coords["d"]) for b in enumerate(r.coords["eta"])]:
+        point = solve_point(Hyperparameters(width=int(d), output_scale=1 / np.sqrt(d), lr_u=eta, lr_w=eta,
+                                            init_var_u=1.0, init_var_w=1.0),
+                            optimizer="gd", horizon=config.horizon, gd_max_steps=600, times=[0])
+        final = point["final"]
+        for metric, key in END_STATE.items():
+            assert r.arrays["flow_" + metric][i, j] == pytest.approx(final["flow_" + key], rel=1e-14, abs=1e-300)
+            if final[key] is not None:  # (solve reports null past the divergence bound; the sweep a finite value)
+                assert r.arrays[metric][i, j] == final[key], (metric, d, eta)
+        diverged = outcome[i, j] == core.GD_CODE["diverges"]
+        assert diverged == (final["ntk"] is None and final["ntk_change"] is None) or not horizon
+        assert all(np.isfinite(r.arrays[m][i, j]) for m in END_STATE)
+    # the GD and flow values differ where the steps are large (a catapult), not at a small learning rate
+    catapult = outcome == core.GD_CODE["catapult"]
+    assert np.all(np.abs(r.arrays["ntk_change"][catapult] - r.arrays["flow_ntk_change"][catapult]) > 0.05)
+    assert np.allclose(r.arrays["ntk_change"][:, 0], r.arrays["flow_ntk_change"][:, 0], rtol=0.2) or horizon
+    meta = r.meta["metrics"]
+    assert "(GD)" in meta["ntk_change"]["label"] and "(gradient flow)" in meta["flow_ntk_change"]["label"]
+
+
+def test_gd_end_state_metrics_follow_simulated_vector_gd():
+    """The GD sweep's ntk_change at a catapult point against GD of the actual vectors (width 3)."""
+    from phasediag.training import simulate
+
+    config = load(GD_GRID.replace("HORIZON", ", horizon: 400"))
+    r = sweep.run(config)
+    i, j = 1, int(np.argmax(r.arrays["gd_outcome"][1] == core.GD_CODE["catapult"]))
+    assert r.arrays["gd_outcome"][i, j] == core.GD_CODE["catapult"]
+    d, eta = int(r.coords["d"][i]), float(r.coords["eta"][j])
+    gram = sweep.model_values(config, np.array([np.ravel_multi_index((i, j), config.shape)]))[1].gram
+    u0, w0 = np.zeros(d), np.zeros(d)
+    u0[0] = np.sqrt(np.ravel(gram.U)[0])  # a typical Gram: U = W = d, V = 0 (orthogonal vectors)
+    w0[1] = np.sqrt(np.ravel(gram.W)[0])
+    trace = simulate.gd_vectors(u0, w0, output_scale=1 / np.sqrt(d), lr_u=eta, lr_w=eta, input_var=1.0,
+                                teacher=1.0, steps=np.array([0, 400]))
+    measured = trace.ntk[-1] / trace.ntk[0] - 1
+    assert r.arrays["ntk_change"][i, j] == pytest.approx(measured, rel=1e-10)
+    assert abs(r.arrays["flow_ntk_change"][i, j] - measured) > 0.05

@@ -223,6 +223,8 @@ def format_summary(result) -> str:
         lines.append("note:   not converged at the horizon (excess loss above 1% of its initial value)")
     if "gd_outcome" in fin:
         lines.append(f"GD:     {fin['gd_outcome']}")
+        lines.append(f"flow:   (t = {horizon}) m = {_fmt(fin['flow_m'])}, NTK = {_fmt(fin['flow_ntk'])}, "
+                     f"alignment = {_fmt(fin['flow_alignment'])}, ntk_change = {_fmt(fin['flow_ntk_change'])}")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from phasediag.core.flow import (
     t_learn,
     with_time_axis,
 )
-from phasediag.core.gd import GD_CODE, GD_OUTCOMES, GDResult, gd_outcome, gd_state
+from phasediag.core.gd import GD_CODE, GD_OUTCOMES, GDResult, gd_end_state, gd_outcome, gd_state
 from phasediag.core.gram import Gram, explicit_gram, sample_gram, typical_gram
 from phasediag.core.relu import ReluSolution, relu_solution
 from phasediag.core.phases import (
@@ -60,7 +60,7 @@ from phasediag.core.scaling import (
 __all__ = [
     "FlowState", "Invariants", "KernelPrediction", "Problem", "alignment_of", "broadcast", "flow_state",
     "flow_state_and_change", "invariants", "kernel_prediction", "ntk_change", "relaxation_time", "t_learn",
-    "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_outcome", "gd_state", "Gram",
+    "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_end_state", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "ReluSolution", "relu_solution", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
     "OrderParameters", "classify", "classify_order", "order_parameters", "phase_codes",
     "CHECKED", "EXPONENT_NAMES", "HEALTH_FLAGS", "LIMIT_PHASES", "PARAMETRIZATIONS", "ExactLimit",

@@ -281,6 +281,13 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
     return state._replace(m_lin=np.broadcast_to(m_lin, out_shape).copy())
 
 
+def gd_end_state(inv: Invariants, result: GDResult) -> FlowState:
+    """The state where each run of `result` (= gd_outcome(inv, ...)) stopped: the end of training of a converging
+    run, step max_steps of an oscillating one, and for a diverging run the first step past the divergence bound
+    (finite values, where gd_state reports inf). Shapes: the points' broadcast shape."""
+    return _state(inv, _State(result.alpha, result.beta, result.delta, result.scale, result.slope))
+
+
 def _exact_start(inv: Invariants, state: FlowState, at_zero: np.ndarray) -> FlowState:
     """Records at step 0 are the initial state exactly (not a re-evaluation from alpha, beta)."""
     if not np.any(at_zero):

@@ -35,6 +35,11 @@ NTK_CHANGE_RESOLUTION = 64 * EPS
 # crossing of m at a finite horizon, where section 8 bounds m only absolutely (eps m_scale), the error is that
 # bound times |dzeta/dm| instead (no float64 evaluation does better; the sign of zeta_T there is undetermined).
 ALIGNMENT_RESOLUTION = 32 * EPS
+# GD's end state is iterated, not evaluated in closed form: each step rounds alpha and beta (relatively, a few
+# eps), so Theta_T and zeta_T carry an error that grows with the steps taken; ntk_change = (Theta_T - Theta0)/
+# Theta0 adds one subtraction. Measured against a 50-digit iteration of the map by tests/test_resolution.py.
+GD_NTK_CHANGE_RESOLUTION = 1024 * EPS
+GD_ALIGNMENT_RESOLUTION = 1024 * EPS
 # mode: scaling exponents are sums of the five inputs (|input| <= MAX_EXPONENT = M): each addition rounds by at
 # most eps/2 of its result, so e.g. ntk_init = 2k + 1 + max(ew + su, eu + sw) errs by <= (4M + 1) eps and
 # rho0 = c + m0 - ntk_init by <= (13.5 M + 2.5) eps. The factor n of each exponent's `n * EPS * MAX_EXPONENT`
@@ -63,15 +68,17 @@ class Metric:
 
 
 class PointSet:
-    """A chunk of grid points: the core's Invariants and lazily evaluated results at the horizon."""
+    """A chunk of grid points: the core's Invariants and lazily evaluated results at the horizon (`end`: the
+    state of the sweep's own optimizer there; `final`: the gradient flow's, `gd`: the exact GD run)."""
 
     def __init__(self, inv: core.Invariants, horizon: float, ntk_threshold: float, alignment_threshold: float,
-                 max_steps: int = 100_000):
+                 max_steps: int = 100_000, optimizer: str = "flow"):
         self.inv = inv
         self.horizon = horizon
         self.ntk_threshold = ntk_threshold
         self.alignment_threshold = alignment_threshold
         self.max_steps = max_steps
+        self.optimizer = optimizer
 
     @cached_property
     def _at_horizon(self) -> tuple[core.FlowState, np.ndarray]:
@@ -89,6 +96,22 @@ class PointSet:
     def gd(self) -> core.GDResult:
         return core.gd_outcome(self.inv, max_steps=self.max_steps)
 
+    @cached_property
+    def gd_end(self) -> core.FlowState:
+        """The GD run at the horizon (its end of training for horizon inf); a run that diverged before the
+        horizon: where it crossed the divergence bound (finite; maps leave diverged points undrawn)."""
+        stopped = core.gd_end_state(self.inv, self.gd)
+        if np.isinf(self.horizon):
+            return stopped
+        at = core.gd_state(self.inv, [self.horizon], max_steps=self.max_steps)
+        at = core.FlowState(*(np.asarray(x)[..., 0] for x in at))
+        gone = ~np.isfinite(at.ntk)
+        return core.FlowState(*(np.where(gone, s, a) for s, a in zip(stopped, at)))
+
+    @property
+    def end(self) -> core.FlowState:
+        return self.gd_end if self.optimizer == "gd" else self.final
+
 
 def _phase(p: PointSet) -> np.ndarray:
     return core.classify_order(p.inv, p.order, p.ntk_threshold, p.alignment_threshold)
@@ -104,6 +127,20 @@ def _gd_ntk_final(p: PointSet) -> np.ndarray:
 def _solution_norm(p: PointSet) -> np.ndarray:
     """kappa |u_T| |w_T| = sqrt(m_T^2 + kappa^2 G) (docs/theory.md section 5: large G means large norms)."""
     return hypot(p.final.m, p.inv.kappa_sqrt_g)
+
+
+def _gd_solution_norm(p: PointSet) -> np.ndarray:
+    """kappa |u_T| |w_T| of the GD run (G is not conserved under GD: from the norms themselves)."""
+    with np.errstate(over="raise", invalid="raise"):
+        return p.inv.output_scale * np.sqrt(p.gd_end.norm_u2 * p.gd_end.norm_w2)
+
+
+def _gd_ntk_change(p: PointSet) -> np.ndarray:
+    """Theta_T/Theta0 - 1 of the GD run, as (Theta_T - Theta0)/Theta0 (0 when Theta0 = 0, as for the flow)."""
+    ntk0 = p.inv.ntk_init
+    with np.errstate(over="raise", invalid="raise"):
+        return np.divide(p.gd_end.ntk - ntk0, ntk0, out=np.zeros(np.broadcast(p.gd_end.ntk, ntk0).shape),
+                         where=ntk0 > 0)
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
@@ -143,9 +180,36 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            _gd_ntk_final, optimizer="gd"),
 )}
 
+#: On a GD sweep these end-state metrics are the GD run's own (at the horizon, as `solve --optimizer gd`
+#: reports them); the gradient flow's keep their meaning under the name flow_<name>.
+GD_END_STATE: dict[str, Metric] = {m.name: m for m in (
+    Metric("ntk_final", r"final NTK $\Theta_T$ (GD)", "continuous", "float64", True, lambda p: p.gd_end.ntk),
+    Metric("ntk_change", r"NTK change $\Theta_T/\Theta_0 - 1$ (GD)", "continuous", "float64", True, _gd_ntk_change,
+           threshold="ntk_threshold", resolution=GD_NTK_CHANGE_RESOLUTION),
+    Metric("alignment_final", r"final alignment $\zeta_T$ (GD)", "continuous", "float64", False,
+           lambda p: p.gd_end.alignment, resolution=GD_ALIGNMENT_RESOLUTION),
+    Metric("m_final", r"final slope $m_T$ (GD)", "continuous", "float64", False, lambda p: p.gd_end.m),
+    Metric("loss_final", r"final excess loss $a(m_T - m^*)^2/2$ (GD)", "continuous", "float64", True,
+           lambda p: p.gd_end.loss),
+    Metric("norm_u2_final", r"$|u_T|^2$ (GD)", "continuous", "float64", True, lambda p: p.gd_end.norm_u2),
+    Metric("norm_w2_final", r"$|w_T|^2$ (GD)", "continuous", "float64", True, lambda p: p.gd_end.norm_w2),
+    Metric("solution_norm", r"solution norm $\kappa|u_T||w_T|$ (GD)", "continuous", "float64", True,
+           _gd_solution_norm),
+)}
+FLOW_PREFIX = "flow_"
+
+
+def _flow_twin(m: Metric) -> Metric:
+    """The gradient flow's `m` on a GD sweep, named flow_<name>."""
+    return Metric(FLOW_PREFIX + m.name, m.label + " (gradient flow)", m.kind, m.dtype, m.log, m.compute,
+                  threshold=m.threshold, optimizer="gd", resolution=m.resolution)
+
+
+METRICS.update({FLOW_PREFIX + name: _flow_twin(METRICS[name]) for name in GD_END_STATE})
+
 class ScalingPointSet:
-    """A chunk of exponent sets (k, su, sw, eu, ew) of `mode: scaling`: the limit exponents (docs/theory.md section 7) for
-    typical and for sampled initialization (they differ only in the exponent of the NTK change)."""
+    """A chunk of exponent sets (k, su, sw, eu, ew) of `mode: scaling`: the limit exponents (docs/theory.md
+    section 7) for typical and for sampled initialization (they differ only in the exponent of the NTK change)."""
 
     def __init__(self, k, su, sw, eu, ew):
         self.exponents = (k, su, sw, eu, ew)
@@ -222,7 +286,14 @@ def resolution_of(name: str, info: dict) -> float | None:
 
 
 def metrics_for(kind: str) -> list[Metric]:
-    """The metrics a sweep stores: kind is "flow", "gd" (finite width) or "scaling" (exponents only)."""
+    """The metrics a sweep stores: kind is "flow", "gd" (finite width) or "scaling" (exponents only). On a GD
+    sweep the end-state metrics are the GD run's (GD_END_STATE) and the flow's are named flow_<name>."""
     if kind == "scaling":
         return list(SCALING_METRICS.values())
-    return [m for m in METRICS.values() if m.optimizer in (None, kind)]
+    chosen = [m for m in METRICS.values() if m.optimizer in (None, kind)]
+    return [GD_END_STATE.get(m.name, m) for m in chosen] if kind == "gd" else chosen
+
+
+def metric_for(name: str, kind: str) -> Metric | None:
+    """The metric `name` as a sweep of `kind` computes it (None if that kind has none of that name)."""
+    return next((m for m in metrics_for(kind) if m.name == name), None)

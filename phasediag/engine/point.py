@@ -185,20 +185,20 @@ def _make_gram(init: str, width: int, var_u: float, var_w: float, gram, seed):
     raise InputError("init", f"unknown initialization {init!r} (typical, seed or gram)")
 
 
-def _gd_states(inv, times: Sequence[float]):
-    """Exact GD states at the given step counts (``inf`` = end state), returned aligned with ``times``."""
+def _gd_states(inv, times: Sequence[float], max_steps: int):
+    """Exact GD states at the given step counts (``inf`` = end state, within `max_steps`), aligned with ``times``."""
     finite = sorted({int(t) for t in times if math.isfinite(t)})
     fields = core.FlowState._fields
     out = {f: np.full(len(times), np.nan) for f in fields}
     if finite:
-        st = core.gd_state(inv, np.asarray(finite, dtype=np.int64))
+        st = core.gd_state(inv, np.asarray(finite, dtype=np.int64), max_steps=max_steps)
         pos = {k: i for i, k in enumerate(finite)}
         idx = [pos[int(t)] for t in times if math.isfinite(t)]
         mask = np.array([math.isfinite(t) for t in times])
         for f in fields:
             out[f][mask] = np.asarray(getattr(st, f), dtype=float).reshape(-1)[idx]
     if any(math.isinf(t) for t in times):
-        st = core.gd_state(inv, np.inf)
+        st = core.gd_state(inv, np.inf, max_steps=max_steps)
         mask = np.array([math.isinf(t) for t in times])
         for f in fields:
             out[f][mask] = _scalar(getattr(st, f))
@@ -274,8 +274,8 @@ def _evaluate(h: Hyperparameters, init, gram, seed, times, steps, horizon, ntk_t
     t_arr = np.asarray(times, dtype=float)
 
     if steps:
-        traj = _gd_states(inv, times)
-        start = _gd_states(inv, [0.0])
+        traj = _gd_states(inv, times, gd_max_steps)
+        start = _gd_states(inv, [0.0], gd_max_steps)
     else:
         traj = core.flow_state(inv, t_arr)
         start = core.flow_state(inv, np.zeros(1))
@@ -291,7 +291,7 @@ def _evaluate(h: Hyperparameters, init, gram, seed, times, steps, horizon, ntk_t
     phase, mechanism = split_label(label)
     op = core.order_parameters(inv, horizon=horizon)
     if steps:
-        end = _gd_states(inv, [horizon])
+        end = _gd_states(inv, [horizon], gd_max_steps)
         ntk0 = _scalar(start.ntk)
         ntk_end = _scalar(end.ntk)
         ntk_change = (ntk_end - ntk0) / ntk0 if ntk0 > 0 and math.isfinite(ntk_end) else math.nan
@@ -316,7 +316,11 @@ def _evaluate(h: Hyperparameters, init, gram, seed, times, steps, horizon, ntk_t
         "t_learn": json_number(_scalar(core.t_learn(inv))),
         "thresholds": {"ntk": ntk_threshold, "alignment": alignment_threshold},
     }
-    if steps:
+    if steps:  # the gradient flow's end state keeps its own names (as the flow_* metrics of a GD sweep)
+        flow_end, flow_change = core.flow_state_and_change(inv, np.asarray([horizon]))
+        final.update({f"flow_{key}": json_number(_scalar(getattr(flow_end, key)))
+                      for key in ("m", "ntk", "alignment", "loss")})
+        final["flow_ntk_change"] = json_number(_scalar(flow_change))
         res = core.gd_outcome(inv, max_steps=gd_max_steps)
         code = getattr(res, "outcome", res)  # GDResult (outcome, steps, ...) or a bare code array
         final["gd_outcome"] = core.GD_OUTCOMES[int(_scalar(code))]

@@ -261,7 +261,8 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
     with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):  # (as `validate` checks)
         _, problem = model_values(config, range(start, stop))
     inv = core.invariants(problem)
-    points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps)
+    points = PointSet(inv, config.horizon, config.ntk_threshold, config.alignment_threshold, config.max_steps,
+                      config.optimizer)
     n = stop - start  # broadcast views, not copies: the sink makes the one copy into the results
     out = {m.name: core.broadcast(np.asarray(m.compute(points), dtype=m.dtype), (n,))
            for m in stored_metrics(config)}

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from phasediag.engine.metrics import FLOW_PREFIX, GD_END_STATE
 from phasediag.plots import notation
 from phasediag.plots.base import (CATEGORY_COLOURS, FALLBACK_COLOURS, LINESTYLES, MARKERS, SPECIAL_COLOURS, close_up,
                                   FigureOptions, colorbar, current_options, figure_formats, figure_options,
@@ -84,7 +85,8 @@ MIN_LOOP_FRACTION = 0.025  # ... as are those with fewer vertices than this frac
 DECIDED_PER = 10  # a sign region is hatched when a square of 1/DECIDED_PER of the shorter grid side fits in it
 DECIDED_MAX = 5  # ... (at most this many cells wide)
 TIME_METRICS = ("tau", "t_learn")
-DIVERGED_UNDEFINED = ("gd_loss_peak", "gd_ntk_final")  # arbitrary where GD diverges (not drawn there)
+# arbitrary where GD diverges (not drawn there): on a GD sweep the end-state metrics are the GD run's
+DIVERGED_UNDEFINED = ("gd_loss_peak", "gd_ntk_final", *GD_END_STATE)
 ALIGNMENTS = ("alignment_init", "alignment_final")  # signed cosines: always the range [-1, 1]
 GAINS = ("alignment_gain", "disalignment")  # amounts of alignment: always [0, 1]
 SIGNED = ("m_init", "m_final", "gram_V")
@@ -869,10 +871,11 @@ def _colours(result: Result, metric: str, values: np.ndarray) -> _Colours:
     values = np.asarray(values, float)
     diverged = _diverged(result, metric, values.shape)
     level = resolution(result, metric)
-    noise = _noise(values, level) & ~diverged if metric == "ntk_change" or level > 0 else np.zeros(values.shape, bool)
+    drawn_as = _drawn_as(metric)
+    noise = _noise(values, level) & ~diverged if drawn_as == "ntk_change" or level > 0 else np.zeros(values.shape, bool)
     # no change: white off the scale (log scales: log10|ntk_change|, LogNorm), else the 0 of a linear scale
-    linear = metric != "ntk_change" and not (info.get("log") and metric not in ALIGNMENTS + GAINS + SIGNED)
-    text = _noise_text(level, math, signed=metric not in GAINS, drawn_as_zero=linear)
+    linear = drawn_as != "ntk_change" and not (info.get("log") and drawn_as not in ALIGNMENTS + GAINS + SIGNED)
+    text = _noise_text(level, math, signed=drawn_as not in GAINS, drawn_as_zero=linear)
     special = [(diverged, SPECIAL_COLOURS["nan"], _count_text("GD diverges", diverged)),
                (noise, None if linear else SPECIAL_COLOURS["no_change"], text),
                (np.isposinf(values), SPECIAL_COLOURS["inf"], _inf_text(result, metric)),
@@ -881,17 +884,17 @@ def _colours(result: Result, metric: str, values: np.ndarray) -> _Colours:
     values = np.where(diverged | (noise & ~linear), np.nan, np.where(noise, 0.0, values))
     finite = np.isfinite(values)
     label = _value_label(result, metric)
-    if metric == "ntk_change":
+    if _drawn_as(metric) == "ntk_change":
         shown = np.full(values.shape, np.nan)
         np.log10(np.abs(values), out=shown, where=finite & (values != 0))
         default = f"$\\log_{{10}}|{math}|$" if math else f"log10 |{metric}|"
         return _Colours(shown, _linear_norm(shown, whole=True), "viridis", _options(result).label(metric, default),
                         special, log_field=False, ticks=MaxNLocator(nbins=7, integer=True))
     shown = np.where(finite, values, np.nan)
-    if metric in ALIGNMENTS:
+    if _drawn_as(metric) in ALIGNMENTS:
         return _Colours(shown, Normalize(-1.0, 1.0), "RdBu_r", label, special, log_field=False,
                         ticks=FixedLocator([-1.0, -0.5, 0.0, 0.5, 1.0]))
-    if metric in GAINS:
+    if _drawn_as(metric) in GAINS:
         return _Colours(shown, Normalize(0.0, 1.0), "viridis", label, special, log_field=False,
                         ticks=FixedLocator([0.0, 0.25, 0.5, 0.75, 1.0]))
     positive = finite & (values > 0)
@@ -905,7 +908,8 @@ def _colours(result: Result, metric: str, values: np.ndarray) -> _Colours:
         return _Colours(np.where(positive, values, np.nan), LogNorm(lo, hi), "viridis", label, special,
                         log_field=True)
     ticks = MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10])  # multiples of a step: 0 when it is in range
-    if metric.endswith("_exp") or metric in SIGNED or np.nanmin(shown, initial=0.0) < 0 < np.nanmax(shown, initial=0.0):
+    signed = _drawn_as(metric) in SIGNED or np.nanmin(shown, initial=0.0) < 0 < np.nanmax(shown, initial=0.0)
+    if metric.endswith("_exp") or signed:
         top = float(np.nanmax(np.abs(shown), initial=0.0))
         top = max(0.5, np.ceil(top / 0.5 - 1e-9) * 0.5) if metric.endswith("_exp") else (top or 1.0)
         return _Colours(shown, Normalize(-top, top), "RdBu_r", label, special, log_field=False, ticks=ticks)
@@ -915,6 +919,11 @@ def _colours(result: Result, metric: str, values: np.ndarray) -> _Colours:
 def _count_text(what: str, mask: np.ndarray) -> str:
     n = int(np.count_nonzero(mask))
     return f"{what}: {n} point{'s' if n != 1 else ''} (not shown)"
+
+
+def _drawn_as(metric: str) -> str:
+    """The metric whose drawing rules `metric` follows: a GD sweep's flow_<name> is drawn as <name> is."""
+    return metric.removeprefix(FLOW_PREFIX)
 
 
 def _diverged(result: Result, metric: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -965,9 +974,9 @@ def _level(result: Result, metric: str, colours: _Colours) -> tuple[float, float
     name = info.get("threshold")
     if name is not None:
         level = float(result.meta["thresholds"][name])
-        text = _level_text(math, _description(result, metric), level, absolute=metric == "ntk_change")
+        text = _level_text(math, _description(result, metric), level, absolute=_drawn_as(metric) == "ntk_change")
         text += " (threshold)"
-        if metric == "ntk_change":
+        if _drawn_as(metric) == "ntk_change":
             return level, np.log10(level), text, False
         return level, (np.log10(level) if colours.log_field else level), text, colours.log_field
     if metric.endswith("_exp"):
@@ -1049,7 +1058,7 @@ def _metric_panel(ax: Axes, result: Result, metric: str, grid: _Grid, colours: _
     line = _threshold(ax, result, metric, grid, shown, colours)
     if line is not None:
         handles[line.get_label()] = _line_handle(line.get_label())
-    if metric == "ntk_change":
+    if _drawn_as(metric) == "ntk_change":
         regions, _ = _sign_masks(result, _plane(result, raw, grid.x, grid.y, at), resolution(result, metric))
         if regions.any():
             _hatch(ax, grid, regions, NEGATIVE_HATCH, _shrinks_text(result))
@@ -1085,7 +1094,7 @@ def metric_map(result: Result, metric: str, x: str, y: str, ax: Axes | None = No
         handles.update(found)
         images.append(image)
     _label_panels(result, grid, panels, held)
-    if metric == "ntk_change":
+    if _drawn_as(metric) == "ntk_change":
         planes = [_plane(result, raw, x, y, at) for _, at in panels]
         signs = [_sign_masks(result, p, resolution(result, metric)) for p in planes]
         handles.update(_sign_legend(result, sum(int(r.sum()) for r, _ in signs), sum(int(s.sum()) for _, s in signs),
@@ -1247,8 +1256,8 @@ def _continuous_line(ax: Axes, result: Result, metric: str, grid: _Grid, at: dic
     math = _math(info["label"])
     signed = _per_seed(result, metric, grid.x, at).astype(float)
     level = resolution(result, metric)
-    noise = _noise(signed, level) if level > 0 or metric == "ntk_change" else np.zeros(signed.shape, bool)
-    values = np.abs(signed) if metric == "ntk_change" else signed
+    noise = _noise(signed, level) if level > 0 or _drawn_as(metric) == "ntk_change" else np.zeros(signed.shape, bool)
+    values = np.abs(signed) if _drawn_as(metric) == "ntk_change" else signed
     values = np.where(noise, 0.0, values)  # no change: the zero of the scale
     seeds = values.shape[1]
     mean = _zero_inflated(noise)
@@ -1283,7 +1292,7 @@ def _continuous_line(ax: Axes, result: Result, metric: str, grid: _Grid, at: dic
         ax.plot(grid.xc[unchanged], np.full(unchanged.sum(), 0.03 if log else 0.0), "o", markersize=3.5,
                 markerfacecolor="white", markeredgecolor="black", markeredgewidth=0.8, linestyle="none", zorder=4,
                 transform=ax.get_xaxis_transform() if log else ax.transData, label=_noise_text(level, math))
-    if metric == "ntk_change":
+    if _drawn_as(metric) == "ntk_change":
         shrinks = nan_median(np.where(noise, 0.0, signed), axis=1) < 0
         if shrinks.any():
             ax.plot(grid.xc[shrinks], centre[shrinks], "v", markersize=4, markerfacecolor="white",
@@ -1291,13 +1300,13 @@ def _continuous_line(ax: Axes, result: Result, metric: str, grid: _Grid, at: dic
                     label=r"NTK shrinks ($\Theta_T < \Theta_0$)")
     if info.get("threshold") is not None:
         value = float(result.meta["thresholds"][info["threshold"]])
-        _threshold_line(ax, value, _level_text(math, _description(result, metric), value, metric == "ntk_change")
-                        + " (threshold)")
+        absolute = _drawn_as(metric) == "ntk_change"
+        _threshold_line(ax, value, _level_text(math, _description(result, metric), value, absolute) + " (threshold)")
     infinite = np.isposinf(centre)
     if infinite.any():
         ax.plot(grid.xc[infinite], np.full(infinite.sum(), 0.97), "^", color=SPECIAL_COLOURS["inf"], markersize=4,
                 transform=ax.get_xaxis_transform(), linestyle="none", label=_inf_text(result, metric))
-    default = f"$|{math}|$" if metric == "ntk_change" and math else _symbol(info["label"])
+    default = f"$|{math}|$" if _drawn_as(metric) == "ntk_change" and math else _symbol(info["label"])
     ax.set_ylabel(_options(result).label(metric, default))
     found, labels = ax.get_legend_handles_labels()
     handles.update(dict(zip(labels, found)))
@@ -1315,7 +1324,8 @@ def _positive_range(ax: Axes) -> tuple[float, float]:
 def _line_scale(ax: Axes, info: dict, values: np.ndarray, metric: str) -> bool:
     """Log y when meta says log (or for |ntk_change|) and the positive values span a decade; True when log."""
     positive = values[np.isfinite(values) & (values > 0)]
-    if (info.get("log") or metric == "ntk_change") and positive.size and positive.max() / positive.min() >= 10:
+    logged = info.get("log") or _drawn_as(metric) == "ntk_change"
+    if logged and positive.size and positive.max() / positive.min() >= 10:
         ax.set_yscale("log")
         ax.set_ylim(positive.min() / 2, positive.max() * 2)
         return True
