@@ -868,3 +868,102 @@ def test_a_signal_that_arrives_inside_a_finalizer_is_not_lost(sig, code, message
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     assert "finalizer done" in proc.stdout and "survived" not in proc.stdout
     assert proc.stderr.strip().splitlines() == [message], proc.stderr
+
+
+# ------------------------------------------------------------------------- shards sharing one result
+
+def shared(refs, k: int, n: int, out: Path, *extra) -> list:
+    return ["run", refs.config("B"), "--shard", f"{k}/{n}", "--shared", "--out", out, *SWEEP, *extra]
+
+
+def test_shards_writing_into_one_shared_result_commit_it_byte_identical(refs, tmp_path):
+    """Four shards run at once (other chunk sizes, 2 workers) into one folder: the last to finish commits a
+    results.npz byte-identical to the single run's; a shard run again afterwards finds it up to date."""
+    b = refs["B"]
+    out = tmp_path / "shared"
+    extras = [(), ("--chunk-size", "700"), ("--workers", "2"), ("--chunk-size", "1500")]
+    procs = [subprocess.Popen(cli(*shared(refs, k, 4, out, *extras[k - 1])), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=ENV) for k in (3, 1, 4, 2)]
+    results = [(proc.communicate(timeout=180)[1], proc.returncode)[::-1] for proc in procs]
+    assert results == [(0, "")] * 4, results
+    assert sha(out / "results.npz") == b.npz
+    assert_clean(out)
+    again = pd(*shared(refs, 2, 4, out)[:-len(SWEEP)], "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "up to date", again.stdout
+
+
+def test_a_killed_shard_runs_again_and_an_unsharded_resume_finishes_what_shards_left(refs, tmp_path):
+    """Shard 1 of 3 killed at random points and run again; shard 3 never runs: `run --resume` without
+    --shard finishes and commits the result, byte-identical and clean (that it takes the shards' recorded
+    chunks from the file: tests/test_sweep.py)."""
+    b = refs["B"]
+    rng = random.Random(7)
+    for i in range(3):
+        out = tmp_path / f"run{i}"
+        proc = pd(*shared(refs, 2, 3, out))
+        assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+        assert "40,000 of 60,000" not in proc.stdout and not (out / "results.npz").exists()
+        rc, err = interrupt(shared(refs, 1, 3, out), KILL, rng.uniform(0.05, 0.8) * b.seconds / 3)
+        check_stopped(rc, err, KILL)
+        if rc == 0:
+            continue
+        done = pd(*shared(refs, 1, 3, out), "--json")
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        assert json.loads(done.stdout)["points_done"] == 40_000, done.stdout
+        folder = next(out.glob(".partial-*"))
+        before = {p.name for p in folder.iterdir()}
+        assert before == {"results.npz", "chunks-0001-of-0003", "chunks-0002-of-0003"}, before
+        finish = pd("run", refs.config("B"), "--out", out, *SWEEP, "--resume", "--json")
+        assert (finish.returncode, finish.stderr) == (0, ""), finish.stderr
+        assert sha(out / "results.npz") == b.npz
+        assert_clean(out)
+
+
+def test_shared_shards_and_writers_exclude_each_other(refs, tmp_path):
+    """A writer (a plain run) fails at once while a shard writes into the directory, and a shard while a
+    writer holds it: exit status 75, one line; neither disturbs the other's work."""
+    out = tmp_path / "busy"
+    lock = out / ".phasediag.lock"
+    out.mkdir()
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # as a shard holds it
+        proc = pd(*refs.args("B", out))
+        assert proc.returncode == 75 and BUSY.fullmatch(proc.stderr.strip()) or \
+            re.fullmatch(r"Error: \S+: a phasediag process is writing this run directory; .*", proc.stderr.strip()), \
+            (proc.returncode, proc.stderr)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a writer holds it
+        proc = pd(*shared(refs, 1, 2, out))
+        assert proc.returncode == 75 and proc.stderr.count("\n") == 1 and "is writing this run directory" in \
+            proc.stderr, (proc.returncode, proc.stderr)
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(out)) == [".phasediag.lock"]  # (nothing computed, nothing written)
+
+
+def test_a_shared_result_that_does_not_check_out_is_refused_not_replaced(refs, tmp_path):
+    out = tmp_path / "bad"
+    proc = pd(*shared(refs, 1, 2, out))
+    assert proc.returncode == 0, proc.stderr
+    data = next(out.glob(".partial-*/results.npz"))
+    os.truncate(data, data.stat().st_size - 1)
+    size = data.stat().st_size
+    proc = pd(*shared(refs, 2, 2, out))
+    assert proc.returncode == 2 and re.fullmatch(
+        r"Error: shared result \S+results\.npz: it is not the size this run's results have; remove \S+ to "
+        r"start again\n", proc.stderr), proc.stderr
+    assert data.stat().st_size == size  # left as it was: another shard may be writing it
+
+
+@pytest.mark.parametrize("args, option", [(["--shared"], "--shared"),
+                                          (["--shared", "--shard", "1/2"], None)])
+def test_shared_needs_a_shard_and_a_sweep(refs, tmp_path, args, option):
+    if option:  # a sweep without --shard
+        proc = pd("run", refs.config("B"), "--out", tmp_path / "x", *SWEEP, *args)
+        assert proc.returncode == 2 and proc.stderr.startswith("Error: --shared: needs --shard K/N"), proc.stderr
+    else:  # a study has no shards sharing one result
+        study = ROOT / "configs" / "11_gd_vs_sgd.yaml"
+        proc = pd("run", study, "--out", tmp_path / "x", "--no-plot", *args)
+        assert proc.returncode == 2 and "--shard" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "x").exists()

@@ -436,3 +436,24 @@ def test_gd_end_state_metrics_follow_simulated_vector_gd():
     measured = trace.ntk[-1] / trace.ntk[0] - 1
     assert r.arrays["ntk_change"][i, j] == pytest.approx(measured, rel=1e-10)
     assert abs(r.arrays["flow_ntk_change"][i, j] - measured) > 0.05
+
+
+def test_shards_write_into_one_file_whose_records_an_unsharded_run_reuses(tmp_path):
+    config = load(GRID)
+    whole = sweep.run(config, chunk_size=20)
+    assert sweep.run_shared_shard(config, sweep.Shard(2, 3), tmp_path, chunk_size=7) == (39, 117)
+    assert sweep.run_shared_shard(config, sweep.Shard(1, 3), tmp_path, chunk_size=20) == (78, 117)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks-0001-of-0003", "chunks-0002-of-0003",
+                                                          "results.npz"]
+    overwrite_rows(tmp_path, "tau", 0, np.full(78, 5.0))  # the shards' rows: taken from the file, not computed
+    computed = []
+    again = sweep.run(config, chunk_size=13, checkpoint=tmp_path, progress=computed.append)  # (78 = 6 x 13)
+    assert computed[0] == 78 and sum(computed) == 117
+    tau = again.arrays["tau"].reshape(-1)
+    assert np.all(tau[:78] == 5.0) and np.array_equal(tau[78:], whole.arrays["tau"].reshape(-1)[78:])
+    # and a third shard after them gives the file the single run's values
+    fresh = tmp_path / "fresh"
+    for k in (3, 1, 2):
+        done = sweep.run_shared_shard(config, sweep.Shard(k, 3), fresh, chunk_size=11, workers=2)
+    assert done == (117, 117)
+    assert_same(whole, sweep.run(config, checkpoint=fresh))

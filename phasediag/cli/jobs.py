@@ -96,6 +96,7 @@ Examples:
   phasediag run configs/1_width_vs_init.yaml                 # -> outputs/width_vs_init/
   phasediag run configs/7_gd_lr_vs_width.yaml --workers 2 --json
   phasediag run configs/big.yaml --shard 3/100      # -> outputs/big/shard-0003-of-0100/ (examples/slurm/)
+  phasediag run configs/big.yaml --shard 3/100 --shared --out /scratch/big   # one result, no merge
 """
 
 
@@ -106,6 +107,9 @@ Examples:
 @shard_option("Evaluate only part K of N of the grid (cluster arrays); join the parts with 'merge'.")
 @workers_option("Parallel workers: forked processes on Linux (threads elsewhere); results are bit-identical "
                 "for any number.")
+@click.option("--shared", is_flag=True,
+              help="With --shard: write into the one result all shards share in --out (a folder they all see, "
+                   "e.g. on a cluster file system); the last shard to finish commits it, no merge needed.")
 @click.option("--resume", is_flag=True, help="Reuse finished chunks of an interrupted run; skip a finished one.")
 @no_plot_option("Write the data and meta.json only, no figures.")
 @click.option("--chunk-size", type=IntegerType(1, 2**40), default=131072, show_default=True,
@@ -114,7 +118,7 @@ Examples:
               help="Save finished chunks for --resume at most this often (0: after every chunk).")
 @json_option("Print a JSON summary (paths, counts, timings).")
 @quiet_option("No progress bar, no summary.")
-def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_every, as_json, quiet):
+def run(config, out, shard, shared, workers, resume, no_plot, chunk_size, checkpoint_every, as_json, quiet):
     """Run a YAML CONFIG of any kind (a sweep of the closed form, a 'mode: scaling' diagram, an 'experiment:'
     study; the kind comes from the config) and write its run directory: the data, the figures, meta.json.
 
@@ -123,7 +127,7 @@ def run(config, out, shard, workers, resume, no_plot, chunk_size, checkpoint_eve
     one writer at a time (a second exits with status 75); a sweep keeps its finished chunks in .partial-*/
     for --resume.
     """
-    run_job(config, out, as_json, quiet, shard=shard_value(shard), workers=workers, resume=resume,
+    run_job(config, out, as_json, quiet, shard=shard_value(shard), shared=shared, workers=workers, resume=resume,
             plot=not no_plot, chunk_size=chunk_size, checkpoint_every=checkpoint_every)
 
 

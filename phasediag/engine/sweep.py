@@ -24,6 +24,7 @@ from phasediag.config import reader
 from phasediag.config.sweep import Config, ConfigError, Quantity
 from phasediag.engine.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
 from phasediag.results.store import Result
+from phasediag.results import stream
 from phasediag.results.stream import MemoryResult, StreamedResult, shared_array
 
 DEFAULT_CHUNK = 1 << 17  # 1 MiB per float64 temporary: measured best on the 1000 x 1000 grid (benchmarks/)
@@ -344,9 +345,33 @@ def run(
     all_chunks = list(chunks(start, stop, length))
     requested, workers = workers, workers_for(workers, len(all_chunks))
     sink, done = _open_sink(config, start, stop, shard, workers, checkpoint, warn)
+    try:
+        _fill(config, sink, all_chunks, done, workers, checkpoint_every, progress)
+        arrays = sink.finish()
+    except ConfigError:  # a bad value found while evaluating (a grid too large to check first): no result
+        sink.discard()
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM, a failing chunk or worker: what is finished stays for --resume
+        sink.close()
+        raise
+    if shard is None and checkpoint is None:
+        arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
+    eval_s = time.perf_counter() - started
+    meta = build_meta(config, n, length, workers, shard, (start, stop), eval_s)
+    meta["workers_requested"] = requested
+    meta["worker_kind"] = "processes" if workers > 1 else "serial"
+    return Result(coords=coordinates(config), arrays=arrays, meta=meta,
+                  data_file=None if checkpoint is None else sink.path)
+
+
+def _fill(config: Config, sink, all_chunks: list[tuple[int, int]], done: list[tuple[int, int]], workers: int,
+          checkpoint_every: float, progress: Callable[[int], None] | None) -> int:
+    """Evaluate the chunks of `all_chunks` that `done` does not cover into `sink`, recording the finished ones
+    every `checkpoint_every` seconds (and those finished when it stops, whatever stops it); the points
+    evaluated."""
     covered = _coverage(done)
     todo = [(lo, hi) for lo, hi in all_chunks if not covered(lo, hi)]
-    skipped = stop - start - sum(hi - lo for lo, hi in todo)
+    skipped = sum(hi - lo for lo, hi in all_chunks) - sum(hi - lo for lo, hi in todo)
     if progress and skipped:
         progress(skipped)
     pending: list[tuple[int, int]] = []
@@ -359,24 +384,55 @@ def run(
                 pending, last_save = [], time.perf_counter()
             if progress:
                 progress(hi - lo)
-        sink.record(pending)
-        arrays = sink.finish()
-    except ConfigError:  # a bad value found while evaluating (a grid too large to check first): no result
-        sink.discard()
-        raise
-    except BaseException:  # Ctrl-C, SIGTERM, a failing chunk or worker: keep what is finished for --resume
+    except BaseException:
         with contextlib.suppress(OSError):
             sink.record(pending)
-        sink.close()
         raise
-    if shard is None and checkpoint is None:
-        arrays = {k: a.reshape(config.shape + a.shape[1:]) for k, a in arrays.items()}
-    eval_s = time.perf_counter() - started
-    meta = build_meta(config, n, length, workers, shard, (start, stop), eval_s)
-    meta["workers_requested"] = requested
-    meta["worker_kind"] = "processes" if workers > 1 else "serial"
-    return Result(coords=coordinates(config), arrays=arrays, meta=meta,
-                  data_file=None if checkpoint is None else sink.path)
+    sink.record(pending)
+    return sum(hi - lo for lo, hi in todo)
+
+
+def run_shared_shard(config: Config, shard: Shard, folder: Path, *, chunk_size: int = DEFAULT_CHUNK,
+                     workers: int = 1, checkpoint_every: float = CHECKPOINT_EVERY,
+                     progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Evaluate `shard` into the whole grid's results.npz in `folder`, the checkpoint folder of the unsharded
+    run (the same file: laid out by whichever shard comes first, written by all at once in disjoint rows, each
+    with its own record; see StreamedResult.open_shared). Nothing is completed or committed here. Returns
+    (points of the grid recorded as finished by any writer, the grid's points)."""
+    n = grid_size(config)
+    length = chunk_length(config, chunk_size)
+    shard_chunks = list(chunks(*shard.bounds(n), length))
+    sink = _streamed(config, folder, stream.shard_record(shard.index, shard.count))
+    done = sink.open_shared()
+    try:
+        _fill(config, sink, shard_chunks, done, workers_for(workers, len(shard_chunks)), checkpoint_every,
+              progress)
+    finally:
+        sink.close()
+    return recorded_points(config, folder), n
+
+
+def recorded_points(config: Config, folder: Path) -> int:
+    """The points of the grid that the records in checkpoint `folder` list as finished (0 if it holds none
+    that check out)."""
+    sink = _streamed(config, folder)
+    return 0 if sink.check() is not None else _union_length(sink.done)
+
+
+def _union_length(ranges: list[tuple[int, int]]) -> int:
+    """The points in the union of `ranges` (a chunk may be recorded twice)."""
+    total, reach = 0, 0
+    for lo, hi in sorted(ranges):
+        lo = max(lo, reach)
+        if hi > lo:
+            total, reach = total + hi - lo, hi
+    return total
+
+
+def _streamed(config: Config, folder: Path, record: str = stream.RECORD) -> StreamedResult:
+    """The unsharded run's results.npz in checkpoint `folder` (the whole grid)."""
+    specs = {name: (tuple(config.shape) + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
+    return StreamedResult(folder, coordinates(config), specs, config_hash(config), 0, grid_size(config), record)
 
 
 def _open_sink(config: Config, start: int, stop: int, shard: Shard | None, workers: int,

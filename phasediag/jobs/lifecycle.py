@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import os
 import re
@@ -33,7 +34,7 @@ import numpy as np
 import phasediag
 from phasediag.config.reader import ConfigError, config_hash, read_config
 from phasediag.config.rules import MAX_WORKERS
-from phasediag.errors import BadInput, FieldError, ManifestError
+from phasediag.errors import BadInput, BusyError, FieldError, ManifestError
 from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
 from phasediag.plots.base import FigureOptions, figure_formats, render
@@ -66,6 +67,7 @@ class Options:
     workers: int = 1
     shard: Shard | None = None
     resume: bool = False
+    shared: bool = False  # with shard: write into the one result all shards share in `out` (no merge)
     plot: bool = True
     chunk_size: int = DEFAULT_CHUNK
     checkpoint_every: float = CHECKPOINT_EVERY
@@ -78,6 +80,7 @@ class Options:
     def given(self) -> set[str]:
         """The options set away from their defaults that only some kinds honour."""
         return {name for name, given in (("shard", self.shard is not None), ("resume", self.resume),
+                                         ("shared", self.shared),
                                          ("chunk_size", self.chunk_size != DEFAULT_CHUNK),
                                          ("checkpoint_every", self.checkpoint_every != CHECKPOINT_EVERY))
                 if given}
@@ -159,7 +162,9 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
     kind, module, spec = resolve(source, validate=validate, experiment=experiment, options=options)
     digest = config_hash(spec.resolved)
     if out is DEFAULT:
-        out = default_out(spec.name, getattr(module, "OUT_SUFFIX", ""), options.shard)
+        out = default_out(spec.name, getattr(module, "OUT_SUFFIX", ""), None if options.shared else options.shard)
+    if options.shared:
+        return _run_shared_shard(source, module, spec, options, out, kind, digest, started)
     if out is None:
         result = _execute(module, spec, options, None, kind, digest, source)
         result.meta["timing"]["total_s"] = round(time.perf_counter() - started, 6)
@@ -184,6 +189,42 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
         write(module, result, directory, plot=options.plot, started=started, partial=partial,
               workers=options.workers)
     return result, _summary(module, result, out, _paths(out, result.meta))
+
+
+def _run_shared_shard(source, module, spec, options: Options, out: Path | None, kind: str, digest: str,
+                      started: float) -> tuple[Result | None, Summary]:
+    """`run --shard K/N --shared`: evaluate shard K into the one result that all N shards write in `out` (a
+    folder they all see), and commit it if this shard is the last to finish: the commit is the unsharded run
+    resumed with every chunk recorded (`run` without --shard, with --resume, does the same and computes what
+    shards left undone)."""
+    if options.shard is None:
+        raise OptionError("shared", "needs --shard K/N: the shards of one grid write into one shared result")
+    if out is None:
+        raise OptionError("shared", "needs a run directory (out) that every shard sees")
+    out = Path(out)
+    whole = dataclasses.replace(options, shard=None, shared=False, resume=True)
+    with _final_names(out), rundir.shard_writer(out):
+        current = _current(out, kind, digest, None)
+        if current is None:
+            for name in (store.META_FILE, store.RESULTS_FILE):  # refused now, not after the computation
+                rundir.check_regular_target(out / name)
+            done, total = module.execute_shared(spec, options, out / f"{rundir.PARTIAL_PREFIX}{digest}")
+    if current is not None:
+        summary = _summary(module, current, out, _paths(out, current.meta))
+        summary.status = "up to date"
+        return current, summary
+    if done == total:  # (every shard's chunks recorded: the last shard to finish commits)
+        with contextlib.suppress(BusyError):  # another shard that saw them all is committing
+            return run(source, out=out, options=whole)
+    shard = options.shard
+    summary = Summary(kind, spec.name, str(out), "shard done", digest,
+                      {"total_s": round(time.perf_counter() - started, 6)},
+                      details={"shard": {"index": shard.index, "count": shard.count},
+                               "points_done": done, "grid_points": total})
+    summary.text = (f"{spec.name}: shard {shard.index}/{shard.count} written into {out}; {done:,} of {total:,} "
+                    f"grid points done" + ("" if done == total else "; the last shard to finish commits the "
+                                           "result (or run the config without --shard, with --resume)"))
+    return None, summary
 
 
 def _execute(module, spec, options: Options, partial: Path | None, kind: str, digest: str, source) -> Result:

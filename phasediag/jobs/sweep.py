@@ -22,7 +22,7 @@ from phasediag.errors import ResultsError
 from phasediag.results import npz, store
 from phasediag.results.store import Result
 
-SUPPORTS = frozenset({"shard", "resume", "chunk_size", "checkpoint_every"})
+SUPPORTS = frozenset({"shard", "resume", "shared", "chunk_size", "checkpoint_every"})
 #: the fields of a sweep's meta.json beyond the common ones (checked when a run directory is read)
 META_FIELDS = {"mode": str, "axes": list, "shape": list, "grid_points": int, "metrics": dict, "legends": dict,
                "thresholds": dict}
@@ -57,6 +57,13 @@ def execute(config: Config, options, checkpoint: Path | None) -> Result:
     return sweep.run(config, chunk_size=options.chunk_size, shard=options.shard, workers=options.workers,
                      checkpoint=checkpoint, checkpoint_every=options.checkpoint_every, progress=options.progress,
                      warn=options.warn)
+
+
+def execute_shared(config: Config, options, folder: Path) -> tuple[int, int]:
+    """Shard `options.shard` into the result all shards share (engine.sweep.run_shared_shard)."""
+    return sweep.run_shared_shard(config, options.shard, folder, chunk_size=options.chunk_size,
+                                  workers=options.workers, checkpoint_every=options.checkpoint_every,
+                                  progress=options.progress)
 
 
 def write_data(result: Result, out: Path) -> list[Path]:
@@ -185,10 +192,10 @@ def _memory_limit_text(have: int) -> str:
 def check_room(config: Config, options, out: Path | None) -> None:
     """Refuse, before any work, a grid whose results cannot be held: on disk where they stream to (`out`),
     in memory for a run that writes nothing, and in memory too when its maps are to be drawn."""
-    start, stop = _bounds(config, options.shard)
+    start, stop = _bounds(config, None if options.shared else options.shard)  # (shared: the whole grid's file)
     need = sweep.result_bytes(config, stop - start)
     split = "split it with --shard K/N (N >= {parts:,}) and join the parts with 'phasediag merge --no-plot'"
-    if out is None or options.plot and options.shard is None:
+    if out is None or options.plot and (options.shard is None or options.shared):
         have = available_memory()
         if need > MEMORY_FRACTION * have:
             parts = -(-need // int(MEMORY_FRACTION / 2 * have))  # Python integers: exact for any grid

@@ -34,8 +34,8 @@ from typing import Iterator
 
 from phasediag.errors import BusyError, FieldError, ResultsError
 
-__all__ = ["LOCK", "STAGING", "RunDirectory", "Transaction", "writer", "file_entry", "hash_open", "plain_name",
-           "check_regular_target", "recover", "commit_pending", "json_default"]
+__all__ = ["LOCK", "STAGING", "RunDirectory", "Transaction", "writer", "shard_writer", "file_entry", "hash_open",
+           "plain_name", "check_regular_target", "recover", "commit_pending", "json_default"]
 
 LOCK = ".phasediag.lock"
 STAGING = ".phasediag.txn"
@@ -53,7 +53,8 @@ TEMPORARY = re.compile(r"\.(?P<final>[A-Za-z0-9][A-Za-z0-9_.-]*)\.[a-z0-9_]{8}\.
 _PARTIAL = re.compile(r"\.partial-[0-9a-f]{16}")
 #: what a checkpoint folder holds: the results.npz being filled and its record of finished chunks (and the
 #: chunk files of earlier versions, which kept each chunk in a file of its own)
-_CHUNK = re.compile(r"results\.npz|chunks|chunk-\d{15}-\d{15}\.npz|\.chunk-\d{15}-\d{15}\.npz\.[a-z0-9_]{8}\.tmp\.npz")
+_CHUNK = re.compile(r"results\.npz|chunks(-\d{4,}-of-\d{4,})?|chunk-\d{15}-\d{15}\.npz"
+                    r"|\.chunk-\d{15}-\d{15}\.npz\.[a-z0-9_]{8}\.tmp\.npz")
 _HASH_BLOCK = 1 << 22
 
 
@@ -360,8 +361,9 @@ def _make_dirs(path: Path) -> list[Path]:
     return created
 
 
-def _lock(path: Path) -> int:
-    """Take the writer lock of run directory `path` (BusyError at once if another process holds it)."""
+def _lock(path: Path, shared: bool = False) -> int:
+    """Take the writer lock of run directory `path` (BusyError at once if another process holds it);
+    `shared`: one of several shards writing into one result (they exclude writers, not each other)."""
     lock = path / LOCK
     while True:
         try:
@@ -374,17 +376,20 @@ def _lock(path: Path) -> int:
             os.close(fd)
             check_regular_target(lock)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
             os.close(fd)
             who = f" (pid {holder})" if holder.isdigit() else ""
-            raise BusyError(f"{path}: another phasediag process{who} is writing this run directory; wait "
-                            f"for it to finish or choose another output directory") from None
+            what = "another phasediag process" + who if who or not shared else "a phasediag process"
+            raise BusyError(f"{path}: {what} is writing this run directory; wait for it to finish or choose "
+                            f"another output directory") from None
         try:
             same = os.path.samestat(os.fstat(fd), os.lstat(lock))
         except FileNotFoundError:
             same = False
+        if same and shared:  # (the pid is a writer's: shards leave it alone)
+            return fd
         if same:  # (not a lock file its previous holder removed while we waited for it)
             try:
                 os.ftruncate(fd, 0)
@@ -395,6 +400,29 @@ def _lock(path: Path) -> int:
                 os.close(fd)
                 raise OSError(exc.errno, exc.strerror, str(path)) from None
             return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def shard_writer(out: str | Path) -> Iterator[Path]:
+    """Hold `out` as one of the shards writing into one shared result: beside other shards, never beside
+    a writer (a writer, or a shard while a writer works, fails at once with BusyError). The lock file stays:
+    the writer that commits the result removes it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FieldError("out", f"{out} is a file, not a directory")
+    try:
+        _make_dirs(out)
+        fd = _lock(out, shared=True)
+    except PermissionError as exc:
+        raise FieldError("out", f"cannot write {exc.filename or out}: permission denied") from None
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR):
+            raise FieldError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
+        raise
+    try:
+        yield out
+    finally:
         os.close(fd)
 
 

@@ -18,18 +18,27 @@ import contextlib
 import json
 import mmap
 import os
+import re
+import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from phasediag.errors import ResultsError
 from phasediag.results import npz
 
-__all__ = ["StreamedResult", "MemoryResult", "RECORD", "DATA"]
+__all__ = ["StreamedResult", "MemoryResult", "RECORD", "RECORDS", "DATA", "shard_record"]
 
 DATA = "results.npz"
 RECORD = "chunks"
+RECORDS = re.compile(r"chunks(-[0-9]{4,}-of-[0-9]{4,})?")  # this run's record, and shards' (shard_record)
 _RECORD_VERSION = 1
+
+
+def shard_record(index: int, count: int) -> str:
+    """The record of shard `index` of `count` writing into a result shared by all shards."""
+    return f"{RECORD}-{index:04d}-of-{count:04d}"
 
 
 class MemoryResult:
@@ -68,11 +77,12 @@ class StreamedResult:
 
     `coords`: the coordinate arrays (written at once), `specs`: name -> (shape, dtype) of every data
     variable, in order (the first axis, or axes, spanning the points); `digest`: the config hash the record
-    is kept for."""
+    is kept for; `record`: the name of this writer's record (shards writing into one file: one each)."""
 
     def __init__(self, folder: Path, coords: dict[str, np.ndarray], specs: dict[str, tuple], digest: str,
-                 start: int, stop: int):
+                 start: int, stop: int, record: str = RECORD):
         self.folder, self.start, self.stop, self.digest = Path(folder), start, stop, digest
+        self.record_name, self.shared = record, False
         self.coords = {name: np.asarray(values) for name, values in coords.items()}
         self.layout = npz.Layout([(n, a.shape, a.dtype) for n, a in self.coords.items()]
                                  + [(n, shape, dtype) for n, (shape, dtype) in specs.items()])
@@ -82,10 +92,10 @@ class StreamedResult:
 
     # ---- opening: a new file, or the one an interrupted run left
     def open(self, warn: Callable[[str], None] | None = None) -> list[tuple[int, int]]:
-        """Open the file: the one an interrupted run of the same config and range left (its record and
-        structure checked; a file that does not pass is replaced, with one line to `warn` if its record claimed
-        finished chunks), else a new one.
-        Returns the finished ranges. A failure (a full disk) leaves nothing behind."""
+        """Open the file: the one an interrupted run of the same config and range left (its records and
+        structure checked; a file that does not pass is replaced, with one line to `warn` if a record claimed
+        finished chunks), else a new one. Returns the finished ranges (those of every record in the folder:
+        this run's and shards' that wrote into the same file). A failure (a full disk) leaves nothing behind."""
         try:
             return self._open(warn)
         except BaseException:
@@ -93,11 +103,33 @@ class StreamedResult:
             self.close()
             raise
 
+    def open_shared(self, wait: float = 30.0) -> list[tuple[int, int]]:
+        """Open the file as one of several shards writing into it at once (on a shared file system): the
+        first lays it out (an exclusive create), the others wait up to `wait` seconds for its structure and
+        check it. This writer's chunks go to its own record (`record_name`); nothing is ever removed, and a file
+        that does not check out is an error, not replaced (another shard may be writing it). Returns the
+        finished ranges of every record."""
+        self.shared = True
+        self.folder.mkdir(exist_ok=True)
+        with contextlib.suppress(FileExistsError), self._naming(self.path):
+            npz.create(self.path, self.layout, self.coords)
+        if self._records().get(self.record_name) is None:
+            self._write_record_header()
+        deadline = time.monotonic() + wait
+        while (problem := self.check()) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)  # (another shard is still laying the file out, or writing its record's header)
+        if problem is not None:
+            raise ResultsError(f"shared result {self.path}: {problem}; remove {self.folder} to start again")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        return list(self.done)
+
     def _open(self, warn) -> list[tuple[int, int]]:
         self.folder.mkdir(exist_ok=True)
-        if self.path.exists() or (self.folder / RECORD).exists():
-            problem = self._reusable()
+        if self.path.exists() or self._records():
+            problem = self.check()
             if problem is None:
+                if self._records().get(self.record_name) is None:  # (a folder shards wrote into)
+                    self._write_record_header()
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
                 return list(self.done)
             if warn is not None and self._claims_chunks():
@@ -114,29 +146,46 @@ class StreamedResult:
                 "bytes": self.layout.size}
 
     def _write_record_header(self) -> None:
-        with open(self.folder / RECORD, "w", encoding="ascii") as fh:
+        with open(self.folder / self.record_name, "w", encoding="ascii") as fh:
             fh.write(json.dumps(self._header()) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
-    def _claims_chunks(self) -> bool:
-        """Whether the record lists any finished chunk: a checkpoint that claims none (a run killed while it was
-        being created) loses nothing when it is replaced, so that is done without a warning."""
+    def _records(self) -> dict[str, list[bytes] | None]:
+        """Every record file of the folder (this run's, shards'): name -> its lines after the header, None
+        for one whose header line is not complete (a writer killed while writing it: it claims nothing)."""
+        out: dict[str, list[bytes] | None] = {}
         try:
-            lines = (self.folder / RECORD).read_bytes().split(b"\n")[1:]
+            names = [e.name for e in os.scandir(self.folder) if RECORDS.fullmatch(e.name)]
         except OSError:
-            return False
-        return any(line.strip() for line in lines)
+            return out
+        for name in sorted(names):
+            try:
+                text = (self.folder / name).read_bytes()
+            except OSError:
+                continue
+            head, newline, rest = text.partition(b"\n")
+            out[name] = [head, *rest.split(b"\n")] if newline else None
+        return out
 
-    def _reusable(self) -> str | None:
-        """None if the folder holds this run's file and record (self.done set from it), else what is wrong."""
-        try:
-            lines = (self.folder / RECORD).read_text(encoding="ascii").split("\n")
-            header = json.loads(lines[0])
-        except (OSError, ValueError, UnicodeDecodeError):
+    def _claims_chunks(self) -> bool:
+        """Whether a record lists any finished chunk: a checkpoint that claims none (a run killed while it was
+        being created) loses nothing when it is replaced, so that is done without a warning."""
+        return any(lines and any(line.strip() for line in lines[1:]) for lines in self._records().values())
+
+    def check(self) -> str | None:
+        """None if the folder holds this run's file and records (self.done set from them), else what is
+        wrong (nothing is opened or changed)."""
+        records = {name: lines for name, lines in self._records().items() if lines is not None}
+        if not records:
             return "its record of finished chunks is missing or unreadable"
-        if header != self._header():
-            return "it was computed for another config or range"
+        for lines in records.values():
+            try:
+                header = json.loads(lines[0].decode("ascii"))
+            except (ValueError, UnicodeDecodeError):
+                return "its record of finished chunks is missing or unreadable"
+            if header != self._header():
+                return "it was computed for another config or range"
         try:
             with open(self.path, "rb") as fh:
                 info = os.fstat(fh.fileno())
@@ -152,12 +201,13 @@ class StreamedResult:
         except OSError as exc:
             return f"unreadable ({exc.strerror})"
         done = []
-        for line in lines[1:]:  # a line cut short by a kill is not a record: those points are computed again
-            parts = line.split()
-            if len(parts) == 2 and all(p.isdigit() for p in parts):
-                lo, hi = int(parts[0]), int(parts[1])
-                if self.start <= lo < hi <= self.stop:
-                    done.append((lo, hi))
+        for lines in records.values():  # a line cut short by a kill is not a record: its points are computed again
+            for line in lines[1:]:
+                parts = line.split()
+                if len(parts) == 2 and all(p.isdigit() for p in parts):
+                    lo, hi = int(parts[0]), int(parts[1])
+                    if self.start <= lo < hi <= self.stop:
+                        done.append((lo, hi))
         self.done = done
         return None
 
@@ -187,9 +237,9 @@ class StreamedResult:
         with self._naming(self.path):
             os.fsync(self.fd)
         text = "".join(f"{lo} {hi}\n" for lo, hi in finished)
-        fd = os.open(self.folder / RECORD, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        fd = os.open(self.folder / self.record_name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
-            with self._naming(self.folder / RECORD):
+            with self._naming(self.folder / self.record_name):
                 os.write(fd, text.encode("ascii"))
                 os.fsync(fd)
         finally:
@@ -215,12 +265,12 @@ class StreamedResult:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        if not self.done:
+        if not self.done and not self.shared:
             self._remove_files()
             with contextlib.suppress(OSError):
                 self.folder.rmdir()
 
     def _remove_files(self) -> None:
-        for name in (DATA, RECORD):
+        for name in [DATA, *self._records()]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.folder / name)
