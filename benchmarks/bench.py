@@ -76,9 +76,11 @@ MERGE_MEM_EXTRA = 200e6           # merge streams one array at a time: peak <= r
 MODES = {
     "full": dict(sizes=(100, 316, 1000, 3162), repeats=5, big_repeats=5, traj_max=1000, accuracy_n=1000,
                  ref_points=200, tlearn_points=40, ivp_points=200, gd_points=50, gd_max_steps=100_000,
+                 gd_map_n=1000, gd_map_repeats=2,
                  proc_n=1000, proc_repeats=3, big_n=3162, big_proc_repeats=2, startup_runs=7, shard_n=1000),
     "quick": dict(sizes=(100, 316, 1000), repeats=2, big_repeats=1, traj_max=316, accuracy_n=1000,
                   ref_points=20, tlearn_points=5, ivp_points=20, gd_points=8, gd_max_steps=20_000,
+                  gd_map_n=316, gd_map_repeats=1,
                   proc_n=1000, proc_repeats=1, big_n=1000, big_proc_repeats=1, startup_runs=3, shard_n=316),
 }
 
@@ -334,6 +336,45 @@ def measure_other_grids(mode: dict, log) -> list[dict]:
         log(f"  {label}: {n * n / t:.3g} points/s")
         rows.append(row)
     return rows
+
+
+GD_CONFIG = ROOT / "configs" / "7_gd_lr_vs_width.yaml"
+TARGET_GD_RATE = 1e6  # exact GD map points / s / core (the issue's target)
+
+
+def gd_map_config(n: int, optimizer: str = "gd"):
+    """configs/7_gd_lr_vs_width.yaml on an n x n grid (eta x d), every metric stored; `optimizer: flow`: the
+    same grid under gradient flow (its cost is the reference of the GD map's)."""
+    from phasediag.config.sweep import config_from_text
+
+    text = GD_CONFIG.read_text()
+    grids = (("eta: {log: [0.05, 5, 121]}", f"eta: {{log: [0.05, 5, {n}]}}"),
+             ("d: {log: [1, 1e5, 101]}", f"d: {{log: [1, 1e5, {n}]}}"))
+    for old, new in grids:
+        if old not in text:
+            raise RuntimeError(f"{GD_CONFIG}: expected {old!r} to scale")
+        text = text.replace(old, new)
+    if optimizer == "flow":
+        text = re.sub(r"^train:.*$", "train: {optimizer: flow}", text, flags=re.M)
+        text = re.sub(r"^plot:.*$", "", text, flags=re.M)
+    return config_from_text(text, source=f"bench gd map {optimizer}")
+
+
+def measure_gd_maps(mode: dict, log) -> dict:
+    """Exact GD map throughput (config 7 scaled to n x n, one process) against the gradient-flow map of the
+    same grid measured in the same run, and the GD steps it took per point."""
+    from phasediag.engine import sweep
+
+    n = mode["gd_map_n"]
+    gd, flow = gd_map_config(n), gd_map_config(n, "flow")
+    out = {"points": n * n, "max_steps": gd.max_steps}
+    _record(out, "gd", timed_runs(lambda: sweep.run(gd, workers=1), mode["gd_map_repeats"]))
+    _record(out, "flow", timed_runs(lambda: sweep.run(flow, workers=1), mode["gd_map_repeats"]))
+    steps = sweep.run(gd, workers=1).arrays["gd_steps"]
+    out["mean_steps"] = float(np.mean(steps))
+    log(f"  GD map, config 7 on {n * n:,} points: {n * n / out['gd']:.3g} points/s, {out['gd'] / out['flow']:.1f}x "
+        f"the flow map's time ({n * n / out['flow']:.3g} points/s); mean gd_steps {out['mean_steps']:.1f}")
+    return out
 
 
 def measure_worker_scaling(mode: dict, log) -> dict:
@@ -981,6 +1022,13 @@ def targets(res: dict) -> list[dict]:
         f"{at['core_inf']:.3f} s / {at['floor_inf']:.3f} s = {floor:.2f}x", f"<= {TARGET_FLOOR_RATIO:g}x",
         floor <= TARGET_FLOOR_RATIO, f"{largest['points']:,} points: "
         f"{largest['core_inf'] / largest['floor_inf']:.2f}x")
+    if "gd_maps" in res:  # (absent from the JSON of runs before it was measured)
+        g = res["gd_maps"]
+        rate_gd = g["points"] / g["gd"]
+        add(f"exact GD map, configs/7 on {g['points']:,} points, 1 process", f"{rate_gd:.3g} points/s",
+            f">= {TARGET_GD_RATE:.0e} points/s", rate_gd >= TARGET_GD_RATE,
+            f"{g['gd'] / g['flow']:.1f}x the gradient-flow map of the same grid (same run); mean "
+            f"{g['mean_steps']:.1f} GD steps per point (max_steps {g['max_steps']:,})")
     with_traj = [r for r in res["throughput"] if "core_traj" in r]
     if with_traj:
         tr = max(with_traj, key=lambda r: r["points"])
@@ -1436,6 +1484,7 @@ def run_all(mode_name: str, log) -> dict:
     log("throughput (in process)")
     res["throughput"] = measure_throughput(mode, log)
     res["other_grids"] = measure_other_grids(mode, log)
+    res["gd_maps"] = measure_gd_maps(mode, log)
     res["worker_scaling"] = measure_worker_scaling(mode, log)
     res["parallel_ceiling"] = parallel_ceiling(log)
     res["sweep_ceiling"] = sweep_ceiling(mode, log)
