@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from mpmath import mp, mpf
 
@@ -365,3 +365,47 @@ def test_resolution_of_falls_back_to_the_registry():
     for bad in ("1e-15", -1.0, math.inf, math.nan, True, [1]):
         with pytest.raises(ResultsError, match="resolution"):
             resolution_of("ntk_change", {**old, "resolution": bad})
+
+
+# ---------- the GD end-state metrics of a GD sweep ----------
+
+@st.composite
+def gd_points(draw):
+    """Converging GD runs of typical or explicit initializations: a Theta0 in (0.01, 3.5) (slow, oscillating
+    and catapulting convergence), kappa, rates and m* over several decades."""
+    width = draw(st.sampled_from([1, 2, 10, 1000]))
+    var = draw(log_uniform(1e-4, 1e2))
+    kappa = draw(log_uniform(1e-3, 1e1)) / math.sqrt(width)
+    ratio = draw(log_uniform(1e-2, 1e2))
+    mstar = draw(st.sampled_from([-1.0, 1.0])) * draw(log_uniform(1e-2, 1e2))
+    a = draw(log_uniform(1e-1, 1e1))
+    case = _typical(width, var, kappa=kappa, lr_u=ratio, lr_w=1 / ratio, a=a, mstar=mstar)
+    theta = draw(log_uniform(0.01, 3.5)) / (a * float(case.core_invariants().ntk_init))
+    # c = kappa sqrt(eta_u eta_w) <= 10: beyond, a first step multiplies alpha and beta by (1 -+ c r)^2 ~ c^2
+    # and m = alpha - beta cancels more digits than the reference's working precision carries
+    assume(kappa * theta <= 10)
+    # |a c m*| < 1: where a minimum can be stable (beyond, float GD can land exactly on an unstable one,
+    # where the exact map does not: docs/theory.md section 9)
+    assume(a * kappa * theta * abs(mstar) < 0.9)
+    return _typical(width, var, kappa=kappa, lr_u=ratio * theta, lr_w=theta / ratio, a=a, mstar=mstar)
+
+
+@given(gd_points())
+@settings(max_examples=60, **SETTINGS)
+def test_gd_end_state_metrics_within_resolution(case):
+    """ntk_change and alignment_final of a GD sweep (GD_END_STATE) against the 50-digit iteration of the
+    exact map, run for as many steps as the engine took, at every converging point."""
+    from phasediag.engine.metrics import GD_END_STATE
+
+    points = PointSet(case.core_invariants(), math.inf, 0.1, 0.1, 2000, optimizer="gd")
+    outcome = int(np.ravel(points.gd.outcome)[0])
+    if core.GD_OUTCOMES[outcome] not in ("converges", "catapult"):
+        return
+    steps = int(np.ravel(points.gd.steps)[0])
+    exact = Reference(case.point).gd(steps, keep=[steps])[steps]  # (adaptive precision)
+    got = {name: float(np.ravel(GD_END_STATE[name].compute(points))[0]) for name in ("ntk_change", "alignment_final")}
+    with mp.workdps(50):
+        errors = {"ntk_change": abs(got["ntk_change"] - exact["ntk_change"]),
+                  "alignment_final": abs(got["alignment_final"] - exact["zeta"])}
+    for name, error in errors.items():
+        assert error <= GD_END_STATE[name].resolution, (name, float(error), steps)

@@ -37,7 +37,8 @@ NTK_CHANGE_RESOLUTION = 64 * EPS
 ALIGNMENT_RESOLUTION = 32 * EPS
 # GD's end state is iterated, not evaluated in closed form: each step rounds alpha and beta (relatively, a few
 # eps), so Theta_T and zeta_T carry an error that grows with the steps taken; ntk_change = (Theta_T - Theta0)/
-# Theta0 adds one subtraction. Measured against a 50-digit iteration of the map by tests/test_resolution.py.
+# Theta0 adds one subtraction. Measured against an iteration of the map in adaptive high precision by
+# tests/test_resolution.py (converging runs, |a c m*| < 1): worst 486 eps (ntk_change) and 599 eps (zeta) in 150 points.
 GD_NTK_CHANGE_RESOLUTION = 1024 * EPS
 GD_ALIGNMENT_RESOLUTION = 1024 * EPS
 # mode: scaling exponents are sums of the five inputs (|input| <= MAX_EXPONENT = M): each addition rounds by at
