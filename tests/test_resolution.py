@@ -384,8 +384,9 @@ def gd_points(draw):
     # c = kappa sqrt(eta_u eta_w) <= 10: beyond, a first step multiplies alpha and beta by (1 -+ c r)^2 ~ c^2
     # and m = alpha - beta cancels more digits than the reference's working precision carries
     assume(kappa * theta <= 10)
-    # |a c m*| < 1: where a minimum can be stable (beyond, float GD can land exactly on an unstable one,
-    # where the exact map does not: docs/theory.md section 9)
+    # |a c m*| < 1: where a minimum can be stable. Beyond, a run that lands exactly on a minimum (m0 = 0 and
+    # a Theta0 = 1: delta1 = delta0 (1 - a Theta0) = 0) stays there in float64 and in exact arithmetic, but the
+    # reference's finite precision leaves the unstable point and diverges (seen: kappa 10, eta 0.005, m* = -100)
     assume(a * kappa * theta * abs(mstar) < 0.9)
     return _typical(width, var, kappa=kappa, lr_u=ratio * theta, lr_w=theta / ratio, a=a, mstar=mstar)
 

@@ -403,23 +403,29 @@ def _lock(path: Path, shared: bool = False) -> int:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def shard_writer(out: str | Path) -> Iterator[Path]:
-    """Hold `out` as one of the shards writing into one shared result: beside other shards, never beside
-    a writer (a writer, or a shard while a writer works, fails at once with BusyError). The lock file stays:
-    the writer that commits the result removes it."""
-    out = Path(out)
+def _take(out: Path, *, create: bool, shared: bool = False) -> tuple[list[Path], int]:
+    """Create `out` (if `create`) and take its lock: (the folders created, the lock's descriptor); a path
+    that cannot be written is a FieldError naming `out`."""
     if out.exists() and not out.is_dir():
         raise FieldError("out", f"{out} is a file, not a directory")
     try:
-        _make_dirs(out)
-        fd = _lock(out, shared=True)
+        created = _make_dirs(out) if create else []
+        return created, _lock(out, shared=shared)
     except PermissionError as exc:
         raise FieldError("out", f"cannot write {exc.filename or out}: permission denied") from None
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR):
             raise FieldError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
         raise
+
+
+@contextlib.contextmanager
+def shard_writer(out: str | Path) -> Iterator[Path]:
+    """Hold `out` as one of the shards writing into one shared result: beside other shards, never beside
+    a writer (a writer, or a shard while a writer works, fails at once with BusyError). The lock file stays:
+    the writer that commits the result removes it."""
+    out = Path(out)
+    _, fd = _take(out, create=True, shared=True)
     try:
         yield out
     finally:
@@ -432,17 +438,7 @@ def writer(out: str | Path, *, create: bool = True) -> Iterator[RunDirectory]:
     interrupted process left. On exit an uncommitted transaction is discarded, the lock released and
     removed, and the folders this call created are removed again if nothing was committed in them."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FieldError("out", f"{out} is a file, not a directory")
-    try:
-        created = _make_dirs(out) if create else []
-        fd = _lock(out)
-    except PermissionError as exc:
-        raise FieldError("out", f"cannot write {exc.filename or out}: permission denied") from None
-    except OSError as exc:
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR):
-            raise FieldError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
-        raise
+    created, fd = _take(out, create=create)
     try:
         run = RunDirectory(out)
         run.recover()
