@@ -365,10 +365,9 @@ def run(
 
 
 def _fill(config: Config, sink, all_chunks: list[tuple[int, int]], done: list[tuple[int, int]], workers: int,
-          checkpoint_every: float, progress: Callable[[int], None] | None) -> int:
+          checkpoint_every: float, progress: Callable[[int], None] | None) -> None:
     """Evaluate the chunks of `all_chunks` that `done` does not cover into `sink`, recording the finished ones
-    every `checkpoint_every` seconds (and those finished when it stops, whatever stops it); the points
-    evaluated."""
+    every `checkpoint_every` seconds (and those finished when it stops, whatever stops it)."""
     covered = _coverage(done)
     todo = [(lo, hi) for lo, hi in all_chunks if not covered(lo, hi)]
     skipped = sum(hi - lo for lo, hi in all_chunks) - sum(hi - lo for lo, hi in todo)
@@ -389,7 +388,6 @@ def _fill(config: Config, sink, all_chunks: list[tuple[int, int]], done: list[tu
             sink.record(pending)
         raise
     sink.record(pending)
-    return sum(hi - lo for lo, hi in todo)
 
 
 def run_shared_shard(config: Config, shard: Shard, folder: Path, *, chunk_size: int = DEFAULT_CHUNK,
@@ -402,7 +400,7 @@ def run_shared_shard(config: Config, shard: Shard, folder: Path, *, chunk_size: 
     n = grid_size(config)
     length = chunk_length(config, chunk_size)
     shard_chunks = list(chunks(*shard.bounds(n), length))
-    sink = _streamed(config, folder, stream.shard_record(shard.index, shard.count))
+    sink = _streamed(config, folder, record=stream.shard_record(shard.index, shard.count))
     done = sink.open_shared()
     try:
         _fill(config, sink, shard_chunks, done, workers_for(workers, len(shard_chunks)), checkpoint_every,
@@ -416,23 +414,17 @@ def recorded_points(config: Config, folder: Path) -> int:
     """The points of the grid that the records in checkpoint `folder` list as finished (0 if it holds none
     that check out)."""
     sink = _streamed(config, folder)
-    return 0 if sink.check() is not None else _union_length(sink.done)
+    return 0 if sink.check() is not None else sum(hi - lo for lo, hi in _union(sink.done))
 
 
-def _union_length(ranges: list[tuple[int, int]]) -> int:
-    """The points in the union of `ranges` (a chunk may be recorded twice)."""
-    total, reach = 0, 0
-    for lo, hi in sorted(ranges):
-        lo = max(lo, reach)
-        if hi > lo:
-            total, reach = total + hi - lo, hi
-    return total
-
-
-def _streamed(config: Config, folder: Path, record: str = stream.RECORD) -> StreamedResult:
-    """The unsharded run's results.npz in checkpoint `folder` (the whole grid)."""
-    specs = {name: (tuple(config.shape) + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
-    return StreamedResult(folder, coordinates(config), specs, config_hash(config), 0, grid_size(config), record)
+def _streamed(config: Config, folder: Path, bounds: tuple[int, int] | None = None,
+              record: str = stream.RECORD) -> StreamedResult:
+    """The results.npz in checkpoint `folder` of the whole grid (shaped as the grid), or of a shard's flat
+    range `bounds` (one axis of points)."""
+    rows = tuple(config.shape) if bounds is None else (bounds[1] - bounds[0],)
+    start, stop = (0, grid_size(config)) if bounds is None else bounds
+    specs = {name: (rows + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
+    return StreamedResult(folder, coordinates(config), specs, config_hash(config), start, stop, record)
 
 
 def _open_sink(config: Config, start: int, stop: int, shard: Shard | None, workers: int,
@@ -440,9 +432,7 @@ def _open_sink(config: Config, start: int, stop: int, shard: Shard | None, worke
     """Where the chunks go, and the ranges already there (a resumed run's)."""
     if folder is None:
         return MemoryResult(allocate(config, stop - start, shared=workers > 1), start), []
-    rows = (stop - start,) if shard is not None else tuple(config.shape)
-    specs = {name: (rows + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
-    sink = StreamedResult(folder, coordinates(config), specs, config_hash(config), start, stop)
+    sink = _streamed(config, folder, None if shard is None else (start, stop))
     return sink, sink.open(warn)
 
 
@@ -481,17 +471,24 @@ def _evaluate_into(task: tuple[int, int, int]) -> tuple[int, int]:
     return lo, hi
 
 
+def _union(ranges: list[tuple[int, int]]) -> list[list[int]]:
+    """The union of the flat ranges `ranges` as sorted, disjoint [lo, hi] pairs (a chunk may be recorded
+    twice, by a shard and a resumed run)."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return merged
+
+
 def _coverage(done: list[tuple[int, int]]) -> Callable[[int, int], bool]:
     """Whether the ranges `done` cover [lo, hi) (their union, searched: a resumed 1e9-point run has
     thousands of both)."""
     import bisect
 
-    merged: list[list[int]] = []
-    for lo, hi in sorted(done):
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
+    merged = _union(done)
     starts = [lo for lo, _ in merged]
 
     def covered(lo: int, hi: int) -> bool:

@@ -178,17 +178,27 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
             if options.plot and result.meta.get("figures_pending"):
                 _draw_commit(module, result, directory, started=started, workers=options.workers)
                 return result, _summary(module, result, out, _paths(out, result.meta))
-            summary = _summary(module, result, out, _paths(out, result.meta))
-            summary.status = "up to date"
-            return result, summary
+            return result, _up_to_date(module, result, out)
         if not options.resume:
             directory.remove_partial(partial)
-        for name in (store.META_FILE, store.RESULTS_FILE):  # refused now, not after the computation
-            rundir.check_regular_target(out / name)
+        _check_targets(out)
         result = _execute(module, spec, options, partial, kind, digest, source)
         write(module, result, directory, plot=options.plot, started=started, partial=partial,
               workers=options.workers)
     return result, _summary(module, result, out, _paths(out, result.meta))
+
+
+def _check_targets(out: Path) -> None:
+    """The files a run commits, refused before the computation if something else has their names."""
+    for name in (store.META_FILE, store.RESULTS_FILE):
+        rundir.check_regular_target(out / name)
+
+
+def _up_to_date(module, result: Result, out: Path) -> Summary:
+    """The summary of a run that found its result complete in `out` and did nothing."""
+    summary = _summary(module, result, out, _paths(out, result.meta))
+    summary.status = "up to date"
+    return summary
 
 
 def _run_shared_shard(source, module, spec, options: Options, out: Path | None, kind: str, digest: str,
@@ -206,13 +216,10 @@ def _run_shared_shard(source, module, spec, options: Options, out: Path | None, 
     with _final_names(out), rundir.shard_writer(out):
         current = _current(out, kind, digest, None)
         if current is None:
-            for name in (store.META_FILE, store.RESULTS_FILE):  # refused now, not after the computation
-                rundir.check_regular_target(out / name)
+            _check_targets(out)
             done, total = module.execute_shared(spec, options, out / f"{rundir.PARTIAL_PREFIX}{digest}")
     if current is not None:
-        summary = _summary(module, current, out, _paths(out, current.meta))
-        summary.status = "up to date"
-        return current, summary
+        return current, _up_to_date(module, current, out)
     if done == total:  # (every shard's chunks recorded: the last shard to finish commits)
         with contextlib.suppress(BusyError):  # another shard that saw them all is committing
             return run(source, out=out, options=whole)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 from phasediag.errors import BusyError, FieldError, ResultsError
+from phasediag.results.stream import RECORDS
 
 __all__ = ["LOCK", "STAGING", "RunDirectory", "Transaction", "writer", "shard_writer", "file_entry", "hash_open",
            "plain_name", "check_regular_target", "recover", "commit_pending", "json_default"]
@@ -53,8 +54,8 @@ TEMPORARY = re.compile(r"\.(?P<final>[A-Za-z0-9][A-Za-z0-9_.-]*)\.[a-z0-9_]{8}\.
 _PARTIAL = re.compile(r"\.partial-[0-9a-f]{16}")
 #: what a checkpoint folder holds: the results.npz being filled and its record of finished chunks (and the
 #: chunk files of earlier versions, which kept each chunk in a file of its own)
-_CHUNK = re.compile(r"results\.npz|chunks(-\d{4,}-of-\d{4,})?|chunk-\d{15}-\d{15}\.npz"
-                    r"|\.chunk-\d{15}-\d{15}\.npz\.[a-z0-9_]{8}\.tmp\.npz")
+_CHUNK = re.compile(rf"results\.npz|{RECORDS.pattern}|chunk-\d{{15}}-\d{{15}}\.npz"
+                    r"|\.chunk-\d{15}-\d{15}\.npz\.[a-z0-9_]{8}\.tmp\.npz")  # (the checkpoint's files)
 _HASH_BLOCK = 1 << 22
 
 

@@ -152,7 +152,7 @@ class StreamedResult:
             os.fsync(fh.fileno())
 
     def _records(self) -> dict[str, list[bytes] | None]:
-        """Every record file of the folder (this run's, shards'): name -> its lines after the header, None
+        """Every record file of the folder (this run's, shards'): name -> its lines (the header first), None
         for one whose header line is not complete (a writer killed while writing it: it claims nothing)."""
         out: dict[str, list[bytes] | None] = {}
         try:
