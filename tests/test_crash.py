@@ -625,7 +625,8 @@ def test_a_full_disk_fails_cleanly_and_keeps_the_previous_result(tmpfs, tmp_path
 
     thief = threading.Thread(target=fill_once_started)
     thief.start()
-    proc = pd("run", tmp_path / "fits.yaml", "--out", out, "--no-plot", "-q", "--chunk-size", "500",
+    # (48 chunks, each made durable: the evaluation outlasts the filling, so the disk fills while it writes)
+    proc = pd("run", tmp_path / "fits.yaml", "--out", out, "--no-plot", "-q", "--chunk-size", "50",
               "--checkpoint-every", "0")
     thief.join()
     for path in filler:
