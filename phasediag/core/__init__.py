@@ -19,7 +19,8 @@ from phasediag.core.flow import (
     t_learn,
     with_time_axis,
 )
-from phasediag.core.gd import GD_CODE, GD_OUTCOMES, GDResult, gd_end_state, gd_outcome, gd_state
+from phasediag.core._gd_rules import GD_CODE, GD_OUTCOMES
+from phasediag.core.gd import GDResult, gd_end_state, gd_outcome, gd_state
 from phasediag.core.gram import Gram, explicit_gram, sample_gram, typical_gram
 from phasediag.core.relu import ReluSolution, relu_solution
 from phasediag.core.phases import (
