@@ -112,7 +112,7 @@ def test_points_near_the_float_range_are_handed_to_the_vectorized_loop(monkeypat
     vectorized loop's, beside ordinary points that the compiled loop runs."""
     n = gd.COMPILED_MIN_POINTS
     c = np.r_[1e-70, np.full(n - 1, 0.3)]
-    x = 1.5 / (2 * c)  # a Theta0 = 1.5 at a = 1, kappa = 1, eta = c (as tests/test_core.gd_point)
+    x = 1.5 / (2 * c)  # a Theta0 = 1.5 at a = 1, kappa = 1, eta = c (as gd_point in tests/test_core.py)
     inv = invariants(Problem(1.0, c, c, 1.0, 1.0, explicit_gram(x, x, 0.0)))
     k, start = _batch([inv])
     deferred = compiled_outcome(k, start, 5000, True)[4]

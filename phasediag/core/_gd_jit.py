@@ -47,7 +47,7 @@ def _select_scalar(condition, if_true, if_false):
     return lambda condition, if_true, if_false: if_true if condition else if_false
 
 
-for _rule in (rules.best, rules.advance, rules.decide, rules.is_settled):
+for _rule in (rules.best, rules.advance, rules.decide, rules.oscillating, rules.stops, rules.is_settled):
     register_jitable(_rule)
 
 
@@ -91,8 +91,8 @@ def _run(a, c, m_star, g0, saddle, bound, alpha, beta, delta, scale, slope, max_
                 if scheduled:
                     if code == rules.UNDECIDED:
                         code = rules.decide(st, k, _loss_ratio(peak_gap, d0))
-                    settled = rules.is_settled(st, k) or code == rules.DIVERGES
-                    done = done or (code != rules.UNDECIDED and (not settle or settled or code == rules.STALLS))
+                    done = done or (code != rules.UNDECIDED and (not settle or rules.is_settled(st, k)
+                                                                 or rules.stops(code)))
                 if blown:
                     code = rules.DIVERGES
                 if done:

@@ -10,7 +10,8 @@ The outcome of a run is decided per point with early stopping:
   exactly (a step can land on a minimum, e.g. a Theta0 = 1 at m0 = 0); catapult if the loss ever exceeded its
   initial value, converges otherwise;
 - stalls: the g = 0 saddle (m0 m* <= 0) decaying to m = 0 (certified: |1 - c r| < 1 from here on);
-- oscillates: none of these within `max_steps` (bounded, not converging: e.g. a c |m*| >= 1).
+- oscillates: certified bounded for ever and never converging (below, (C)); or, uncertified, none of the
+  other outcomes within `max_steps`.
 
 Certificates (delta = |m - m*|, r = a(m - m*)): since m' - m* = (m - m*)(1 - a Theta + a c^2 r m),
 (A) delta < |m*|, c|r| < 1 and, with Theta between 2c(|m*| - delta) and 2c hypot(|m*| + delta, g),
@@ -18,6 +19,17 @@ Certificates (delta = |m - m*|, r = a(m - m*)): since m' - m* = (m - m*)(1 - a T
     geometrically for ever (g cannot grow while c|r| < 1);
 (B) off the saddle, c a delta < 1 and 2 a c hypot(M, g) + a^2 c^2 delta M < 1 with M = max(|m|, |m*|): m moves
     monotonically to m* like the flow (no overshoot), e.g. through a small-initialization plateau.
+(C) oscillation, in A = a c alpha, B = a c beta, mu = a c m* > 1 (mu < -1: the same with A, B swapped), where
+    y = A - B - mu and A' = A (1 - y)^2 = f_B(A) := A (1 + mu + B - A)^2, B' = B (1 + y)^2, A'B' = A B (1 - y^2)^2.
+    With p >= A B, lo <= A <= hi and b >= p / lo, the set S = {lo <= A <= hi, B >= 0, A B <= p} maps into
+    itself when hi >= 4 (1 + mu + b)^3 / 27 (the largest value of f_b), hi <= 1 + mu (so f_B >= f_0 there,
+    and f_0 is unimodal), lo <= min(mu, f_0(hi)) (the least of f_0 on [lo, hi] is at an end, f_0(lo) >= lo
+    for lo <= mu), and |y| <= sqrt 2 on S (mu + b - lo <= sqrt 2, hi - mu <= sqrt 2: A B cannot grow).
+    Bounded for ever, so it never diverges; and it cannot converge: every minimum (A - B = mu) has
+    T = A + B = sqrt(mu^2 + 4 A B) > 1, where y' = y (1 - 2T + ...) pushes away (|1 - 2T| > 1); only a run that
+    lands exactly on a minimum would, a set of starts of measure zero that is not sought. Margins of 1e-9
+    (1e-6 on A B) keep the inequalities clear of float64 rounding. It holds from a few steps on for the
+    oscillating runs of configs/7_gd_lr_vs_width.yaml (1 < mu < 1.34, orbits drawn to B = 0).
 """
 
 from __future__ import annotations
@@ -32,7 +44,8 @@ GD_OUTCOMES = ("converges", "catapult", "diverges", "oscillates", "stalls")
 GD_CODE = {name: code for code, name in enumerate(GD_OUTCOMES)}
 UNDECIDED = -1
 # the codes as plain constants: the rules also run compiled, where a dict cannot be read
-CONVERGES, CATAPULT, DIVERGES, STALLS = (GD_CODE[name] for name in ("converges", "catapult", "diverges", "stalls"))
+CONVERGES, CATAPULT, DIVERGES, OSCILLATES, STALLS = (
+    GD_CODE[name] for name in ("converges", "catapult", "diverges", "oscillates", "stalls"))
 EPS = float(np.finfo(float).eps)
 DIVERGENCE_FACTOR = 1e12
 CHECK_EVERY = 16
@@ -143,9 +156,40 @@ def decide(st: State, k: Flat, loss_ratio):
     cert_b = ~k.saddle & (cr < 1.0) & (2.0 * a * c * np.hypot(big_m, g) + (a * c) ** 2 * delta * big_m < 1.0)
     stall = k.saddle & (((c * a * (np.abs(m) + np.abs(m_star)) < 2.0) & (m * m_star <= 0)) | (s == 0))
     converging = cert_a | cert_b | (st.delta == 0)  # delta = 0: a fixed point, even an unstable one
-    out = select(converging, select(loss_ratio > 1.0, CATAPULT, CONVERGES), UNDECIDED)
+    out = select(oscillating(st, k), OSCILLATES, UNDECIDED)  # (excludes (A), (B); not delta = 0)
+    out = select(converging, select(loss_ratio > 1.0, CATAPULT, CONVERGES), out)
     out = select(stall, STALLS, out)
     return select(~np.isfinite(s) | (s > k.bound), DIVERGES, out)
+
+
+#: relative margins of certificate (C), far above float64 rounding
+_MARGIN, _PRODUCT_MARGIN = 1e-9, 1e-6
+_SQRT2 = float(np.sqrt(2.0))
+
+
+def oscillating(st: State, k: Flat):
+    """Certificate (C): the run stays in a bounded set S for ever and cannot converge. Every operand is
+    clamped first (the certificate needs |mu| < 2, A and B below 4, b <= 1), so nothing overflows."""
+    ac = k.a * k.c
+    mu = ac * k.m_star
+    up = mu > 0
+    big = np.minimum(ac * select(up, st.alpha, st.beta), 4.0)  # A for mu > 0, B for mu < 0
+    small = np.minimum(ac * select(up, st.beta, st.alpha), 4.0)
+    size = np.minimum(np.abs(mu), 2.0)
+    p = big * small * (1.0 + _PRODUCT_MARGIN)
+    top = 4.0 / 27.0 * (1.0 + size) ** 3  # hi with b = 0; f_0(x) = x (1 + mu - x)^2 below
+    lo0 = np.minimum(size, top * (1.0 + size - top) ** 2)
+    b = np.minimum(2.0 * p / np.maximum(lo0, 0.01), 1.0)
+    hi = 4.0 / 27.0 * (1.0 + size + b) ** 3 * (1.0 + _MARGIN)
+    lo = np.minimum(size, hi * (1.0 + size - hi) ** 2) * (1.0 - _MARGIN)
+    return ((np.abs(mu) > 1.0) & (np.abs(mu) < 2.0) & (lo0 > 0.01) & (lo > 0.0) & (p <= b * lo) & (b < 1.0)
+            & (hi <= (1.0 + size) * (1.0 - _MARGIN)) & (hi - size <= _SQRT2 * (1.0 - _MARGIN))
+            & (size + b - lo <= _SQRT2 * (1.0 - _MARGIN)) & (big >= lo) & (big <= hi) & (small < 4.0))
+
+
+def stops(code):
+    """Outcomes that end a run where decided (the others, converging, step on until settled)."""
+    return (code == STALLS) | (code == OSCILLATES) | (code == DIVERGES)
 
 
 def is_settled(st: State, k: Flat) -> np.ndarray:

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core._gd_rules import (CHECK_EVERY, DIVERGES, GD_CODE, STALLS, UNDECIDED, Flat, State, advance,
-                                      decide, flatten, is_settled)
+from phasediag.core._gd_rules import (CHECK_EVERY, DIVERGES, GD_CODE, UNDECIDED, Flat, State, advance,
+                                      decide, flatten, is_settled, stops)
 from phasediag.core.flow import (FlowState, Invariants, cosine, flow_state, kernel_prediction, layer_norms,
                                  with_time_axis)
 
@@ -109,8 +109,7 @@ def _outcome_vectorized(k: Flat, state: State, max_steps: int, settle: bool):
             if scheduled or np.any(blown):
                 if scheduled:  # the same steps for every point, so a point's result never depends on others
                     code = np.where(code == UNDECIDED, decide(st, sub, pk), code).astype(np.int8)
-                    settled = is_settled(st, sub) | (code == DIVERGES)
-                    done = (code != UNDECIDED) & ((not settle) | settled | (code == STALLS))
+                    done = (code != UNDECIDED) & ((not settle) | is_settled(st, sub) | stops(code))
                 else:
                     done = np.zeros(blown.shape, dtype=bool)
                 code = np.where(blown, DIVERGES, code)  # retire diverged points at once
