@@ -414,6 +414,25 @@ class Reference:
         sts, _ = _adaptive(self.point, compute, _gd_agree)
         return dict(zip(keep, sts))
 
+    def gd_limit(self, max_steps: int = 100_000) -> dict | None:
+        """The end of exact GD, iterated at 100 digits until |m - m*| <= 1e-60 (|m*| + alpha + beta), where
+        what remains changes nothing at float64: alpha, beta, P (the product of the factors 1 - c^2 r^2), m,
+        Theta, zeta, ntk_change and the steps taken; None if it has not converged within max_steps."""
+        mo = self._m
+        with mp.workdps(mo.dps):
+            c, a, ms = mo.c, mo.a, mo.ms
+            alpha, beta, P = mo.alpha0, mo.beta0, mpf(1)
+            for step in range(max_steps + 1):
+                m = alpha - beta
+                if abs(m - ms) <= mpf(10) ** -60 * (abs(ms) + alpha + beta):
+                    Theta = 2 * c * (alpha + beta)
+                    den = mp.sqrt(m * m + mo.k * mo.k * mo.G * P * P)
+                    return dict(alpha=alpha, beta=beta, P=P, m=m, Theta=Theta, zeta=m / den if den > 0 else None,
+                                ntk_change=Theta / mo.Theta0 - 1 if mo.Theta0 > 0 else None, steps=step)
+                f, h = 1 - c * a * (m - ms), 1 + c * a * (m - ms)
+                alpha, beta, P = alpha * f * f, beta * h * h, P * f * h
+        return None
+
     def gd_amplification(self, nsteps: int, rho: float = 1e-20, keep=None) -> dict:
         """Condition number of the GD state after k = 0..nsteps steps: the largest change of m, Theta,
         |u|^2, |w|^2 (in units of rho times the scale of their test tolerance) caused by relative

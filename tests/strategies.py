@@ -226,3 +226,32 @@ def case_and_times(draw, n_times: int = 1, kinds=("typical", "sampled", "explici
     ref = Reference(case.point)
     ts = [draw(times_for(ref)) for _ in range(n_times)]
     return case, ref, ts
+
+
+@st.composite
+def gd_cases(draw, lo: float = 1e-2, hi: float = 4.5):
+    """Points whose GD does something within a few hundred steps: the learning rates are rescaled
+    (together) so that a Theta0 lands in [lo, hi] (log-uniform) when that stays inside [1e-6, 1e6]."""
+    case = draw(cases())
+    x = 10.0 ** draw(st.floats(math.log10(lo), math.log10(hi)))
+    theta0 = float(Reference(case.point).invariants()["Theta0"])
+    if theta0 > 0:
+        f = x / (case.a * theta0)
+        lr_u, lr_w = case.lr_u * f, case.lr_w * f
+        if 1e-6 <= lr_u <= 1e6 and 1e-6 <= lr_w <= 1e6:
+            case = Case(**{**case.__dict__, "lr_u": lr_u, "lr_w": lr_w})
+    return case
+
+
+@st.composite
+def gd_edge_points(draw, acm_range=(0.01, 1.6), a_theta0_range=(0.01, 6.0)):
+    """GD runs near the edge of stability, as Cases: a Theta0 log-uniform in `a_theta0_range`, a c |m*| uniform
+    in `acm_range` (oscillating beyond 1), m0 = 0 or not (U = W = x, V = v x, kappa = 1, eta_u = eta_w = c),
+    several scales of a and m*."""
+    a_theta0, acm = draw(log_uniform(*a_theta0_range)), draw(st.floats(*acm_range))
+    m_star = draw(st.sampled_from([-1.0, 1.0])) * draw(log_uniform(1e-2, 1e2))
+    a = draw(log_uniform(0.1, 10.0))
+    c = acm / (a * abs(m_star))
+    x = a_theta0 / (2 * a * c)
+    v = draw(st.sampled_from([0.0, 0.0, 0.5, -0.9, 1.0]))
+    return Case(1.0, c, c, a, m_star, "explicit", x, x, clip_V(x, x, v * x), None, label="gd edge")

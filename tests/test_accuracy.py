@@ -39,7 +39,7 @@ from mpmath import mp, mpf
 
 from phasediag import core
 from reference import Reference, state_tolerances
-from strategies import Case, case_and_times, cases, clip_V, time_scales
+from strategies import Case, case_and_times, cases, clip_V, gd_cases, time_scales
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -245,19 +245,6 @@ def test_order_parameters_and_labels_match_reference(data, thresholds):
 GD_STEPS = np.array([0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 300])
 
 
-@st.composite
-def gd_cases(draw):
-    """Points whose GD does something within a few hundred steps: the learning rates are rescaled
-    (together) so that a Theta0 lands in [1e-2, 4.5] when that stays inside [1e-6, 1e6]."""
-    case = draw(cases())
-    x = 10.0 ** draw(st.floats(-2.0, math.log10(4.5)))
-    theta0 = float(Reference(case.point).invariants()["Theta0"])
-    if theta0 > 0:
-        f = x / (case.a * theta0)
-        lr_u, lr_w = case.lr_u * f, case.lr_w * f
-        if 1e-6 <= lr_u <= 1e6 and 1e-6 <= lr_w <= 1e6:
-            case = Case(**{**case.__dict__, "lr_u": lr_u, "lr_w": lr_w})
-    return case
 
 
 @settings(max_examples=50, **SETTINGS)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import phasediag.core._gd_rules as rules
 from phasediag.core import GD_CODE, GD_OUTCOMES, Problem, explicit_gram, gd, gd_outcome, invariants
 from phasediag.core._gd_jit import outcome as compiled_outcome
-from strategies import cases, log_uniform
+from strategies import cases, gd_edge_points
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,48 +46,42 @@ def _vectorized():
             os.environ[gd.COMPILED_ENV] = saved
 
 
-def _assert_same(invs, max_steps, settle):
+def _assert_same(invs, max_steps, settle, tail=True):
     """Every point the compiled loop keeps equals the vectorized loop's result for that point alone (which may
     raise FloatingPointError: then the compiled loop must have handed the point back)."""
     k, start = _batch(invs)
-    codes, steps, end, peak, deferred = compiled_outcome(k, start, max_steps, settle)
+    codes, steps, stopped, end, peak, ready, deferred = compiled_outcome(k, start, max_steps, settle, tail)
     codes = np.where(codes == rules.UNDECIDED, GD_CODE["oscillates"], codes)
+    at = np.flatnonzero(ready & ~deferred)  # converging runs stopped where the exact tail takes over
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        summed = rules.tail_end(end.take(at), rules.Flat(*(x[at] for x in k)))
+    for full, part in zip(end, summed):
+        full[at] = part
     for i, inv in enumerate(invs):  # (each drawn invariant is one point)
         try:
             with _vectorized():
-                want = gd_outcome(inv, max_steps=max_steps, settle=settle)
+                want = gd_outcome(inv, max_steps=max_steps, settle=settle, tail=tail)
         except FloatingPointError:
             assert deferred[i], "the vectorized loop overflows where the compiled one ran"
             continue
         if deferred[i]:
             continue
-        got = dict(outcome=codes[i], steps=steps[i], alpha=end.alpha[i], beta=end.beta[i], delta=end.delta[i],
-                   scale=end.scale[i], loss_peak=peak[i], slope=end.slope[i])
+        got = dict(outcome=codes[i], steps=steps[i], stopped=stopped[i], alpha=end.alpha[i], beta=end.beta[i],
+                   delta=end.delta[i], scale=end.scale[i], loss_peak=peak[i], slope=end.slope[i])
         for name, value in got.items():
             assert np.array_equal(getattr(want, name), value), (name, i, getattr(want, name), value)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(cases(), min_size=1, max_size=6), st.sampled_from([0, 1, 16, 17, 2000]), st.booleans())
-def test_compiled_loop_is_bit_identical_over_section_8(drawn, max_steps, settle):
-    _assert_same([case.core_invariants() for case in drawn], max_steps, settle)
-
-
-@st.composite
-def edge_points(draw):
-    """Runs near the edge of stability: a Theta0 in [0.01, 6], a c |m*| in [0.01, 1.6] (oscillating beyond 1),
-    m0 = 0 or not (U = W = x, V = v x), several scales of a and m*."""
-    a_theta0, acm = draw(log_uniform(0.01, 6.0)), draw(st.floats(0.01, 1.6))
-    m_star = draw(st.sampled_from([-1.0, 1.0])) * draw(log_uniform(1e-2, 1e2))
-    a = draw(log_uniform(0.1, 10.0))
-    c = acm / (a * abs(m_star))
-    x = a_theta0 / (2 * a * c)
-    v = draw(st.sampled_from([0.0, 0.0, 0.5, -0.9, 1.0]))
-    return invariants(Problem(1.0, c, c, a, m_star, explicit_gram(x, x, v * x)))
+@given(st.lists(cases(), min_size=1, max_size=6), st.sampled_from([0, 1, 16, 17, 2000]), st.booleans(),
+       st.booleans())
+def test_compiled_loop_is_bit_identical_over_section_8(drawn, max_steps, settle, tail):
+    _assert_same([case.core_invariants() for case in drawn], max_steps, settle, tail)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(edge_points(), min_size=1, max_size=8), st.sampled_from([33, 3000]), st.booleans())
+@given(st.lists(gd_edge_points().map(lambda case: case.core_invariants()), min_size=1, max_size=8),
+       st.sampled_from([33, 3000]), st.booleans())
 def test_compiled_loop_is_bit_identical_near_the_edge_of_stability(invs, max_steps, settle):
     _assert_same(invs, max_steps, settle)
 
@@ -115,7 +109,7 @@ def test_points_near_the_float_range_are_handed_to_the_vectorized_loop(monkeypat
     x = 1.5 / (2 * c)  # a Theta0 = 1.5 at a = 1, kappa = 1, eta = c (as gd_point in tests/test_core.py)
     inv = invariants(Problem(1.0, c, c, 1.0, 1.0, explicit_gram(x, x, 0.0)))
     k, start = _batch([inv])
-    deferred = compiled_outcome(k, start, 5000, True)[4]
+    deferred = compiled_outcome(k, start, 5000, True)[6]
     assert deferred[0] and not np.any(deferred[1:])
     got = gd_outcome(inv, max_steps=5000)
     monkeypatch.setenv(gd.COMPILED_ENV, "0")

@@ -47,7 +47,8 @@ def _select_scalar(condition, if_true, if_false):
     return lambda condition, if_true, if_false: if_true if condition else if_false
 
 
-for _rule in (rules.best, rules.advance, rules.decide, rules.oscillating, rules.stops, rules.is_settled):
+for _rule in (rules.best, rules.advance, rules.decide, rules.oscillating, rules.stops, rules.is_settled,
+              rules.tail_ready):
     register_jitable(_rule)
 
 
@@ -68,10 +69,11 @@ def _safe(k, delta0):
 
 
 @_compiled
-def _run(a, c, m_star, g0, saddle, bound, alpha, beta, delta, scale, slope, max_steps, settle, outcome, steps,
-         loss_peak, deferred):
-    """Each point from its start until decided (and settled), as gd.py's vectorized loop; the end state is
-    written over the start arrays, points that leave the safe range are flagged in `deferred`."""
+def _run(a, c, m_star, g0, saddle, bound, alpha, beta, delta, scale, slope, max_steps, settle, tail, outcome, steps,
+         stopped, loss_peak, ready, deferred):
+    """Each point from its start until decided (and, with `settle`, a converging one until its tail is ready, or
+    without `tail` until it has settled), as gd.py's vectorized loop; the state where it stopped is written over the start arrays, points that leave the
+    safe range are flagged in `deferred`."""
     for i in range(a.size):
         k = rules.Flat(a[i], c[i], m_star[i], g0[i], saddle[i], bound[i])
         st = rules.State(alpha[i], beta[i], delta[i], scale[i], slope[i])
@@ -81,30 +83,30 @@ def _run(a, c, m_star, g0, saddle, bound, alpha, beta, delta, scale, slope, max_
         d0 = abs(st.delta) if st.delta != 0 else np.inf
         peak_gap = 0.0  # max |delta| so far: the loss ratio's max is a monotone function of it
         code = rules.UNDECIDED
-        taken = max_steps
+        decided = max_steps
         for step in range(max_steps + 1):
             peak_gap = max(peak_gap, abs(st.delta))
             blown = not (st.alpha + st.beta <= k.bound)
-            scheduled = step % rules.CHECK_EVERY == 0 or step == max_steps  # (a constant: no division)
-            if scheduled or blown:
-                done = blown
-                if scheduled:
-                    if code == rules.UNDECIDED:
-                        code = rules.decide(st, k, _loss_ratio(peak_gap, d0))
-                    done = done or (code != rules.UNDECIDED and (not settle or rules.is_settled(st, k)
-                                                                 or rules.stops(code)))
-                if blown:
-                    code = rules.DIVERGES
-                if done:
-                    taken = step
-                    break
-            if step == max_steps:
+            done = blown
+            if step % rules.CHECK_EVERY == 0 or step == max_steps:  # (a constant: no division)
+                if code == rules.UNDECIDED:
+                    code = rules.decide(st, k, _loss_ratio(peak_gap, d0))
+                    if code != rules.UNDECIDED:
+                        decided = step
+                done = done or (code != rules.UNDECIDED and (not settle or rules.is_settled(st, k)
+                                                             or rules.stops(code)))
+            if settle and tail and not blown and (code == rules.CONVERGES or code == rules.CATAPULT):
+                if rules.tail_ready(st, k):
+                    ready[i] = done = True
+            if blown:
+                code, decided = rules.DIVERGES, step
+            if done or step == max_steps:
                 break
             st = rules.advance(st, k)
             if not abs(st.scale) <= _SAFE:
                 deferred[i] = True
                 break
-        outcome[i], steps[i], loss_peak[i] = code, taken, _loss_ratio(peak_gap, d0)
+        outcome[i], steps[i], stopped[i], loss_peak[i] = code, decided, step, _loss_ratio(peak_gap, d0)
         alpha[i], beta[i], delta[i], scale[i], slope[i] = st
 
 
@@ -114,12 +116,13 @@ def _loss_ratio(peak_gap, d0):
     return max(1.0, min(peak_gap / d0, 1e150) ** 2)
 
 
-def outcome(k: rules.Flat, start: rules.State, max_steps: int, settle: bool):
-    """(outcome, steps, end state, loss_peak, deferred) of every point; outcome _UNDECIDED where undecided."""
+def outcome(k: rules.Flat, start: rules.State, max_steps: int, settle: bool, tail: bool = True):
+    """(outcome, steps, stopped, state where stopped, loss_peak, tail-ready, deferred) of every point; outcome
+    UNDECIDED where undecided (gd.gd_outcome takes the tails and the deferred points on from here)."""
     n = k.a.size
     end = [np.array(x, dtype=float, copy=True) for x in start]
-    codes, taken = np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int64)
-    peak, deferred = np.empty(n), np.zeros(n, dtype=bool)
-    _run(*(np.ascontiguousarray(x) for x in k), *end, max_steps, settle,
-         codes, taken, peak, deferred)
-    return codes, taken, rules.State(*end), peak, deferred
+    codes, taken, stopped = np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    peak, ready, deferred = np.empty(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    _run(*(np.ascontiguousarray(x) for x in k), *end, max_steps, settle, tail, codes, taken, stopped, peak, ready,
+         deferred)
+    return codes, taken, stopped, rules.State(*end), peak, ready, deferred

@@ -197,3 +197,101 @@ def is_settled(st: State, k: Flat) -> np.ndarray:
     beta) no longer moves alpha and beta in float64: float GD has stopped."""
     gap = np.abs(st.delta)
     return (gap <= 4.0 * EPS * (st.alpha + st.beta + np.abs(k.m_star))) | (2.0 * k.c * k.a * gap <= EPS)
+
+
+# -- the exact tail of a converging run (docs/theory.md section 9, "End of a converging run") --------------
+# In y = a c (m - m*) (= c r), T = a c (alpha + beta) and mu = a c m*, L = sum over the remaining steps of
+# ln(1 - y_j^2) obeys L(y, T) = ln(1 - y^2) + L(y', T'), so L = sum_n l_n(T; mu) y^n with l_n (1 - (1 - 2T)^n)
+# given by the lower orders. Coefficients (numerators as polynomials in T, lowest power first, for the mu^0
+# and mu^2 parts of l_4, the mu^1 and mu^3 parts of l_5):
+_L4_NUM = ((18, -171, 750, -1944, 3218, -3464, 2360, -928, 160),  # mu^0 part, times T^2
+           (18, -183, 859, -2444, 4639, -6060, 5340, -2880, 720))  # mu^2 part
+_L5_NUM = ((-378, 7110, -65091, 384672, -1641652, 5363092, -13870948, 28966448, -49352312, 68841376, -78426304,
+            72373440, -53306496, 30607616, -13200384, 4020224, -770048, 69632),  # mu^1 part, times T^2
+           (-270, 5220, -49086, 297870, -1305457, 4383044, -11672890, 25195088, -44655300, 65439936, -79403856,
+            79420240, -64712192, 42024960, -20962816, 7543808, -1741824, 193536))  # mu^3 part
+#: the tail is taken once the first omitted term, |l_5 y^5| times a safety factor, is below this
+TAIL_TOLERANCE = 1e-17
+_TAIL_SAFETY = 8.0
+#: and only while |y| <= this times min(T, 1 - T), T in [TAIL_T_MIN, 1 - TAIL_T_MIN] (away from the poles
+#: of the l_n at T = 0 and T = 1; a slower run steps until `is_settled`)
+_TAIL_GUARD = 0.05
+TAIL_T_MIN = 1e-3
+#: sup over 0 < T < 1, |mu| <= T of |l_5| / (max(|mu|, T) (T^2 + mu^2) / (T^7 (1 - T)^4)): 1/8, approached as
+#: T -> 1 (0.1240 at T = 0.999, 0.0746 at T = 0.001); rounded up (tests/test_gd_tail.py)
+L5_BOUND = 0.13
+
+
+def tail_ready(st: State, k: Flat):
+    """Where the series of L truncated after y^4 is exact to float64: the first omitted term, by the bound
+    |l_5| <= L5_BOUND max(|mu|, T) (T^2 + mu^2) / (T^7 (1 - T)^4) (the mu of max(|mu|, T) also covers l_6 when
+    mu is small) times a safety factor, is below TAIL_TOLERANCE, and |y| <= _TAIL_GUARD min(T, 1 - T) with T in
+    [TAIL_T_MIN, 1 - TAIL_T_MIN], away from the poles of the l_n. Also every point at m = m* exactly (L = 0,
+    nothing moves any more). Checked at every step of a run decided to converge."""
+    ac = k.a * k.c
+    y = np.abs(k.c * k.a * st.delta)
+    T = ac * (st.alpha + st.beta)
+    mu = ac * k.m_star
+    Tc = np.minimum(np.maximum(T, TAIL_T_MIN), 1.0 - TAIL_T_MIN)
+    u = 1.0 - Tc
+    T2, u2 = Tc * Tc, u * u
+    mu_c = np.minimum(np.abs(mu), 1.0)  # (|mu| < T < 1 where converging)
+    y_c = np.minimum(y, 1.0)
+    y2 = y_c * y_c
+    # the bound times y^5 below the tolerance, multiplied out (no division: this runs at every step)
+    term = _TAIL_SAFETY * L5_BOUND * np.maximum(mu_c, Tc) * (T2 + mu_c * mu_c) * (y2 * y2 * y_c)
+    ok = ((T == Tc) & (y <= _TAIL_GUARD * np.minimum(Tc, u)) & (np.abs(mu) <= 1.0)
+          & (term < TAIL_TOLERANCE * ((T2 * T2 * T2 * Tc) * (u2 * u2))))
+    return ok | (st.delta == 0)
+
+
+def _poly(coefficients, x):
+    out = np.full(np.shape(x), float(coefficients[-1]))
+    for c in coefficients[-2::-1]:
+        out = out * x + c
+    return out
+
+
+def tail_terms(T, mu, fifth: bool = False):
+    """(l_2, l_3, l_4) of the series of L at T, mu (0 < T < 1), and l_5 with `fifth` (the first omitted term,
+    which `tail_ready` bounds)."""
+    t1 = T - 1.0
+    q3 = (4.0 * T - 6.0) * T + 3.0  # (1 - rho^3) / (2T), rho = 1 - 2T
+    q4 = (2.0 * T - 2.0) * T + 1.0  # (1 - rho^4) / (8 T (1 - T)) ...
+    mu2 = mu * mu
+    T2 = T * T
+    l2 = 0.25 / (T * t1)
+    l3 = mu * (2.0 * T - 1.0) * ((3.0 * T - 3.0) * T + 1.0) / (4.0 * T2 * T * t1 * t1 * q3)
+    l4 = ((T2 * _poly(_L4_NUM[0], T) + mu2 * _poly(_L4_NUM[1], T))
+          / (32.0 * T2 * T2 * T * t1 * t1 * t1 * q4 * q3 * q3))
+    if not fifth:
+        return l2, l3, l4
+    q5 = (((16.0 * T - 40.0) * T + 40.0) * T - 20.0) * T + 5.0  # (1 - rho^5) / (2T)
+    l5 = (mu * (T2 * _poly(_L5_NUM[0], T) + mu2 * _poly(_L5_NUM[1], T))
+          / (32.0 * (T2 * T2 * T2 * T) * (t1 * t1) * (t1 * t1) * (q4 * q4) * (q3 * q3 * q3) * q5))
+    return l2, l3, l4, l5
+
+
+def tail_end(st: State, k: Flat) -> State:
+    """The end of training from a state where `tail_ready` holds: m = m*, and with the remaining
+    L = l_2 y^2 + l_3 y^3 + l_4 y^4, alpha_inf beta_inf = alpha beta e^(2L), alpha_inf - beta_inf = m*,
+    P_inf = P e^L. The larger of alpha_inf, beta_inf is (s_inf + |m*|)/2 with s_inf = hypot(m*, 2 h),
+    h = sqrt(alpha beta) e^L, the smaller h (h / larger): no cancellation, and exactly 0 when alpha beta = 0.
+    Arrays only, and always evaluated by numpy (the compiled loop hands its ready points back): numpy's exp
+    and libm's differ in the last bit for ~5 % of arguments."""
+    ac = k.a * k.c
+    y = k.c * k.a * st.delta
+    T = ac * (st.alpha + st.beta)
+    fixed = st.delta == 0
+    safe_T = np.where(fixed, 0.5, T)  # at m = m* (even an unstable minimum, T > 1) nothing moves: L = 0
+    l2, l3, l4 = tail_terms(safe_T, ac * k.m_star)
+    L = np.where(fixed, 0.0, (y * y) * (l2 + y * (l3 + y * l4)))
+    e = np.exp(L)
+    h = np.sqrt(st.alpha) * np.sqrt(st.beta) * e
+    larger = 0.5 * (np.hypot(k.m_star, 2.0 * h) + np.abs(k.m_star))
+    smaller = h * (h / larger)
+    up = k.m_star > 0
+    alpha = np.where(fixed, st.alpha, np.where(up, larger, smaller))
+    beta = np.where(fixed, st.beta, np.where(up, smaller, larger))
+    scale = np.where(k.g0 > 0, st.scale * e, st.scale)
+    return State(alpha, beta, np.zeros_like(st.delta), scale, k.m_star.copy())  # (delta = 0: m = m* exactly)

@@ -20,15 +20,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core._gd_rules import (CHECK_EVERY, DIVERGES, GD_CODE, UNDECIDED, Flat, State, advance,
-                                      decide, flatten, is_settled, stops)
+from phasediag.core._gd_rules import (CATAPULT, CHECK_EVERY, CONVERGES, DIVERGES, GD_CODE, UNDECIDED, Flat, State,
+                                      advance, decide, flatten, is_settled, stops, tail_end, tail_ready)
 from phasediag.core.flow import (FlowState, Invariants, cosine, flow_state, kernel_prediction, layer_norms,
                                  with_time_axis)
 
 class GDResult(NamedTuple):
-    """Outcome of exact GD per point: `outcome` codes into GD_OUTCOMES, `steps` taken until decided (or until
-    settled, for converging runs), the state there (alpha, beta, delta = m - m*, P), `loss_peak` = max
-    excess loss / initial excess loss over the run (1 when nothing rose; 0/0 := 1), and the slope m there."""
+    """Outcome of exact GD per point: `outcome` codes into GD_OUTCOMES, `steps` = the step of the check that
+    decided it, the end state (alpha, beta, delta = m - m*, P; see gd_outcome), `loss_peak` = max excess loss /
+    initial excess loss over the run (1 when nothing rose; 0/0 := 1), the slope m there, and `stopped` = the
+    step where the run was left (its tail taken, settled, decided, past the divergence bound or max_steps)."""
 
     outcome: np.ndarray
     steps: np.ndarray
@@ -38,31 +39,40 @@ class GDResult(NamedTuple):
     scale: np.ndarray
     loss_peak: np.ndarray
     slope: np.ndarray
+    stopped: np.ndarray
 
 
-def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True) -> GDResult:
+def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True, tail: bool = True) -> GDResult:
     """Run exact GD from every point until its outcome is decided (early stopping per point).
 
-    With `settle`, converging points keep stepping until m = m* to rounding (or max_steps), so the returned
-    state is the end of training. Certificates are checked every `CHECK_EVERY` steps (they stay true once
-    true), the divergence bound at every step; `steps` is the step of the check that decided or settled the
-    point. Every rule is per point, so a point's result never depends on the others. With the `fast` extra
-    (numba) the points run compiled (core/_gd_jit.py, bit-identical), else in one vectorized loop.
+    With `settle` the returned state of a converging run is its end of training: it steps on until the rest of
+    the run can be summed in closed form (the exact tail, docs/theory.md section 9; m = m* exactly there), or,
+    without `tail`, until m = m* to rounding (or max_steps). Certificates are checked every `CHECK_EVERY` steps
+    (they stay true once true), the divergence bound and the tail at every step. An oscillating run reports
+    its state where certified (or at max_steps), a diverging one at the first step past the bound. Every rule
+    is per point, so a point's result never depends on the others. With the `fast` extra (numba) the points
+    run compiled (core/_gd_jit.py, bit-identical), else in one vectorized loop.
     Shapes: all fields have the points' broadcast shape.
     """
     k, start, shape = flatten(inv)
     compiled = _compiled() if start.alpha.size >= COMPILED_MIN_POINTS else None
     if compiled is None:
-        outcome, steps, final, peak = _outcome_vectorized(k, start, max_steps, settle)
+        outcome, steps, stopped, final, peak, ready = _outcome_vectorized(k, start, max_steps, settle, tail)
     else:
-        outcome, steps, final, peak, deferred = compiled(k, start, max_steps, settle)
+        outcome, steps, stopped, final, peak, ready, deferred = compiled(k, start, max_steps, settle, tail)
         if np.any(deferred):  # near the float64 range: the loop that watches the floating-point flags
             rest = np.flatnonzero(deferred)
-            parts = _outcome_vectorized(Flat(*(x[rest] for x in k)), start.take(rest), max_steps, settle)
-            for full, part in zip((outcome, steps, *final, peak), (*parts[:2], *parts[2], parts[3])):
+            parts = _outcome_vectorized(Flat(*(x[rest] for x in k)), start.take(rest), max_steps, settle, tail)
+            for full, part in zip((outcome, steps, stopped, *final, peak, ready), (*parts[:3], *parts[3], *parts[4:])):
                 full[rest] = part
+    if np.any(ready):  # converging runs: the end of training from the exact tail
+        at = np.flatnonzero(ready)
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            end = tail_end(final.take(at), Flat(*(x[at] for x in k)))
+        for full, part in zip(final, end):
+            full[at] = part
     outcome[outcome == UNDECIDED] = GD_CODE["oscillates"]
-    fields = (outcome, steps, final.alpha, final.beta, final.delta, final.scale, peak, final.slope)
+    fields = (outcome, steps, final.alpha, final.beta, final.delta, final.scale, peak, final.slope, stopped)
     return GDResult(*(x.reshape(shape) for x in fields))
 
 
@@ -90,37 +100,48 @@ def _compiled():
 _compiled_outcome = None
 
 
-def _outcome_vectorized(k: Flat, state: State, max_steps: int, settle: bool):
-    """(outcome codes with UNDECIDED left, steps, end state, loss_peak) of flat points, all in one loop over
-    the shrinking array of active points (under np.errstate: overflow raises FloatingPointError)."""
+def _outcome_vectorized(k: Flat, state: State, max_steps: int, settle: bool, tail: bool):
+    """(outcome codes with UNDECIDED left, steps, stopped, state there, loss_peak, tail-ready) of flat points,
+    all in one loop over the shrinking array of active points (under np.errstate: overflow raises
+    FloatingPointError)."""
     n = state.alpha.size
     final = State(*(x.copy() for x in state))
     delta0 = np.where(state.delta != 0, state.delta, np.inf)  # loss ratio (delta/delta0)^2; 0 when delta0 = 0
     peak = np.ones(n)
     outcome = np.full(n, UNDECIDED, dtype=np.int8)
     steps = np.full(n, max_steps, dtype=np.int64)
+    stopped = steps.copy()
+    ready = np.zeros(n, dtype=bool)
     active = np.arange(n)
-    st, sub, pk, d0, code = state, k, peak.copy(), delta0, outcome.copy()
+    st, sub, pk, d0, code, decided = state, k, peak.copy(), delta0, outcome.copy(), steps.copy()
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         for step in range(max_steps + 1):
             pk = np.maximum(pk, np.minimum(np.abs(st.delta / d0), 1e150) ** 2)
             blown = ~(st.alpha + st.beta <= sub.bound)
-            scheduled = step % CHECK_EVERY == 0 or step == max_steps
-            if scheduled or np.any(blown):
-                if scheduled:  # the same steps for every point, so a point's result never depends on others
-                    code = np.where(code == UNDECIDED, decide(st, sub, pk), code).astype(np.int8)
-                    done = (code != UNDECIDED) & ((not settle) | is_settled(st, sub) | stops(code))
-                else:
-                    done = np.zeros(blown.shape, dtype=bool)
+            done = blown.copy()
+            if step % CHECK_EVERY == 0 or step == max_steps:  # the same steps for every point
+                fresh = code == UNDECIDED
+                code = np.where(fresh, decide(st, sub, pk), code).astype(np.int8)
+                decided = np.where(fresh & (code != UNDECIDED), step, decided)
+                done |= (code != UNDECIDED) & ((not settle) | is_settled(st, sub) | stops(code))
+            at_tail = np.zeros(blown.shape, dtype=bool)
+            converging = np.flatnonzero((code == CONVERGES) | (code == CATAPULT)) if settle and tail else ()
+            if len(converging):  # (checked at every step: the tail is taken at the first step it is exact)
+                at_tail[converging] = tail_ready(st.take(converging), Flat(*(x[converging] for x in sub)))
+                at_tail &= ~blown
+                done |= at_tail
+            if np.any(done):
                 code = np.where(blown, DIVERGES, code)  # retire diverged points at once
-                done |= blown
+                decided = np.where(blown, step, decided)
                 finished = active[done]
                 for full, part in zip(final, st):
                     full[finished] = part[done]
-                peak[finished], outcome[finished], steps[finished] = pk[done], code[done], step
+                peak[finished], outcome[finished], steps[finished] = pk[done], code[done], decided[done]
+                stopped[finished] = step
+                ready[finished] = at_tail[done]
                 keep = ~done
                 active = active[keep]
-                st, pk, d0, code = st.take(keep), pk[keep], d0[keep], code[keep]
+                st, pk, d0, code, decided = st.take(keep), pk[keep], d0[keep], code[keep], decided[keep]
                 sub = Flat(*(x[active] for x in k))
                 if active.size == 0:
                     break
@@ -129,8 +150,8 @@ def _outcome_vectorized(k: Flat, state: State, max_steps: int, settle: bool):
             st = advance(st, sub)
     for full, part in zip(final, st):
         full[active] = part
-    peak[active], outcome[active] = pk, code
-    return outcome, steps, final, peak
+    peak[active], outcome[active], steps[active] = pk, code, decided
+    return outcome, steps, stopped, final, peak, ready
 
 
 def _state(inv: Invariants, st: State) -> FlowState:
@@ -195,7 +216,7 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
 
 def gd_end_state(inv: Invariants, result: GDResult) -> FlowState:
     """The state where each run of `result` (= gd_outcome(inv, ...)) stopped: the end of training of a converging
-    run, step max_steps of an oscillating one, and for a diverging run the first step past the divergence bound
+    run, where an oscillating one was certified (or step max_steps), and for a diverging run the first step past the divergence bound
     (finite values, where gd_state reports inf). Shapes: the points' broadcast shape."""
     return _state(inv, State(result.alpha, result.beta, result.delta, result.scale, result.slope))
 

@@ -172,8 +172,9 @@ def _plan(config: Config, inv, settings: Settings) -> tuple[int, float]:
         if math.isfinite(config.horizon):
             total = int(config.horizon)
         else:
-            res = core.gd_outcome(inv, max_steps=config.max_steps)
-            total = int(_scalar(res.steps)) * (2 if core.GD_OUTCOMES[int(_scalar(res.outcome))] == "diverges" else 1)
+            # (stepped to rest, not summed by the exact tail: the vectors are trained until m = m* to rounding)
+            res = core.gd_outcome(inv, max_steps=config.max_steps, tail=False)
+            total = int(_scalar(res.stopped)) * (2 if core.GD_OUTCOMES[int(_scalar(res.outcome))] == "diverges" else 1)
         return max(1, min(total, settings.max_steps)), 1.0
     span = _flow_span(inv, config.horizon)
     theta_max = max(_scalar(inv.ntk_init), _scalar(core.flow_state(inv, np.inf).ntk))
