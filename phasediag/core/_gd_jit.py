@@ -72,8 +72,8 @@ def _safe(k, delta0):
 def _run(a, c, m_star, g0, saddle, bound, alpha, beta, delta, scale, slope, max_steps, settle, tail, outcome, steps,
          stopped, loss_peak, ready, deferred):
     """Each point from its start until decided (and, with `settle`, a converging one until its tail is ready, or
-    without `tail` until it has settled), as gd.py's vectorized loop; the state where it stopped is written over the start arrays, points that leave the
-    safe range are flagged in `deferred`."""
+    without `tail` until it has settled), as gd.py's vectorized loop; the state where it stopped is written
+    over the start arrays, points that leave the safe range are flagged in `deferred`."""
     for i in range(a.size):
         k = rules.Flat(a[i], c[i], m_star[i], g0[i], saddle[i], bound[i])
         st = rules.State(alpha[i], beta[i], delta[i], scale[i], slope[i])

@@ -229,7 +229,7 @@ def tail_ready(st: State, k: Flat):
     [TAIL_T_MIN, 1 - TAIL_T_MIN], away from the poles of the l_n. Also every point at m = m* exactly (L = 0,
     nothing moves any more). Checked at every step of a run decided to converge."""
     ac = k.a * k.c
-    y = np.abs(k.c * k.a * st.delta)
+    y = np.abs(ac * st.delta)
     T = ac * (st.alpha + st.beta)
     mu = ac * k.m_star
     Tc = np.minimum(np.maximum(T, TAIL_T_MIN), 1.0 - TAIL_T_MIN)
@@ -280,7 +280,7 @@ def tail_end(st: State, k: Flat) -> State:
     Arrays only, and always evaluated by numpy (the compiled loop hands its ready points back): numpy's exp
     and libm's differ in the last bit for ~5 % of arguments."""
     ac = k.a * k.c
-    y = k.c * k.a * st.delta
+    y = ac * st.delta
     T = ac * (st.alpha + st.beta)
     fixed = st.delta == 0
     safe_T = np.where(fixed, 0.5, T)  # at m = m* (even an unstable minimum, T > 1) nothing moves: L = 0

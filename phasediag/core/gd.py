@@ -26,10 +26,11 @@ from phasediag.core.flow import (FlowState, Invariants, cosine, flow_state, kern
                                  with_time_axis)
 
 class GDResult(NamedTuple):
-    """Outcome of exact GD per point: `outcome` codes into GD_OUTCOMES, `steps` = the step of the check that
-    decided it, the end state (alpha, beta, delta = m - m*, P; see gd_outcome), `loss_peak` = max excess loss /
-    initial excess loss over the run (1 when nothing rose; 0/0 := 1), the slope m there, and `stopped` = the
-    step where the run was left (its tail taken, settled, decided, past the divergence bound or max_steps)."""
+    """Outcome of exact GD per point: `outcome` codes into GD_OUTCOMES, `steps` = the step at which it was
+    decided (a check, or the step past the divergence bound), the end state (alpha, beta, delta = m - m*, P;
+    see gd_outcome), `loss_peak` = max excess loss / initial excess loss over the run (1 when nothing rose;
+    0/0 := 1), the slope m there, and `stopped` = the step where the run was left (its tail taken, settled,
+    decided, past the divergence bound or max_steps)."""
 
     outcome: np.ndarray
     steps: np.ndarray
@@ -216,8 +217,8 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
 
 def gd_end_state(inv: Invariants, result: GDResult) -> FlowState:
     """The state where each run of `result` (= gd_outcome(inv, ...)) stopped: the end of training of a converging
-    run, where an oscillating one was certified (or step max_steps), and for a diverging run the first step past the divergence bound
-    (finite values, where gd_state reports inf). Shapes: the points' broadcast shape."""
+    run, where an oscillating one was certified (or step max_steps), and for a diverging run the first step
+    past the divergence bound (finite values, where gd_state reports inf). Shapes: the points' broadcast shape."""
     return _state(inv, State(result.alpha, result.beta, result.delta, result.scale, result.slope))
 
 
