@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from mpmath import log, lu_solve, matrix, mp, mpf
 
 import phasediag.core._gd_rules as rules
 from phasediag.core import GD_CODE, gd_outcome
-from strategies import Case, gd_edge_points
+from strategies import Case, gd_cases, gd_edge_points
 
 EPS = 2.0**-52
 T_VALUES = (0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99)
@@ -160,15 +160,33 @@ def test_gd_outcome_ends_a_converging_run_with_its_exact_tail(case):
     tail accumulated (2.5e-15 after 151 steps at a c = 1/32); the continuation carries that disagreement I
     to its end, the tail does not (its alpha - beta is m*), so alpha and beta are held to 8 roundings + |I|.
     (Against exact GD from the exact start, the error is that of the float steps: see test_resolution.py.)"""
+    _assert_tail_is_exact_continuation(case)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(gd_cases(hi=3.9))
+def test_exact_tail_over_the_ranges_of_section_8(case):
+    """The same over docs/theory.md section 8 (kappa, rates, a, m*, widths and initializations over their full
+    ranges; the rates rescaled so that a Theta0 is in [0.01, 3.9]); runs cut at 5000 steps, as the slowest
+    (a Theta ~ 1e-17) would take 1e17 steps to converge."""
+    _assert_tail_is_exact_continuation(case, max_steps=5000)
+
+
+def _assert_tail_is_exact_continuation(case, max_steps=100_000):
+    """A converging run of `case` ends in the exact continuation of its float state where it stopped; one whose
+    tail was never ready (e.g. T < TAIL_T_MIN, cut off by max_steps) ends in that float state itself."""
     inv = case.core_invariants()
-    result = gd_outcome(inv)
+    result = gd_outcome(inv, max_steps=max_steps)
     assume(int(result.outcome) in (GD_CODE["converges"], GD_CODE["catapult"]))
     steps = int(result.stopped)
-    rest = int(gd_outcome(inv, tail=False).stopped)
     k, state = _float_state(inv, steps)
-    if state.delta[0] == 0:  # (landed on the minimum exactly: nothing to sum)
+    event("stepped to its end" if result.delta != 0 else "landed on m*" if state.delta[0] == 0 else "tail")
+    if result.delta != 0 or state.delta[0] == 0:  # stepped to its end, or landed on the minimum exactly
+        for name in ("alpha", "beta", "delta", "scale"):
+            assert np.array_equal(getattr(result, name).ravel(), getattr(state, name)), name
+        assert result.slope == (case.mstar if state.delta[0] == 0 else state.slope[0])  # (m = m* there)
         return
-    assert result.delta == 0 and steps <= rest
+    assert steps <= int(gd_outcome(inv, max_steps=max_steps, tail=False).stopped)
     alpha, beta, P = _continued_exactly(k, state)
     with mp.workdps(40):
         size = alpha + beta
