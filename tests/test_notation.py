@@ -241,6 +241,7 @@ BUNDLED = {
     "14_deep_relu_init_scale.yaml": {"init_scale": "init scale $s$"},
     "15_deep_init_scale_losses.yaml": {"init_scale": "init scale $s$"},
     "16_activations_label_map.yaml": {},  # its axes (width, initial variance) are the map's, drawn by the study
+    "17_width_vs_init_boundaries.yaml": {"d": "width $d$", "s": r"$\sigma_u^2 = \sigma_w^2 = s$"},
 }
 
 

@@ -184,3 +184,40 @@ def _eval(node: Node, variables):
     if op == "call":
         return FUNCTIONS[node[1]](_eval(node[2], variables))
     return _BINARY[op](_eval(node[1], variables), _eval(node[2], variables))
+
+
+def leading_exponent(node: Node, variable: str):
+    """The power p of `variable` that dominates the expression as `variable` -> infinity (value ~ C
+    variable^p, the other variables held fixed), as a Fraction: sums take the larger power (assuming their
+    leading terms do not cancel), products add, quotients subtract, x ** c multiplies by the constant c,
+    sqrt halves. None where the expression is not of that form (log, exp, a power that is not constant)."""
+    from fractions import Fraction
+
+    if isinstance(node, float):
+        return Fraction(0)
+    if isinstance(node, str):
+        return Fraction(1 if node == variable else 0)
+    op = node[0]
+    if op == "neg" or op == "call" and node[1] == "abs":
+        return leading_exponent(node[-1], variable)
+    if op == "call":
+        inner = leading_exponent(node[2], variable)
+        if node[1] == "sqrt":
+            return None if inner is None else inner / 2
+        return Fraction(0) if inner == 0 else None
+    left, right = leading_exponent(node[1], variable), leading_exponent(node[2], variable)
+    if left is None or right is None:
+        return None
+    if op in "+-":
+        return max(left, right)
+    if op == "*":
+        return left + right
+    if op == "/":
+        return left - right
+    if right != 0:  # "**" with a power that depends on the variable
+        return None
+    try:
+        power = float(evaluate(node[2], {}))
+    except (ExpressionError, KeyError):
+        return None
+    return left * Fraction(power).limit_denominator(10**6)

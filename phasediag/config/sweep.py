@@ -24,7 +24,9 @@ MODEL_KEYS = MODEL_FIELDS  # the hyperparameters' names, as solve, simulate and 
 MODEL_DEFAULTS = {"output_scale": 1.0, "lr_u": 1.0, "lr_w": 1.0}
 DATA_KEYS = DATA_FIELDS + ("noise_var",)
 DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
-TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "metrics", "plot")
+TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "boundaries",
+            "metrics", "plot")
+BOUNDARY_KEYS = ("along", "of", "against")
 SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
 RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
 MAX_GD_STEPS = rules.MAX_GD_STEPS  # as `solve`: the exact GD map costs one vectorized step per step
@@ -37,6 +39,16 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 
 
 # ---------- the config ----------
+
+@dataclass(frozen=True)
+class BoundarySpec:
+    """One `boundaries:` entry: find where the labels of `of` (phase, or gd_outcome) change along the sweep
+    variable `along` on every line of the grid; `against`: fit the crossing's log-log slope against that
+    variable (None: no fit)."""
+
+    along: str
+    of: str
+    against: str | None = None
 
 @dataclass(frozen=True)
 class Axis:
@@ -93,6 +105,7 @@ class Config:
     mode: str = "finite"  # finite | scaling (model entries are {base, exp}: hyperparameter = base d^exp)
     bases: dict = field(default_factory=dict)
     metrics: tuple[str, ...] | None = None  # stored metrics (None: every metric of the kind)
+    boundaries: tuple[BoundarySpec, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -249,12 +262,14 @@ def config_from_root(root: Located) -> Config:
     horizon, optimizer, times, max_steps = _train(top.get("train"))
     ntk_threshold, alignment_threshold = _classify(top.get("classify"))
     plot = _plot(top.get("plot"), variables, mode, optimizer, root.base_dir)
-    metrics = _metrics(top.get("metrics"), "scaling" if mode == "scaling" else optimizer, plot)
+    boundaries = _boundaries(top.get("boundaries"), variables, model, mode, optimizer, init_kind)
+    metrics = _metrics(top.get("metrics"), "scaling" if mode == "scaling" else optimizer, plot,
+                       [b.of for b in boundaries])
     config = Config(
         name=name, description=description, axes=tuple(axes), model=model, data=data, init_kind=init_kind,
         seeds=seeds, seed=seed, gram=gram, horizon=horizon, optimizer=optimizer, times=times,
         max_steps=max_steps, ntk_threshold=ntk_threshold, alignment_threshold=alignment_threshold, plot=plot,
-        resolved={}, mode=mode, bases=bases, metrics=metrics,
+        resolved={}, mode=mode, bases=bases, metrics=metrics, boundaries=boundaries,
     )
     config.resolved.update(_resolve(config))
     return config
@@ -423,8 +438,52 @@ def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str 
     return out
 
 
-def _metrics(item: Located | None, kind: str, plot: dict) -> tuple[str, ...] | None:
-    """metrics: the list of metrics to store (default: all of the kind); the plotted maps are always kept."""
+def _boundaries(item: Located | None, variables, model: dict[str, Quantity], mode: str, optimizer: str,
+                init_kind: str) -> tuple[BoundarySpec, ...]:
+    """boundaries: one entry {along: var, of: phase | gd_outcome, against: var} or a list of them."""
+    if item is None:
+        return ()
+    if mode == "scaling":
+        raise fail(item.path, item.line, "is not used with mode: scaling (its phase boundaries are exact lines "
+                                          "of the exponents: the limit_phase map draws them)")
+    if init_kind == "seeds":
+        raise fail(item.path, item.line, "needs init: typical or {gram: [U, W, V]}; boundaries of sampled "
+                                          "initializations (init: {seeds: N}) are not available yet")
+    entries = item.value if isinstance(item.value, list) else [item]
+    if not entries:
+        raise fail(item.path, item.line, "must be {along: <sweep variable>} or a non-empty list of them")
+    width_vars = expr.names(model["width"].tree)
+    outcomes = ("phase", "gd_outcome") if optimizer == "gd" else ("phase",)
+    out = []
+    for entry in entries:
+        spec = mapping(entry, BOUNDARY_KEYS, required=("along",))
+        names = {}
+        for key in ("along", "against"):
+            if key in spec:
+                name = string(spec[key])
+                if name not in variables:
+                    raise fail(spec[key].path, spec[key].line, f"{name!r} is not a sweep variable"
+                                                                f"{did_you_mean(name, variables)}; sweep variables: "
+                                                                f"{', '.join(variables)}")
+                names[key] = name
+        if names["along"] in width_vars:
+            raise fail(spec["along"].path, spec["along"].line,
+                       f"{names['along']!r} sets model.width, which takes whole-number values only; find the "
+                       "boundaries along another variable and their scaling with against: "
+                       f"{names['along']}")
+        if names.get("against") == names["along"]:
+            raise fail(spec["against"].path, spec["against"].line, "must differ from along")
+        of = string(spec["of"]) if "of" in spec else outcomes[-1]
+        if of not in outcomes:
+            raise fail(spec["of"].path, spec["of"].line, f"must be one of {', '.join(outcomes)} for a "
+                                                          f"{optimizer} sweep, got {of!r}")
+        out.append(BoundarySpec(names["along"], of, names.get("against")))
+    return tuple(out)
+
+
+def _metrics(item: Located | None, kind: str, plot: dict, needed=()) -> tuple[str, ...] | None:
+    """metrics: the list of metrics to store (default: all of the kind); the plotted maps and the labels that
+    boundaries are found in (`needed`) are always kept."""
     if item is None:
         return None
     from phasediag.engine.metrics import metrics_for
@@ -439,7 +498,7 @@ def _metrics(item: Located | None, kind: str, plot: dict) -> tuple[str, ...] | N
             raise fail(sub.path, sub.line, f"unknown metric {name!r} for a {kind} sweep"
                                             f"{did_you_mean(name, allowed)}; allowed: {', '.join(allowed)}")
         names.append(name)
-    wanted = set(names) | set(plot.get("maps", ()))
+    wanted = set(names) | set(plot.get("maps", ())) | set(needed)
     return tuple(name for name in allowed if name in wanted)  # registry order
 
 
@@ -468,6 +527,8 @@ def _resolve(config: Config) -> dict:
                   "optimizer": config.optimizer, "max_steps": config.max_steps,
                   "times": None if config.times is None else config.times.tolist()},
         "classify": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
+        **({"boundaries": [{"along": b.along, "of": b.of, **({"against": b.against} if b.against else {})}
+                           for b in config.boundaries]} if config.boundaries else {}),
         **({"metrics": list(config.metrics)} if config.metrics is not None else {}),
         "plot": config.plot,
     }

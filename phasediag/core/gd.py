@@ -56,7 +56,7 @@ def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True, t
     Shapes: all fields have the points' broadcast shape.
     """
     k, start, shape = flatten(inv)
-    compiled = _compiled() if start.alpha.size >= COMPILED_MIN_POINTS else None
+    compiled = _compiled() if start.alpha.size >= COMPILED_MIN_POINTS or _compiled_outcome else None
     if compiled is None:
         outcome, steps, stopped, final, peak, ready = _outcome_vectorized(k, start, max_steps, settle, tail)
     else:
@@ -77,7 +77,8 @@ def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True, t
     return GDResult(*(x.reshape(shape) for x in fields))
 
 
-#: fewer points run vectorized even with numba: loading the compiled loop takes ~1 s per process
+#: fewer points run vectorized even with numba until the compiled loop is loaded (~1 s per process); once it
+#: is (a sweep ran, e.g. before its boundaries are searched), every call runs compiled
 COMPILED_MIN_POINTS = 64
 #: set to 0 to run GD vectorized although numba is installed (same results; e.g. where numba misbehaves)
 COMPILED_ENV = "PHASEDIAG_GD_COMPILED"

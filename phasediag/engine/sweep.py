@@ -145,8 +145,15 @@ def _fail_at(q: Quantity, values: np.ndarray, ok: np.ndarray, rule: str, variabl
 
 def model_values(config: Config, flat: np.ndarray | range) -> tuple[dict[str, np.ndarray], core.Problem]:
     """Evaluate and check every model/data/init quantity on the points `flat`; build the core Problem."""
-    variables = grid_variables(config, flat)
-    n = len(flat)
+    return values_at(config, grid_variables(config, flat), flat)
+
+
+def values_at(config: Config, variables: dict[str, np.ndarray], flat: np.ndarray | range | None = None
+              ) -> tuple[dict[str, np.ndarray], core.Problem]:
+    """Evaluate and check every model/data/init quantity at the sweep-variable values `variables` (name ->
+    1-D array, one entry per point: grid points or any others); build the core Problem. `flat`: the points'
+    flat grid indices, which key a sampled initialization's draws (needed with init: {seeds: N} only)."""
+    n = len(next(iter(variables.values()))) if variables else len(flat)
 
     def value(q: Quantity) -> np.ndarray:  # a constant stays 0-d: the core then combines it as a scalar
         x = np.asarray(q.evaluate(variables), dtype=float)
@@ -170,6 +177,8 @@ def model_values(config: Config, flat: np.ndarray | range) -> tuple[dict[str, np
         _fail_at(config.gram[2], V, V * V <= U * W * (1 + 1e-12), "needs V^2 <= U W", variables)
         gram = core.explicit_gram(U, W, V)
     elif config.init_kind == "seeds":
+        if flat is None:
+            raise ValueError("a sampled initialization is keyed by grid points: give their flat indices")
         index = np.arange(flat.start, flat.stop) if isinstance(flat, range) else flat
         gram = core.sample_gram(width, v["init_var_u"], v["init_var_w"], seed=config.seed, index=index)
     else:

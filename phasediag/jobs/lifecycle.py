@@ -17,7 +17,6 @@ verifies the manifest (:func:`phasediag.results.store.load_meta`, :func:`~phased
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import errno
 import os
@@ -39,7 +38,6 @@ from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
 from phasediag.plots.base import FigureOptions, figure_formats, render
 from phasediag.results import rundir, store
-from phasediag.results.atomic import atomic_write
 from phasediag.results.store import Result, ResultsError
 
 __all__ = ["Options", "Summary", "OptionError", "DEFAULT_ROOT", "SCHEMA", "parse_shard", "default_out", "run",
@@ -581,7 +579,11 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
             if os.path.realpath(path) in inputs:
                 raise OptionError("out", f"{path} is a file of the run directory {directory}")
         try:
-            return [_write_table(path, result, dims, variables) for (dims, variables), path in paths.items()]
+            written = [_write_table(path, result, dims, variables) for (dims, variables), path in paths.items()]
+            for key, path in _side_paths(result, Path(out)).items():
+                store.write_columns(path, result.tables[key])
+                written.append(str(path))
+            return written
         except OSError as exc:  # the place the user chose cannot take a file: bad input, like a run directory's
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
                 raise
@@ -595,10 +597,17 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
             if rundir.plain_name(path.name, "table name") in taken or not path.name.endswith(".csv"):
                 raise OptionError("out", f"{path.name}: not a table name this run directory can take "
                                          f"(it must end in .csv and must not be one of its files)")
+        side = _side_paths(result, Path(name))
+        for path in side.values():
+            if rundir.plain_name(path.name, "table name") in taken:
+                raise OptionError("out", f"{path.name}: not a table name this run directory can take (it is "
+                                         "one of its files)")
         txn = held.begin()
         for (dims, variables), path in paths.items():
             _write_table(txn.path(path.name), result, dims, variables)
-        names = [p.name for p in paths.values()]
+        for key, path in side.items():
+            store.write_columns(txn.path(path.name), result.tables[key])
+        names = [p.name for p in [*paths.values(), *side.values()]]
         keep = {n: e for n, e in _entries(directory, result.meta).items() if n not in names}
         result.meta["tables"] = list(dict.fromkeys([*(result.meta.get("tables") or []), *names]))
         result.meta["files"] = [n for n in result.meta.get("files", []) if n in keep] + names
@@ -630,6 +639,11 @@ def _table_paths(result: Result, base: Path) -> dict[tuple, Path]:
     return paths
 
 
+def _side_paths(result: Result, base: Path) -> dict[str, Path]:
+    """The result's tables beside the grid (result.tables, e.g. boundaries) -> `<stem>_<name>.csv`."""
+    return {key: base.with_name(f"{base.stem}_{key}{base.suffix or '.csv'}") for key in result.tables}
+
+
 def _write_table(path: Path, result: Result, dims: tuple[str, ...], variables) -> str:
     coords = [result.coords[d] if d in result.coords else np.arange(result.arrays[variables[0]].shape[i])
               for i, d in enumerate(dims)]
@@ -642,18 +656,6 @@ def _write_table(path: Path, result: Result, dims: tuple[str, ...], variables) -
             names = store.legend_names(legends[name])
             flat = np.array([names[str(int(code))] for code in flat])
         columns[name] = flat
-    rows = len(next(iter(columns.values()))) if columns else 0
-    with atomic_write(path) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(list(columns))
-        for i in range(rows):
-            writer.writerow([_cell(column[i]) for column in columns.values()])
+    store.write_columns(path, columns)
     return str(path)
 
-
-def _cell(value) -> str:
-    if isinstance(value, (np.floating, float)):
-        return repr(float(value))
-    if isinstance(value, (np.bool_, bool)):
-        return "true" if value else "false"
-    return str(value.item() if isinstance(value, np.generic) else value)

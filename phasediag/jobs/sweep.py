@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
-from phasediag.config.reader import ConfigError, Located
+from phasediag.config.reader import ConfigError, Located, read_config
 from phasediag.config.sweep import Config, config_from_root
 from phasediag.engine import sweep
 from phasediag.engine.metrics import LEGENDS
@@ -53,10 +54,34 @@ def units(config: Config, options) -> int:
 
 
 def execute(config: Config, options, checkpoint: Path | None) -> Result:
-    start, stop = _bounds(config, options.shard)
-    return sweep.run(config, chunk_size=options.chunk_size, shard=options.shard, workers=options.workers,
-                     checkpoint=checkpoint, checkpoint_every=options.checkpoint_every, progress=options.progress,
-                     warn=options.warn)
+    result = sweep.run(config, chunk_size=options.chunk_size, shard=options.shard, workers=options.workers,
+                       checkpoint=checkpoint, checkpoint_every=options.checkpoint_every, progress=options.progress,
+                       warn=options.warn)
+    if options.shard is None:  # (a shard holds part of the lines: its merge finds them)
+        add_boundaries(config, result)
+    return result
+
+
+BOUNDARIES_FILE = "boundaries.csv"
+
+
+def add_boundaries(config: Config, result: Result) -> None:
+    """The exact boundaries of the config's `boundaries:` entries (engine.boundaries), found from the grid's
+    labels: into result.tables["boundaries"], and described in meta["boundaries"] (file, column kinds,
+    crossings, log-log slopes of the entries with `against`)."""
+    if not config.boundaries:
+        return
+    from phasediag.engine import boundaries
+
+    started = time.perf_counter()
+    codes = {spec.of: np.asarray(result.arrays[spec.of]).reshape(config.shape) for spec in config.boundaries}
+    table = boundaries.find_all(config, codes)
+    result.tables["boundaries"] = table
+    result.meta["boundaries"] = {
+        "file": BOUNDARIES_FILE, "crossings": int(len(table["boundary"])),
+        "columns": {name: store.column_kind(values) for name, values in table.items()},
+        "slopes": boundaries.fit_slopes(config, table)}
+    result.meta.setdefault("timing", {})["boundaries_s"] = round(time.perf_counter() - started, 6)
 
 
 def execute_shared(config: Config, options, folder: Path) -> tuple[int, int]:
@@ -70,16 +95,25 @@ def write_data(result: Result, out: Path) -> list[Path]:
     """results.npz into the staging folder `out`: the file the run streamed its chunks into is linked there
     (written once; until the commit it stays in the checkpoint folder too, so a commit that fails leaves the
     run resumable), or moved where the file system has no hard links; a result in memory is written."""
+    tables = _write_tables(result, out)
     path = Path(out) / store.RESULTS_FILE
     if result.data_file is None:
         store.write_npz(path, {**result.coords, **result.arrays})
-        return [path]
+        return [path, *tables]
     try:
         os.link(result.data_file, path)
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
             raise  # (a full disk or inode table: the run stays resumable)
         os.replace(result.data_file, path)
+    return [path, *tables]
+
+
+def _write_tables(result: Result, out: Path) -> list[Path]:
+    if "boundaries" not in result.tables:
+        return []
+    path = Path(out) / BOUNDARIES_FILE
+    store.write_columns(path, result.tables["boundaries"])
     return [path]
 
 
@@ -115,7 +149,8 @@ def figures(result: Result):
 def figure_for(result: Result, name: str):
     """The map (or line plot) of any stored metric `name`, whether or not the config's plot.maps lists it."""
     plot = {**result.meta["config"].get("plot", {}), "maps": [name]}
-    only = Result(result.coords, result.arrays, {**result.meta, "config": {**result.meta["config"], "plot": plot}})
+    only = Result(result.coords, result.arrays, {**result.meta, "config": {**result.meta["config"], "plot": plot}},
+                  tables=result.tables)
     stems = [(stem, draw) for stem, draw in figures(only) if not stem.endswith("__trajectories")]
     if not stems:
         raise KeyError(f"{name!r}: not a metric that can be drawn as a map; metrics: "
@@ -130,8 +165,19 @@ def summarize(result: Result) -> dict:
         if name in result.arrays:
             total = npz.code_counts(result.arrays[name])  # (bounded memory, whatever the grid's size)
             counts[name] = {legend[c]: total[c] for c in sorted(total)}
-    return {"grid_points": result.meta["grid_points"], "shape": result.meta["shape"],
-            "shard": result.meta["shard"], "counts": counts}
+    out = {"grid_points": result.meta["grid_points"], "shape": result.meta["shape"],
+           "shard": result.meta["shard"], "counts": counts}
+    if "boundaries" in result.meta:
+        table = result.boundaries
+        kinds = sorted(set(zip(table.get("along", ()), table.get("rule", ()), table.get("below", ()),
+                               table.get("above", ()))))
+        out["boundaries"] = {
+            "crossings": result.meta["boundaries"]["crossings"],
+            "kinds": [{"along": str(a), "rule": str(r), "below": str(b), "above": str(c),
+                       "crossings": int(np.sum((table["along"] == a) & (table["below"] == b) & (table["above"] == c)))}
+                      for a, r, b, c in kinds],
+            "slopes": result.meta["boundaries"]["slopes"]}
+    return out
 
 
 def text(summary: dict) -> str:
@@ -140,6 +186,14 @@ def text(summary: dict) -> str:
              f"(evaluated in {t['eval_s']:.3g} s)"]
     lines += [f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
               for name, counts in summary.get("counts", {}).items()]
+    found = summary.get("boundaries")
+    if found:
+        lines += [f"  boundary along {k['along']}: {k['below']} | {k['above']} ({k['rule']}), {k['crossings']} "
+                  "crossings" for k in found["kinds"]]
+        lines += [f"  slope of {f['along']} at {f['below']} | {f['above']} against {f['against']}: "
+                  f"{f['slope']:.6g} over {f['points']} lines"
+                  + (f" (exact: {f['exact_slope']})" if f.get("exact_slope") is not None else "")
+                  for f in found["slopes"] if "slope" in f]
     lines += [f"  wrote {path}" for path in summary["files"]]
     return "\n".join(lines)
 
@@ -157,7 +211,11 @@ def merge(directories: list[Path], out: Path, plot: bool) -> Result:
                               "at a time)")
     meta = store.merge_files(directories, out, verified=True)  # (lifecycle.merge verified every shard)
     meta["files"] = [store.RESULTS_FILE]
-    return store.load(out, only=None if plot else set(LEGENDS), meta=meta, verify=False, mmap=True)
+    result = store.load(out, only=None if plot else set(LEGENDS), meta=meta, verify=False, mmap=True)
+    if (meta.get("config") or {}).get("boundaries"):  # (found on the whole grid: the shards hold parts of lines)
+        add_boundaries(config_from_root(read_config(meta["config"])[0]), result)
+        meta["files"] += [p.name for p in _write_tables(result, out)]
+    return result
 
 
 def _bounds(config: Config, shard) -> tuple[int, int]:

@@ -793,6 +793,69 @@ def _categorical_title(result: Result, metric: str, names: Sequence[str], held: 
     return _title(result, what, names, held=held)
 
 
+#: line style and legend text of the exact boundaries each rule decides (engine.boundaries.RULES)
+BOUNDARY_STYLES = {
+    "ntk_threshold": ("solid", r"$|\Theta_T/\Theta_0 - 1|$ = threshold"),
+    "alignment_threshold": ("dashed", "alignment = threshold"),
+    "mechanism": ("dotted", "alignment = disalignment"),
+    "saddle": ("dashdot", "saddle ($g = 0$)"),
+    "gd_outcome": ("solid", "GD outcome changes"),
+}
+
+
+def _boundary_rows(result: Result, metric: str, x: str, y: str, at: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """The rows of result.boundaries of `metric` found along x or y on the panel whose other axes are `at`."""
+    table = result.boundaries
+    if not table or not len(table.get("of", ())):
+        return {}
+    pick = (table["of"] == metric) & np.isin(table["along"], [x, y])
+    for axis, index in at.items():
+        if axis in table:
+            pick &= table[axis] == np.asarray(result.coords[axis], float)[index]
+    return {name: values[pick] for name, values in table.items()}
+
+
+def _draw_boundaries(ax: Axes, result: Result, metric: str, x: str, y: str, at: Mapping[str, int]) -> dict:
+    """The exact boundaries (boundaries.csv) over a categorical map: one curve per kind of crossing (labels
+    below and above), through the lines that cross once, broken where a line crosses it more or not at all
+    (those crossings are dots); black with a white halo, the line style saying which rule decides. Returns
+    legend handles."""
+    from matplotlib import patheffects
+
+    rows = _boundary_rows(result, metric, x, y, at)
+    handles = {}
+    if not rows or not rows["along"].size:
+        return handles
+    for key in sorted(set(zip(rows["along"], rows["below"], rows["above"], rows["rule"]))):
+        along, below, above, rule = key
+        mine = (rows["along"] == along) & (rows["below"] == below) & (rows["above"] == above)
+        other = y if along == x else x
+        lines = np.asarray(result.coords[other], float)
+        position = {v: i for i, v in enumerate(lines)}
+        at_line, count = np.unique(rows[other][mine], return_counts=True)
+        once = {position[v] for v, c in zip(at_line, count) if c == 1}
+        style, text = BOUNDARY_STYLES.get(rule.split("+")[0], ("solid", rule))
+        kw = {"color": "black", "linewidth": 1.4, "linestyle": style, "solid_capstyle": "round",
+              "path_effects": [patheffects.withStroke(linewidth=3.4, foreground="white")], "zorder": 4}
+        xs, ys = rows[x][mine], rows[y][mine]
+        order = np.argsort(rows[other][mine], kind="stable")
+        runs: list[list[int]] = []
+        for i in order:
+            k = position[rows[other][mine][i]]
+            if k not in once:
+                ax.plot([xs[i]], [ys[i]], marker="o", markersize=2.5, **{**kw, "linestyle": "none"})
+                continue
+            if runs and runs[-1] and position[rows[other][mine][runs[-1][-1]]] == k - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            ax.plot(xs[run], ys[run], **kw)
+        label = "boundary: " + text
+        handles[label] = _line_handle(label, linestyle=style, linewidth=1.4)
+    return handles
+
+
 @_with_options
 def phase_map(result: Result, x: str, y: str, ax: Axes | None = None, path: str | Path | None = None, *,
               metric: str = "phase", fixed: Mapping[str, float] | None = None, stem: str | None = None) -> Figure:
@@ -814,6 +877,7 @@ def phase_map(result: Result, x: str, y: str, ax: Axes | None = None, path: str 
     for panel, at in panels:
         handles.update(_draw_categories(panel, result, metric, grid, _plane(result, codes_all, x, y, at)))
         handles.update(_hatch_marks(panel, result, grid, at) if metric != "gd_outcome" else {})
+        handles.update(_draw_boundaries(panel, result, metric, x, y, at))
     _label_panels(result, grid, panels, held)
     order = [pretty(n) for n in result.meta["legends"][metric]]
     ordered = sorted(handles.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))

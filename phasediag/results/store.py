@@ -23,7 +23,7 @@ import numpy as np
 from phasediag.config.reader import NAME_PATTERN
 from phasediag.errors import ManifestError, ResultsError
 from phasediag.results import npz
-from phasediag.results.atomic import atomic_path
+from phasediag.results.atomic import atomic_path, atomic_write
 from phasediag.results.rundir import FILE_NAME, hash_open, json_default
 
 RESULTS_FILE = "results.npz"
@@ -50,6 +50,14 @@ class Result:
     summary: dict | None = field(default=None, repr=False, compare=False)  # what `--json` printed after the run
     data_file: Path | None = field(default=None, repr=False, compare=False)  # the finished results.npz that
     #                                              holds `arrays` (memory-mapped): committed by moving it
+    tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # tidy tables beside
+    #                                              the grid (name -> column -> 1-D array), e.g. "boundaries"
+
+    @property
+    def boundaries(self) -> dict[str, np.ndarray]:
+        """The exact phase boundaries of a sweep with `boundaries:` (one row per crossing; columns: every
+        sweep variable, then phasediag.engine.boundaries.COLUMNS); empty without them."""
+        return self.tables.get("boundaries", {})
 
     @property
     def kind(self) -> str:
@@ -175,6 +183,67 @@ def _check_codes(name: str, codes: np.ndarray, legend) -> None:
     if bad:
         raise ResultsError(f"{name} holds the code {bad[0]}, which its legend does not name "
                            f"(codes: {', '.join(known)})")
+
+
+def column_kind(values: np.ndarray) -> str:
+    """How a table column is stored and read back: "float", "int", "bool" or "str"."""
+    kind = np.asarray(values).dtype.kind
+    return {"f": "float", "i": "int", "u": "int", "b": "bool"}.get(kind, "str")
+
+
+def cell_text(value) -> str:
+    """A table cell as CSV text: floats round-trip (repr), booleans as true/false."""
+    if isinstance(value, (np.floating, float)):
+        return repr(float(value))
+    if isinstance(value, (np.bool_, bool)):
+        return "true" if value else "false"
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def write_columns(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """A tidy CSV table (a header, then one row per index of the equal-length columns), written atomically."""
+    import csv
+
+    rows = len(next(iter(columns.values()))) if columns else 0
+    with atomic_write(path) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(list(columns))
+        for i in range(rows):
+            writer.writerow([cell_text(column[i]) for column in columns.values()])
+
+
+def read_columns(fh, kinds: dict[str, str], path: Path) -> dict[str, np.ndarray]:
+    """The table `write_columns` wrote (an open text file `fh`, read from `path`), its columns typed by
+    `kinds` (name -> column_kind); ResultsError if its header is not those columns or a cell is not of its
+    kind."""
+    import csv
+
+    try:
+        rows = list(csv.reader(fh))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a CSV table ({exc})") from None
+    if not rows or rows[0] != list(kinds):
+        raise ResultsError(f"{path}: its columns are not the {len(kinds)} that meta.json lists")
+    body = rows[1:]
+    if any(len(r) != len(kinds) for r in body):
+        raise ResultsError(f"{path}: a row does not have {len(kinds)} cells")
+    out = {}
+    for j, (name, kind) in enumerate(kinds.items()):
+        cells = [r[j] for r in body]
+        try:
+            if kind == "float":
+                out[name] = np.array([float(c) for c in cells], dtype=float)
+            elif kind == "int":
+                out[name] = np.array([int(c) for c in cells], dtype=np.int64)
+            elif kind == "bool":
+                if any(c not in ("true", "false") for c in cells):
+                    raise ValueError("not true or false")
+                out[name] = np.array([c == "true" for c in cells], dtype=bool)
+            else:
+                out[name] = np.array(cells, dtype=str)
+        except ValueError:
+            raise ResultsError(f"{path}: column {name} holds a value that is not of kind {kind}") from None
+    return out
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -346,7 +415,29 @@ def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None, 
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ResultsError(f"{out_dir}: unreadable {RESULTS_FILE}: {' '.join(str(exc).split())[:200] or 'empty'}") from None
     coords = {name: stored.pop(name) for name in _coord_names(meta) if name in stored}
-    return Result(coords=coords, arrays=stored, meta=meta)
+    return Result(coords=coords, arrays=stored, meta=meta, tables=_tables(out_dir, meta, verify))
+
+
+TABLE_KEYS = ("boundaries",)  # meta.json keys that describe a tidy table beside the grid: {file, columns, ...}
+
+
+def _tables(out_dir: Path, meta: dict, verify: bool) -> dict[str, dict[str, np.ndarray]]:
+    """The tables meta.json describes (TABLE_KEYS), read from their files (verified like the data)."""
+    import io
+
+    out = {}
+    for key in TABLE_KEYS:
+        info = meta.get(key)
+        if info is None:
+            continue
+        if not (isinstance(info, dict) and isinstance(info.get("file"), str) and isinstance(info.get("columns"), dict)
+                and all(k in ("float", "int", "bool", "str") for k in info["columns"].values())):
+            raise ResultsError(f"meta.json: {key} must name its file and the kind of every column")
+        name = _plain(out_dir, info["file"], key)
+        with open_data(out_dir, meta, name, verify) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            out[key] = read_columns(text, dict(info["columns"]), Path(out_dir) / name)
+    return out
 
 
 def shard_order(metas: list[dict]) -> list[int]:

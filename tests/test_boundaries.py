@@ -1,0 +1,250 @@
+"""Exact phase boundaries (`boundaries:`, engine.boundaries): crossings against the closed-form boundaries of
+docs/theory.md section 11, the label on either side of every crossing, GD outcomes against a fine grid,
+several crossings in one grid cell, identical tables whatever the chunking, workers or shards, and the
+config errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import phasediag
+from phasediag.config.sweep import ConfigError, config_from_text
+from phasediag.engine import boundaries
+from phasediag.engine.metrics import LEGENDS
+from phasediag.jobs import lifecycle
+
+
+def width_vs_init(n_d: int = 25, n_s: int = 31, ntk: float = 0.1, align: float = 0.1, extra: str = "",
+                  s_axis: str | None = None) -> str:
+    """Config 1 (kappa = eta = a = m* = 1, U = W = width s: rho = A = 1/(width s)) with boundaries along s."""
+    s_axis = s_axis or f"{{log: [1e-8, 1, {n_s}]}}"
+    return f"""name: bounds
+sweep: {{d: {{log: [1, 1e6, {n_d}]}}, s: {s_axis}}}
+model: {{width: d, output_scale: 1, lr_u: 1, lr_w: 1, init_var_u: s, init_var_w: s}}
+data: {{input_var: 1, teacher: 1}}
+classify: {{ntk_threshold: {ntk}, alignment_threshold: {align}}}
+boundaries: {{along: s, against: d}}
+{extra}"""
+
+
+def table_of(text: str) -> dict[str, np.ndarray]:
+    return phasediag.run(config_from_text(text).resolved, plot=False).boundaries
+
+
+def exact_ds(rule: str, ntk: float, align: float) -> float:
+    """width * s at the boundary of `rule` (docs/theory.md section 11: rho = A = 1/(width s))."""
+    if rule == "ntk_threshold":
+        return 1.0 / math.sqrt((1.0 + ntk) ** 2 - 1.0)
+    return math.sqrt(1.0 - align**2) / align
+
+
+@pytest.mark.parametrize("ntk, align", [(0.1, 0.1), (0.3, 0.05), (0.01, 0.5)])
+def test_flow_crossings_are_the_closed_form_boundaries(ntk, align):
+    table = table_of(width_vs_init(ntk=ntk, align=align))
+    assert set(table["rule"]) == {"ntk_threshold", "alignment_threshold"}
+    for rule in ("ntk_threshold", "alignment_threshold"):
+        mine = table["rule"] == rule
+        ds = np.round(table["d"][mine]) * table["s"][mine]
+        assert np.max(np.abs(ds / exact_ds(rule, ntk, align) - 1.0)) < 1e-12
+    assert np.all((table["lower"] < table["s"]) & (table["s"] < table["upper"]))
+    ntk_rows = table["rule"] == "ntk_threshold"
+    np.testing.assert_allclose(np.abs(table["ntk_change"][ntk_rows]), ntk, rtol=1e-12)
+    align_rows = table["rule"] == "alignment_threshold"
+    np.testing.assert_allclose(table["alignment_gain"][align_rows], align, rtol=1e-12)
+
+
+def test_every_label_change_of_the_grid_has_its_crossing():
+    result = phasediag.run(config_from_text(width_vs_init()).resolved, plot=False)
+    phase, table = result["phase"], result.boundaries
+    names = LEGENDS["phase"]
+    s = result.coords["s"]
+    for i, d in enumerate(result.coords["d"]):
+        expected = [(names[a], names[b], s[j], s[j + 1]) for j, (a, b) in enumerate(zip(phase[i, :-1], phase[i, 1:]))
+                    if a != b]
+        mine = table["d"] == d
+        got = list(zip(table["below"][mine], table["above"][mine], table["lower"][mine], table["upper"][mine]))
+        assert got == expected
+
+
+@pytest.mark.parametrize("text", [
+    width_vs_init(),
+    width_vs_init(ntk=0.1, align=0.4, s_axis="{log: [1e-6, 1, 4]}"),
+    width_vs_init(n_d=9, extra="train: {optimizer: gd, max_steps: 3000}\n", s_axis="{log: [1e-4, 3, 15]}").replace(
+        "boundaries: {along: s, against: d}", "boundaries: [{along: s}, {along: s, of: phase}]"),
+])
+def test_the_label_on_either_side_of_every_crossing(text):
+    """The label 1e-12 below a crossing is `below`, 1e-12 above it `above` (the bisection's own evaluation
+    is not used: the labels are evaluated afresh, as the sweep evaluates its grid)."""
+    config = config_from_text(text)
+    table = phasediag.run(config.resolved, plot=False).boundaries
+    assert table["s"].size > 0
+    for of in set(table["of"]):
+        mine = table["of"] == of
+        names = LEGENDS[of]
+        for factor, side in ((1 - 1e-12, "below"), (1 + 1e-12, "above")):
+            got = boundaries.label_at(config, of, {"d": table["d"][mine], "s": table["s"][mine] * factor})
+            assert [names[c] for c in got] == list(table[side][mine])
+
+
+def test_several_crossings_in_one_grid_cell_are_all_found():
+    """One cell of s from 0.1 to 1 at width 10 (width s from 1 to 10) holds both boundaries of section 11
+    (2.18 and 9.95); with alignment_threshold 0.4 the kernel_aligning band is 5 % wide (2.182 to 2.291),
+    narrower than the sampling of the cell, and is found by searching again from the first crossing."""
+    for align, s_values in ((0.1, "[0.1, 1.0]"), (0.4, "[0.1, 1.0]"), (0.4, "[0.01, 10.0]")):
+        text = f"""name: cell
+sweep: {{s: {{values: {s_values}}}}}
+model: {{width: 10, init_var_u: s, init_var_w: s}}
+classify: {{alignment_threshold: {align}}}
+boundaries: {{along: s}}
+"""
+        table = table_of(text)
+        assert list(zip(table["below"], table["above"])) == [("alignment", "kernel_aligning"),
+                                                              ("kernel_aligning", "kernel")]
+        assert list(table["crossings_in_cell"]) == [2, 2]
+        np.testing.assert_allclose(10 * table["s"], [exact_ds("ntk_threshold", 0.1, align),
+                                                     exact_ds("alignment_threshold", 0.1, align)], rtol=1e-12)
+
+
+GD_CONFIG = """name: gd_bounds
+sweep: {eta: {log: [0.5, 3, 7]}, d: {values: [3, 100, 10000]}}
+model: {width: d, output_scale: 1 / sqrt(d), lr_u: eta, lr_w: eta, init_var_u: 1, init_var_w: 1}
+train: {optimizer: gd, max_steps: 20000}
+boundaries: {along: eta}
+"""
+
+
+def test_gd_outcome_crossings_against_a_fine_grid():
+    """Each GD crossing lies in the interval where a 2001-point grid of the cell changes label, and the
+    fine grid changes label as often as the table has crossings in that cell."""
+    config = config_from_text(GD_CONFIG)
+    table = phasediag.run(config.resolved, plot=False).boundaries
+    assert set(table["rule"]) == {"gd_outcome"} and {"converges", "catapult", "diverges"} <= set(table["below"]) | set(
+        table["above"])
+    for lower, upper, d in sorted(set(zip(table["lower"], table["upper"], table["d"]))):
+        mine = (table["lower"] == lower) & (table["d"] == d)
+        fine = np.geomspace(lower, upper, 2001)
+        codes = boundaries.label_at(config, "gd_outcome", {"eta": fine, "d": np.full(fine.size, d)})
+        change = np.flatnonzero(codes[1:] != codes[:-1])
+        assert change.size == mine.sum()
+        for k, x in zip(change, np.sort(table["eta"][mine])):
+            assert fine[k] <= x <= fine[k + 1]
+
+
+def test_crossings_are_identical_whatever_the_chunking_workers_or_shards(tmp_path):
+    text = width_vs_init(n_d=13, n_s=17)
+    config = config_from_text(text).resolved
+    whole = tmp_path / "whole"
+    phasediag.run(config, out=whole, plot=False)
+    reference = (whole / "boundaries.csv").read_bytes()
+    phasediag.run(config, out=tmp_path / "chunked", plot=False, chunk_size=7, workers=2)
+    assert (tmp_path / "chunked" / "boundaries.csv").read_bytes() == reference
+    shards = [tmp_path / f"shard{k}" for k in (1, 2, 3)]
+    for k, out in enumerate(shards, 1):
+        phasediag.run(config, out=out, plot=False, shard=f"{k}/3", chunk_size=11)
+        assert not (out / "boundaries.csv").exists()
+    lifecycle.merge(shards, tmp_path / "merged", plot=False)
+    assert (tmp_path / "merged" / "boundaries.csv").read_bytes() == reference
+    loaded = phasediag.load(tmp_path / "merged").boundaries
+    fresh = phasediag.run(config, plot=False).boundaries
+    assert loaded.keys() == fresh.keys()
+    for name in fresh:
+        np.testing.assert_array_equal(loaded[name], fresh[name])
+
+
+def test_the_slope_of_the_boundary_against_width():
+    """width s = constant at both boundaries: log s against log width has slope -1 exactly; against the
+    sweep variable d (width = round(d)) the fit is -1 to the rounding of the small widths."""
+    table = table_of(width_vs_init(n_d=61, n_s=61))
+    fits = boundaries.fit_slopes(config_from_text(width_vs_init(n_d=61, n_s=61)), table)
+    assert {(f["below"], f["above"]) for f in fits} == {("alignment", "kernel_aligning"), ("kernel_aligning", "kernel")}
+    for f in fits:
+        assert f["points"] >= 50 and abs(f["slope"] + 1.0) < 2e-3
+        mine = (table["below"] == f["below"]) & (table["above"] == f["above"])
+        width, s = np.round(table["d"][mine]), table["s"][mine]
+        assert abs(np.polyfit(np.log(width), np.log(s), 1)[0] + 1.0) < 1e-12
+
+
+def test_boundaries_are_drawn_and_exported(tmp_path):
+    out = tmp_path / "run"
+    result = phasediag.run(config_from_text(width_vs_init(n_d=13, n_s=17)).resolved, out=out, plot=False)
+    fig = result.plot("phase")
+    drawn = [line for ax in fig.axes for line in ax.get_lines() if line.get_xdata().size > 1]
+    assert {line.get_linestyle() for line in drawn} == {"-", "--"}
+    x = np.concatenate([line.get_xdata() for line in drawn])
+    assert set(x) <= set(result.boundaries["d"])
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any(t.startswith("boundary:") for t in legend)
+    paths = lifecycle.export_csv(out)
+    side = [p for p in paths if p.endswith("_boundaries.csv")]
+    assert len(side) == 1 and Path(side[0]).read_text() == (out / "boundaries.csv").read_text()
+    assert phasediag.load(out).boundaries["s"].size == result.boundaries["s"].size
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ("boundaries: {along: q}", "boundaries.along (line 6): 'q' is not a sweep variable"),
+    ("boundaries: {along: d}", "boundaries.along (line 6): 'd' sets model.width"),
+    ("boundaries: {along: s, of: gd_outcome}", "boundaries.of (line 6): must be one of phase for a flow sweep"),
+    ("boundaries: {along: s, against: s}", "boundaries.against (line 6): must differ from along"),
+    ("boundaries: {along: s, across: d}", "boundaries.across (line 6): unknown key"),
+    ("boundaries: []", "boundaries (line 6): must be {along: <sweep variable>}"),
+    ("boundaries: {of: phase}", "boundaries.along: is required"),
+    ("boundaries: {along: s}\ninit: {seeds: 3}", "boundaries (line 6): needs init: typical or {gram: [U, W, V]}"),
+])
+def test_bad_boundaries_entries_are_one_line_naming_the_key(entry, needle):
+    text = """name: bad
+sweep: {d: {log: [1, 100, 3]}, s: {log: [0.01, 1, 3]}}
+model: {width: d, init_var_u: s, init_var_w: s}
+data: {input_var: 1, teacher: 1}
+train: {optimizer: flow}
+""" + entry + "\n"
+    with pytest.raises(ConfigError) as err:
+        config_from_text(text)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rules_of_label_pairs():
+    assert boundaries.rule_of("phase", "alignment", "kernel_aligning") == "ntk_threshold"
+    assert boundaries.rule_of("phase", "kernel", "kernel_aligning") == "alignment_threshold"
+    assert boundaries.rule_of("phase", "alignment", "disalignment") == "mechanism"
+    assert boundaries.rule_of("phase", "rescaling", "alignment") == "alignment_threshold"
+    assert boundaries.rule_of("phase", "kernel", "alignment") == "ntk_threshold+alignment_threshold"
+    assert boundaries.rule_of("phase", "saddle", "kernel") == "saddle"
+    assert boundaries.rule_of("gd_outcome", "converges", "catapult") == "gd_outcome"
+
+
+def test_exact_exponent_beside_the_fit():
+    """NTK parametrization (kappa = 1/sqrt(d)): rho = 2c|m*|/Theta0 = sqrt(d)/(width s) and A = sqrt(d)/(width s),
+    so both boundaries are s ~ d^(-1/2) (section 7's power counting: exponents -1/2 in d, -1 in s)."""
+    text = """name: ntk_param
+sweep: {d: {log: [1e2, 1e8, 31]}, s: {log: [1e-8, 1, 81]}}
+model: {width: d, output_scale: 1 / sqrt(d), init_var_u: s, init_var_w: s}
+boundaries: {along: s, against: d}
+"""
+    config = config_from_text(text)
+    result = phasediag.run(config.resolved, plot=False)
+    fits = result.meta["boundaries"]["slopes"]
+    assert len(fits) == 2
+    for f in fits:
+        assert f["exact_slope"] == "-1/2" and f["exact_slope_value"] == -0.5
+        assert abs(f["slope"] + 0.5) < 2e-4 and f["points"] >= 20  # (width = round(d): 0.5 % at d = 100)
+    table = result.boundaries
+    np.testing.assert_allclose(table["s"] * np.round(table["d"]) / np.sqrt(table["d"]),  # (s sqrt(d) = const)
+                               [exact_ds(r, 0.1, 0.1) for r in table["rule"]], rtol=1e-12)
+    assert boundaries.exact_slope(config, config.boundaries[0], "gd_outcome") is None
+    assert boundaries.exact_slope(config_from_text(text.replace("1 / sqrt(d)", "1 / log(d)")),
+                                  config.boundaries[0], "ntk_threshold") is None
+
+
+def test_leading_exponents_of_expressions():
+    from fractions import Fraction
+
+    from phasediag.config import expr
+
+    cases = {"d": 1, "1 / sqrt(d)": Fraction(-1, 2), "2 * d ** 1.5 / s": Fraction(3, 2), "d + d**2": 2,
+             "abs(-d) / 3": 1, "s": 0, "pi * s ** 2": 0, "log(d)": None, "d ** s": None, "exp(s)": 0}
+    for text, want in cases.items():
+        assert expr.leading_exponent(expr.parse(text), "d") == want, text
