@@ -450,6 +450,66 @@ def sweep_ceiling(mode: dict, log) -> dict:
     return out
 
 
+def _fill_part(config, n: int, k: int, parts: int, arrays=None) -> None:
+    """Write every byte of part k of `parts` of the result arrays of n points: `arrays` (shared) or its own."""
+    from phasediag.engine import sweep
+
+    lo, hi = k * n // parts, (k + 1) * n // parts
+    if arrays is not None:
+        for array in arrays.values():
+            array[lo:hi].fill(1)
+        return
+    for array in sweep.allocate(config, hi - lo).values():
+        array.fill(1)
+
+
+def _timed_fill(how: str, config, n: int, queue) -> None:
+    """One trial of `result_memory`, in a fresh process: the time to provide and write result memory."""
+    import multiprocessing
+
+    from phasediag.engine import sweep
+
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    if how == "private_whole":
+        _fill_part(config, n, 0, 1)
+    else:
+        shared = sweep.allocate(config, n, shared=True) if how == "shared_halves" else None
+        procs = [ctx.Process(target=_fill_part, args=(config, n, k, 2, shared)) for k in (0, 1)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+    queue.put(time.perf_counter() - t0)
+
+
+def result_memory(mode: dict, log) -> dict:
+    """What result memory costs the ways a sweep gets it, for the largest sweep's bytes, each trial in a fresh
+    process (best of k): one process allocating its arrays as sweep.run does and writing them (the floor);
+    two processes each doing so for one half (perfect sharding); two forked processes writing their halves of
+    one shared mapping (what `--workers 2` must do so that the parent holds the result). The difference of
+    the last two is a cost of sharing the result that no implementation of --workers avoids here; the bound
+    it sets on --workers 2 is reported beside the target."""
+    import multiprocessing
+
+    n = max(mode["sizes"]) ** 2
+    config = make_config(max(mode["sizes"]))
+    ctx = multiprocessing.get_context("fork")
+    out = {"points": n}
+    for how in ("private_whole", "private_halves", "shared_halves"):
+        walls = []
+        for _ in range(mode["big_repeats"]):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_timed_fill, args=(how, config, n, queue))
+            proc.start()
+            walls.append(queue.get(timeout=600))
+            proc.join()
+        _record(out, how, walls)
+    log(f"  result memory of {n:,} points: one process {out['private_whole']:.3f} s, two private halves "
+        f"{out['private_halves']:.3f} s, two halves of one shared mapping {out['shared_halves']:.3f} s")
+    return out
+
+
 def _independent_work(_=None) -> float:
     """Chunk-like numpy work that shares nothing: a few ufunc passes over 1 MiB arrays."""
     x = np.random.default_rng(0).random(1 << 17)
@@ -1097,6 +1157,16 @@ def targets(res: dict) -> list[dict]:
         f"eval {e1:.2f} s -> {e2:.2f} s; user CPU of the whole process {c1:.2f} s -> {c2:.2f} s (workers included)")
     add("`--workers 2` vs 1: whole process", f"{w1 / w2:.2f}x", "(information: saving is serial)", None,
         f"{w1:.2f} s -> {w2:.2f} s")
+    if "result_memory" in res:  # (absent from the JSON of runs before it was measured)
+        rm, sc = res["result_memory"], res["sweep_ceiling"]
+        bound = sc["halves_s"] - rm["private_halves"] + rm["shared_halves"]
+        add("the most `--workers 2` can gain here with the result in one process: perfect sharding's time with "
+            "its private result memory replaced by two halves of one shared mapping (same run, fresh processes)",
+            f"{sc['whole_s'] / bound:.2f}x ({sc['whole_s'] / bound / ceiling:.0%} of perfect sharding)",
+            "(information: the bound the kernel's shared memory sets)", None,
+            f"{rm['points']:,} points: result memory {rm['private_whole']:.3f} s in one process, "
+            f"{rm['private_halves']:.3f} s as two private halves, {rm['shared_halves']:.3f} s as two halves of "
+            "one shared mapping")
     pc = res["parallel_ceiling"]
     add("two independent numpy processes on in-cache work (no fresh memory) vs one doing both",
         f"{pc['speedup']:.2f}x", "(information: how the two CPUs scale)", None,
@@ -1494,6 +1564,7 @@ def run_all(mode_name: str, log) -> dict:
     res["worker_scaling"] = measure_worker_scaling(mode, log)
     res["parallel_ceiling"] = parallel_ceiling(log)
     res["sweep_ceiling"] = sweep_ceiling(mode, log)
+    res["result_memory"] = result_memory(mode, log)
     n = mode["accuracy_n"]
     at = next(r for r in res["throughput"] if r["points"] == n * n) if any(
         r["points"] == n * n for r in res["throughput"]) else res["throughput"][-1]

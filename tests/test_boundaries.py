@@ -248,3 +248,28 @@ def test_leading_exponents_of_expressions():
              "abs(-d) / 3": 1, "s": 0, "pi * s ** 2": 0, "log(d)": None, "d ** s": None, "exp(s)": 0}
     for text, want in cases.items():
         assert expr.leading_exponent(expr.parse(text), "d") == want, text
+
+
+@pytest.mark.parametrize("along", ["s", "r"])
+def test_three_axes_in_blocks_of_any_size(monkeypatch, along):
+    """The label changes are read block by block (bounded memory): any block size gives the same crossings,
+    and on a grid of three axes every crossing has its labels on either side, along any of the axes."""
+    text = f"""name: three
+sweep: {{d: {{log: [1, 1e4, 7]}}, r: {{log: [0.25, 4, 5]}}, s: {{log: [1e-6, 1, 9]}}}}
+model: {{width: d, lr_u: r, lr_w: 1 / r, init_var_u: s, init_var_w: s}}
+boundaries: {{along: {along}}}
+"""
+    config = config_from_text(text)
+    result = phasediag.run(config.resolved, plot=False)
+    reference = result.boundaries
+    assert reference["s"].size > 0
+    codes = {"phase": result["phase"]}
+    for block in (1, 7, 45):
+        monkeypatch.setattr(boundaries, "CHANGE_BLOCK", block)
+        table = boundaries.find_all(config, codes)
+        for name in reference:
+            np.testing.assert_array_equal(table[name], reference[name])
+    names = LEGENDS["phase"]
+    for factor, side in ((1 - 1e-12, "below"), (1 + 1e-12, "above")):
+        where = {v: reference[v] * (factor if v == along else 1.0) for v in ("d", "r", "s")}
+        assert [names[c] for c in boundaries.label_at(config, "phase", where)] == list(reference[side])

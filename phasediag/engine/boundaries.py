@@ -139,6 +139,29 @@ def _bisect(labels: Callable, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, 
         hi[idx[~same]], right[idx[~same]] = mid[~same], got[~same]
 
 
+#: grid points whose labels are compared at a time: the label changes of a grid of any size (memory-mapped)
+#: are found in bounded memory
+CHANGE_BLOCK = 1 << 22
+
+
+def _changes(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(line, cell, label at the cell's top) of every change of `codes` between neighbours along axis k; a
+    line is the flat C-order index over the other axes, a cell j the pair of values (j, j + 1)."""
+    lines = np.moveaxis(codes, k, -1)  # (a view: blocks of its leading axis are read at a time)
+    n = lines.shape[-1]
+    if lines.ndim == 1:
+        lines = lines[None, :]
+    per_row = int(np.prod(lines.shape[1:-1], dtype=np.int64))  # lines in one index of the leading axis
+    step = max(1, CHANGE_BLOCK // max(1, per_row * n))
+    found = []
+    for start in range(0, lines.shape[0], step):
+        block = np.asarray(lines[start:start + step]).reshape(-1, n)
+        line, cell = np.nonzero(block[:, 1:] != block[:, :-1])
+        found.append((line + start * per_row, cell, block[line, cell + 1]))
+    return tuple(np.concatenate(parts) for parts in zip(*found)) if found else (
+        np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8))
+
+
 def find(config: Config, spec: BoundarySpec, codes: np.ndarray, entry: int = 1) -> dict[str, np.ndarray]:
     """The crossings of boundary `spec` as table columns (see the module doc; `codes`: the grid's labels of
     spec.of, shaped config.shape, e.g. memory-mapped). `entry`: the boundary's number in the table."""
@@ -146,8 +169,7 @@ def find(config: Config, spec: BoundarySpec, codes: np.ndarray, entry: int = 1) 
 
     grid = _Line(config, spec.along)
     names = LEGENDS[spec.of]
-    by_line = np.moveaxis(np.asarray(codes), grid.k, -1).reshape(-1, len(grid.axis))
-    line, cell = np.nonzero(by_line[:, 1:] != by_line[:, :-1])
+    line, cell, top = _changes(np.reshape(codes, config.shape), grid.k)
 
     def labels(which: np.ndarray, x: np.ndarray) -> np.ndarray:
         return label_at(config, spec.of, grid.variables(which, x))
@@ -157,7 +179,6 @@ def find(config: Config, spec: BoundarySpec, codes: np.ndarray, entry: int = 1) 
     # rounds: sample the open intervals, bisect every sub-interval whose labels differ; a bracket whose label at
     # its top is not the sub-interval's top label leaves an interval [top of bracket, top] for the next round
     owner, lo, hi = np.arange(line.size), x0, x1
-    top = by_line[line, cell + 1]
     for _ in range(MAX_ROUNDS):
         if owner.size == 0:
             break
