@@ -63,22 +63,25 @@ def label_at(config: Config, of: str, variables: dict[str, np.ndarray]) -> np.nd
     """Codes of `of` (phase, or gd_outcome) at the sweep-variable values `variables` (name -> 1-D array),
     evaluated as a sweep evaluates its grid points (int8)."""
     from phasediag.engine.metrics import PointSet, metric_for
-    from phasediag.engine.sweep import values_at
 
-    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-        _, problem = values_at(config, variables)
-    points = PointSet(core.invariants(problem), config.horizon, config.ntk_threshold, config.alignment_threshold,
-                      config.max_steps, config.optimizer)
+    points = PointSet(_invariants_at(config, variables), config.horizon, config.ntk_threshold,
+                      config.alignment_threshold, config.max_steps, config.optimizer)
     n = len(next(iter(variables.values())))
     return core.broadcast(np.asarray(metric_for(of, config.kind).compute(points), dtype=np.int8), (n,))
 
 
-def _order_at(config: Config, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The gradient flow's order parameters (docs/theory.md section 6) at `variables`."""
+def _invariants_at(config: Config, variables: dict[str, np.ndarray]) -> core.Invariants:
+    """The core's invariants at `variables`, checked and evaluated as a sweep evaluates its grid points."""
     from phasediag.engine.sweep import values_at
 
-    _, problem = values_at(config, variables)
-    order = core.order_parameters(core.invariants(problem), config.horizon)
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        _, problem = values_at(config, variables)
+    return core.invariants(problem)
+
+
+def _order_at(config: Config, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The gradient flow's order parameters (docs/theory.md section 6) at `variables`."""
+    order = core.order_parameters(_invariants_at(config, variables), config.horizon)
     n = len(next(iter(variables.values())))
     return {name: core.broadcast(np.asarray(getattr(order, name), dtype=float), (n,)) for name in ORDER_PARAMETERS}
 
