@@ -48,10 +48,13 @@ def _exit_cleanly_on_signals() -> None:
     """SIGTERM (scancel, a batch time limit) exits with 143 through the usual cleanup -- temporary files
     removed, worker processes killed -- instead of dying on the spot; Ctrl-C raises KeyboardInterrupt as usual.
     Either, arriving inside a finalizer, is sent again (every 10 ms, by SIGALRM) until the finalizer has returned,
-    so it is never lost."""
+    so it is never lost. Python drops an exception raised in any other callback it cannot propagate from (a
+    weakref callback, a garbage-collector callback) and reports it as "unraisable": such a dropped interrupt is
+    sent again the same way, and not printed."""
     import signal
 
     pending: list[int] = []
+    told: set[int] = set()
 
     def deliver(_signum, _frame):  # SIGALRM, 10 ms after a signal was put off: send it again (once; its
         put_off = pending[:]  # handler puts it off once more if the finalizer is still running)
@@ -59,21 +62,37 @@ def _exit_cleanly_on_signals() -> None:
         for signum in put_off:
             os.kill(os.getpid(), signum)
 
+    def send_later(signum) -> None:
+        pending.append(signum)
+        signal.signal(signal.SIGALRM, deliver)
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+
     def again_later(signum, frame) -> bool:
         """Put the signal off if it interrupted a finalizer (a timer sends it again: sending it now would run
         this handler inside itself, still in the finalizer)."""
         if not _in_finalizer(frame):
             return False
-        pending.append(signum)
-        signal.signal(signal.SIGALRM, deliver)
-        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        send_later(signum)
         return True
+
+    report_unraisable = sys.unraisablehook
+
+    def dropped(unraisable) -> None:
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt):
+            send_later(signal.SIGINT)
+        elif isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+            send_later(signal.SIGTERM)
+        else:
+            report_unraisable(unraisable)
 
     def terminated(signum, frame):
         if again_later(signum, frame):
             return
-        with contextlib.suppress(OSError):  # os.write: safe even if the signal interrupted a write to stderr
-            os.write(2, b"Terminated\n")
+        if signum not in told:  # once, though a dropped exit is sent again
+            told.add(signum)
+            with contextlib.suppress(OSError):  # os.write: safe even if the signal interrupted a write to stderr
+                os.write(2, b"Terminated\n")
         sys.exit(128 + signum)
 
     def interrupted(signum, frame):
@@ -86,6 +105,7 @@ def _exit_cleanly_on_signals() -> None:
             signal.signal(signal.SIGTERM, terminated)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, interrupted)
+        sys.unraisablehook = dropped
 
 
 class PhasediagGroup(click.Group):
