@@ -186,26 +186,28 @@ def _eval(node: Node, variables):
     return _BINARY[op](_eval(node[1], variables), _eval(node[2], variables))
 
 
-def leading_exponent(node: Node, variable: str):
-    """The power p of `variable` that dominates the expression as `variable` -> infinity (value ~ C
-    variable^p, the other variables held fixed), as a Fraction: sums take the larger power (assuming their
-    leading terms do not cancel), products add, quotients subtract, x ** c multiplies by the constant c,
-    sqrt halves. None where the expression is not of that form (log, exp, a power that is not constant)."""
+def leading_exponent(node: Node, variable):
+    """The power p of t that dominates the expression as t -> infinity (value ~ C t^p), where each variable
+    goes as t to its power in `variable` (a mapping name -> Fraction; a name alone: that variable is t, the
+    others held fixed), as a Fraction: sums take the larger power (assuming their leading terms do not
+    cancel), products add, quotients subtract, x ** c multiplies by the constant c, sqrt halves. None where the
+    expression is not of that form (log, exp, a power that is not constant)."""
     from fractions import Fraction
 
+    powers = {variable: Fraction(1)} if isinstance(variable, str) else variable
     if isinstance(node, float):
         return Fraction(0)
     if isinstance(node, str):
-        return Fraction(1 if node == variable else 0)
+        return Fraction(powers.get(node, 0))
     op = node[0]
     if op == "neg" or op == "call" and node[1] == "abs":
-        return leading_exponent(node[-1], variable)
+        return leading_exponent(node[-1], powers)
     if op == "call":
-        inner = leading_exponent(node[2], variable)
+        inner = leading_exponent(node[2], powers)
         if node[1] == "sqrt":
             return None if inner is None else inner / 2
         return Fraction(0) if inner == 0 else None
-    left, right = leading_exponent(node[1], variable), leading_exponent(node[2], variable)
+    left, right = leading_exponent(node[1], powers), leading_exponent(node[2], powers)
     if left is None or right is None:
         return None
     if op in "+-":
@@ -214,7 +216,7 @@ def leading_exponent(node: Node, variable: str):
         return left + right
     if op == "/":
         return left - right
-    if right != 0:  # "**" with a power that depends on the variable
+    if right != 0 or names(node[2]) & {n for n, p in powers.items() if p != 0}:  # a power that varies
         return None
     try:
         power = float(evaluate(node[2], {}))

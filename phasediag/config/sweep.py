@@ -26,7 +26,9 @@ DATA_KEYS = DATA_FIELDS + ("noise_var",)
 DATA_DEFAULTS = {"input_var": 1.0, "teacher": 1.0, "noise_var": 0.0}
 TOP_KEYS = ("name", "description", "mode", "sweep", "model", "data", "init", "train", "classify", "boundaries",
             "metrics", "plot")
-BOUNDARY_KEYS = ("along", "of", "against")
+BOUNDARY_KEYS = ("along", "of", "against", "quantiles")
+#: with init: {seeds: N}, the quantiles over the seeds whose boundaries are found: the median and its spread
+DEFAULT_QUANTILES = (0.25, 0.5, 0.75)
 SCALING_KEYS = ("output_scale", "init_var_u", "init_var_w", "lr_u", "lr_w")  # exponents k, su, sw, eu, ew
 RESERVED = set(expr.FUNCTIONS) | set(expr.CONSTANTS) | {"seed", "t", "time"}
 MAX_GD_STEPS = rules.MAX_GD_STEPS  # as `solve`: the exact GD map costs one vectorized step per step
@@ -49,6 +51,7 @@ class BoundarySpec:
     along: str
     of: str
     against: str | None = None
+    quantiles: tuple[float, ...] | None = None  # init: {seeds: N}: the quantiles over seeds (None otherwise)
 
 @dataclass(frozen=True)
 class Axis:
@@ -262,7 +265,7 @@ def config_from_root(root: Located) -> Config:
     horizon, optimizer, times, max_steps = _train(top.get("train"))
     ntk_threshold, alignment_threshold = _classify(top.get("classify"))
     plot = _plot(top.get("plot"), variables, mode, optimizer, root.base_dir)
-    boundaries = _boundaries(top.get("boundaries"), variables, model, mode, optimizer, init_kind)
+    boundaries = _boundaries(top.get("boundaries"), axes, model, mode, optimizer, init_kind)
     metrics = _metrics(top.get("metrics"), "scaling" if mode == "scaling" else optimizer, plot,
                        [b.of for b in boundaries])
     config = Config(
@@ -438,17 +441,15 @@ def _plot(item: Located | None, variables, mode: str = "finite", optimizer: str 
     return out
 
 
-def _boundaries(item: Located | None, variables, model: dict[str, Quantity], mode: str, optimizer: str,
+def _boundaries(item: Located | None, axes: list[Axis], model: dict[str, Quantity], mode: str, optimizer: str,
                 init_kind: str) -> tuple[BoundarySpec, ...]:
     """boundaries: one entry {along: var, of: phase | gd_outcome, against: var} or a list of them."""
+    variables = [a.name for a in axes]
     if item is None:
         return ()
     if mode == "scaling":
         raise fail(item.path, item.line, "is not used with mode: scaling (its phase boundaries are exact lines "
                                           "of the exponents: the limit_phase map draws them)")
-    if init_kind == "seeds":
-        raise fail(item.path, item.line, "needs init: typical or {gram: [U, W, V]}; boundaries of sampled "
-                                          "initializations (init: {seeds: N}) are not available yet")
     entries = item.value if isinstance(item.value, list) else [item]
     if not entries:
         raise fail(item.path, item.line, "must be {along: <sweep variable>} or a non-empty list of them")
@@ -473,12 +474,42 @@ def _boundaries(item: Located | None, variables, model: dict[str, Quantity], mod
                        f"{names['along']}")
         if names.get("against") == names["along"]:
             raise fail(spec["against"].path, spec["against"].line, "must differ from along")
-        of = string(spec["of"]) if "of" in spec else outcomes[-1]
+        of = string(spec["of"]) if "of" in spec else "phase" if init_kind == "seeds" else outcomes[-1]
         if of not in outcomes:
             raise fail(spec["of"].path, spec["of"].line, f"must be one of {', '.join(outcomes)} for a "
                                                           f"{optimizer} sweep, got {of!r}")
-        out.append(BoundarySpec(names["along"], of, names.get("against")))
+        if of != "phase" and init_kind == "seeds":
+            raise fail(spec["of"].path, spec["of"].line, "must be phase with init: {seeds: N} (the boundaries "
+                                                          "of quantiles of the order parameters over seeds)")
+        quantiles = _quantiles(spec.get("quantiles"), init_kind)
+        values = next(a.values for a in axes if a.name == names["along"])
+        steps = np.diff(values)
+        if not (np.all(steps > 0) or np.all(steps < 0)):  # (crossings lie between neighbouring values)
+            raise fail(spec["along"].path, spec["along"].line,
+                       f"sweep.{names['along']} must be strictly increasing or decreasing to find boundaries "
+                       "along it")
+        for k, other in enumerate(out):
+            if (other.along, other.of) == (names["along"], of):
+                raise fail(entry.path, entry.line, f"repeats boundaries[{k}] (along: {other.along}, of: {of}): "
+                                                   "one entry per along and of")
+        out.append(BoundarySpec(names["along"], of, names.get("against"), quantiles))
     return tuple(out)
+
+
+def _quantiles(item: Located | None, init_kind: str) -> tuple[float, ...] | None:
+    """quantiles: the quantiles over seeds of a sampled initialization's boundaries (increasing, in (0, 1))."""
+    if init_kind != "seeds":
+        if item is not None:
+            raise fail(item.path, item.line, "needs init: {seeds: N} (quantiles over the seeds)")
+        return None
+    if item is None:
+        return DEFAULT_QUANTILES
+    if not isinstance(item.value, list) or not item.value:
+        raise fail(item.path, item.line, "must be a non-empty list of quantiles in (0, 1), e.g. [0.25, 0.5, 0.75]")
+    values = tuple(number(v) for v in item.value)
+    if not all(0 < q < 1 for q in values) or any(b <= a for a, b in zip(values, values[1:])):
+        raise fail(item.path, item.line, f"must be increasing quantiles in (0, 1), got {list(values)}")
+    return values
 
 
 def _metrics(item: Located | None, kind: str, plot: dict, needed=()) -> tuple[str, ...] | None:
@@ -527,7 +558,8 @@ def _resolve(config: Config) -> dict:
                   "optimizer": config.optimizer, "max_steps": config.max_steps,
                   "times": None if config.times is None else config.times.tolist()},
         "classify": {"ntk_threshold": config.ntk_threshold, "alignment_threshold": config.alignment_threshold},
-        **({"boundaries": [{"along": b.along, "of": b.of, **({"against": b.against} if b.against else {})}
+        **({"boundaries": [{"along": b.along, "of": b.of, **({"against": b.against} if b.against else {}),
+                            **({"quantiles": list(b.quantiles)} if b.quantiles else {})}
                            for b in config.boundaries]} if config.boundaries else {}),
         **({"metrics": list(config.metrics)} if config.metrics is not None else {}),
         "plot": config.plot,

@@ -27,7 +27,8 @@ import numpy as np
 from phasediag import core
 from phasediag.config.sweep import BoundarySpec, Config
 
-__all__ = ["COLUMNS", "RULES", "find", "find_all", "label_at", "rule_of", "fit_slopes", "exact_slope"]
+__all__ = ["COLUMNS", "RULES", "find", "find_all", "label_at", "rule_of", "fit_slopes", "exact_slope", "column_kinds",
+           "table_problem"]
 
 SAMPLES = 8  # interior points sampled in a grid cell whose labels differ (found: sub-cells with changes)
 RELATIVE_WIDTH = 2.0 ** -46  # 1.4e-14: bisection stops when the bracket is this wide relative to its value
@@ -43,8 +44,8 @@ _PHASE_BITS = {
 ORDER_PARAMETERS = ("ntk_change", "alignment_gain", "disalignment")
 
 #: the table's columns after the sweep variables (one column each)
-COLUMNS = ("boundary", "along", "of", "rule", "below", "above", "lower", "upper", "crossings_in_cell",
-           *ORDER_PARAMETERS)
+COLUMNS = ("boundary", "along", "of", "rule", "below", "above", "error", "lower", "upper", "crossings_in_cell",
+           "cell_complete", *ORDER_PARAMETERS)
 
 
 def rule_of(of: str, below: str, above: str) -> str:
@@ -104,9 +105,23 @@ class _Line:
     def __init__(self, config: Config, along: str):
         self.config, self.along = config, along
         self.k = [a.name for a in config.axes].index(along)
-        self.axis = config.axes[self.k].values
+        values = config.axes[self.k].values
+        self.descending = values.size > 1 and values[0] > values[-1]  # (strictly monotone: the config checks)
+        self.axis = values[::-1] if self.descending else values  # cells (j, j + 1) in increasing order
         self.others = [a for a in config.axes if a.name != along]
         self.log = bool(np.all(self.axis > 0))
+
+    def first_points(self, line: np.ndarray) -> np.ndarray:
+        """The flat index over the sweep axes of the first grid point (along index 0) of lines `line`."""
+        shape = [len(a.values) for a in self.config.axes]
+        index = list(np.unravel_index(line, [n for i, n in enumerate(shape) if i != self.k]))
+        index.insert(self.k, np.zeros_like(line))
+        return np.ravel_multi_index(tuple(index), shape)
+
+    def codes(self, codes: np.ndarray) -> np.ndarray:
+        """The grid's codes with the along axis in increasing order (a view)."""
+        codes = np.reshape(codes, self.config.shape)
+        return np.flip(codes, self.k) if self.descending else codes
 
     def variables(self, line: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
         """Sweep-variable values at positions x on the lines `line` (flat indices over the other axes)."""
@@ -117,6 +132,58 @@ class _Line:
         return {a.name: out[a.name] for a in self.config.axes}
 
 
+class _Evaluator:
+    """Labels and order parameters of one entry at points x of its lines: as the sweep evaluates its grid
+    points, or, with a sampled initialization, the phase of the `quantile` over the seeds of each order
+    parameter (|ntk_change|, alignment_gain, disalignment; saddle where the quantile of its indicator is at
+    least 1/2), every seed's draws those of the line's first grid point, held fixed along the line (the same
+    N networks as the variable moves: the quantile is then as smooth in it as each seed's order parameters)."""
+
+    def __init__(self, config: Config, spec: BoundarySpec, grid: _Line, quantile: float | None = None):
+        self.config, self.spec, self.grid, self.quantile = config, spec, grid, quantile
+
+    def labels(self, line: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.quantile is None:
+            return label_at(self.config, self.spec.of, self.grid.variables(line, x))
+        order, saddle = self._quantiles(line, x)
+        op = core.OrderParameters(order["ntk_change"], 0.0, 0.0, order["alignment_gain"], order["disalignment"],
+                                  False)
+        return core.phase_codes(op, saddle, self.config.ntk_threshold, self.config.alignment_threshold)
+
+    def order(self, line: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.quantile is None:
+            return _order_at(self.config, self.grid.variables(line, x))
+        return self._quantiles(line, x)[0]
+
+    def _quantiles(self, line: np.ndarray, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        from phasediag.engine.sweep import values_at
+
+        n, seeds = line.size, self.config.seeds
+        variables = self.grid.variables(np.repeat(line, seeds), np.repeat(x, seeds))
+        flat = (np.repeat(self.grid.first_points(line), seeds) * seeds + np.tile(np.arange(seeds), n))
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            _, problem = values_at(self.config, variables, flat)
+        inv = core.invariants(problem)
+        order = core.order_parameters(inv, self.config.horizon)
+        per_seed = {"ntk_change": np.abs(order.ntk_change), "alignment_gain": order.alignment_gain,
+                    "disalignment": order.disalignment, "saddle": inv.saddle}
+        out = {name: np.quantile(core.broadcast(np.asarray(v, dtype=float), (n * seeds,)).reshape(n, seeds),
+                                 self.quantile, axis=1) for name, v in per_seed.items()}
+        return out, out.pop("saddle") >= 0.5
+
+    def grid_codes(self) -> np.ndarray:
+        """Labels at the grid values of every line, shaped (lines, values along), in blocks of CHANGE_BLOCK
+        evaluations."""
+        axis, lines = self.grid.axis, int(np.prod([len(a.values) for a in self.grid.others], dtype=np.int64))
+        codes = np.empty((lines, axis.size), dtype=np.int8)
+        step = max(1, CHANGE_BLOCK // max(1, axis.size * (self.config.seeds or 1)))
+        for start in range(0, lines, step):
+            block = np.arange(start, min(lines, start + step))
+            got = self.labels(np.repeat(block, axis.size), np.tile(axis, block.size))
+            codes[block] = got.reshape(block.size, axis.size)
+        return codes
+
+
 def _bisect(labels: Callable, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, left: np.ndarray,
             log: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shrink every bracket [lo, hi] (label `left` at lo, another at hi) to RELATIVE_WIDTH; returns (lo, hi,
@@ -125,6 +192,7 @@ def _bisect(labels: Callable, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, 
     right = labels(line, hi)
     open_ = np.ones(lo.size, dtype=bool)
     while True:
+        _zero_ends(labels, line, lo, hi, left, right, open_)
         width = np.abs(hi - lo)
         open_ &= width > RELATIVE_WIDTH * np.maximum(np.abs(lo), np.abs(hi))
         idx = np.flatnonzero(open_)
@@ -140,6 +208,24 @@ def _bisect(labels: Callable, line: np.ndarray, lo: np.ndarray, hi: np.ndarray, 
         same = got == left[idx]
         lo[idx[same]] = mid[same]
         hi[idx[~same]], right[idx[~same]] = mid[~same], got[~same]
+
+
+def _zero_ends(labels: Callable, line, lo, hi, left, right, open_) -> None:
+    """Brackets with an end exactly at 0 (a linear axis through 0), in place: halving towards 0 never reaches
+    a relative width, and would evaluate values outside any supported range (a Gram that underflows). The point
+    RELATIVE_WIDTH of the way from 0 to the other end decides: if the other end's label holds there, the label
+    changes at 0 itself (the bracket [0, that point] is closed; its crossing is reported at 0); if not, the
+    bracket starts there, away from 0."""
+    zero = np.flatnonzero(open_ & ((lo == 0) | (hi == 0)) & (lo != hi))
+    if zero.size == 0:
+        return
+    at_lo = lo[zero] == 0
+    near = np.where(at_lo, hi[zero], lo[zero]) * RELATIVE_WIDTH
+    got = labels(line[zero], near)
+    changed = got != left[zero]  # the change lies between lo and near: near is the new hi
+    hi[zero[changed]], right[zero[changed]] = near[changed], got[changed]
+    lo[zero[~changed]] = near[~changed]
+    open_[zero[np.where(at_lo, changed, ~changed)]] = False  # the bracket that was kept touches 0: closed
 
 
 #: grid points whose labels are compared at a time: the label changes of a grid of any size (memory-mapped)
@@ -165,18 +251,25 @@ def _changes(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8))
 
 
-def find(config: Config, spec: BoundarySpec, codes: np.ndarray, entry: int = 1) -> dict[str, np.ndarray]:
+def find(config: Config, spec: BoundarySpec, codes: np.ndarray | None, entry: int = 1) -> dict[str, np.ndarray]:
     """The crossings of boundary `spec` as table columns (see the module doc; `codes`: the grid's labels of
-    spec.of, shaped config.shape, e.g. memory-mapped). `entry`: the boundary's number in the table."""
-    from phasediag.engine.metrics import LEGENDS
-
+    spec.of, shaped config.shape, e.g. memory-mapped; not used with a sampled initialization, whose
+    quantiles' labels are evaluated on each line). `entry`: the boundary's number in the table."""
     grid = _Line(config, spec.along)
-    names = LEGENDS[spec.of]
-    line, cell, top = _changes(np.reshape(codes, config.shape), grid.k)
+    if spec.quantiles is None:
+        return _find(_Evaluator(config, spec, grid), grid.codes(codes), grid.k, entry)[0]
+    parts = [_find(evaluator, evaluator.grid_codes(), 1, entry)
+             for evaluator in (_Evaluator(config, spec, grid, q) for q in spec.quantiles)]
+    table = {name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]}
+    order = np.lexsort((table[spec.along], table["quantile"], np.concatenate([p[1] for p in parts])))
+    return {name: values[order] for name, values in table.items()}  # by line, then quantile, then along
 
-    def labels(which: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return label_at(config, spec.of, grid.variables(which, x))
 
+def _find(evaluator: _Evaluator, codes: np.ndarray, k: int, entry: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The crossings of one evaluator's labels, from their values at the grid (`codes`, the along axis k in
+    increasing order), and the line of each."""
+    grid = evaluator.grid
+    line, cell, top = _changes(codes, k)
     x0, x1 = grid.axis[cell], grid.axis[cell + 1]
     found: list[tuple[np.ndarray, ...]] = []
     # rounds: sample the open intervals, bisect every sub-interval whose labels differ; a bracket whose label at
@@ -188,68 +281,167 @@ def find(config: Config, spec: BoundarySpec, codes: np.ndarray, entry: int = 1) 
         fractions = np.linspace(0.0, 1.0, SAMPLES + 2)
         xs = _between(lo[:, None], hi[:, None], fractions[None, :], grid.log)
         xs[:, 0], xs[:, -1] = lo, hi
-        got = labels(np.repeat(line[owner], fractions.size), xs.reshape(-1)).reshape(xs.shape)
+        got = evaluator.labels(np.repeat(line[owner], fractions.size), xs.reshape(-1)).reshape(xs.shape)
         got[:, -1] = top  # (the expected label at the top: a grid value, or the end of a found bracket)
         who, j = np.nonzero(got[:, 1:] != got[:, :-1])
-        b_lo, b_hi, b_right = _bisect(labels, line[owner[who]], xs[who, j], xs[who, j + 1], got[who, j], grid.log)
+        b_lo, b_hi, b_right = _bisect(evaluator.labels, line[owner[who]], xs[who, j], xs[who, j + 1], got[who, j],
+                                      grid.log)
         found.append((owner[who], b_lo, b_hi, got[who, j], b_right))
         again = b_right != got[who, j + 1]  # another change between the bracket and the sub-interval's top
         owner, lo, hi, top = owner[who[again]], b_hi[again], xs[who[again], j[again] + 1], got[who[again], j[again] + 1]
-    return _table(config, grid, spec, entry, names, line, cell, found)
+    complete = np.ones(line.size, dtype=bool)
+    complete[owner] = False  # (searches left when MAX_ROUNDS ran out)
+    return _table(evaluator, entry, line, cell, found, complete)
 
 
-def _table(config: Config, grid: _Line, spec: BoundarySpec, entry: int, names, line, cell,
-           found) -> dict[str, np.ndarray]:
-    if found:
-        owner, lo, hi, below, above = (np.concatenate(parts) for parts in zip(*found))
-    else:
-        owner = np.zeros(0, dtype=int)
-        lo = hi = np.zeros(0)
-        below = above = np.zeros(0, dtype=np.int8)
-    value = _midpoint(lo, hi, grid.log) if lo.size else lo
+def _table(evaluator: _Evaluator, entry: int, line, cell, found, complete
+           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    from phasediag.engine.metrics import LEGENDS
+
+    grid, spec = evaluator.grid, evaluator.spec
+    names = LEGENDS[spec.of]
+    parts = list(zip(*found)) or [np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), *[np.zeros(0, np.int8)] * 2]
+    owner, lo, hi, below, above = (np.concatenate(p) for p in parts)
+    value = np.where((lo == 0) | (hi == 0), 0.0, _midpoint(lo, hi, grid.log))  # (a change at 0: see _zero_ends)
     order = np.lexsort((value, owner))  # by line (grid order), then along the axis
-    owner, value, below, above = owner[order], value[order], below[order], above[order]
-    counts = np.bincount(owner, minlength=line.size)[owner] if owner.size else owner
+    owner, value, lo, hi, below, above = (x[order] for x in (owner, value, lo, hi, below, above))
+    n = value.size
     where = grid.variables(line[owner], value)
     table = {name: np.asarray(values, dtype=float) for name, values in where.items()}
-    n = value.size
-    below_names = np.array([names[c] for c in below], dtype=str) if n else np.zeros(0, dtype=str)
-    above_names = np.array([names[c] for c in above], dtype=str) if n else np.zeros(0, dtype=str)
+    below_names = np.array([names[c] for c in below] or [""], dtype=str)[:n]
+    above_names = np.array([names[c] for c in above] or [""], dtype=str)[:n]
+    rules = np.array([rule_of(spec.of, b, a) for b, a in zip(below_names, above_names)] or [""], dtype=str)[:n]
+    lower, upper = grid.axis[cell[owner]], grid.axis[cell[owner] + 1]
+    order_values = evaluator.order(line[owner], value) if n and spec.of == "phase" else {}
+    table.update({"boundary": np.full(n, entry, dtype=np.int64), "along": np.full(n, spec.along).astype(str),
+                  "of": np.full(n, spec.of).astype(str)})
+    if evaluator.quantile is not None:
+        table["quantile"] = np.full(n, evaluator.quantile)
     table.update({
-        "boundary": np.full(n, entry, dtype=np.int64),
-        "along": np.full(n, spec.along, dtype=object).astype(str),
-        "of": np.full(n, spec.of, dtype=object).astype(str),
-        "rule": np.array([rule_of(spec.of, b, a) for b, a in zip(below_names, above_names)], dtype=str)
-        if n else np.zeros(0, dtype=str),
-        "below": below_names, "above": above_names,
-        "lower": grid.axis[cell[owner]] if n else np.zeros(0), "upper": grid.axis[cell[owner] + 1] if n else np.zeros(0),
-        "crossings_in_cell": np.asarray(counts, dtype=np.int64),
+        "rule": rules, "below": below_names, "above": above_names,
+        "error": _error(evaluator, line[owner], value, lo, hi, rules, order_values, upper - lower),
+        "lower": lower, "upper": upper,
+        "crossings_in_cell": np.bincount(owner, minlength=line.size)[owner].astype(np.int64),
+        "cell_complete": complete[owner],
     })
-    order_values = _order_at(config, where) if n and spec.of == "phase" else {}
     for name in ORDER_PARAMETERS:
         table[name] = order_values.get(name, np.full(n, np.nan))
-    return table
+    return table, line[owner]
+
+
+#: the quantity each rule compares with its threshold, and its rounding error in the core's evaluation
+#: (docs/theory.md section 8: ntk_change relative, cosines absolute; a margin of about 30 over the worst measured)
+_DECIDED_BY = {
+    "ntk_threshold": (lambda o: np.abs(o["ntk_change"]), lambda q: 128 * np.finfo(float).eps * q),
+    "alignment_threshold": (lambda o: np.maximum(o["alignment_gain"], o["disalignment"]),
+                            lambda q: 16 * np.finfo(float).eps + 0 * q),
+    "mechanism": (lambda o: o["alignment_gain"] - o["disalignment"], lambda q: 16 * np.finfo(float).eps + 0 * q),
+}
+_STEPS = 2.0 ** np.arange(-20, -1, 3)  # relative steps of the finite difference that estimates a slope: the
+#: first whose difference stands clear of the rounding error (1024 times it) is taken
+
+
+def _error(evaluator: _Evaluator, line, value, lo, hi, rules, order_values, cell_width) -> np.ndarray:
+    """A bound on |crossing - exact crossing| in the along variable, per crossing: the bisection's bracket, or,
+    where it is larger, the rounding error of the order parameter that decides the rule divided by its slope
+    (a threshold the order parameter approaches flatly, e.g. alignment_threshold near 1, is located only as well
+    as the order parameter is evaluated); at most the grid cell's width."""
+    error = np.maximum(np.abs(value - lo), np.abs(hi - value))
+    parts = [rule.split("+") for rule in rules]
+    for rule, (quantity, rounding) in _DECIDED_BY.items():
+        mine = np.flatnonzero([rule in p for p in parts] or np.zeros(0, bool))
+        mine = mine[value[mine] != 0]  # (a change at 0 is a grid value's own label: the bracket bounds it)
+        if not order_values or mine.size == 0:
+            continue
+        noise = rounding(quantity({name: v[mine] for name, v in order_values.items()}))
+        spread = np.full(mine.size, np.inf)
+        todo = np.arange(mine.size)
+        axis = evaluator.grid.axis
+        for step in _STEPS:
+            x = value[mine[todo]]
+            ends = [np.clip(x * (1 + sign * step), axis[0], axis[-1]) for sign in (-1.0, 1.0)]
+            change = np.abs(np.subtract(*(quantity(evaluator.order(line[mine[todo]], e)) for e in ends[::-1])))
+            clear = (change > 1024 * noise[todo]) | (step == _STEPS[-1])
+            with np.errstate(divide="ignore"):  # (a flat order parameter: the cell's width bounds it)
+                spread[todo[clear]] = np.where(change > 0, noise[todo] * (ends[1] - ends[0]) / change, np.inf)[clear]
+            todo = todo[~clear]
+            if todo.size == 0:
+                break
+        error[mine] = np.maximum(error[mine], spread)
+    return np.minimum(error, cell_width)
+
+
+def column_kinds(config: Config) -> dict[str, str]:
+    """Every column of the table and its kind (as results.store.column_kind names them)."""
+    kinds = {"boundary": "int", "crossings_in_cell": "int", "cell_complete": "bool", "along": "str", "of": "str",
+             "rule": "str", "below": "str", "above": "str"}
+    columns = list(COLUMNS)
+    if config.init_kind == "seeds":
+        columns.insert(columns.index("of") + 1, "quantile")
+    return {**{a.name: "float" for a in config.axes}, **{name: kinds.get(name, "float") for name in columns}}
+
+
+def table_problem(config: Config, table: dict[str, np.ndarray]) -> str | None:
+    """What makes `table` (read back from a file) not a table `find_all` can have found for `config`, or None:
+    its columns, an entry's along and of, labels and rules, the fixed coordinates on the grid, the crossing
+    within its cell of two neighbouring grid values."""
+    from phasediag.engine.metrics import LEGENDS
+
+    if list(table) != list(column_kinds(config)):
+        return f"its columns are not the {len(column_kinds(config))} of the config's boundaries"
+    specs = config.boundaries
+    entry = table["boundary"]
+    if np.any((entry < 1) | (entry > len(specs))):
+        return f"a boundary number is not one of 1..{len(specs)}"
+    for k, spec in enumerate(specs, 1):
+        mine = entry == k
+        if np.any(table["along"][mine] != spec.along) or np.any(table["of"][mine] != spec.of):
+            return f"boundary {k} is not along {spec.along} of {spec.of}"
+        if spec.quantiles is not None and not np.all(np.isin(table["quantile"][mine], spec.quantiles)):
+            return f"boundary {k}: a quantile is not one of {list(spec.quantiles)}"
+        names = set(LEGENDS[spec.of])
+        below, above = table["below"][mine], table["above"][mine]
+        if not (set(below) | set(above)) <= names or np.any(below == above):
+            return f"boundary {k}: a crossing's labels are not two different labels of {spec.of}"
+        if any(r != rule_of(spec.of, b, a) for r, b, a in zip(table["rule"][mine], below, above)):
+            return f"boundary {k}: a rule is not the one its labels are decided by"
+        axis = next(a.values for a in config.axes if a.name == spec.along)
+        axis = np.sort(axis)
+        j = np.searchsorted(axis, table["lower"][mine])
+        value = table[spec.along][mine]
+        if np.any(j >= axis.size - 1) or np.any(axis[np.minimum(j, axis.size - 1)] != table["lower"][mine]) or np.any(
+                axis[np.minimum(j + 1, axis.size - 1)] != table["upper"][mine]) or np.any(
+                ~((table["lower"][mine] <= value) & (value <= table["upper"][mine]))):
+            return f"boundary {k}: a crossing does not lie between two neighbouring values of {spec.along}"
+        for a in config.axes:
+            if a.name != spec.along and not np.all(np.isin(table[a.name][mine], a.values)):
+                return f"boundary {k}: a value of {a.name} is not on the grid"
+    if np.any(table["crossings_in_cell"] < 1) or not np.all(table["error"] >= 0):
+        return "a crossings_in_cell or error is out of range"
+    return None
 
 
 def find_all(config: Config, codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every `boundaries:` entry's crossings, one table (`codes`: label name -> the grid's codes)."""
-    parts = [find(config, spec, codes[spec.of], entry=k + 1) for k, spec in enumerate(config.boundaries)]
+    parts = [find(config, spec, codes.get(spec.of) if spec.quantiles is None else None, entry=k + 1)
+             for k, spec in enumerate(config.boundaries)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
 
 
-def _exponent_of_rule(config: Config, rule: str, variable: str):
-    """The leading power of `variable` in the quantity whose threshold `rule` is, at the end of training with
-    a typical initialization (docs/theory.md section 11): rho = 2c|m*|/Theta0 (ntk_threshold), A =
-    |m*|/(kappa sqrt(G)) (alignment_threshold); from the leading powers of the hyperparameters (section 7's
-    power counting: Theta0 = kappa^2 d (eta_w sigma_u^2 + eta_u sigma_w^2) takes the larger of its two
-    terms). None if it does not apply or a hyperparameter is not a power of the variable."""
+def _exponent_of_rule(config: Config, rule: str, powers: dict):
+    """The leading power of t in the quantity whose threshold `rule` is, at the end of training with a typical
+    initialization (docs/theory.md section 11), where each sweep variable goes as t to its power in `powers`:
+    rho = 2c|m*|/Theta0 (ntk_threshold), A = |m*|/(kappa sqrt(G)) (alignment_threshold); from the leading
+    powers of the hyperparameters (section 7's power counting: Theta0 = kappa^2 d (eta_w sigma_u^2 + eta_u
+    sigma_w^2) takes the larger of its two terms). None if it does not apply or a hyperparameter is not a
+    power law."""
     from phasediag.config.expr import leading_exponent
 
     if not (np.isinf(config.horizon) and config.init_kind == "typical") or rule not in (
             "ntk_threshold", "alignment_threshold"):
         return None
     quantities = {**config.model, "teacher": config.data["teacher"]}
-    e = {key: leading_exponent(quantities[key].tree, variable) for key in (
+    e = {key: leading_exponent(quantities[key].tree, powers) for key in (
         "width", "output_scale", "lr_u", "lr_w", "init_var_u", "init_var_w", "teacher")}
     if any(v is None for v in e.values()):
         return None
@@ -260,28 +452,42 @@ def _exponent_of_rule(config: Config, rule: str, variable: str):
     return c + e["teacher"] - ntk_init
 
 
-def exact_slope(config: Config, spec: BoundarySpec, rule: str):
+def exact_slope(config: Config, spec: BoundarySpec, rule: str, near: float):
     """The exponent p of the boundary along ~ against^p as `against` -> infinity, exactly (a Fraction), where
-    docs/theory.md section 11 gives the boundary as a threshold of one power law (`_exponent_of_rule`): on it
-    along^e_along against^e_against is constant, so p = -e_against / e_along. None elsewhere."""
-    along = _exponent_of_rule(config, rule, spec.along)
-    against = _exponent_of_rule(config, rule, spec.against) if spec.against else None
-    if along is None or against is None or along == 0:
+    docs/theory.md section 11 gives the boundary as a threshold of one power law (`_exponent_of_rule`): on the
+    curve along = C against^p that quantity must stay constant, so its power of t = against, F(p), is 0. F is
+    piecewise linear in p (a sum's dominant term depends on p: along -> 0 for p < 0); the piece through the
+    fitted slope `near` is solved exactly and the root checked. None elsewhere."""
+    from fractions import Fraction
+
+    if spec.against is None or not np.isfinite(near):
         return None
-    return -against / along
+
+    def power(p):
+        return _exponent_of_rule(config, rule, {spec.against: Fraction(1), spec.along: p})
+
+    p0 = Fraction(near).limit_denominator(1000)
+    p1 = p0 + Fraction(1, 1000)
+    f0, f1 = power(p0), power(p1)
+    if f0 is None or f1 is None or f0 == f1:
+        return None
+    root = p0 - f0 * (p1 - p0) / (f1 - f0)
+    return root if power(root) == 0 else None
 
 
 def fit_slopes(config: Config, table: dict[str, np.ndarray]) -> list[dict]:
-    """For every entry with `against`: per kind of crossing (labels below and above) and per line of the other
-    axes, the least-squares slope of log|crossing| against log(against) over the lines that hold exactly one
-    such crossing, with the number of points and the range of `against` it spans; beside it the exact
-    exponent (`exact_slope`: "p/q" text and its value) where one exists, else None."""
+    """For every entry with `against`: per kind of crossing (labels below and above) and per value of the other
+    axes and quantile over seeds (`at`: name -> value), the least-squares slope of log|crossing| against
+    log(against) over the lines that hold exactly one such crossing, with the number of points and the range of
+    `against` it spans; beside it the exact exponent (`exact_slope`: "p/q" text and its value) where one
+    exists, else None."""
     fits = []
     for k, spec in enumerate(config.boundaries):
         if spec.against is None:
             continue
         mine = table["boundary"] == k + 1
         rest = [a.name for a in config.axes if a.name not in (spec.along, spec.against)]
+        rest += ["quantile"] if "quantile" in table else []
         keys = sorted({(b, a, *(table[r][i] for r in rest)) for i, (b, a) in
                        enumerate(zip(table["below"], table["above"])) if mine[i]})
         for key in keys:
@@ -294,15 +500,16 @@ def fit_slopes(config: Config, table: dict[str, np.ndarray]) -> list[dict]:
             x, y = x[single], y[single]
             fit = {"boundary": k + 1, "along": spec.along, "against": spec.against, "below": str(key[0]),
                    "above": str(key[1]), "rule": rule_of(spec.of, key[0], key[1]), "points": int(x.size),
-                   **{r: float(v) for r, v in zip(rest, key[2:])}}
-            exact = exact_slope(config, spec, fit["rule"])
-            fit.update(exact_slope=None if exact is None else str(exact),
-                       exact_slope_value=None if exact is None else float(exact))
+                   "at": {r: float(v) for r, v in zip(rest, key[2:])}}
+            exact = None
             if x.size >= 2 and np.ptp(np.log(x)) > 0:
                 slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
                 residual = np.log(y) - (slope * np.log(x) + intercept)
                 fit.update(slope=float(slope), prefactor=float(np.exp(intercept)),
                            worst_log_residual=float(np.max(np.abs(residual))),
                            against_range=[float(x.min()), float(x.max())])
+                exact = exact_slope(config, spec, fit["rule"], slope)
+            fit.update(exact_slope=None if exact is None else str(exact),
+                       exact_slope_value=None if exact is None else float(exact))
             fits.append(fit)
     return fits

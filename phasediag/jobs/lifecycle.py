@@ -38,6 +38,7 @@ from phasediag.engine.sweep import CHECKPOINT_EVERY, DEFAULT_CHUNK, Shard
 from phasediag.jobs import EXPERIMENTS, kind_module, kind_of_config, kind_of_meta
 from phasediag.plots.base import FigureOptions, figure_formats, render
 from phasediag.results import rundir, store
+from phasediag.results.atomic import atomic_path
 from phasediag.results.store import Result, ResultsError
 
 __all__ = ["Options", "Summary", "OptionError", "DEFAULT_ROOT", "SCHEMA", "parse_shard", "default_out", "run",
@@ -574,16 +575,21 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
     if not inside:
         result = _exportable(directory)
         paths = _table_paths(result, Path(out))
+        side = _side_paths(result, Path(out))
         inputs = {os.path.realpath(directory / n) for n in result.meta.get("files", [])}
-        for path in paths.values():
+        for path in [*paths.values(), *side.values()]:
             if os.path.realpath(path) in inputs:
                 raise OptionError("out", f"{path} is a file of the run directory {directory}")
+            rundir.check_regular_target(path)  # (all checked before any is written)
         try:
-            written = [_write_table(path, result, dims, variables) for (dims, variables), path in paths.items()]
-            for key, path in _side_paths(result, Path(out)).items():
-                store.write_columns(path, result.tables[key])
-                written.append(str(path))
-            return written
+            # every table to a temporary first, all moved into place once all are written: together or none
+            with contextlib.ExitStack() as stack:
+                staged = {path: stack.enter_context(atomic_path(path)) for path in [*paths.values(), *side.values()]}
+                for (dims, variables), path in paths.items():
+                    _write_table(staged[path], result, dims, variables)
+                for key, path in side.items():
+                    store.write_columns(staged[path], result.tables[key])
+            return [str(path) for path in staged]
         except OSError as exc:  # the place the user chose cannot take a file: bad input, like a run directory's
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
                 raise

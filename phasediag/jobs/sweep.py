@@ -77,11 +77,47 @@ def add_boundaries(config: Config, result: Result) -> None:
     codes = {spec.of: np.asarray(result.arrays[spec.of]).reshape(config.shape) for spec in config.boundaries}
     table = boundaries.find_all(config, codes)
     result.tables["boundaries"] = table
-    result.meta["boundaries"] = {
-        "file": BOUNDARIES_FILE, "crossings": int(len(table["boundary"])),
-        "columns": {name: store.column_kind(values) for name, values in table.items()},
-        "slopes": boundaries.fit_slopes(config, table)}
+    result.meta["boundaries"] = _described(config, table)
     result.meta.setdefault("timing", {})["boundaries_s"] = round(time.perf_counter() - started, 6)
+
+
+def _described(config: Config, table: dict[str, np.ndarray]) -> dict:
+    """meta.json's entry of the boundaries table (its file, column kinds, crossings, slopes), as JSON holds it."""
+    import json
+
+    from phasediag.engine import boundaries
+
+    kinds = boundaries.column_kinds(config)
+    assert {name: store.column_kind(values) for name, values in table.items()} == kinds, "the table's own kinds"
+    entry = {"file": BOUNDARIES_FILE, "crossings": int(len(table["boundary"])), "columns": kinds,
+             "slopes": boundaries.fit_slopes(config, table)}
+    return json.loads(json.dumps(entry))
+
+
+def _check_boundaries(result: Result) -> None:
+    """ResultsError unless the boundaries table and its meta.json entry are the ones the config implies: a
+    table where the config asks for one (not in a shard), its crossings between neighbouring grid values, and
+    the entry's kinds, count and slopes those of that table."""
+    config_text = result.meta.get("config")
+    try:
+        config = config_from_root(read_config(config_text)[0]) if isinstance(config_text, dict) else None
+    except ConfigError as exc:
+        raise ResultsError(f"meta.json: its config is not valid ({exc})") from None
+    wanted = bool(config and config.boundaries and result.meta.get("shard") is None)
+    have = "boundaries" in result.meta or "boundaries" in result.tables
+    if not wanted:
+        if have:
+            raise ResultsError("meta.json: it describes boundaries its config does not ask for")
+        return
+    if "boundaries" not in result.tables or not isinstance(result.meta.get("boundaries"), dict):
+        raise ResultsError("meta.json: its config asks for boundaries and it has no boundaries table")
+    from phasediag.engine import boundaries
+
+    problem = boundaries.table_problem(config, result.tables["boundaries"])
+    if problem is None and result.meta["boundaries"] != _described(config, result.tables["boundaries"]):
+        problem = "meta.json's boundaries entry (columns, crossings, slopes) is not that of the table"
+    if problem is not None:
+        raise ResultsError(f"{BOUNDARIES_FILE}: {problem}")
 
 
 def execute_shared(config: Config, options, folder: Path) -> tuple[int, int]:
@@ -136,6 +172,7 @@ def check_result(result: Result) -> None:
         if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start <= stop <= points) or any(
                 len(a) != stop - start for a in result.arrays.values()):
             raise ResultsError("meta.json: the shard's start and stop are not the points its arrays hold")
+    _check_boundaries(result)
 
 
 def figures(result: Result):
@@ -190,8 +227,9 @@ def text(summary: dict) -> str:
     if found:
         lines += [f"  boundary along {k['along']}: {k['below']} | {k['above']} ({k['rule']}), {k['crossings']} "
                   "crossings" for k in found["kinds"]]
-        lines += [f"  slope of {f['along']} at {f['below']} | {f['above']} against {f['against']}: "
-                  f"{f['slope']:.6g} over {f['points']} lines"
+        lines += [f"  slope of {f['along']} at {f['below']} | {f['above']} against {f['against']}"
+                  + "".join(f", {name} = {value:g}" for name, value in f.get("at", {}).items())
+                  + f": {f['slope']:.6g} over {f['points']} lines"
                   + (f" (exact: {f['exact_slope']})" if f.get("exact_slope") is not None else "")
                   for f in found["slopes"] if "slope" in f]
     lines += [f"  wrote {path}" for path in summary["files"]]

@@ -826,17 +826,24 @@ def _draw_boundaries(ax: Axes, result: Result, metric: str, x: str, y: str, at: 
     handles = {}
     if not rows or not rows["along"].size:
         return handles
-    for key in sorted(set(zip(rows["along"], rows["below"], rows["above"], rows["rule"]))):
-        along, below, above, rule = key
+    # a sampled initialization's quantiles over seeds: the middle one drawn as the boundary, the others thin
+    quantile = rows.get("quantile", np.full(rows["along"].size, np.nan))
+    levels = np.unique(quantile[np.isfinite(quantile)])
+    middle = levels[np.argmin(np.abs(levels - 0.5))] if levels.size else np.nan
+    for key in sorted(set(zip(rows["along"], rows["below"], rows["above"], rows["rule"], quantile.tolist()))):
+        along, below, above, rule, level = key
         mine = (rows["along"] == along) & (rows["below"] == below) & (rows["above"] == above)
+        mine &= np.isnan(quantile) if np.isnan(level) else quantile == level
+        main = np.isnan(level) or level == middle
         other = y if along == x else x
         lines = np.asarray(result.coords[other], float)
         position = {v: i for i, v in enumerate(lines)}
         at_line, count = np.unique(rows[other][mine], return_counts=True)
         once = {position[v] for v, c in zip(at_line, count) if c == 1}
         style, text = BOUNDARY_STYLES.get(rule.split("+")[0], ("solid", rule))
-        kw = {"color": "black", "linewidth": 1.4, "linestyle": style, "solid_capstyle": "round",
-              "path_effects": [patheffects.withStroke(linewidth=3.4, foreground="white")], "zorder": 4}
+        width = 1.4 if main else 0.7
+        kw = {"color": "black", "linewidth": width, "linestyle": style, "solid_capstyle": "round",
+              "path_effects": [patheffects.withStroke(linewidth=width + 2.0, foreground="white")], "zorder": 4}
         xs, ys = rows[x][mine], rows[y][mine]
         order = np.argsort(rows[other][mine], kind="stable")
         runs: list[list[int]] = []
@@ -851,8 +858,13 @@ def _draw_boundaries(ax: Axes, result: Result, metric: str, x: str, y: str, at: 
                 runs.append([i])
         for run in runs:
             ax.plot(xs[run], ys[run], **kw)
-        label = "boundary: " + text
-        handles[label] = _line_handle(label, linestyle=style, linewidth=1.4)
+        if main:
+            label = "boundary: " + text
+            handles[label] = _line_handle(label, linestyle=style, linewidth=width)
+    spread = [f"{q:g}" for q in levels if q != middle]
+    if spread:
+        label = f"boundaries of quantile {middle:g} over seeds; thin: {', '.join(spread)}"
+        handles[label] = _line_handle(label, linestyle="solid", linewidth=0.7)
     return handles
 
 
