@@ -102,9 +102,29 @@ def sample_gram(width, init_var_u, init_var_w, seed: int, index=0) -> Gram:
         np.asarray(init_var_w, dtype=float),
         np.asarray(index, dtype=np.int64),
     )
+    return scaled_gram(init_var_u, init_var_w, unit_draws(width, seed, index))
+
+
+class UnitDraws(NamedTuple):
+    """The variance-free part of a sampled Gram (`sample_gram`): c1^2 ~ chi^2_d, c2^2 ~ chi^2_{d-1} (0 at
+    d = 1), n ~ N(0, 1); arrays of one shape."""
+
+    c1_sq: np.ndarray
+    c2_sq: np.ndarray
+    n: np.ndarray
+
+
+def unit_draws(width, seed: int, index) -> UnitDraws:
+    """The draws of `sample_gram` at (width, seed, index), for any variances (`scaled_gram`)."""
+    width, index = np.broadcast_arrays(np.asarray(width, dtype=float), np.asarray(index, dtype=np.int64))
     c1_sq = chi_square(width, seed, index, stream=0)
     c2_sq = np.where(width > 1, chi_square(np.maximum(width - 1, 1.0), seed, index, stream=1), 0.0)
-    n = standard_normal(seed, index, stream=2)
+    return UnitDraws(c1_sq, c2_sq, standard_normal(seed, index, stream=2))
+
+
+def scaled_gram(init_var_u, init_var_w, draws: UnitDraws) -> Gram:
+    """The sampled Gram of `draws` at variances sigma_u^2, sigma_w^2 (bit for bit what `sample_gram` gives)."""
+    c1_sq, c2_sq, n = draws
     with np.errstate(over="raise", invalid="raise"):  # beyond float range: an error, never a warning and inf
         sigma_uw = np.sqrt(init_var_u) * np.sqrt(init_var_w)
         U = init_var_u * c1_sq

@@ -10,12 +10,18 @@ changes; the bisection stops when the bracket is RELATIVE_WIDTH of the value wid
 than 1e-13). Each grid cell is first sampled at SAMPLES interior points and every sub-interval whose labels
 differ is bisected; a bracket whose right-hand label is not the one expected is searched again from there, so
 a cell that holds several crossings (A | C | B between two grid points) yields all of them, and each row says
-how many crossings its cell holds.
+how many crossings its cell holds. Not seen: a pair A | B | A between two points whose labels agree (grid
+values, or sample points); a cell that needs more than MAX_ROUNDS searches is marked incomplete.
+
+With a sampled initialization the labels are those of quantiles over the seeds, every seed's draws held fixed
+along a line (`_Evaluator`; docs/theory.md section 11), evaluated afresh at the grid values of each line.
 
 The result is a tidy table (`find`): one row per crossing, with every sweep variable's value (the fixed
 coordinates of the line, and the crossing value of `along`), the labels below and above it, the rule that
-decided it and, for the phase, the order parameters at the crossing. Its rows depend only on the config and
-the grid's labels, never on how the grid was chunked, sharded or parallelized.
+decided it, a bound on its distance to the exact crossing (`error`) and, for the phase, the order parameters at
+the crossing (with seeds: their quantiles, |ntk_change| for ntk_change; NaN on gd_outcome rows, which no flow
+order parameter decides). Its rows depend only on the config and the grid's labels, never on how the grid was
+chunked, sharded or parallelized.
 """
 
 from __future__ import annotations
@@ -139,48 +145,76 @@ class _Evaluator:
     least 1/2), every seed's draws those of the line's first grid point, held fixed along the line (the same
     N networks as the variable moves: the quantile is then as smooth in it as each seed's order parameters)."""
 
-    def __init__(self, config: Config, spec: BoundarySpec, grid: _Line, quantile: float | None = None):
+    def __init__(self, config: Config, spec: BoundarySpec, grid: _Line, quantile: float | None = None,
+                 draws: dict | None = None):
         self.config, self.spec, self.grid, self.quantile = config, spec, grid, quantile
+        self.draws = {} if draws is None else draws  # the seeds' unit draws per line (shared by the quantiles)
+
+    def at(self, quantile: float) -> "_Evaluator":
+        """The same lines and draws, for another quantile."""
+        return _Evaluator(self.config, self.spec, self.grid, quantile, self.draws)
+
+    def _draws_of(self, line: np.ndarray) -> core.UnitDraws:
+        """The seeds' unit draws on lines `line` (each seed's at the line's first grid point), flat (points *
+        seeds,); drawn once per line: the counter-based draws are most of a sampled point's cost."""
+        seeds, lines = self.config.seeds, int(np.prod([len(a.values) for a in self.grid.others], dtype=np.int64))
+        if not self.draws:
+            self.draws.update(drawn=np.zeros(lines, dtype=bool), values=np.zeros((3, lines, seeds)))
+        new = np.unique(line[~self.draws["drawn"][line]])
+        if new.size:
+            width = self.config.model["width"].evaluate(self.grid.variables(new, np.zeros(new.size)))
+            width = core.broadcast(np.round(np.asarray(width, dtype=float)), (new.size,))[:, None]
+            index = self.grid.first_points(new)[:, None] * seeds + np.arange(seeds)
+            self.draws["values"][:, new] = core.unit_draws(width, self.config.seed, index)
+            self.draws["drawn"][new] = True
+        return core.UnitDraws(*self.draws["values"][:, line].reshape(3, -1))
 
     def labels(self, line: np.ndarray, x: np.ndarray) -> np.ndarray:
         if self.quantile is None:
             return label_at(self.config, self.spec.of, self.grid.variables(line, x))
-        order, saddle = self._quantiles(line, x)
-        op = core.OrderParameters(order["ntk_change"], 0.0, 0.0, order["alignment_gain"], order["disalignment"],
-                                  False)
-        return core.phase_codes(op, saddle, self.config.ntk_threshold, self.config.alignment_threshold)
+        return self._label_of(*self._reduce(self._per_seed(line, x), self.quantile))
 
     def order(self, line: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
         if self.quantile is None:
             return _order_at(self.config, self.grid.variables(line, x))
-        return self._quantiles(line, x)[0]
+        return self._reduce(self._per_seed(line, x), self.quantile)[0]
 
-    def _quantiles(self, line: np.ndarray, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _per_seed(self, line: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each seed's order parameters at (line, x), shaped (points, seeds)."""
         from phasediag.engine.sweep import values_at
 
         n, seeds = line.size, self.config.seeds
         variables = self.grid.variables(np.repeat(line, seeds), np.repeat(x, seeds))
-        flat = (np.repeat(self.grid.first_points(line), seeds) * seeds + np.tile(np.arange(seeds), n))
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-            _, problem = values_at(self.config, variables, flat)
+            _, problem = values_at(self.config, variables, draws=self._draws_of(line))
         inv = core.invariants(problem)
         order = core.order_parameters(inv, self.config.horizon)
         per_seed = {"ntk_change": np.abs(order.ntk_change), "alignment_gain": order.alignment_gain,
                     "disalignment": order.disalignment, "saddle": inv.saddle}
-        out = {name: np.quantile(core.broadcast(np.asarray(v, dtype=float), (n * seeds,)).reshape(n, seeds),
-                                 self.quantile, axis=1) for name, v in per_seed.items()}
+        return {name: core.broadcast(np.asarray(v, dtype=float), (n * seeds,)).reshape(n, seeds)
+                for name, v in per_seed.items()}
+
+    @staticmethod
+    def _reduce(per_seed: dict[str, np.ndarray], quantile: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        out = {name: np.quantile(v, quantile, axis=1) for name, v in per_seed.items()}
         return out, out.pop("saddle") >= 0.5
 
-    def grid_codes(self) -> np.ndarray:
-        """Labels at the grid values of every line, shaped (lines, values along), in blocks of CHANGE_BLOCK
-        evaluations."""
+    def _label_of(self, order: dict[str, np.ndarray], saddle: np.ndarray) -> np.ndarray:
+        op = core.OrderParameters(order["ntk_change"], 0.0, 0.0, order["alignment_gain"], order["disalignment"],
+                                  False)
+        return core.phase_codes(op, saddle, self.config.ntk_threshold, self.config.alignment_threshold)
+
+    def grid_codes(self, quantiles: tuple[float, ...]) -> dict[float, np.ndarray]:
+        """Labels of each quantile at the grid values of every line, shaped (lines, values along); the seeds'
+        order parameters evaluated once for all quantiles, in blocks of CHANGE_BLOCK evaluations."""
         axis, lines = self.grid.axis, int(np.prod([len(a.values) for a in self.grid.others], dtype=np.int64))
-        codes = np.empty((lines, axis.size), dtype=np.int8)
-        step = max(1, CHANGE_BLOCK // max(1, axis.size * (self.config.seeds or 1)))
+        codes = {q: np.empty((lines, axis.size), dtype=np.int8) for q in quantiles}
+        step = max(1, CHANGE_BLOCK // max(1, axis.size * self.config.seeds))
         for start in range(0, lines, step):
             block = np.arange(start, min(lines, start + step))
-            got = self.labels(np.repeat(block, axis.size), np.tile(axis, block.size))
-            codes[block] = got.reshape(block.size, axis.size)
+            per_seed = self._per_seed(np.repeat(block, axis.size), np.tile(axis, block.size))
+            for q in quantiles:
+                codes[q][block] = self._label_of(*self._reduce(per_seed, q)).reshape(block.size, axis.size)
         return codes
 
 
@@ -258,8 +292,9 @@ def find(config: Config, spec: BoundarySpec, codes: np.ndarray | None, entry: in
     grid = _Line(config, spec.along)
     if spec.quantiles is None:
         return _find(_Evaluator(config, spec, grid), grid.codes(codes), grid.k, entry)[0]
-    parts = [_find(evaluator, evaluator.grid_codes(), 1, entry)
-             for evaluator in (_Evaluator(config, spec, grid, q) for q in spec.quantiles)]
+    sampled = _Evaluator(config, spec, grid)
+    codes = sampled.grid_codes(spec.quantiles)
+    parts = [_find(sampled.at(q), codes[q], 1, entry) for q in spec.quantiles]
     table = {name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]}
     order = np.lexsort((table[spec.along], table["quantile"], np.concatenate([p[1] for p in parts])))
     return {name: values[order] for name, values in table.items()}  # by line, then quantile, then along

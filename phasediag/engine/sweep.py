@@ -148,11 +148,12 @@ def model_values(config: Config, flat: np.ndarray | range) -> tuple[dict[str, np
     return values_at(config, grid_variables(config, flat), flat)
 
 
-def values_at(config: Config, variables: dict[str, np.ndarray], flat: np.ndarray | range | None = None
-              ) -> tuple[dict[str, np.ndarray], core.Problem]:
+def values_at(config: Config, variables: dict[str, np.ndarray], flat: np.ndarray | range | None = None,
+              draws: core.UnitDraws | None = None) -> tuple[dict[str, np.ndarray], core.Problem]:
     """Evaluate and check every model/data/init quantity at the sweep-variable values `variables` (name ->
     1-D array, one entry per point: grid points or any others); build the core Problem. `flat`: the points'
-    flat grid indices, which key a sampled initialization's draws (needed with init: {seeds: N} only)."""
+    flat grid indices, which key a sampled initialization's draws (needed with init: {seeds: N} only);
+    `draws`: those draws already made (core.unit_draws at these points' widths and indices)."""
     n = len(next(iter(variables.values()))) if variables else len(flat)
 
     def value(q: Quantity) -> np.ndarray:  # a constant stays 0-d: the core then combines it as a scalar
@@ -176,6 +177,8 @@ def values_at(config: Config, variables: dict[str, np.ndarray], flat: np.ndarray
         _require(config.gram[1], W, "must be >= 0", variables, low=0.0)
         _fail_at(config.gram[2], V, V * V <= U * W * (1 + 1e-12), "needs V^2 <= U W", variables)
         gram = core.explicit_gram(U, W, V)
+    elif config.init_kind == "seeds" and draws is not None:
+        gram = core.scaled_gram(v["init_var_u"], v["init_var_w"], draws)
     elif config.init_kind == "seeds":
         if flat is None:
             raise ValueError("a sampled initialization is keyed by grid points: give their flat indices")
