@@ -76,11 +76,11 @@ MERGE_MEM_EXTRA = 200e6           # merge streams one array at a time: peak <= r
 MODES = {
     "full": dict(sizes=(100, 316, 1000, 3162), repeats=5, big_repeats=5, traj_max=1000, accuracy_n=1000,
                  ref_points=200, tlearn_points=40, ivp_points=200, gd_points=50, gd_max_steps=100_000,
-                 gd_map_n=1000, gd_map_repeats=2,
+                 gd_map_n=1000, gd_map_repeats=2, boundary_n=1000, boundary_seeds_n=200,
                  proc_n=1000, proc_repeats=3, big_n=3162, big_proc_repeats=2, startup_runs=7, shard_n=1000),
     "quick": dict(sizes=(100, 316, 1000), repeats=2, big_repeats=1, traj_max=316, accuracy_n=1000,
                   ref_points=20, tlearn_points=5, ivp_points=20, gd_points=8, gd_max_steps=20_000,
-                  gd_map_n=316, gd_map_repeats=1,
+                  gd_map_n=316, gd_map_repeats=1, boundary_n=316, boundary_seeds_n=100,
                   proc_n=1000, proc_repeats=1, big_n=1000, big_proc_repeats=1, startup_runs=3, shard_n=316),
 }
 
@@ -379,6 +379,31 @@ def measure_gd_maps(mode: dict, log) -> dict:
     log(f"  GD map, config 7 on {n * n:,} points: {n * n / out['gd']:.3g} points/s, {out['gd'] / out['flow']:.1f}x "
         f"the flow map's time ({n * n / out['flow']:.3g} points/s); outcomes decided at step "
         f"{out['mean_steps']:.1f}, runs left at step {out['mean_run_steps']:.1f} on average")
+    return out
+
+
+BOUNDARY_CONFIG = ROOT / "configs" / "17_width_vs_init_boundaries.yaml"
+
+
+def measure_boundaries(mode: dict, log) -> dict:
+    """Exact boundaries of config 17 on an n x n grid (typical initialization) and on a smaller grid with 8
+    sampled initializations: the time of finding them against the evaluation of the same grid (same run)."""
+    from phasediag.config.sweep import config_from_text
+    from phasediag.engine import boundaries, sweep
+
+    out = {}
+    text = BOUNDARY_CONFIG.read_text()
+    for key, n, init in (("typical", mode["boundary_n"], "init: typical"),
+                         ("seeds", mode["boundary_seeds_n"], "init: {seeds: 8}")):
+        config = config_from_text(text.replace("121]", f"{n}]").replace("init: typical", init), source="bench")
+        row = {"grid_points": n * n, "seeds": config.seeds}
+        _record(row, "eval", timed_runs(lambda: sweep.run(config, workers=1), mode["gd_map_repeats"]))
+        codes = {"phase": sweep.run(config, workers=1)["phase"]}
+        _record(row, "find", timed_runs(lambda: boundaries.find_all(config, codes), mode["gd_map_repeats"]))
+        row["crossings"] = int(boundaries.find_all(config, codes)["boundary"].size)
+        out[key] = row
+        log(f"  boundaries of config 17 on {n}x{n} ({init}): {row['crossings']:,} crossings in {row['find']:.3f} s, "
+            f"{row['find'] / row['eval']:.2f}x the grid's evaluation ({row['eval']:.3f} s)")
     return out
 
 
@@ -1095,6 +1120,11 @@ def targets(res: dict) -> list[dict]:
             f"{g['gd'] / g['flow']:.1f}x the gradient-flow map of the same grid (same run); outcomes decided at "
             f"step {g['mean_steps']:.1f}, runs left at step {g.get('mean_run_steps', float('nan')):.1f} on average "
             f"(max_steps {g['max_steps']:,})")
+    for key, b in (res.get("boundaries") or {}).items():  # (absent from the JSON of earlier runs)
+        add(f"exact phase boundaries of config 17 on {b['grid_points']:,} points"
+            + (f" x {b['seeds']} sampled initializations" if key == "seeds" else ""),
+            f"{b['find']:.3f} s for {b['crossings']:,} crossings", "(information)", None,
+            f"{b['find'] / b['eval']:.2f}x the evaluation of the grid itself ({b['eval']:.3f} s, same run)")
     with_traj = [r for r in res["throughput"] if "core_traj" in r]
     if with_traj:
         tr = max(with_traj, key=lambda r: r["points"])
@@ -1561,6 +1591,7 @@ def run_all(mode_name: str, log) -> dict:
     res["throughput"] = measure_throughput(mode, log)
     res["other_grids"] = measure_other_grids(mode, log)
     res["gd_maps"] = measure_gd_maps(mode, log)
+    res["boundaries"] = measure_boundaries(mode, log)
     res["worker_scaling"] = measure_worker_scaling(mode, log)
     res["parallel_ceiling"] = parallel_ceiling(log)
     res["sweep_ceiling"] = sweep_ceiling(mode, log)

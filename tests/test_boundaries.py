@@ -187,6 +187,10 @@ def test_boundaries_are_drawn_and_exported(tmp_path):
     with pytest.raises(phasediag.BadInput, match="e_boundaries.csv: is a directory"):
         lifecycle.export_csv(out, tmp_path / "e.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e_boundaries.csv", "run"]
+    long = tmp_path / ("x" * 245 + ".csv")  # (its _boundaries.csv sibling is a name too long for the system)
+    with pytest.raises(phasediag.BadInput, match="_boundaries.csv: File name too long"):
+        lifecycle.export_csv(out, long)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e_boundaries.csv", "run"]
 
 
 @pytest.mark.parametrize("entry, needle", [
@@ -392,6 +396,44 @@ def _forge_csv(column: str, value: str):
     return forge
 
 
+def _forge_rows(change):
+    """Rows of boundaries.csv changed by `change(header, rows)`, with meta.json's entry (crossings, slopes) and
+    manifest made to agree: only finding the crossings again can tell."""
+    def forge(out: Path) -> None:
+        import csv
+        import hashlib
+        import io
+        import json
+
+        from phasediag.config.reader import located
+        from phasediag.config.sweep import config_from_root
+        from phasediag.results import store
+
+        with (out / "boundaries.csv").open(newline="") as fh:
+            header, *rows = list(csv.reader(fh))
+        rows = change(header, rows)
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *rows])
+        data = text.getvalue().encode()
+        (out / "boundaries.csv").write_bytes(data)
+        meta = json.loads((out / "meta.json").read_text())
+        config = config_from_root(located(meta["config"]))
+        table = store.read_columns(io.StringIO(text.getvalue()), boundaries.column_kinds(config), out)
+        meta["boundaries"].update(crossings=len(rows),
+                                  slopes=json.loads(json.dumps(boundaries.fit_slopes(config, table))))
+        meta["manifest"]["boundaries.csv"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        (out / "meta.json").write_text(json.dumps(meta))
+    return forge
+
+
+def _set(column: str, value):
+    def change(header, rows):
+        j = header.index(column)
+        rows[0][j] = value(header, rows[0]) if callable(value) else value
+        return rows
+    return change
+
+
 def _edit_entry(change):
     def edit(out: Path) -> None:
         import json
@@ -417,17 +459,32 @@ BOUNDARY_TAMPERINGS = {
     "a boundary number": _forge_csv("boundary", "7"),
     "another along": _forge_csv("along", "d"),
     "a cell of no neighbours": _forge_csv("upper", "0.5"),
+    "an integer beyond int64": _forge_csv("crossings_in_cell", "9" * 30),
+    "a crossing moved within its cell": _forge_rows(_set("s", lambda h, r: repr(
+        math.sqrt(float(r[h.index("lower")]) * float(r[h.index("upper")]))))),
+    "below and above swapped": _forge_rows(lambda h, rows: [
+        [r[h.index("above")] if i == h.index("below") else r[h.index("below")] if i == h.index("above") else c
+         for i, c in enumerate(r)] if k == 0 else r for k, r in enumerate(rows)]),
+    "a row dropped": _forge_rows(lambda h, rows: rows[1:]),
+    "a row repeated": _forge_rows(lambda h, rows: [rows[0], *rows]),
+    "no rows": _forge_rows(lambda h, rows: []),
+    "rows reversed": _forge_rows(lambda h, rows: rows[::-1]),
+    "crossings_in_cell changed": _forge_rows(_set("crossings_in_cell", "7")),
+    "an infinite error": _forge_rows(_set("error", "inf")),
+    "a NaN order parameter": _forge_rows(_set("ntk_change", "nan")),
+    "the config edited": _edit_entry(lambda m: m["config"]["classify"].update(ntk_threshold=0.2)),
 }
 
 
 @pytest.mark.parametrize("tampering", list(BOUNDARY_TAMPERINGS))
-def test_a_tampered_boundaries_table_or_entry_is_one_line_of_bad_input(tmp_path, tampering):
+@pytest.mark.parametrize("sampled", [False, True], ids=["typical", "seeds"])
+def test_a_tampered_boundaries_table_or_entry_is_one_line_of_bad_input(tmp_path, tampering, sampled):
     from click.testing import CliRunner
 
     from phasediag.cli import phasediag as group
 
     config = tmp_path / "b.yaml"
-    config.write_text(width_vs_init(n_d=7, n_s=9))
+    config.write_text(width_vs_init(n_d=7, n_s=9) + ("init: {seeds: 4}\n" if sampled else ""))
     out = tmp_path / "run"
     phasediag.run(str(config), out=out, plot=False)
     original = (out / "boundaries.csv").read_bytes()
@@ -515,3 +572,29 @@ def test_sampled_boundaries_are_identical_whatever_the_chunking_workers_or_shard
     assert "boundaries of quantile 0.5 over seeds; thin: 0.25, 0.75" in legend
     widths = {line.get_linewidth() for ax in fig.axes for line in ax.get_lines() if line.get_xdata().size > 1}
     assert widths == {0.7, 1.4}
+
+
+@pytest.mark.parametrize("text", [
+    "name: none\nsweep: {d: {values: [100000]}, s: {lin: [1e-7, 1e-5, 5]}}\n"
+    "model: {width: d, init_var_u: s, init_var_w: s}\nboundaries: {along: s}\n",  # kernel throughout
+    "name: none\nsweep: {d: {values: [10]}, r: {values: [1]}}\nmodel: {width: d, init_var_u: 0.1, init_var_w: 0.1}\n"
+    "boundaries: {along: r}\n",  # one value along
+    "name: none\nsweep: {s: {log: [1e3, 1e4, 3]}}\nmodel: {width: 100, init_var_u: s, init_var_w: s}\n"
+    "init: {seeds: 3}\nboundaries: {along: s}\n",  # one axis, sampled
+])
+def test_an_entry_without_crossings_gives_an_empty_table(tmp_path, text):
+    config = tmp_path / "none.yaml"
+    config.write_text(text)
+    result = phasediag.run(str(config), out=tmp_path / "run", plot=False)
+    assert result.boundaries["boundary"].size == 0 and result.meta["boundaries"]["crossings"] == 0
+    loaded = phasediag.load(tmp_path / "run")
+    assert list(loaded.boundaries) == list(result.boundaries) and loaded.boundaries["boundary"].size == 0
+
+
+def test_a_sampled_boundary_on_a_one_axis_sweep():
+    text = "name: one\nsweep: {s: {log: [1e-4, 1, 5]}}\nmodel: {width: 100, init_var_u: s, init_var_w: s}\n" \
+           "init: {seeds: 5}\nboundaries: {along: s, quantiles: [0.5]}\n"
+    table = table_of(text)
+    assert list(table["rule"]) == ["ntk_threshold", "alignment_threshold"]
+    np.testing.assert_allclose(table["s"] * 100, [exact_ds("ntk_threshold", 0.1, 0.1),
+                                                  exact_ds("alignment_threshold", 0.1, 0.1)], rtol=0.15)

@@ -34,7 +34,7 @@ from phasediag import core
 from phasediag.config.sweep import BoundarySpec, Config
 
 __all__ = ["COLUMNS", "RULES", "find", "find_all", "label_at", "rule_of", "fit_slopes", "exact_slope", "column_kinds",
-           "table_problem"]
+           "table_problem", "first_difference"]
 
 SAMPLES = 8  # interior points sampled in a grid cell whose labels differ (found: sub-cells with changes)
 RELATIVE_WIDTH = 2.0 ** -46  # 1.4e-14: bisection stops when the bracket is this wide relative to its value
@@ -87,10 +87,13 @@ def _invariants_at(config: Config, variables: dict[str, np.ndarray]) -> core.Inv
 
 
 def _order_at(config: Config, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The gradient flow's order parameters (docs/theory.md section 6) at `variables`."""
+    """The gradient flow's order parameters (docs/theory.md section 6) at `variables`, and the scale of the
+    cosines they are differences of (|zeta_0| + |zeta_T|: their rounding error is relative to it)."""
     order = core.order_parameters(_invariants_at(config, variables), config.horizon)
     n = len(next(iter(variables.values())))
-    return {name: core.broadcast(np.asarray(getattr(order, name), dtype=float), (n,)) for name in ORDER_PARAMETERS}
+    out = {name: getattr(order, name) for name in ORDER_PARAMETERS}
+    out["cosine_scale"] = np.abs(order.alignment_init) + np.abs(order.alignment_final)
+    return {name: core.broadcast(np.asarray(v, dtype=float), (n,)) for name, v in out.items()}
 
 
 def _between(lo: np.ndarray, hi: np.ndarray, fraction: np.ndarray | float, log: bool) -> np.ndarray:
@@ -120,7 +123,8 @@ class _Line:
     def first_points(self, line: np.ndarray) -> np.ndarray:
         """The flat index over the sweep axes of the first grid point (along index 0) of lines `line`."""
         shape = [len(a.values) for a in self.config.axes]
-        index = list(np.unravel_index(line, [n for i, n in enumerate(shape) if i != self.k]))
+        others = [n for i, n in enumerate(shape) if i != self.k]
+        index = list(np.unravel_index(line, others)) if others else []
         index.insert(self.k, np.zeros_like(line))
         return np.ravel_multi_index(tuple(index), shape)
 
@@ -190,7 +194,8 @@ class _Evaluator:
         inv = core.invariants(problem)
         order = core.order_parameters(inv, self.config.horizon)
         per_seed = {"ntk_change": np.abs(order.ntk_change), "alignment_gain": order.alignment_gain,
-                    "disalignment": order.disalignment, "saddle": inv.saddle}
+                    "disalignment": order.disalignment, "saddle": inv.saddle,
+                    "cosine_scale": np.abs(order.alignment_init) + np.abs(order.alignment_final)}
         return {name: core.broadcast(np.asarray(v, dtype=float), (n * seeds,)).reshape(n, seeds)
                 for name, v in per_seed.items()}
 
@@ -291,20 +296,20 @@ def find(config: Config, spec: BoundarySpec, codes: np.ndarray | None, entry: in
     quantiles' labels are evaluated on each line). `entry`: the boundary's number in the table."""
     grid = _Line(config, spec.along)
     if spec.quantiles is None:
-        return _find(_Evaluator(config, spec, grid), grid.codes(codes), grid.k, entry)[0]
+        return _search(_Evaluator(config, spec, grid), *_changes(grid.codes(codes), grid.k), entry)[0]
     sampled = _Evaluator(config, spec, grid)
     codes = sampled.grid_codes(spec.quantiles)
-    parts = [_find(sampled.at(q), codes[q], 1, entry) for q in spec.quantiles]
+    parts = [_search(sampled.at(q), *_changes(codes[q], 1), entry) for q in spec.quantiles]
     table = {name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]}
     order = np.lexsort((table[spec.along], table["quantile"], np.concatenate([p[1] for p in parts])))
     return {name: values[order] for name, values in table.items()}  # by line, then quantile, then along
 
 
-def _find(evaluator: _Evaluator, codes: np.ndarray, k: int, entry: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The crossings of one evaluator's labels, from their values at the grid (`codes`, the along axis k in
-    increasing order), and the line of each."""
+def _search(evaluator: _Evaluator, line: np.ndarray, cell: np.ndarray, top: np.ndarray, entry: int
+            ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The crossings of one evaluator's labels in the cells (line, cell) whose top carries label `top`
+    (`_changes`), and the line of each."""
     grid = evaluator.grid
-    line, cell, top = _changes(codes, k)
     x0, x1 = grid.axis[cell], grid.axis[cell + 1]
     found: list[tuple[np.ndarray, ...]] = []
     # rounds: sample the open intervals, bisect every sub-interval whose labels differ; a bracket whose label at
@@ -335,7 +340,7 @@ def _table(evaluator: _Evaluator, entry: int, line, cell, found, complete
 
     grid, spec = evaluator.grid, evaluator.spec
     names = LEGENDS[spec.of]
-    parts = list(zip(*found)) or [np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), *[np.zeros(0, np.int8)] * 2]
+    parts = list(zip(*found)) or [[np.zeros(0, np.int64)], [np.zeros(0)], [np.zeros(0)], *[[np.zeros(0, np.int8)]] * 2]
     owner, lo, hi, below, above = (np.concatenate(p) for p in parts)
     value = np.where((lo == 0) | (hi == 0), 0.0, _midpoint(lo, hi, grid.log))  # (a change at 0: see _zero_ends)
     order = np.lexsort((value, owner))  # by line (grid order), then along the axis
@@ -366,11 +371,12 @@ def _table(evaluator: _Evaluator, entry: int, line, cell, found, complete
 
 #: the quantity each rule compares with its threshold, and its rounding error in the core's evaluation
 #: (docs/theory.md section 8: ntk_change relative, cosines absolute; a margin of about 30 over the worst measured)
+_EPS = np.finfo(float).eps
 _DECIDED_BY = {
-    "ntk_threshold": (lambda o: np.abs(o["ntk_change"]), lambda q: 128 * np.finfo(float).eps * q),
+    "ntk_threshold": (lambda o: np.abs(o["ntk_change"]), lambda o: 128 * _EPS * np.abs(o["ntk_change"])),
     "alignment_threshold": (lambda o: np.maximum(o["alignment_gain"], o["disalignment"]),
-                            lambda q: 16 * np.finfo(float).eps + 0 * q),
-    "mechanism": (lambda o: o["alignment_gain"] - o["disalignment"], lambda q: 16 * np.finfo(float).eps + 0 * q),
+                            lambda o: 64 * _EPS * o["cosine_scale"]),
+    "mechanism": (lambda o: o["alignment_gain"] - o["disalignment"], lambda o: 64 * _EPS * o["cosine_scale"]),
 }
 _STEPS = 2.0 ** np.arange(-20, -1, 3)  # relative steps of the finite difference that estimates a slope: the
 #: first whose difference stands clear of the rounding error (1024 times it) is taken
@@ -388,7 +394,7 @@ def _error(evaluator: _Evaluator, line, value, lo, hi, rules, order_values, cell
         mine = mine[value[mine] != 0]  # (a change at 0 is a grid value's own label: the bracket bounds it)
         if not order_values or mine.size == 0:
             continue
-        noise = rounding(quantity({name: v[mine] for name, v in order_values.items()}))
+        noise = rounding({name: v[mine] for name, v in order_values.items()})
         spread = np.full(mine.size, np.inf)
         todo = np.arange(mine.size)
         axis = evaluator.grid.axis
@@ -456,9 +462,24 @@ def table_problem(config: Config, table: dict[str, np.ndarray]) -> str | None:
     return None
 
 
+def first_difference(table: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> str | None:
+    """Where two tables differ ("row k, column c", "the number of rows"), None if they are the same (floats
+    bit for bit, NaN equal to NaN)."""
+    if list(table) != list(other):
+        return "the columns"
+    for name in table:
+        a, b = np.asarray(table[name]), np.asarray(other[name])
+        if a.shape != b.shape:
+            return "the number of rows"
+        same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" and b.dtype.kind == "f" else a == b
+        if not np.all(same):
+            return f"row {int(np.flatnonzero(~same)[0]) + 1}, column {name}"
+    return None
+
+
 def find_all(config: Config, codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every `boundaries:` entry's crossings, one table (`codes`: label name -> the grid's codes)."""
-    parts = [find(config, spec, codes.get(spec.of) if spec.quantiles is None else None, entry=k + 1)
+    parts = [find(config, spec, codes.get(spec.of) if spec.quantiles is None else None, k + 1)
              for k, spec in enumerate(config.boundaries)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
 

@@ -442,6 +442,9 @@ def _load_once(directory: Path, only: set[str] | None, mmap: bool = False) -> Re
         module = kind_module(kind)
         if isinstance(meta.get("schema"), int) and meta["schema"] >= 2:
             store.check_fields(directory, meta, {**store.COMMON_FIELDS, **getattr(module, "META_FIELDS", {})})
+            if isinstance(meta.get("config"), dict) and meta.get("config_hash") != config_hash(meta["config"]):
+                raise ResultsError(f"{directory / store.META_FILE}: its config_hash is not the hash of its config "
+                                   "(the config was edited after the run)")
         loader = getattr(module, "load_data", None)
         result = loader(directory, meta) if loader else store.load(directory, only=only, meta=meta, mmap=mmap)
         result.meta.setdefault("kind", kind)
@@ -577,11 +580,11 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
         paths = _table_paths(result, Path(out))
         side = _side_paths(result, Path(out))
         inputs = {os.path.realpath(directory / n) for n in result.meta.get("files", [])}
-        for path in [*paths.values(), *side.values()]:
-            if os.path.realpath(path) in inputs:
-                raise OptionError("out", f"{path} is a file of the run directory {directory}")
-            rundir.check_regular_target(path)  # (all checked before any is written)
         try:
+            for path in [*paths.values(), *side.values()]:
+                if os.path.realpath(path) in inputs:
+                    raise OptionError("out", f"{path} is a file of the run directory {directory}")
+                rundir.check_regular_target(path)  # (all checked before any is written)
             # every table to a temporary first, all moved into place once all are written: together or none
             with contextlib.ExitStack() as stack:
                 staged = {path: stack.enter_context(atomic_path(path)) for path in [*paths.values(), *side.values()]}
@@ -591,7 +594,8 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
                     store.write_columns(staged[path], result.tables[key])
             return [str(path) for path in staged]
         except OSError as exc:  # the place the user chose cannot take a file: bad input, like a run directory's
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENAMETOOLONG,
+                                 errno.ENOENT):
                 raise
             raise OptionError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
     with _final_names(directory), rundir.writer(directory, create=False) as held:
@@ -602,7 +606,8 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
         for path in paths.values():
             if rundir.plain_name(path.name, "table name") in taken or not path.name.endswith(".csv"):
                 raise OptionError("out", f"{path.name}: not a table name this run directory can take "
-                                         f"(it must end in .csv and must not be one of its files)")
+                                         f"(it must end in .csv and must not be one of its files)"
+                                         + ("; give the table's name with --out" if out is None else ""))
         side = _side_paths(result, Path(name))
         for path in side.values():
             if rundir.plain_name(path.name, "table name") in taken:

@@ -113,9 +113,17 @@ def _check_boundaries(result: Result) -> None:
         raise ResultsError("meta.json: its config asks for boundaries and it has no boundaries table")
     from phasediag.engine import boundaries
 
-    problem = boundaries.table_problem(config, result.tables["boundaries"])
-    if problem is None and result.meta["boundaries"] != _described(config, result.tables["boundaries"]):
+    table = result.tables["boundaries"]
+    problem = boundaries.table_problem(config, table)
+    if problem is None and result.meta["boundaries"] != _described(config, table):
         problem = "meta.json's boundaries entry (columns, crossings, slopes) is not that of the table"
+    if problem is None:  # found again (from the grid's labels; sampled: as they were, ~ the sweep's own cost)
+        codes = {spec.of: np.asarray(result.arrays[spec.of]).reshape(config.shape) for spec in config.boundaries
+                 if spec.quantiles is None and spec.of in result.arrays}
+        if len(codes) == len({spec.of for spec in config.boundaries if spec.quantiles is None}):
+            where = boundaries.first_difference(table, boundaries.find_all(config, codes))
+            problem = None if where is None else f"its crossings are not the ones the config and results.npz give " \
+                                                  f"({where} differs)"
     if problem is not None:
         raise ResultsError(f"{BOUNDARIES_FILE}: {problem}")
 

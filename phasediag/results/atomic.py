@@ -71,8 +71,8 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = True) -> Iterat
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        named = isinstance(exc, OSError) and exc.errno is not None and exc.filename in (str(tmp), tmp, None)
-        if named and tmp is not None:
+        if isinstance(exc, OSError) and exc.errno is not None and (  # the temporary's own name, or none
+                exc.filename in (str(tmp), tmp, None) or Path(str(exc.filename)).name.startswith(f".{final.name}.")):
             raise OSError(exc.errno, exc.strerror, str(final)) from None  # (write() errors name no file)
         raise
 

@@ -241,7 +241,7 @@ def read_columns(fh, kinds: dict[str, str], path: Path) -> dict[str, np.ndarray]
                 out[name] = np.array([c == "true" for c in cells], dtype=bool)
             else:
                 out[name] = np.array(cells, dtype=str)
-        except ValueError:
+        except (ValueError, OverflowError):  # (an integer beyond int64 too)
             raise ResultsError(f"{path}: column {name} holds a value that is not of kind {kind}") from None
     return out
 
