@@ -860,7 +860,10 @@ def _draw_boundaries(ax: Axes, result: Result, metric: str, x: str, y: str, at: 
             ax.plot(xs[run], ys[run], **kw)
         if main:
             label = "boundary: " + text
-            handles[label] = _line_handle(label, linestyle=style, linewidth=width)
+            handles[label] = (list(BOUNDARY_STYLES).index(rule.split("+")[0]) if rule.split("+")[0] in
+                              BOUNDARY_STYLES else len(BOUNDARY_STYLES), _line_handle(label, linestyle=style,
+                                                                                       linewidth=width))
+    handles = {label: handle for label, (_, handle) in sorted(handles.items(), key=lambda item: item[1][0])}
     spread = [f"{q:g}" for q in levels if q != middle]
     if spread:
         label = f"boundaries of quantile {middle:g} over seeds; thin: {', '.join(spread)}"
