@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mpmath
 import numpy as np
 import pytest
 
@@ -341,27 +342,62 @@ def test_a_label_change_at_zero_on_a_linear_axis_is_at_zero():
     np.testing.assert_allclose(table["s"][rest], exact, rtol=1e-12)
 
 
-@pytest.mark.parametrize("align", [0.9, 1 - 1e-6, 1 - 1e-10, 1 - 1e-13])
-def test_the_stated_error_bounds_the_distance_to_the_exact_crossing(align):
-    """alignment_gain approaches 1 flatly, so near alignment_threshold = 1 the crossing is only as well located
-    as the cosines are evaluated (1e-16 absolute): the error column says so, and bounds the true distance
-    (mpmath, 40 digits, of sqrt(1 - A^2)/A)."""
-    import mpmath
-
-    mpmath.mp.dps = 40
-    table = table_of(width_vs_init(align=align, s_axis="{log: [1e-12, 1, 31]}"))
+@pytest.mark.parametrize("align", [1e-15, 1e-3, 0.1, 0.9, 1 - 1e-6, 1 - 1e-10, 1 - 1e-13])
+@mpmath.workdps(40)
+def test_crossings_are_exact_at_any_alignment_threshold_and_within_their_stated_error(align):
+    """Against sqrt(1 - A^2)/A (mpmath, 40 digits): near A = 1 alignment_gain is 1 minus a small number, so the
+    rules compare 1 - alignment_gain formed without cancellation (it used to be located only to 8e-7 at
+    1 - 1e-10); the error column bounds the distance and is itself below 1e-13 relative."""
+    table = table_of(width_vs_init(align=align, s_axis="{log: [1e-16, 1e4, 41]}").replace("[1, 1e6, 25]",
+                                                                                         "[1, 1e15, 7]"))
     mine = table["rule"] == "alignment_threshold"
     a = mpmath.mpf(align)
     width = np.round(table["d"][mine])
     exact = np.array([float(mpmath.sqrt(1 - a * a) / (a * int(w))) for w in width])
     distance = np.abs(table["s"][mine] - exact)
-    assert mine.sum() >= 20 and np.all(distance <= table["error"][mine])
-    relative = table["error"][mine] / table["s"][mine]
-    assert np.all(relative < (1e-12 if align <= 1 - 1e-6 and align == 0.9 else 0.1))
-    if align >= 1 - 1e-10:
-        assert np.all(relative > 1e-8)  # (not claimed to be better than it is)
+    assert mine.sum() >= 2 and np.all(distance <= table["error"][mine])
+    assert np.all(distance / exact < 1e-14) and np.all(table["error"][mine] / table["s"][mine] < 1e-13)
     ntk = table["rule"] == "ntk_threshold"
-    assert np.all(table["error"][ntk] / table["s"][ntk] < 1e-12)
+    assert np.all(table["error"][ntk] / table["s"][ntk] < 1e-13)
+
+
+@mpmath.workdps(80)
+def test_the_complements_are_one_minus_the_gains():
+    """alignment_gain_complement and disalignment_complement (core.order_parameters) against 1 - alignment_gain
+    and 1 - disalignment in 40-digit arithmetic, for sampled Grams (m0 != 0, both gains non-zero) at finite and
+    infinite horizons, including points where the gain is within 1e-12 of 1 (80 digits: 1 - |zeta| at 1e-28
+    leaves 40-digit arithmetic only 12)."""
+    from phasediag import core
+
+    rng = np.random.default_rng(5)
+    n = 400
+    width = np.round(10 ** rng.uniform(0, 6, n))
+    var = 10 ** rng.uniform(-12, 0, n) / width
+    gram = core.sample_gram(width, var, var * 10 ** rng.uniform(-1, 1, n), seed=1, index=np.arange(n))
+    inv = core.invariants(core.Problem(1.0, 1.0, 1.0, 1.0, 10 ** rng.uniform(-3, 3, n), gram))
+    for horizon in (np.inf, 10.0):
+        order = core.order_parameters(inv, horizon)
+        final = core.flow_state_and_change(inv, horizon)[0]  # (the state order_parameters uses)
+        k = inv.kappa_sqrt_g
+        for complement, at in ((order.alignment_gain_complement, final.m), (order.disalignment_complement, inv.m0)):
+            for i in range(n):
+                def zeta(m):
+                    m = mpmath.mpf(float(m))
+                    return abs(m) / mpmath.sqrt(m ** 2 + mpmath.mpf(float(k[i])) ** 2)
+
+                ends = (zeta(inv.m0[i]), zeta(final.m[i]))
+                low = 0 if inv.m0[i] * final.m[i] < 0 else min(ends)
+                want = 1 - (zeta(at[i]) - low) if inv.gram.G[i] > 0 else mpmath.mpf(1)  # (G = 0: no rotation)
+                assert abs(complement[i] - float(want)) <= 1e-14 * float(want) + 1e-300, (horizon, i)
+    assert np.min(order.alignment_gain_complement) < 1e-12  # (the range reaches nearly full alignment)
+    # the rules on the complements (threshold above 1/2) give the direct rules' labels away from the threshold
+    for threshold in (0.6, 0.9, 1 - 1e-9):
+        sharp = core.phase_codes(order, inv.saddle, 0.1, threshold)
+        plain = core.phase_codes(order._replace(alignment_gain_complement=None, disalignment_complement=None),
+                                 inv.saddle, 0.1, threshold)
+        near = np.abs(np.maximum(order.alignment_gain, order.disalignment) - threshold) < 1e-12
+        assert np.array_equal(sharp[~near], plain[~near]) and len(set(sharp)) >= 3
+    assert core.order_parameters(inv, np.inf, complements=False).alignment_gain_complement is None
 
 
 def test_a_cell_whose_search_ran_out_of_rounds_is_flagged(monkeypatch):

@@ -390,6 +390,19 @@ def alignment_of(inv: Invariants, m) -> np.ndarray:
     return cosine(m, inv.kappa_sqrt_g, inv.m0)
 
 
+def misalignment_of(inv: Invariants, m) -> np.ndarray:
+    """1 - |zeta| at slope m, without cancellation (relative accuracy where zeta ~ 1, which 1 - |zeta| loses):
+    (k/r) (k/(r + |m|)) with k = kappa sqrt(G), r = hypot(m, k); `cosine`'s cases for G = 0 (0 for parallel
+    layers, 1 for a zero function)."""
+    k = inv.kappa_sqrt_g
+    r = hypot(m, k)
+    nonzero = np.where(r > 0, r, 1.0)
+    out = (k / nonzero) * (k / (nonzero + np.abs(m)))
+    if np.size(r) and np.min(r) == 0:  # m = 0 and G = 0: zeta = sign(m0), or 0 for a zero function
+        out = np.where(r == 0, np.where(np.asarray(inv.m0) != 0, 0.0, 1.0), out)
+    return out
+
+
 def _state_of(inv: Invariants, path: _Path, t) -> FlowState:
     ntk = 2.0 * inv.c * (path.alpha + path.beta)
     r = hypot(path.m, inv.kappa_sqrt_g)  # shared by the norms and the cosine
@@ -511,9 +524,10 @@ def lean(inv: Invariants) -> Invariants:
 
 
 def shaped(values, shape: tuple[int, ...]):
-    """Each array of a NamedTuple (or one array) broadcast to `shape` (views; no copy where it has it)."""
+    """Each array of a NamedTuple (or one array) broadcast to `shape` (views; no copy where it has it; a None
+    field stays None)."""
     if isinstance(values, tuple):
-        return type(values)(*(broadcast(x, shape) for x in values))
+        return type(values)(*(None if x is None else broadcast(x, shape) for x in values))
     return broadcast(values, shape)
 
 

@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core.flow import FlowState, Invariants, lean, lean_field, shaped, alignment_of, flow_state_and_change
+from phasediag.core.flow import (FlowState, Invariants, alignment_of, flow_state_and_change, lean, lean_field,
+                                 misalignment_of, shaped)
 
 PHASES = (
     "kernel",
@@ -43,7 +44,10 @@ class OrderParameters(NamedTuple):
     ntk_change = Theta(T)/Theta0 - 1; alignment_init/final = zeta(0), zeta(T) (signed cosines);
     alignment_gain = |zeta_T| - min|zeta| and disalignment = |zeta_0| - min|zeta| over the path (min|zeta| = 0
     if m crosses 0; both 0 when G = 0, where the layers stay parallel); not_converged: excess loss at T above
-    1% of the initial excess (only for finite T and m0 != m*).
+    1% of the initial excess (only for finite T and m0 != m*). alignment_gain_complement and
+    disalignment_complement: 1 - alignment_gain and 1 - disalignment formed without cancellation (from
+    1 - |zeta| = kappa^2 G / (r (r + |m|))), which the rules use for an alignment_threshold above 1/2; None
+    where not known (measured trajectories).
     """
 
     ntk_change: np.ndarray
@@ -52,12 +56,17 @@ class OrderParameters(NamedTuple):
     alignment_gain: np.ndarray
     disalignment: np.ndarray
     not_converged: np.ndarray
+    alignment_gain_complement: np.ndarray | None = None
+    disalignment_complement: np.ndarray | None = None
 
 
 def order_parameters(inv: Invariants, horizon=np.inf,
-                     at_horizon: tuple[FlowState, np.ndarray] | None = None) -> OrderParameters:
+                     at_horizon: tuple[FlowState, np.ndarray] | None = None,
+                     complements: bool = True) -> OrderParameters:
     """Order parameters of every point at training horizon T = `horizon` (steps; inf = end of training).
-    `at_horizon`: `flow_state_and_change(inv, horizon)` if the caller has it already."""
+    `at_horizon`: `flow_state_and_change(inv, horizon)` if the caller has it already; `complements`: also
+    1 - alignment_gain and 1 - disalignment without cancellation (what the rules use for an
+    alignment_threshold above 1/2; a sweep at a lower threshold leaves them out: None)."""
     final, change = at_horizon if at_horizon is not None else flow_state_and_change(inv, horizon)
     shape = np.broadcast_shapes(np.shape(final.m), np.shape(inv.m0))
     inv, final = lean(inv), type(final)(*(lean_field(x) for x in final))  # constants as scalars
@@ -69,9 +78,13 @@ def order_parameters(inv: Invariants, horizon=np.inf,
     if np.any(crosses):
         min_abs = np.where(crosses, 0.0, min_abs)
     gain, dis = abs_T - min_abs, abs0 - min_abs
+    gain_c = misalignment_of(inv, final.m) + min_abs if complements else None
+    dis_c = misalignment_of(inv, inv.m0) + min_abs if complements else None
     rotates = inv.gram.G > 0
     if not np.all(rotates):
         gain, dis = np.where(rotates, gain, 0.0), np.where(rotates, dis, 0.0)
+        if complements:
+            gain_c, dis_c = np.where(rotates, gain_c, 1.0), np.where(rotates, dis_c, 1.0)
     if np.all(np.isinf(horizon)):  # the end of training: converged by definition
         not_converged = np.zeros(np.shape(final.loss), dtype=bool)
     else:
@@ -80,6 +93,7 @@ def order_parameters(inv: Invariants, horizon=np.inf,
     return shaped(OrderParameters(
         ntk_change=change, alignment_init=zeta0, alignment_final=zeta_T,
         alignment_gain=gain, disalignment=dis, not_converged=np.asarray(not_converged),
+        alignment_gain_complement=gain_c, disalignment_complement=dis_c,
     ), shape)
 
 
@@ -103,8 +117,15 @@ def phase_codes(
     trajectory); `saddle` (bool array) overrides them. Returns int8 codes into PHASES."""
     # the rules as a table lookup: index = 4 kernel + 2 rotated + mechanism_alignment (int8 arithmetic)
     index = (np.abs(op.ntk_change) < ntk_threshold).astype(np.int8) << 2
-    index |= (np.maximum(op.alignment_gain, op.disalignment) >= alignment_threshold).astype(np.int8) << 1
-    index |= op.alignment_gain >= op.disalignment
+    if alignment_threshold > 0.5 and op.alignment_gain_complement is not None:
+        # near full alignment the gains are 1 minus small numbers: compare those, formed without cancellation
+        # (1 - threshold is exact here), so that the rule is as sharp as the cosines are accurate
+        gain_c, dis_c = op.alignment_gain_complement, op.disalignment_complement
+        index |= (np.minimum(gain_c, dis_c) <= 1.0 - alignment_threshold).astype(np.int8) << 1
+        index |= gain_c <= dis_c
+    else:
+        index |= (np.maximum(op.alignment_gain, op.disalignment) >= alignment_threshold).astype(np.int8) << 1
+        index |= op.alignment_gain >= op.disalignment
     code = _PHASE_TABLE[index]
     if np.any(saddle):
         code = np.where(saddle, np.int8(PHASE_CODE["saddle"]), code)
@@ -115,4 +136,5 @@ def classify(
     inv: Invariants, horizon=np.inf, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
 ) -> np.ndarray:
     """Phase code of every point (int8 array indexing PHASES) at the given horizon and thresholds."""
-    return classify_order(inv, order_parameters(inv, horizon), ntk_threshold, alignment_threshold)
+    return classify_order(inv, order_parameters(inv, horizon, complements=alignment_threshold > 0.5), ntk_threshold,
+                          alignment_threshold)

@@ -48,6 +48,7 @@ _PHASE_BITS = {
     "alignment": (0, 1, 1), "disalignment": (0, 1, 0), "rescaling": (0, 0, None), "saddle": None,
 }
 ORDER_PARAMETERS = ("ntk_change", "alignment_gain", "disalignment")
+_COMPLEMENTS = ("alignment_gain_complement", "disalignment_complement")  # 1 - each, without cancellation
 
 #: the table's columns after the sweep variables (one column each)
 COLUMNS = ("boundary", "along", "of", "rule", "below", "above", "error", "lower", "upper", "crossings_in_cell",
@@ -89,9 +90,11 @@ def _invariants_at(config: Config, variables: dict[str, np.ndarray]) -> core.Inv
 def _order_at(config: Config, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The gradient flow's order parameters (docs/theory.md section 6) at `variables`, and the scale of the
     cosines they are differences of (|zeta_0| + |zeta_T|: their rounding error is relative to it)."""
-    order = core.order_parameters(_invariants_at(config, variables), config.horizon)
+    order = core.order_parameters(_invariants_at(config, variables), config.horizon,
+                                  complements=config.alignment_threshold > 0.5)
     n = len(next(iter(variables.values())))
-    out = {name: getattr(order, name) for name in ORDER_PARAMETERS}
+    out = {name: getattr(order, name) for name in (*ORDER_PARAMETERS, *_COMPLEMENTS)
+           if getattr(order, name) is not None}
     out["cosine_scale"] = np.abs(order.alignment_init) + np.abs(order.alignment_final)
     return {name: core.broadcast(np.asarray(v, dtype=float), (n,)) for name, v in out.items()}
 
@@ -192,21 +195,24 @@ class _Evaluator:
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             _, problem = values_at(self.config, variables, draws=self._draws_of(line))
         inv = core.invariants(problem)
-        order = core.order_parameters(inv, self.config.horizon)
+        order = core.order_parameters(inv, self.config.horizon, complements=self.config.alignment_threshold > 0.5)
         per_seed = {"ntk_change": np.abs(order.ntk_change), "alignment_gain": order.alignment_gain,
                     "disalignment": order.disalignment, "saddle": inv.saddle,
-                    "cosine_scale": np.abs(order.alignment_init) + np.abs(order.alignment_final)}
+                    "cosine_scale": np.abs(order.alignment_init) + np.abs(order.alignment_final),
+                    **{name: getattr(order, name) for name in _COMPLEMENTS if getattr(order, name) is not None}}
         return {name: core.broadcast(np.asarray(v, dtype=float), (n * seeds,)).reshape(n, seeds)
                 for name, v in per_seed.items()}
 
     @staticmethod
     def _reduce(per_seed: dict[str, np.ndarray], quantile: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        out = {name: np.quantile(v, quantile, axis=1) for name, v in per_seed.items()}
+        # (1 - the q-quantile of x is the (1 - q)-quantile of 1 - x: linear interpolation is symmetric)
+        out = {name: np.quantile(v, 1.0 - quantile if name in _COMPLEMENTS else quantile, axis=1)
+               for name, v in per_seed.items()}
         return out, out.pop("saddle") >= 0.5
 
     def _label_of(self, order: dict[str, np.ndarray], saddle: np.ndarray) -> np.ndarray:
         op = core.OrderParameters(order["ntk_change"], 0.0, 0.0, order["alignment_gain"], order["disalignment"],
-                                  False)
+                                  False, *(order.get(name) for name in _COMPLEMENTS))
         return core.phase_codes(op, saddle, self.config.ntk_threshold, self.config.alignment_threshold)
 
     def grid_codes(self, quantiles: tuple[float, ...]) -> dict[float, np.ndarray]:
@@ -378,6 +384,15 @@ _DECIDED_BY = {
                             lambda o: 64 * _EPS * o["cosine_scale"]),
     "mechanism": (lambda o: o["alignment_gain"] - o["disalignment"], lambda o: 64 * _EPS * o["cosine_scale"]),
 }
+#: with alignment_threshold above 1/2 the rules compare 1 - alignment_gain and 1 - disalignment (core.phase_codes)
+_DECIDED_BY_COMPLEMENTS = {
+    **_DECIDED_BY,
+    "alignment_threshold": (lambda o: np.minimum(o["alignment_gain_complement"], o["disalignment_complement"]),
+                            lambda o: 64 * _EPS * np.minimum(o["alignment_gain_complement"],
+                                                             o["disalignment_complement"])),
+    "mechanism": (lambda o: o["alignment_gain_complement"] - o["disalignment_complement"],
+                  lambda o: 64 * _EPS * (o["alignment_gain_complement"] + o["disalignment_complement"])),
+}
 _STEPS = 2.0 ** np.arange(-20, -1, 3)  # relative steps of the finite difference that estimates a slope: the
 #: first whose difference stands clear of the rounding error (1024 times it) is taken
 
@@ -389,7 +404,8 @@ def _error(evaluator: _Evaluator, line, value, lo, hi, rules, order_values, cell
     as the order parameter is evaluated); at most the grid cell's width."""
     error = np.maximum(np.abs(value - lo), np.abs(hi - value))
     parts = [rule.split("+") for rule in rules]
-    for rule, (quantity, rounding) in _DECIDED_BY.items():
+    decided = _DECIDED_BY_COMPLEMENTS if evaluator.config.alignment_threshold > 0.5 else _DECIDED_BY
+    for rule, (quantity, rounding) in decided.items():
         mine = np.flatnonzero([rule in p for p in parts] or np.zeros(0, bool))
         mine = mine[value[mine] != 0]  # (a change at 0 is a grid value's own label: the bracket bounds it)
         if not order_values or mine.size == 0:

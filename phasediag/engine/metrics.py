@@ -87,7 +87,8 @@ class PointSet:
 
     @cached_property
     def order(self) -> core.OrderParameters:
-        return core.order_parameters(self.inv, self.horizon, self._at_horizon)
+        return core.order_parameters(self.inv, self.horizon, self._at_horizon,
+                                     complements=self.alignment_threshold > 0.5)
 
     @cached_property
     def final(self) -> core.FlowState:
