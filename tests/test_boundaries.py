@@ -175,6 +175,7 @@ def test_boundaries_are_drawn_and_exported(tmp_path):
     fig = result.plot("phase")
     drawn = [line for ax in fig.axes for line in ax.get_lines() if line.get_xdata().size > 1]
     assert {line.get_linestyle() for line in drawn} == {"-", "--"}
+    assert len(drawn) == 2  # (one curve per kind of crossing, not one per crossing: 23 here)
     x = np.concatenate([line.get_xdata() for line in drawn])
     assert set(x) <= set(result.boundaries["d"])
     legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
@@ -634,3 +635,26 @@ def test_a_sampled_boundary_on_a_one_axis_sweep():
     assert list(table["rule"]) == ["ntk_threshold", "alignment_threshold"]
     np.testing.assert_allclose(table["s"] * 100, [exact_ds("ntk_threshold", 0.1, 0.1),
                                                   exact_ds("alignment_threshold", 0.1, 0.1)], rtol=0.15)
+
+
+def test_the_error_covers_the_noise_of_a_nearly_parallel_explicit_gram():
+    """G = U W - V^2 with V^2 = 0.9999998 U W magnifies the rounding of V (its expression is evaluated at each
+    s) 5e6 times: the label flips back and forth within 1e-9 of the crossing. The core is exact for the rounded
+    Gram; the error column reads that noise off the order parameter around the crossing, and every flip lies
+    within it."""
+    config = config_from_text("""name: parallel
+sweep: {v: {values: [-0.9999999]}, s: {log: [1e-12, 1e3, 91]}}
+model: {width: 2, init_var_u: 1, init_var_w: 1, lr_w: 3}
+init: {gram: [s, 2 * s, v * s * sqrt(2)]}
+classify: {alignment_threshold: 0.9999999999}
+boundaries: {along: s}
+""")
+    table = phasediag.run(config.resolved, plot=False).boundaries
+    i = int(np.flatnonzero(table["rule"] == "alignment_threshold")[0])
+    x, error = table["s"][i], table["error"][i]
+    xs = x * (1 + np.linspace(-4e-9, 4e-9, 161))
+    names = np.array(LEGENDS["phase"])[boundaries.label_at(config, "phase", {"v": np.full(xs.size, -0.9999999),
+                                                                            "s": xs})]
+    assert len(set(names[np.abs(xs - x) <= error])) == 2  # (the noisy stretch: both labels)
+    assert set(names[xs < x - error]) == {table["below"][i]} and set(names[xs > x + error]) == {table["above"][i]}
+    assert 1e-10 < error / x < 1e-8

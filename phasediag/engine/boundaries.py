@@ -410,7 +410,8 @@ def _error(evaluator: _Evaluator, line, value, lo, hi, rules, order_values, cell
         mine = mine[value[mine] != 0]  # (a change at 0 is a grid value's own label: the bracket bounds it)
         if not order_values or mine.size == 0:
             continue
-        noise = rounding({name: v[mine] for name, v in order_values.items()})
+        noise = np.maximum(rounding({name: v[mine] for name, v in order_values.items()}),
+                           _jitter(evaluator, quantity, line[mine], value[mine]))
         spread = np.full(mine.size, np.inf)
         todo = np.arange(mine.size)
         axis = evaluator.grid.axis
@@ -426,6 +427,21 @@ def _error(evaluator: _Evaluator, line, value, lo, hi, rules, order_values, cell
                 break
         error[mine] = np.maximum(error[mine], spread)
     return np.minimum(error, cell_width)
+
+
+_JITTER_STEPS = np.arange(-4.0, 5.0) * 2.0 ** -40  # relative offsets around a crossing where the noise is read
+
+
+def _jitter(evaluator: _Evaluator, quantity: Callable, line: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Twice the largest departure of the deciding quantity from a straight line through 9 points within
+    4e-12 (relative) of each crossing: the noise of its evaluation that no rounding model of the core sees,
+    e.g. a nearly parallel explicit Gram whose G = U W - V^2 magnifies the rounding of V in the config's
+    expression (the core is exact for the rounded U, W, V)."""
+    at = np.clip(x[:, None] * (1.0 + _JITTER_STEPS), evaluator.grid.axis[0], evaluator.grid.axis[-1])
+    q = quantity(evaluator.order(np.repeat(line, _JITTER_STEPS.size), at.reshape(-1))).reshape(at.shape)
+    j = _JITTER_STEPS / _JITTER_STEPS[-1]
+    slope = (q - q.mean(axis=1, keepdims=True)) @ j / (j @ j)
+    return 2.0 * np.max(np.abs(q - q.mean(axis=1, keepdims=True) - slope[:, None] * j), axis=1)
 
 
 def column_kinds(config: Config) -> dict[str, str]:

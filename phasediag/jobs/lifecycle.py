@@ -454,7 +454,9 @@ def _load_once(directory: Path, only: set[str] | None, mmap: bool = False) -> Re
                 module.check_result(result)
         except ResultsError as exc:  # name the file that holds it
             data = [n for n in meta.get("files") or [] if n != store.META_FILE and n not in (meta.get("figures") or [])]
-            raise ResultsError(f"{directory / (data[0] if data else store.RESULTS_FILE)}: {exc}") from None
+            named = next((n for n in data if str(exc).startswith(f"{n}: ")), None)  # (the message names it)
+            where = directory if named else directory / (data[0] if data else store.RESULTS_FILE)
+            raise ResultsError(f"{where}{'/' if named else ': '}{exc}") from None
     return result
 
 

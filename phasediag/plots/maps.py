@@ -827,14 +827,13 @@ def _draw_boundaries(ax: Axes, result: Result, metric: str, x: str, y: str, at: 
     if not rows or not rows["along"].size:
         return handles
     # a sampled initialization's quantiles over seeds: the middle one drawn as the boundary, the others thin
-    quantile = rows.get("quantile", np.full(rows["along"].size, np.nan))
-    levels = np.unique(quantile[np.isfinite(quantile)])
-    middle = levels[np.argmin(np.abs(levels - 0.5))] if levels.size else np.nan
+    quantile = rows.get("quantile", np.full(rows["along"].size, -1.0))  # (-1: no quantiles, one curve per kind)
+    levels = np.unique(quantile[quantile >= 0])
+    middle = levels[np.argmin(np.abs(levels - 0.5))] if levels.size else -1.0
     for key in sorted(set(zip(rows["along"], rows["below"], rows["above"], rows["rule"], quantile.tolist()))):
         along, below, above, rule, level = key
-        mine = (rows["along"] == along) & (rows["below"] == below) & (rows["above"] == above)
-        mine &= np.isnan(quantile) if np.isnan(level) else quantile == level
-        main = np.isnan(level) or level == middle
+        mine = (rows["along"] == along) & (rows["below"] == below) & (rows["above"] == above) & (quantile == level)
+        main = level == middle
         other = y if along == x else x
         lines = np.asarray(result.coords[other], float)
         position = {v: i for i, v in enumerate(lines)}
