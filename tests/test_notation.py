@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from phasediag.config.expr import CONSTANTS, FUNCTIONS, parse
@@ -139,6 +139,7 @@ def test_expression_tex_of_any_tree_is_valid_mathtext(tree):
 
 @settings(max_examples=25)
 @given(st.text(max_size=40))
+@example("#A")  # (found by this test: mathtext read \#A as one unknown symbol)
 def test_expression_tex_of_any_text_never_raises(text):
     drawable(f"${expression_tex(text)}$" if text.strip() else "$x$")
 

@@ -93,7 +93,8 @@ def variable_tex(name: str) -> str:
     return rf"\mathrm{{{escape_text(name)}}}"
 
 
-_ESCAPES = {"_": r"\_", "#": r"\#", "$": r"\$", "%": r"\%", "{": r"\{", "}": r"\}", "\\": r"\backslash ",
+#: TeX specials inside \mathrm{...} (mathtext reads \# before a letter as one unknown symbol: \#{} ends it)
+_ESCAPES = {"_": r"\_", "#": r"\#{}", "$": r"\$", "%": r"\%", "{": r"\{", "}": r"\}", "\\": r"\backslash ",
             "^": r"\wedge ", '"': "'", "`": "'", " ": r"\ "}
 
 
