@@ -99,6 +99,9 @@ def _check_boundaries(result: Result) -> None:
     table where the config asks for one (not in a shard), its crossings between neighbouring grid values, and
     the entry's kinds, count and slopes those of that table."""
     config_text = result.meta.get("config")
+    if not (isinstance(config_text, dict) and "boundaries" in config_text) and "boundaries" not in result.meta \
+            and "boundaries" not in result.tables:
+        return  # (no boundaries asked for nor present: the config need not be read)
     try:
         config = config_from_root(read_config(config_text)[0]) if isinstance(config_text, dict) else None
     except ConfigError as exc:
