@@ -42,11 +42,6 @@ MAX_ROUNDS = 64  # searches of a cell (each finds at least one crossing): cells 
 
 #: the rule each pair of labels is decided by (docs/theory.md section 6): regime, rotation, mechanism, saddle
 RULES = ("ntk_threshold", "alignment_threshold", "mechanism", "saddle", "gd_outcome")
-# label -> (kernel regime, rotated, mechanism is alignment); None: the bit does not apply to that label
-_PHASE_BITS = {
-    "kernel": (1, 0, None), "kernel_aligning": (1, 1, 1), "kernel_disaligning": (1, 1, 0),
-    "alignment": (0, 1, 1), "disalignment": (0, 1, 0), "rescaling": (0, 0, None), "saddle": None,
-}
 ORDER_PARAMETERS = ("ntk_change", "alignment_gain", "disalignment")
 _COMPLEMENTS = ("alignment_gain_complement", "disalignment_complement")  # 1 - each, without cancellation
 
@@ -59,12 +54,18 @@ def rule_of(of: str, below: str, above: str) -> str:
     """The rule that decides a change of label `below` -> `above` of `of` (several joined by '+')."""
     if of != "phase":
         return "gd_outcome"
-    if _PHASE_BITS[below] is None or _PHASE_BITS[above] is None:
+    if "saddle" in (core.REGIME[below], core.REGIME[above]):
         return "saddle"
-    (k0, r0, m0), (k1, r1, m1) = _PHASE_BITS[below], _PHASE_BITS[above]
+    (k0, r0, m0), (k1, r1, m1) = _phase_bits(below), _phase_bits(above)
     rules = [name for name, differs in (("ntk_threshold", k0 != k1), ("alignment_threshold", r0 != r1),
-                                        ("mechanism", r0 == r1 == 1 and m0 != m1)) if differs]
+                                        ("mechanism", r0 and r1 and m0 != m1)) if differs]
     return "+".join(rules)
+
+
+def _phase_bits(label: str) -> tuple[bool, bool, bool]:
+    """(kernel regime, rotated, mechanism is alignment) of a phase label, from core.REGIME and core.MECHANISM."""
+    mechanism = core.MECHANISM[label]
+    return core.REGIME[label] == "kernel", mechanism in ("alignment", "disalignment"), mechanism == "alignment"
 
 
 def label_at(config: Config, of: str, variables: dict[str, np.ndarray]) -> np.ndarray:
@@ -121,15 +122,15 @@ class _Line:
         self.descending = values.size > 1 and values[0] > values[-1]  # (strictly monotone: the config checks)
         self.axis = values[::-1] if self.descending else values  # cells (j, j + 1) in increasing order
         self.others = [a for a in config.axes if a.name != along]
+        self.shape = tuple(len(a.values) for a in self.others)  # of the lines: flat indices over it
+        self.lines = int(np.prod(self.shape, dtype=np.int64))
         self.log = bool(np.all(self.axis > 0))
 
     def first_points(self, line: np.ndarray) -> np.ndarray:
         """The flat index over the sweep axes of the first grid point (along index 0) of lines `line`."""
-        shape = [len(a.values) for a in self.config.axes]
-        others = [n for i, n in enumerate(shape) if i != self.k]
-        index = list(np.unravel_index(line, others)) if others else []
+        index = list(np.unravel_index(line, self.shape)) if self.shape else []
         index.insert(self.k, np.zeros_like(line))
-        return np.ravel_multi_index(tuple(index), shape)
+        return np.ravel_multi_index(tuple(index), [len(a.values) for a in self.config.axes])
 
     def codes(self, codes: np.ndarray) -> np.ndarray:
         """The grid's codes with the along axis in increasing order (a view)."""
@@ -138,8 +139,7 @@ class _Line:
 
     def variables(self, line: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
         """Sweep-variable values at positions x on the lines `line` (flat indices over the other axes)."""
-        shape = tuple(len(a.values) for a in self.others)
-        index = np.unravel_index(line, shape) if shape else ()
+        index = np.unravel_index(line, self.shape) if self.shape else ()
         out = {a.name: a.values[i] for a, i in zip(self.others, index)}
         out[self.along] = np.asarray(x, dtype=float)
         return {a.name: out[a.name] for a in self.config.axes}
@@ -164,7 +164,7 @@ class _Evaluator:
     def _draws_of(self, line: np.ndarray) -> core.UnitDraws:
         """The seeds' unit draws on lines `line` (each seed's at the line's first grid point), flat (points *
         seeds,); drawn once per line: the counter-based draws are most of a sampled point's cost."""
-        seeds, lines = self.config.seeds, int(np.prod([len(a.values) for a in self.grid.others], dtype=np.int64))
+        seeds, lines = self.config.seeds, self.grid.lines
         if not self.draws:
             self.draws.update(drawn=np.zeros(lines, dtype=bool), values=np.zeros((3, lines, seeds)))
         new = np.unique(line[~self.draws["drawn"][line]])
@@ -218,7 +218,7 @@ class _Evaluator:
     def grid_codes(self, quantiles: tuple[float, ...]) -> dict[float, np.ndarray]:
         """Labels of each quantile at the grid values of every line, shaped (lines, values along); the seeds'
         order parameters evaluated once for all quantiles, in blocks of CHANGE_BLOCK evaluations."""
-        axis, lines = self.grid.axis, int(np.prod([len(a.values) for a in self.grid.others], dtype=np.int64))
+        axis, lines = self.grid.axis, self.grid.lines
         codes = {q: np.empty((lines, axis.size), dtype=np.int8) for q in quantiles}
         step = max(1, CHANGE_BLOCK // max(1, axis.size * self.config.seeds))
         for start in range(0, lines, step):

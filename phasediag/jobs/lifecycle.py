@@ -605,16 +605,12 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
         name = f"{result.name}.csv" if out is None else Path(out).name
         paths = _table_paths(result, Path(name))
         taken = {n for n in result.meta.get("files", []) if n not in (result.meta.get("tables") or [])}
-        for path in paths.values():
+        side = _side_paths(result, Path(name))
+        for path in [*paths.values(), *side.values()]:
             if rundir.plain_name(path.name, "table name") in taken or not path.name.endswith(".csv"):
                 raise OptionError("out", f"{path.name}: not a table name this run directory can take "
                                          f"(it must end in .csv and must not be one of its files)"
                                          + ("; give the table's name with --out" if out is None else ""))
-        side = _side_paths(result, Path(name))
-        for path in side.values():
-            if rundir.plain_name(path.name, "table name") in taken:
-                raise OptionError("out", f"{path.name}: not a table name this run directory can take (it is "
-                                         "one of its files)")
         txn = held.begin()
         for (dims, variables), path in paths.items():
             _write_table(txn.path(path.name), result, dims, variables)

@@ -830,28 +830,34 @@ def _draw_boundaries(ax: Axes, result: Result, metric: str, x: str, y: str, at: 
     quantile = rows.get("quantile", np.full(rows["along"].size, -1.0))  # (-1: no quantiles, one curve per kind)
     levels = np.unique(quantile[quantile >= 0])
     middle = levels[np.argmin(np.abs(levels - 0.5))] if levels.size else -1.0
-    for key in sorted(set(zip(rows["along"], rows["below"], rows["above"], rows["rule"], quantile.tolist()))):
+    styles = list(BOUNDARY_STYLES)
+
+    def legend_order(key) -> tuple:  # (the rules in BOUNDARY_STYLES order, then as found)
+        first = key[3].split("+")[0]
+        return styles.index(first) if first in styles else len(styles), key
+
+    for key in sorted(set(zip(rows["along"], rows["below"], rows["above"], rows["rule"], quantile.tolist())),
+                      key=legend_order):
         along, below, above, rule, level = key
         mine = (rows["along"] == along) & (rows["below"] == below) & (rows["above"] == above) & (quantile == level)
         main = level == middle
         other = y if along == x else x
-        lines = np.asarray(result.coords[other], float)
-        position = {v: i for i, v in enumerate(lines)}
-        at_line, count = np.unique(rows[other][mine], return_counts=True)
-        once = {position[v] for v, c in zip(at_line, count) if c == 1}
+        position = {v: i for i, v in enumerate(np.asarray(result.coords[other], float))}
+        line_of = [position[v] for v in rows[other][mine]]  # (the index of each crossing's line)
+        at_line, count = np.unique(line_of, return_counts=True)
+        once = set(at_line[count == 1].tolist())
         style, text = BOUNDARY_STYLES.get(rule.split("+")[0], ("solid", rule))
         width = 1.4 if main else 0.7
         kw = {"color": "black", "linewidth": width, "linestyle": style, "solid_capstyle": "round",
               "path_effects": [patheffects.withStroke(linewidth=width + 2.0, foreground="white")], "zorder": 4}
         xs, ys = rows[x][mine], rows[y][mine]
-        order = np.argsort(rows[other][mine], kind="stable")
         runs: list[list[int]] = []
-        for i in order:
-            k = position[rows[other][mine][i]]
+        for i in np.argsort(line_of, kind="stable"):
+            k = line_of[i]
             if k not in once:
                 ax.plot([xs[i]], [ys[i]], marker="o", markersize=2.5, **{**kw, "linestyle": "none"})
                 continue
-            if runs and runs[-1] and position[rows[other][mine][runs[-1][-1]]] == k - 1:
+            if runs and line_of[runs[-1][-1]] == k - 1:
                 runs[-1].append(i)
             else:
                 runs.append([i])
@@ -859,10 +865,7 @@ def _draw_boundaries(ax: Axes, result: Result, metric: str, x: str, y: str, at: 
             ax.plot(xs[run], ys[run], **kw)
         if main:
             label = "boundary: " + text
-            handles[label] = (list(BOUNDARY_STYLES).index(rule.split("+")[0]) if rule.split("+")[0] in
-                              BOUNDARY_STYLES else len(BOUNDARY_STYLES), _line_handle(label, linestyle=style,
-                                                                                       linewidth=width))
-    handles = {label: handle for label, (_, handle) in sorted(handles.items(), key=lambda item: item[1][0])}
+            handles[label] = _line_handle(label, linestyle=style, linewidth=width)
     spread = [f"{q:g}" for q in levels if q != middle]
     if spread:
         label = f"boundaries of quantile {middle:g} over seeds; thin: {', '.join(spread)}"
