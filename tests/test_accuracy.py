@@ -195,7 +195,8 @@ def test_invariants_tau_and_t_learn_match_reference(case):
 
 
 @settings(max_examples=300, **SETTINGS)
-@given(data=case_and_times(n_times=1), thresholds=st.sampled_from([(0.1, 0.1), (0.1, 0.1), (1e-3, 0.3), (0.5, 1e-2)]))
+@given(data=case_and_times(n_times=1), thresholds=st.sampled_from([(0.1, 0.1), (0.1, 0.1), (1e-3, 0.3), (0.5, 1e-2),
+                                                                    (0.1, 0.9), (0.1, 1 - 1e-9)]))
 def test_order_parameters_and_labels_match_reference(data, thresholds):
     case, ref, (horizon,) = data
     ntk_threshold, alignment_threshold = thresholds
@@ -227,6 +228,15 @@ def test_order_parameters_and_labels_match_reference(data, thresholds):
         tol_amount = (tol0["zeta"] or 0) + (tolT["zeta"] or 0)
         chk.close(f"{where} alignment_gain", op.alignment_gain, exp["alignment"], tol_amount)
         chk.close(f"{where} disalignment", op.disalignment, exp["disalignment"], tol_amount)
+        # 1 - each, formed without cancellation: accurate relative to itself where zeta ~ 1 (the rules' form above
+        # an alignment_threshold of 1/2); an error dm moves 1 - |zeta| by (1 - zeta^2) times zeta's own error
+        z0, zT = abs(exp["zeta0"]), abs(exp["zetaT"])
+        tol_min = 0 if exp["crosses"] else (tol0["zeta"] if z0 <= zT else tolT["zeta"])
+        for name, m, z, tol in (("alignment_gain_complement", sT["m"], zT, tolT["zeta"]),
+                                ("disalignment_complement", inv_ref["m0"], z0, tol0["zeta"])):
+            with mp.workdps(80):  # 1 - |zeta| from its definition, in digits enough for zeta within 1e-40 of 1
+                want = 1 - abs(m) / mp.sqrt(m * m + inv_ref["k"] ** 2 * inv_ref["G"]) + exp["min_abs_zeta"]
+            chk.close(f"{where} {name}", getattr(op, name), want, 1e-13 * want + 2 * (1 - z * z) * tol + tol_min)
     ratio = exp["loss_ratio"]
     if ratio is None or abs(ratio - mpf("0.01")) > mpf("1e-6") * mpf("0.01"):
         chk.equal(f"{where} not_converged", bool(op.not_converged), bool(exp["not_converged"]))
