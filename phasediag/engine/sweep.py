@@ -443,7 +443,7 @@ def _open_sink(config: Config, start: int, stop: int, shard: Shard | None, worke
                folder: Path | None, warn):
     """Where the chunks go, and the ranges already there (a resumed run's)."""
     if folder is None:
-        return MemoryResult(allocate(config, stop - start, shared=workers > 1), start), []
+        return MemoryResult(allocate(config, stop - start, shared=workers > 1), start, shared=workers > 1), []
     sink = _streamed(config, folder, None if shard is None else (start, stop))
     return sink, sink.open(warn)
 

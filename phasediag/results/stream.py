@@ -28,7 +28,7 @@ import numpy as np
 from phasediag.errors import ResultsError
 from phasediag.results import npz
 
-__all__ = ["StreamedResult", "MemoryResult", "RECORD", "RECORDS", "DATA", "shard_record"]
+__all__ = ["StreamedResult", "MemoryResult", "provide_pages", "RECORD", "RECORDS", "DATA", "shard_record"]
 
 DATA = "results.npz"
 RECORD = "chunks"
@@ -42,14 +42,18 @@ def shard_record(index: int, count: int) -> str:
 
 
 class MemoryResult:
-    """Result arrays in memory (`arrays`: name -> array whose first index is the flat point minus `start`)."""
+    """Result arrays in memory (`arrays`: name -> array whose first index is the flat point minus `start`);
+    `shared`: they are `shared_array`s that forked workers write into."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], start: int):
-        self.arrays, self.start = arrays, start
+    def __init__(self, arrays: dict[str, np.ndarray], start: int, shared: bool = False):
+        self.arrays, self.start, self.shared = arrays, start, shared
 
     def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> None:
         for name, values in chunk.items():
-            self.arrays[name][lo - self.start:hi - self.start] = values
+            rows = self.arrays[name][lo - self.start:hi - self.start]
+            if self.shared:
+                provide_pages(rows)
+            rows[...] = values
 
     def discard(self) -> None:
         pass
@@ -62,6 +66,32 @@ class MemoryResult:
 
     def close(self) -> None:
         pass
+
+
+#: madvise(2)'s MADV_POPULATE_WRITE (Linux 5.14; Python names it from 3.13 on): fault a range in, writable, in
+#: one call
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23) if hasattr(mmap, "MADV_HUGEPAGE") else None
+
+
+def provide_pages(rows: np.ndarray) -> bool:
+    """Provide the pages of `rows`, a slice of a `shared_array`, in one call before they are written. A forked
+    worker writing its chunk into a shared mapping otherwise takes one page fault per 4 KiB (the kernel gives
+    shared memory no huge pages by default), which cost --workers 2 a fifth of its gain on a 1e7-point sweep
+    (benchmarks/bench.py). Whether it did: not where the kernel cannot (the writes then fault as before)."""
+    buffer = rows.base
+    while isinstance(buffer, np.ndarray):
+        buffer = buffer.base
+    if isinstance(buffer, memoryview):  # (np.frombuffer's base)
+        buffer = buffer.obj
+    if _POPULATE_WRITE is None or not isinstance(buffer, mmap.mmap) or not rows.size:
+        return False
+    start = rows.__array_interface__["data"][0] - np.frombuffer(buffer, np.uint8, 0).__array_interface__["data"][0]
+    first = start - start % mmap.PAGESIZE
+    try:
+        buffer.madvise(_POPULATE_WRITE, first, start + rows.nbytes - first)
+    except OSError:  # (a kernel before 5.14: EINVAL)
+        return False
+    return True
 
 
 def shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
