@@ -134,3 +134,35 @@ def test_a_run_that_records_nothing_leaves_nothing(tmp_path):
     result.write(0, 10, {"v": np.ones(10)})
     result.close()  # stopped before any checkpoint
     assert not folder.exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from(["<f8", ">f4", "|i1", "<i8", "|b1", "<U3", "<c16", "<M8[s]",
+                              [("a", "<f8"), ("b", "|i1")]]),
+       shape=SHAPES, fortran=st.booleans(), version=st.sampled_from([None, (1, 0), (2, 0)]))
+def test_array_headers_read_as_numpy_reads_them(tmp_path_factory, dtype, shape, fortran, version):
+    """extents and open_arrays read every header numpy writes (either format version, Fortran order,
+    structured and unusual dtypes) as np.load does."""
+    tmp = tmp_path_factory.mktemp("head")
+    array = np.zeros(shape, dtype=np.dtype(dtype), order="F" if fortran else "C")
+    with zipfile.ZipFile(tmp / "a.npz", "w", compression=zipfile.ZIP_STORED) as zf:
+        with zf.open("x.npy", "w") as fh:
+            np.lib.format.write_array(fh, array, version=version)
+    offset, got_shape, got_dtype, got_fortran = npz.extents(tmp / "a.npz")["x"]
+    expected = np.load(tmp / "a.npz")["x"]
+    assert (got_shape, got_dtype) == (expected.shape, expected.dtype)
+    assert got_fortran == (fortran and array.ndim > 1 and not array.flags.c_contiguous)
+    assert npz.open_arrays(tmp / "a.npz")["x"].tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("header", [b"{'descr': '<f8', 'fortran_order': False, 'shape': (-1,), }",
+                                    b"{'descr': '<x9', 'fortran_order': False, 'shape': (3,), }",
+                                    b"{'descr': '<f8', 'fortran_order': 0, 'shape': (3,), }",
+                                    b"{'descr': '<f8', 'shape': (3,), }", b"not a header"])
+def test_a_header_numpy_would_refuse_is_refused(tmp_path, header):
+    header = header + b" " * (117 - len(header)) + b"\n"
+    member = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(24)
+    with zipfile.ZipFile(tmp_path / "a.npz", "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("x.npy", member)
+    with pytest.raises(ValueError):
+        npz.extents(tmp_path / "a.npz")
