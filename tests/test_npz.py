@@ -166,3 +166,13 @@ def test_a_header_numpy_would_refuse_is_refused(tmp_path, header):
         zf.writestr("x.npy", member)
     with pytest.raises(ValueError):
         npz.extents(tmp_path / "a.npz")
+
+
+def test_a_header_claiming_more_than_numpys_limit_is_refused_unread(tmp_path):
+    """A format 2.0 header whose length field claims 4 GB: refused from the length field (numpy's own reader
+    would first read up to the end of the file, then refuse it with a message of its own)."""
+    member = b"\x93NUMPY\x02\x00" + (2**32 - 1).to_bytes(4, "little") + bytes(1 << 20)
+    with zipfile.ZipFile(tmp_path / "a.npz", "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("x.npy", member)
+    with pytest.raises(ValueError, match="array header of 4,294,967,295 bytes, beyond numpy's limit"):
+        npz.extents(tmp_path / "a.npz")

@@ -256,6 +256,9 @@ _HEADER = re.compile(rb"\{'descr': '([<>|=][a-zA-Z][0-9]*)', 'fortran_order': (T
                      rb"'shape': \(((?:[0-9]+, )*[0-9]+,?|)\), \} *\n")
 
 
+_MAX_HEADER = 10_000  # numpy's max_header_size: longer headers are refused as untrusted
+
+
 @functools.lru_cache(maxsize=64)
 def _descr_dtype(descr: bytes) -> np.dtype:
     return np.dtype(descr.decode("ascii"))
@@ -268,7 +271,10 @@ def _read_npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(fh)
     size_format = "<H" if version == (1, 0) else "<I"
     length = fh.read(struct.calcsize(size_format))
-    header = fh.read(struct.unpack(size_format, length)[0]) if len(length) == struct.calcsize(size_format) else b""
+    size = struct.unpack(size_format, length)[0] if len(length) == struct.calcsize(size_format) else 0
+    if size > _MAX_HEADER:  # (numpy reads such a header, up to the end of the file, before it refuses it)
+        raise ValueError(f"an array header of {size:,} bytes, beyond numpy's limit of {_MAX_HEADER:,}")
+    header = fh.read(size)
     match = _HEADER.fullmatch(header)
     if match and version in ((1, 0), (2, 0)):
         descr, fortran, dims = match.groups()
