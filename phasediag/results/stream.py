@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -70,14 +71,15 @@ class MemoryResult:
 
 #: madvise(2)'s MADV_POPULATE_WRITE (Linux 5.14; Python names it from 3.13 on): fault a range in, writable, in
 #: one call
-_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23) if hasattr(mmap, "MADV_HUGEPAGE") else None
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23) if sys.platform.startswith("linux") else None
 
 
 def provide_pages(rows: np.ndarray) -> bool:
     """Provide the pages of `rows`, a slice of a `shared_array`, in one call before they are written. A forked
     worker writing its chunk into a shared mapping otherwise takes one page fault per 4 KiB (the kernel gives
-    shared memory no huge pages by default), which cost --workers 2 a fifth of its gain on a 1e7-point sweep
-    (benchmarks/bench.py). Whether it did: not where the kernel cannot (the writes then fault as before)."""
+    shared memory no huge pages by default), which cost --workers 2 up to a tenth of its time on a 1e7-point
+    sweep here (benchmarks/bench.py). Whether it did: not where the kernel cannot (the writes then fault as
+    before)."""
     buffer = rows.base
     while isinstance(buffer, np.ndarray):
         buffer = buffer.base
