@@ -33,6 +33,7 @@ from phasediag.core.phases import (
     classify_order,
     order_parameters,
     phase_codes,
+    uses_complements,
 )
 from phasediag.core.scaling import (
     CHECKED,
@@ -64,7 +65,7 @@ __all__ = [
     "with_time_axis", "GD_CODE", "GD_OUTCOMES", "GDResult", "gd_end_state", "gd_outcome", "gd_state", "Gram",
     "explicit_gram", "sample_gram", "typical_gram", "UnitDraws", "unit_draws", "scaled_gram",
     "ReluSolution", "relu_solution", "MECHANISM", "PHASE_CODE", "PHASES", "REGIME",
-    "OrderParameters", "classify", "classify_order", "order_parameters", "phase_codes",
+    "OrderParameters", "classify", "classify_order", "order_parameters", "phase_codes", "uses_complements",
     "CHECKED", "EXPONENT_NAMES", "HEALTH_FLAGS", "LIMIT_PHASES", "PARAMETRIZATIONS", "ExactLimit",
     "LimitExponents", "Parametrization", "ScalingExponents", "SlopeCheck", "check_exponents", "exact",
     "exact_exponents", "exact_limit", "exact_limit_exponents", "hyperparameters", "limit_exponents",

@@ -97,6 +97,14 @@ def order_parameters(inv: Invariants, horizon=np.inf,
     ), shape)
 
 
+def uses_complements(alignment_threshold: float) -> bool:
+    """Whether the rules at this alignment_threshold compare 1 - alignment_gain and 1 - disalignment (formed
+    without cancellation) with 1 - threshold: above 1/2, where the gains are 1 minus small numbers and
+    comparing them directly would lose those numbers. The one place that decides it: whoever computes
+    order parameters for the rules asks here whether they need the complements."""
+    return alignment_threshold > 0.5
+
+
 def classify_order(
     inv: Invariants, op: OrderParameters, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
 ) -> np.ndarray:
@@ -117,7 +125,7 @@ def phase_codes(
     trajectory); `saddle` (bool array) overrides them. Returns int8 codes into PHASES."""
     # the rules as a table lookup: index = 4 kernel + 2 rotated + mechanism_alignment (int8 arithmetic)
     index = (np.abs(op.ntk_change) < ntk_threshold).astype(np.int8) << 2
-    if alignment_threshold > 0.5 and op.alignment_gain_complement is not None:
+    if uses_complements(alignment_threshold) and op.alignment_gain_complement is not None:
         # near full alignment the gains are 1 minus small numbers: compare those, formed without cancellation
         # (1 - threshold is exact here), so that the rule is as sharp as the cosines are accurate
         gain_c, dis_c = op.alignment_gain_complement, op.disalignment_complement
@@ -136,5 +144,5 @@ def classify(
     inv: Invariants, horizon=np.inf, ntk_threshold: float = 0.1, alignment_threshold: float = 0.1
 ) -> np.ndarray:
     """Phase code of every point (int8 array indexing PHASES) at the given horizon and thresholds."""
-    return classify_order(inv, order_parameters(inv, horizon, complements=alignment_threshold > 0.5), ntk_threshold,
-                          alignment_threshold)
+    order = order_parameters(inv, horizon, complements=uses_complements(alignment_threshold))
+    return classify_order(inv, order, ntk_threshold, alignment_threshold)

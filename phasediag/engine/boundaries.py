@@ -92,7 +92,7 @@ def _order_at(config: Config, variables: dict[str, np.ndarray]) -> dict[str, np.
     """The gradient flow's order parameters (docs/theory.md section 6) at `variables`, and the scale of the
     cosines they are differences of (|zeta_0| + |zeta_T|: their rounding error is relative to it)."""
     order = core.order_parameters(_invariants_at(config, variables), config.horizon,
-                                  complements=config.alignment_threshold > 0.5)
+                                  complements=core.uses_complements(config.alignment_threshold))
     n = len(next(iter(variables.values())))
     out = {name: getattr(order, name) for name in (*ORDER_PARAMETERS, *_COMPLEMENTS)
            if getattr(order, name) is not None}
@@ -195,7 +195,8 @@ class _Evaluator:
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             _, problem = values_at(self.config, variables, draws=self._draws_of(line))
         inv = core.invariants(problem)
-        order = core.order_parameters(inv, self.config.horizon, complements=self.config.alignment_threshold > 0.5)
+        order = core.order_parameters(inv, self.config.horizon,
+                                      complements=core.uses_complements(self.config.alignment_threshold))
         per_seed = {"ntk_change": np.abs(order.ntk_change), "alignment_gain": order.alignment_gain,
                     "disalignment": order.disalignment, "saddle": inv.saddle,
                     "cosine_scale": np.abs(order.alignment_init) + np.abs(order.alignment_final),
@@ -404,7 +405,7 @@ def _error(evaluator: _Evaluator, line, value, lo, hi, rules, order_values, cell
     as the order parameter is evaluated); at most the grid cell's width."""
     error = np.maximum(np.abs(value - lo), np.abs(hi - value))
     parts = [rule.split("+") for rule in rules]
-    decided = _DECIDED_BY_COMPLEMENTS if evaluator.config.alignment_threshold > 0.5 else _DECIDED_BY
+    decided = _DECIDED_BY_COMPLEMENTS if core.uses_complements(evaluator.config.alignment_threshold) else _DECIDED_BY
     for rule, (quantity, rounding) in decided.items():
         mine = np.flatnonzero([rule in p for p in parts] or np.zeros(0, bool))
         mine = mine[value[mine] != 0]  # (a change at 0 is a grid value's own label: the bracket bounds it)

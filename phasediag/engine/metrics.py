@@ -88,7 +88,7 @@ class PointSet:
     @cached_property
     def order(self) -> core.OrderParameters:
         return core.order_parameters(self.inv, self.horizon, self._at_horizon,
-                                     complements=self.alignment_threshold > 0.5)
+                                     complements=core.uses_complements(self.alignment_threshold))
 
     @cached_property
     def final(self) -> core.FlowState:
