@@ -79,25 +79,31 @@ def label_at(config: Config, of: str, variables: dict[str, np.ndarray]) -> np.nd
     return core.broadcast(np.asarray(metric_for(of, config.kind).compute(points), dtype=np.int8), (n,))
 
 
-def _invariants_at(config: Config, variables: dict[str, np.ndarray]) -> core.Invariants:
-    """The core's invariants at `variables`, checked and evaluated as a sweep evaluates its grid points."""
+def _invariants_at(config: Config, variables: dict[str, np.ndarray], draws: core.UnitDraws | None = None
+                   ) -> core.Invariants:
+    """The core's invariants at `variables`, checked and evaluated as a sweep evaluates its grid points
+    (`draws`: a sampled initialization's unit draws there)."""
     from phasediag.engine.sweep import values_at
 
     with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-        _, problem = values_at(config, variables)
+        _, problem = values_at(config, variables, draws=draws)
     return core.invariants(problem)
 
 
-def _order_at(config: Config, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The gradient flow's order parameters (docs/theory.md section 6) at `variables`, and the scale of the
-    cosines they are differences of (|zeta_0| + |zeta_T|: their rounding error is relative to it)."""
-    order = core.order_parameters(_invariants_at(config, variables), config.horizon,
-                                  complements=core.uses_complements(config.alignment_threshold))
-    n = len(next(iter(variables.values())))
+def _order_values(config: Config, inv: core.Invariants, n: int) -> dict[str, np.ndarray]:
+    """The gradient flow's order parameters (docs/theory.md section 6) of the n points of `inv` (with their
+    complements where the rules use them), and the scale of the cosines they are differences of
+    (|zeta_0| + |zeta_T|: their rounding error is relative to it), each of shape (n,)."""
+    order = core.order_parameters(inv, config.horizon, complements=core.uses_complements(config.alignment_threshold))
     out = {name: getattr(order, name) for name in (*ORDER_PARAMETERS, *_COMPLEMENTS)
            if getattr(order, name) is not None}
     out["cosine_scale"] = np.abs(order.alignment_init) + np.abs(order.alignment_final)
     return {name: core.broadcast(np.asarray(v, dtype=float), (n,)) for name, v in out.items()}
+
+
+def _order_at(config: Config, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`_order_values` at the sweep-variable values `variables`."""
+    return _order_values(config, _invariants_at(config, variables), len(next(iter(variables.values()))))
 
 
 def _between(lo: np.ndarray, hi: np.ndarray, fraction: np.ndarray | float, log: bool) -> np.ndarray:
@@ -187,22 +193,15 @@ class _Evaluator:
         return self._reduce(self._per_seed(line, x), self.quantile)[0]
 
     def _per_seed(self, line: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Each seed's order parameters at (line, x), shaped (points, seeds)."""
-        from phasediag.engine.sweep import values_at
-
+        """Each seed's order parameters at (line, x) (|ntk_change|, and the saddle indicator), shaped (points,
+        seeds)."""
         n, seeds = line.size, self.config.seeds
         variables = self.grid.variables(np.repeat(line, seeds), np.repeat(x, seeds))
-        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
-            _, problem = values_at(self.config, variables, draws=self._draws_of(line))
-        inv = core.invariants(problem)
-        order = core.order_parameters(inv, self.config.horizon,
-                                      complements=core.uses_complements(self.config.alignment_threshold))
-        per_seed = {"ntk_change": np.abs(order.ntk_change), "alignment_gain": order.alignment_gain,
-                    "disalignment": order.disalignment, "saddle": inv.saddle,
-                    "cosine_scale": np.abs(order.alignment_init) + np.abs(order.alignment_final),
-                    **{name: getattr(order, name) for name in _COMPLEMENTS if getattr(order, name) is not None}}
-        return {name: core.broadcast(np.asarray(v, dtype=float), (n * seeds,)).reshape(n, seeds)
-                for name, v in per_seed.items()}
+        inv = _invariants_at(self.config, variables, self._draws_of(line))
+        per_seed = _order_values(self.config, inv, n * seeds)
+        per_seed["ntk_change"] = np.abs(per_seed["ntk_change"])
+        per_seed["saddle"] = core.broadcast(np.asarray(inv.saddle, dtype=float), (n * seeds,))
+        return {name: v.reshape(n, seeds) for name, v in per_seed.items()}
 
     @staticmethod
     def _reduce(per_seed: dict[str, np.ndarray], quantile: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
