@@ -443,7 +443,8 @@ def _open_sink(config: Config, start: int, stop: int, shard: Shard | None, worke
                folder: Path | None, warn):
     """Where the chunks go, and the ranges already there (a resumed run's)."""
     if folder is None:
-        return MemoryResult(allocate(config, stop - start, shared=workers > 1), start, shared=workers > 1), []
+        shared = workers > 1  # (forked workers write into it)
+        return MemoryResult(allocate(config, stop - start, shared=shared), start, shared=shared), []
     sink = _streamed(config, folder, None if shard is None else (start, stop))
     return sink, sink.open(warn)
 
