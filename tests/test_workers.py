@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from phasediag.engine import workers
@@ -116,46 +117,45 @@ def test_workers_do_not_outlive_a_parent_that_is_killed(tmp_path):
     assert all(map(gone, children)), "a worker outlived its killed parent"
 
 
-def _kernel_at_least(major: int, minor: int) -> bool:
-    release = os.uname().release.split(".")
-    return (int(release[0]), int("".join(c for c in release[1] if c.isdigit()) or 0)) >= (major, minor)
-
-
 _WRITING: dict = {}
 
 
-def _write_chunk(task: tuple[int, int]) -> bool:
-    from phasediag.results import stream
-
+def _write_chunk(task: tuple[int, int]) -> int:
     lo, hi = task
     sink, values = _WRITING["sink"], _WRITING["values"]
-    provided = stream.provide_pages(sink.arrays["x"][lo - sink.start:hi - sink.start])
-    sink.write(lo, hi, {"x": values[lo - sink.start:hi - sink.start]})
-    return provided
+    sink.write(lo, hi, {name: v[lo - sink.start:hi - sink.start] for name, v in values.items()})
+    sink.write(lo, hi, {"constant": np.ones((), bool)})  # a 0-d value: broadcast over the chunk's rows
+    return os.getpid()
 
 
 @pytest.mark.parametrize("dtype, tail", [("float64", ()), ("int8", ()), ("bool", ()), ("float64", (3,))])
-def test_workers_write_chunks_into_shared_results_with_their_pages_provided_first(dtype, tail):
+def test_workers_write_chunks_into_the_result_files_this_process_sees(dtype, tail):
     """Forked workers write unaligned chunks of every kind of result array (1-byte codes and flags, 2-D
-    trajectories) into one shared mapping; each chunk's pages are provided in one madvise call first (Linux
-    >= 5.14), and the result is the same as written in one process, with no row outside its chunk touched."""
-    import numpy as np
-
+    trajectories) into the files in memory behind this process's result arrays: it sees every value, rows
+    outside a chunk are untouched, a write in this process lands as well, and finish() leaves the arrays and
+    closes the files."""
     from phasediag.results import stream
 
     n = 50_003
     shape = (n,) + tail
     values = (np.arange(np.prod(shape)).reshape(shape) % 7 + 1).astype(dtype)
-    shared = stream.shared_array(shape, dtype)
-    sink = stream.MemoryResult({"x": shared}, 10, shared=True)
+    sink = stream.MemoryResult.for_workers({"x": (shape, dtype), "constant": ((n,), bool)}, 10)
+    assert not sink.arrays["x"].any()  # zeros before anything is written
+    files = {fd: (os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in sink.files.values()}
     bounds = [10, 11, 4106, 4107, 9000, 30011, n + 10]
-    _WRITING.update(sink=sink, values=values)  # (inherited by the forked workers)
-    provided = list(workers.ordered_map(_write_chunk, list(zip(bounds[:-1], bounds[1:])), 2, chunksize=1))
-    assert np.array_equal(shared, values)
-    if _kernel_at_least(5, 14):
-        assert all(provided), provided
-    private = stream.MemoryResult({"x": np.zeros(shape, dtype)}, 10)
+    _WRITING.update(sink=sink, values={"x": values})  # (inherited by the forked workers)
+    pids = set(workers.ordered_map(_write_chunk, list(zip(bounds[:-1], bounds[1:])), 2, chunksize=1))
+    assert os.getpid() not in pids and len(pids) >= 1
+    assert np.array_equal(sink.arrays["x"], values) and sink.arrays["constant"].all()
     sink.write(12, 20, {"x": np.zeros((8,) + tail, dtype)})  # in this process too; the neighbours keep theirs
-    private.arrays["x"][...] = values
-    private.write(12, 20, {"x": np.zeros((8,) + tail, dtype)})
-    assert np.array_equal(shared, private.arrays["x"])
+    expected = values.copy()
+    expected[2:10] = 0
+    assert np.array_equal(sink.arrays["x"], expected)
+    arrays = sink.finish()
+    assert np.array_equal(arrays["x"], expected)
+    assert not sink.files
+    for fd, identity in files.items():  # closed (or the number reused by another file since)
+        try:
+            assert (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != identity
+        except OSError:
+            pass

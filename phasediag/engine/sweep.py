@@ -25,7 +25,7 @@ from phasediag.config.sweep import Config, ConfigError, Quantity
 from phasediag.engine.metrics import LEGENDS, METRICS, TRAJECTORY_FIELDS, PointSet, metrics_for
 from phasediag.results.store import Result
 from phasediag.results import stream
-from phasediag.results.stream import MemoryResult, StreamedResult, shared_array
+from phasediag.results.stream import MemoryResult, StreamedResult
 
 DEFAULT_CHUNK = 1 << 17  # 1 MiB per float64 temporary: measured best on the 1000 x 1000 grid (benchmarks/)
 _TRAJ_BUDGET = 1 << 21  # points x times per chunk for trajectory arrays (~16 MB per array)
@@ -293,19 +293,27 @@ def _evaluate_chunk(config: Config, start: int, stop: int) -> dict[str, np.ndarr
 HUGE_PAGE_RESULTS = 256 << 20
 
 
-def allocate(config: Config, n: int, shared: bool = False) -> dict[str, np.ndarray]:
+def allocate(config: Config, n: int) -> dict[str, np.ndarray]:
     """The result arrays of n points (first axis: the point), each in its own anonymous mapping, never
     faulted in one 4 KiB page at a time by a single thread: the results are written exactly once, and those
     faults cost more than copying the values in. Up to HUGE_PAGE_RESULTS in all they get transparent huge
     pages (madvise), the fastest here (0.10 s instead of 0.15-0.2 s for the 1e6-point evaluation); larger
     results are pre-faulted (MAP_POPULATE), because huge pages for 1.5 GB stalled 2-3 s in the kernel's
-    compaction where pre-faulting took 0.5 s. `shared`: mappings that forked workers write into (they fault
-    their own chunks, concurrently) (benchmarks/bench.py, docs/benchmarks.md)."""
-    specs = {name: ((n,) + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
-    if shared:
-        return {name: shared_array(shape, dtype) for name, (shape, dtype) in specs.items()}
+    compaction where pre-faulting took 0.5 s (benchmarks/bench.py, docs/benchmarks.md). Forked workers write
+    into `shared_result` instead."""
+    specs = result_specs(config, n)
     huge = result_bytes(config, n) <= HUGE_PAGE_RESULTS
     return {name: mapped_array(shape, dtype, huge, populate=not huge) for name, (shape, dtype) in specs.items()}
+
+
+def result_specs(config: Config, n: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """name -> (shape, dtype) of every result array of n points."""
+    return {name: ((n,) + tail, dtype) for name, (tail, dtype) in array_specs(config).items()}
+
+
+def shared_result(config: Config, n: int, start: int = 0) -> MemoryResult:
+    """The result arrays of n points (the first: flat point `start`) that forked workers write into."""
+    return MemoryResult.for_workers(result_specs(config, n), start)
 
 
 def mapped_array(shape: tuple[int, ...], dtype: np.dtype, huge: bool, populate: bool) -> np.ndarray:
@@ -443,8 +451,9 @@ def _open_sink(config: Config, start: int, stop: int, shard: Shard | None, worke
                folder: Path | None, warn):
     """Where the chunks go, and the ranges already there (a resumed run's)."""
     if folder is None:
-        shared = workers > 1  # (forked workers write into it)
-        return MemoryResult(allocate(config, stop - start, shared=shared), start, shared=shared), []
+        if workers > 1:
+            return shared_result(config, stop - start, start), []
+        return MemoryResult(allocate(config, stop - start), start), []
     sink = _streamed(config, folder, None if shard is None else (start, stop))
     return sink, sink.open(warn)
 
@@ -464,7 +473,7 @@ def execute_chunks(config: Config, todo: list[tuple[int, int]], workers: int, si
     once it is written.
 
     With workers > 1 the chunks are evaluated by forked processes (engine.workers.ordered_map), each
-    writing its chunk into the sink itself (an inherited file descriptor or shared mapping): nothing but
+    writing its chunk into the sink itself (with os.pwrite to an inherited file descriptor): nothing but
     the range comes back. Every chunk is written once, into rows nobody else writes, so the results are
     the same bits for any number of workers."""
     from phasediag.engine.workers import ordered_map  # (in this process for one worker or one chunk)

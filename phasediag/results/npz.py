@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Member", "Layout", "create", "write_rows", "finish", "write", "extents", "open_arrays", "copy_bytes",
+__all__ = ["Member", "Layout", "create", "write_rows", "pwrite_all", "finish", "write", "extents", "open_arrays", "copy_bytes",
            "read_blocks", "code_counts", "same_head"]
 
 _LOCAL = struct.Struct("<4s2B4HL2L2H")          # zipfile.structFileHeader
@@ -145,7 +145,8 @@ def _raw(data) -> memoryview:
     return memoryview(data.reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
 
 
-def _pwrite(fd: int, data, offset: int) -> None:
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of `data` (bytes, or a C-contiguous array's bytes) at `offset` of the file `fd`."""
     view = _raw(data)
     while view.nbytes:  # (a single pwrite may write less, e.g. above 2 GiB)
         done = os.pwrite(fd, view, offset)
@@ -166,10 +167,10 @@ def _write_archive(fd: int, layout: Layout, values: dict[str, np.ndarray], crcs:
     """Every member's headers (with its CRC-32 from `crcs`, else 0), the whole arrays in `values`, the
     central directory."""
     for name, member in layout.members.items():
-        _pwrite(fd, member.local_header(crcs.get(name, 0)) + member.npy_header, member.offset)
+        pwrite_all(fd, member.local_header(crcs.get(name, 0)) + member.npy_header, member.offset)
         if name in values:
-            _pwrite(fd, np.ascontiguousarray(values[name], dtype=member.dtype), member.data_offset)
-    _pwrite(fd, layout.central_directory(crcs), layout.central_offset)
+            pwrite_all(fd, np.ascontiguousarray(values[name], dtype=member.dtype), member.data_offset)
+    pwrite_all(fd, layout.central_directory(crcs), layout.central_offset)
 
 
 def write_rows(fd: int, member: Member, lo: int, values: np.ndarray) -> None:
@@ -179,7 +180,7 @@ def write_rows(fd: int, member: Member, lo: int, values: np.ndarray) -> None:
     row = data.nbytes // len(data) if len(data) else 0
     if lo < 0 or (lo + len(data)) * row > member.nbytes:
         raise ValueError(f"{member.name}: rows [{lo}, {lo + len(data)}) are outside the array")
-    _pwrite(fd, data, member.data_offset + lo * row)
+    pwrite_all(fd, data, member.data_offset + lo * row)
 
 
 def member_crc(fd: int, member: Member) -> int:
@@ -202,8 +203,8 @@ def finish(path: Path, layout: Layout) -> None:
         crcs = {}
         for member in layout.members.values():
             crcs[member.name] = crc = member_crc(fd, member)
-            _pwrite(fd, struct.pack("<L", crc), member.offset + _CRC_AT)
-        _pwrite(fd, layout.central_directory(crcs), layout.central_offset)
+            pwrite_all(fd, struct.pack("<L", crc), member.offset + _CRC_AT)
+        pwrite_all(fd, layout.central_directory(crcs), layout.central_offset)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -315,7 +316,7 @@ def copy_bytes(source: int, start: int, target: int, offset: int, size: int) -> 
             block = os.pread(source, min(size, _BLOCK), start)
             if not block:
                 raise OSError(f"the source file ends {size} bytes early")
-            _pwrite(target, block, offset)
+            pwrite_all(target, block, offset)
             done = len(block)
         start, offset, size = start + done, offset + done, size - done
 

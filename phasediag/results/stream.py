@@ -5,11 +5,12 @@
 written into its rows by whichever process computed it, and the record ``chunks`` lists the flat ranges
 that are on disk. The file is its own checkpoint: a resumed run reads the record and computes only the rest;
 the finished file is committed by moving it, not by writing it again. :class:`MemoryResult` is the same
-for a run that writes nothing (``out=None``): arrays in memory, shared with forked workers.
+for a run that writes nothing (``out=None``): arrays in memory, for forked workers the mappings of files in
+memory.
 
-Both are written from worker processes forked after they are opened (an inherited file descriptor and
-``os.pwrite``, or an inherited shared mapping), so a worker's chunk lands in its place with one copy and
-the parent holds at most its own chunk, whatever the size of the grid.
+Both are written from worker processes forked after they are opened, with ``os.pwrite`` to an inherited
+file descriptor, so a worker's chunk lands in its place with one copy and the parent holds at most its own
+chunk, whatever the size of the grid.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 import mmap
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,7 +29,7 @@ import numpy as np
 from phasediag.errors import ResultsError
 from phasediag.results import npz
 
-__all__ = ["StreamedResult", "MemoryResult", "provide_pages", "RECORD", "RECORDS", "DATA", "shard_record"]
+__all__ = ["StreamedResult", "MemoryResult", "RECORD", "RECORDS", "DATA", "shard_record"]
 
 DATA = "results.npz"
 RECORD = "chunks"
@@ -43,65 +43,74 @@ def shard_record(index: int, count: int) -> str:
 
 
 class MemoryResult:
-    """Result arrays in memory (`arrays`: name -> array whose first index is the flat point minus `start`);
-    `shared`: they are `shared_array`s that forked workers write into."""
+    """Result arrays in memory (`arrays`: name -> array whose first index is the flat point minus `start`).
 
-    def __init__(self, arrays: dict[str, np.ndarray], start: int, shared: bool = False):
-        self.arrays, self.start, self.shared = arrays, start, shared
+    `files`: name -> the descriptor of the file in memory whose mapping that array is (`MemoryResult.for_workers`),
+    which forked workers write their chunks into with os.pwrite; arrays without one are written in place."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], start: int, files: dict[str, int] | None = None):
+        self.arrays, self.start, self.files = arrays, start, dict(files or {})
+
+    @classmethod
+    def for_workers(cls, specs: dict[str, tuple], start: int) -> "MemoryResult":
+        """Zeros, name -> (shape, dtype) of `specs`, each array the shared mapping of its own file in memory
+        (memfd; elsewhere an unlinked temporary file) that a forked worker writes with os.pwrite: this process
+        sees the values. Why files and not shared anonymous memory written through the mapping: a writer
+        then maps every 4 KiB page of its chunks into its own page tables (which fork does not copy for
+        shared memory), and that cost --workers 2 about a third more time here (benchmarks/bench.py); a
+        pwrite sets up no mapping in the worker. One file per array: writers of one file take turns on its
+        lock."""
+        result = cls({}, start)
+        try:
+            for name, (shape, dtype) in specs.items():
+                dtype = np.dtype(dtype)
+                count = int(np.prod(shape))
+                size = max(count * dtype.itemsize, 1)
+                fd = result.files[name] = _memory_file(name)
+                os.ftruncate(fd, size)
+                buffer = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+                result.arrays[name] = np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+        except BaseException:
+            result.close()
+            raise
+        return result
 
     def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> None:
         for name, values in chunk.items():
             rows = self.arrays[name][lo - self.start:hi - self.start]
-            if self.shared:
-                provide_pages(rows)
-            rows[...] = values
+            fd = self.files.get(name)
+            if fd is None:
+                rows[...] = values
+                continue
+            data = np.ascontiguousarray(np.broadcast_to(values, rows.shape), dtype=rows.dtype)
+            npz.pwrite_all(fd, data, (lo - self.start) * (rows.nbytes // len(rows) if len(rows) else 0))
 
     def discard(self) -> None:
-        pass
+        self.close()
 
     def record(self, finished: list[tuple[int, int]]) -> None:
         """(Nothing to record: a run in memory cannot be resumed.)"""
 
     def finish(self) -> dict[str, np.ndarray]:
+        self.close()  # (the mappings keep the files' memory)
         return self.arrays
 
     def close(self) -> None:
-        pass
+        for fd in self.files.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.files.clear()
 
 
-#: madvise(2)'s MADV_POPULATE_WRITE (Linux 5.14; Python names it from 3.13 on): fault a range in, writable, in
-#: one call
-_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23) if sys.platform.startswith("linux") else None
+def _memory_file(name: str) -> int:
+    """A new, empty file in memory, open for reading and writing, not inherited by exec'd programs."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(f"phasediag-{name}", os.MFD_CLOEXEC)
+    import tempfile
 
-
-def provide_pages(rows: np.ndarray) -> bool:
-    """Provide the pages of `rows`, a slice of a `shared_array`, in one call before they are written. A forked
-    worker writing its chunk into a shared mapping otherwise takes one page fault per 4 KiB (the kernel gives
-    shared memory no huge pages by default), which cost --workers 2 up to a tenth of its time on a 1e7-point
-    sweep here (benchmarks/bench.py). Whether it did: not where the kernel cannot (the writes then fault as
-    before)."""
-    buffer = rows.base
-    while isinstance(buffer, np.ndarray):
-        buffer = buffer.base
-    if isinstance(buffer, memoryview):  # (np.frombuffer's base)
-        buffer = buffer.obj
-    if _POPULATE_WRITE is None or not isinstance(buffer, mmap.mmap) or not rows.size:
-        return False
-    start = rows.__array_interface__["data"][0] - np.frombuffer(buffer, np.uint8, 0).__array_interface__["data"][0]
-    first = start - start % mmap.PAGESIZE
-    try:
-        buffer.madvise(_POPULATE_WRITE, first, start + rows.nbytes - first)
-    except OSError:  # (a kernel before 5.14: EINVAL)
-        return False
-    return True
-
-
-def shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """Zeros in an anonymous shared mapping: what a forked worker writes there, this process sees."""
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape))
-    buffer = mmap.mmap(-1, max(count * dtype.itemsize, 1), flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+    fd, path = tempfile.mkstemp(prefix="phasediag-")  # pragma: no cover - not Linux
+    os.unlink(path)
+    return fd
 
 
 class StreamedResult:
