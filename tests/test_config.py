@@ -4,6 +4,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phasediag.config import expr
 from phasediag.config.sweep import ConfigError, config_from_text
@@ -43,6 +45,46 @@ def test_valid_config_resolves_axes_and_defaults():
     assert c.data["noise_var"].tree == 0.0 and c.ntk_threshold == 0.1
     assert c.plot["x"] == "d" and c.plot["y"] == "s" and c.plot["formats"] == ["png"]
     assert c.resolved["model"]["output_scale"] == "1 / sqrt(d)"
+
+
+def test_linear_axes_hold_the_decimals_they_step_through():
+    """lin: [start, stop, num] gives the floats nearest the evenly spaced decimals (0 exactly, 0.3 as the
+    literal 0.3), not np.linspace's accumulated roundings (-1.1e-16 at the middle of [-0.9, 0.9, 7])."""
+    values = load(BASE.replace("{lin: [0.1, 1, 4]}", "{lin: [-0.9, 0.9, 7]}")).axes[1].values
+    assert values.tolist() == [-0.9, -0.6, -0.3, 0.0, 0.3, 0.6, 0.9]
+    assert np.linspace(-0.9, 0.9, 7)[3] != 0.0  # (what the axis was before)
+    assert load(BASE).axes[1].values.tolist() == [0.1, 0.4, 0.7, 1.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-10**6, 10**6), st.integers(-10**6, 10**6), st.integers(0, 6), st.integers(0, 6),
+       st.integers(2, 2000))
+def test_linear_values_are_the_exact_decimal_grid_correctly_rounded(p, q, dp, dq, num):
+    """Every value is float(exact rational grid point) (one rounding), the ends are as written, the values
+    are monotone; checked with fractions.Fraction, independently of the integer arithmetic used."""
+    from fractions import Fraction
+
+    from phasediag.config.sweep import linear_values
+
+    a, b = Fraction(p, 10**dp), Fraction(q, 10**dq)
+    if a == b:
+        return
+    start, stop = float(a), float(b)
+    values = linear_values(start, stop, num)
+    exact = [float(Fraction(repr(start)) + (Fraction(repr(stop)) - Fraction(repr(start))) * k / (num - 1))
+             for k in range(num)]
+    assert values.tolist() == exact
+    assert values[0] == start and values[-1] == stop
+    steps = np.diff(values)
+    assert (steps > 0).all() if stop > start else (steps < 0).all()
+
+
+def test_linear_values_fall_back_to_linspace_beyond_exact_integers():
+    from phasediag.config.sweep import linear_values
+
+    values = linear_values(1e-300, 1e-299, 5)  # numerators of 300 digits: np.linspace's values
+    assert np.array_equal(values, np.linspace(1e-300, 1e-299, 5))
+    assert linear_values(0.1, 0.7, 1).tolist() == [0.1]
 
 
 def test_yaml_1_1_exponent_numbers_are_numbers():
