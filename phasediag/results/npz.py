@@ -40,6 +40,7 @@ _ATTRIBUTES = 0o600 << 16                       # what zipfile gives a member wr
 _SYSTEM = 0 if sys.platform == "win32" else 3
 _CRC_AT = 14                                    # byte offset of the CRC-32 in a local header
 _BLOCK = 1 << 24
+_READ_BLOCK = 1 << 22  # a block read back into one reused buffer: measured fastest here (4 MiB)
 
 
 @dataclass(frozen=True)
@@ -187,12 +188,13 @@ def member_crc(fd: int, member: Member) -> int:
     """CRC-32 of the member's bytes (its .npy header and values), read back from the file."""
     crc = zlib.crc32(member.npy_header)
     start, stop = member.data_offset, member.data_offset + member.nbytes
+    buffer = memoryview(bytearray(min(_READ_BLOCK, member.nbytes)))  # (reused: no fresh memory per block)
     while start < stop:
-        block = os.pread(fd, min(_BLOCK, stop - start), start)
-        if not block:
+        done = os.preadv(fd, [buffer[:min(len(buffer), stop - start)]], start)
+        if not done:
             raise OSError(f"the file ends inside {member.filename.decode()}")
-        crc = zlib.crc32(block, crc)
-        start += len(block)
+        crc = zlib.crc32(buffer[:done], crc)
+        start += done
     return crc
 
 

@@ -78,9 +78,10 @@ def hash_open(fh) -> dict:
     fh.seek(0)
     digest = hashlib.sha256()
     size = 0
-    while block := fh.read(_HASH_BLOCK):
-        digest.update(block)
-        size += len(block)
+    buffer = memoryview(bytearray(_HASH_BLOCK))  # (reused: no fresh memory per block)
+    while done := fh.readinto(buffer):
+        digest.update(buffer[:done])
+        size += done
     fh.seek(0)
     return {"size": size, "sha256": digest.hexdigest()}
 
