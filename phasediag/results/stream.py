@@ -20,6 +20,7 @@ import json
 import mmap
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -61,6 +62,8 @@ class MemoryResult:
         pwrite sets up no mapping in the worker. One file per array: writers of one file take turns on its
         lock."""
         result = cls({}, start)
+        if sys.version_info < (3, 13):
+            _room_for(2 * len(specs))
         try:
             for name, (shape, dtype) in specs.items():
                 dtype = np.dtype(dtype)
@@ -68,8 +71,7 @@ class MemoryResult:
                 size = max(count * dtype.itemsize, 1)
                 fd = result.files[name] = _memory_file(name)
                 os.ftruncate(fd, size)
-                buffer = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
-                result.arrays[name] = np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+                result.arrays[name] = np.frombuffer(_map_file(fd, size), dtype=dtype, count=count).reshape(shape)
         except BaseException:
             result.close()
             raise
@@ -100,6 +102,35 @@ class MemoryResult:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.files.clear()
+
+
+def _map_file(fd: int, size: int) -> mmap.mmap:
+    """The shared mapping of the file `fd`. From Python 3.13 on it keeps no descriptor; before, mmap keeps a
+    duplicate of `fd` for as long as the mapping lives (see `_room_for`)."""
+    if sys.version_info >= (3, 13):
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, trackfd=False)
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+
+
+def _room_for(count: int) -> None:
+    """Make room for `count` more open files: before Python 3.13 every array of a workers' result in memory
+    keeps a descriptor while it lives (20-odd per result), so a program that keeps many such results would
+    reach the usual soft limit of 1,024 open files. The soft limit is raised towards the hard limit, which
+    it never passes, and only when the open files plus `count` would not fit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = len(os.listdir("/proc/self/fd"))
+    except (ImportError, OSError):  # (not Linux: the limit stays as it is)
+        return
+    need = used + count + 64
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    wanted = max(need, 2 * soft)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard),
+                                                    hard))
 
 
 def _memory_file(name: str) -> int:
