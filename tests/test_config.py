@@ -85,6 +85,9 @@ def test_linear_values_fall_back_to_linspace_beyond_exact_integers():
     values = linear_values(1e-300, 1e-299, 5)  # numerators of 300 digits: np.linspace's values
     assert np.array_equal(values, np.linspace(1e-300, 1e-299, 5))
     assert linear_values(0.1, 0.7, 1).tolist() == [0.1]
+    wide = linear_values(-1e308, 1e308, 5)  # stop - start overflows: still finite, the ends as written
+    assert np.isfinite(wide).all() and wide[0] == -1e308 and wide[-1] == 1e308 and wide[2] == 0.0
+    assert (np.diff(wide) > 0).all()
 
 
 def test_yaml_1_1_exponent_numbers_are_numbers():

@@ -127,6 +127,20 @@ def test_the_record_never_claims_a_chunk_before_its_values_are_on_disk(tmp_path,
     again.close()
 
 
+def test_completing_a_file_cut_short_underneath_names_it(tmp_path):
+    """A results.npz truncated by someone else before it is completed: an OSError naming the file (and the
+    member it ends in), not a wrong CRC-32."""
+    result = stream.StreamedResult(tmp_path, {"x": np.arange(4.0)}, {"v": ((10,), np.dtype("<f8"))}, "ab" * 8, 0, 10)
+    result.open()
+    result.write(0, 10, {"v": np.arange(10.0)})
+    result.record([(0, 10)])
+    os.truncate(result.path, 200)
+    with pytest.raises(OSError) as info:
+        result.finish()
+    assert info.value.filename == str(result.path) and "ends inside x.npy" in str(info.value)
+    result.close()
+
+
 def test_a_run_that_records_nothing_leaves_nothing(tmp_path):
     folder = tmp_path / ".partial-0123456789abcdef"
     result = stream.StreamedResult(folder, {}, {"v": ((10,), np.dtype("<f8"))}, "ab" * 8, 0, 10)

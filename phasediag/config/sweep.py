@@ -177,7 +177,8 @@ def linear_values(start: float, stop: float, num: int) -> np.ndarray:
     """`num` evenly spaced values from `start` to `stop`, each the float nearest the exact point between the
     decimals start and stop are written as (repr): lin: [-0.9, 0.9, 7] holds 0 and the doubles of 0.3 and
     0.6, where np.linspace gives -1.1e-16 and values an ulp off about half the time. Where the decimals'
-    integer numerators would pass 2^53 (many digits, or extreme exponents), np.linspace's values."""
+    integer numerators would pass 2^53 (many digits, or extreme exponents), np.linspace's values (the ends
+    as written)."""
     from fractions import Fraction
 
     if num == 1:
@@ -186,10 +187,13 @@ def linear_values(start: float, stop: float, num: int) -> np.ndarray:
     q = math.lcm(a.denominator, b.denominator)
     low, high, den = int(a * q), int(b * q), q * (num - 1)
     if max(abs(low), abs(high)) * (num - 1) >= 2**53 or den >= 2**53:
-        return np.linspace(start, stop, num)
-    i = np.arange(num, dtype=np.int64)
-    # each numerator is an exact integer below 2^53, so one division rounds the exact value once
-    values = (low * (num - 1 - i) + high * i).astype(float) / float(den)
+        # (halved where stop - start overflows: np.linspace would give nan)
+        values = np.linspace(start, stop, num) if math.isfinite(stop - start) else \
+            2 * np.linspace(start / 2, stop / 2, num)
+    else:
+        i = np.arange(num, dtype=np.int64)
+        # each numerator is an exact integer below 2^53, so one division rounds the exact value once
+        values = (low * (num - 1 - i) + high * i).astype(float) / float(den)
     values[0], values[-1] = start, stop  # as written (-0.0 included)
     return values
 

@@ -12,6 +12,7 @@ byte-for-byte what ``np.savez`` with fixed timestamps writes (``zipfile``, ZIP64
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -192,7 +193,7 @@ def member_crc(fd: int, member: Member) -> int:
     while start < stop:
         done = os.preadv(fd, [buffer[:min(len(buffer), stop - start)]], start)
         if not done:
-            raise OSError(f"the file ends inside {member.filename.decode()}")
+            raise OSError(errno.EIO, f"the file ends inside {member.filename.decode()}")  # (callers add its name)
         crc = zlib.crc32(buffer[:done], crc)
         start += done
     return crc
