@@ -187,3 +187,34 @@ def test_many_results_of_workers_in_memory_stay_within_the_open_file_limit(tmp_p
     assert kept == 40 and open_files <= soft <= hard
     if sys.version_info >= (3, 13):
         assert open_files < 64  # the mappings keep no descriptor: nothing to raise
+
+
+def test_ctrl_c_during_a_parallel_sweep_leaves_no_traceback_and_no_open_pipes():
+    """Ctrl-C at varied moments of `workers=2` sweeps in one process: KeyboardInterrupt each time, nothing
+    printed by the executor's own thread (Python 3.11's raised InvalidStateError there when the futures of
+    workers it found killed had been cancelled) and no descriptor left open once the result is gone."""
+    script = textwrap.dedent("""
+        import gc, os, signal, threading, time
+        import phasediag
+        import phasediag.engine.sweep as sweep
+        config = {"name": "ctrl_c", "sweep": {"d": {"log": [1, 100, 6]}, "s": {"log": [0.01, 1, 6]}},
+                  "model": {"width": "d", "init_var_u": "s", "init_var_w": "s"}}
+        evaluate = sweep.evaluate_chunk
+        sweep.evaluate_chunk = lambda config, lo, hi: time.sleep(0.1) or evaluate(config, lo, hi)
+        before = len(os.listdir("/proc/self/fd"))
+        for delay in (0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1, 1.25):
+            threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+            try:
+                phasediag.run(config, workers=2, chunk_size=1)
+                raise SystemExit("not interrupted")
+            except KeyboardInterrupt:
+                pass
+            time.sleep(0.2)
+            gc.collect()
+        time.sleep(0.5)
+        print(before, len(os.listdir("/proc/self/fd")))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    before, after = map(int, done.stdout.split())
+    assert after == before

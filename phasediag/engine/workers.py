@@ -43,8 +43,8 @@ def ordered_map(task: Callable[[T], R], items: Iterable[T], workers: int,
     An error in a task is raised here once the tasks before it are done (so it does not depend on timing);
     a worker that dies raises RuntimeError saying how it ended. The workers ignore Ctrl-C and SIGTERM (a
     batch system signals the whole job: this process decides) and exit if this process dies; when the
-    generator stops early (an error, an interrupt, close()) the remaining tasks are cancelled and the
-    workers killed."""
+    generator stops early (an error, an interrupt, close()) the workers are killed and the remaining tasks
+    dropped."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
         results: Iterable[R] = map(task, items)
@@ -59,18 +59,25 @@ def ordered_map(task: Callable[[T], R], items: Iterable[T], workers: int,
                                initializer=_worker_started, initargs=(os.getpid(),))
     complete, started = False, []
     try:
-        results = pool.map(task, items, chunksize=chunk)  # (every task submitted: the workers are started)
-        started = _processes(pool)
-        yield from _counted(results, progress)
+        # Submitted here rather than by pool.map, which cancels its futures when it is left early: Python 3.11's
+        # executor, finding its workers killed (below) with cancelled futures pending, raised InvalidStateError
+        # in its own thread (a traceback on Ctrl-C) and left its pipes open.
+        batches = [pool.submit(_run_batch, task, items[k:k + chunk]) for k in range(0, len(items), chunk)]
+        started = _processes(pool)  # (every task submitted: the workers are started)
+        yield from _counted((result for batch in batches for result in batch.result()), progress)
         complete = True
     except BrokenProcessPool:
         raise RuntimeError(f"a worker process {_how_it_ended(started)} while it worked") from None
     finally:
-        if not complete:  # do not wait for the tasks still queued or running
+        if not complete:  # do not wait for the tasks still queued or running: the executor then fails them
             for process in started + _processes(pool):
                 with contextlib.suppress(OSError, AttributeError):
                     process.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True)
+
+
+def _run_batch(task: Callable[[T], R], batch: list[T]) -> list[R]:
+    return [task(item) for item in batch]
 
 
 def _processes(pool) -> list:
