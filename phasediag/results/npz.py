@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Member", "Layout", "create", "write_rows", "pwrite_all", "finish", "write", "extents", "open_arrays", "copy_bytes",
-           "read_blocks", "code_counts", "same_head"]
+__all__ = ["Member", "Layout", "create", "write_rows", "pwrite_all", "finish", "write", "extents", "open_arrays",
+           "copy_bytes", "read_blocks", "code_counts", "same_head"]
 
 _LOCAL = struct.Struct("<4s2B4HL2L2H")          # zipfile.structFileHeader
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")      # zipfile.structCentralDir

@@ -62,7 +62,7 @@ class MemoryResult:
         pwrite sets up no mapping in the worker. One file per array: writers of one file take turns on its
         lock."""
         result = cls({}, start)
-        if sys.version_info < (3, 13):
+        if _MAPPINGS_KEEP_FILES:
             _room_for(2 * len(specs))
         try:
             for name, (shape, dtype) in specs.items():
@@ -104,12 +104,16 @@ class MemoryResult:
         self.files.clear()
 
 
+#: before Python 3.13 (mmap's trackfd) a mapping of a file keeps a duplicate of its descriptor while it lives
+_MAPPINGS_KEEP_FILES = sys.version_info < (3, 13)
+
+
 def _map_file(fd: int, size: int) -> mmap.mmap:
-    """The shared mapping of the file `fd`. From Python 3.13 on it keeps no descriptor; before, mmap keeps a
-    duplicate of `fd` for as long as the mapping lives (see `_room_for`)."""
-    if sys.version_info >= (3, 13):
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, trackfd=False)
-    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+    """The shared mapping of the file `fd`, keeping no descriptor of its own where Python allows (see
+    `_room_for` where it does not)."""
+    if _MAPPINGS_KEEP_FILES:
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, trackfd=False)
 
 
 def _room_for(count: int) -> None:
