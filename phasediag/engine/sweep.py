@@ -366,7 +366,8 @@ def run(
     requested, workers = workers, workers_for(workers, len(all_chunks))
     sink, done = _open_sink(config, start, stop, shard, workers, checkpoint, warn)
     try:
-        _fill(config, sink, all_chunks, done, workers, checkpoint_every, progress)
+        # (in memory nothing is made durable: each chunk is recorded as it arrives, see MemoryResult.record)
+        _fill(config, sink, all_chunks, done, workers, 0.0 if checkpoint is None else checkpoint_every, progress)
         arrays = sink.finish()
     except ConfigError:  # a bad value found while evaluating (a grid too large to check first): no result
         sink.discard()

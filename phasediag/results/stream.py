@@ -91,7 +91,13 @@ class MemoryResult:
         self.close()
 
     def record(self, finished: list[tuple[int, int]]) -> None:
-        """(Nothing to record: a run in memory cannot be resumed.)"""
+        """Map the `finished` rows that workers wrote through the files into this process now, while they
+        compute the next chunks: left to the first read after the run, those page faults (0.1-0.15 s per
+        1.5 GB here, fault-around included) would be serial. Nothing is recorded: a run in memory cannot be
+        resumed."""
+        for lo, hi in finished:
+            for name in self.files:
+                _map_pages(self.arrays[name][lo - self.start:hi - self.start])
 
     def finish(self) -> dict[str, np.ndarray]:
         self.close()  # (the mappings keep the files' memory)
@@ -102,6 +108,13 @@ class MemoryResult:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.files.clear()
+
+
+def _map_pages(rows: np.ndarray) -> None:
+    """Read one byte of every memory page of the contiguous array `rows`, so that its pages are mapped."""
+    flat = rows.reshape(-1).view(np.uint8)
+    flat[::mmap.PAGESIZE].max(initial=0)
+    flat[-1:].max(initial=0)  # (the last page, when the rows do not start on a page boundary)
 
 
 #: before Python 3.13 (mmap's trackfd) a mapping of a file keeps a duplicate of its descriptor while it lives
