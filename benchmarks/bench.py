@@ -442,16 +442,29 @@ def measure_worker_scaling(mode: dict, log) -> dict:
     return out
 
 
-def _timed_part(config, shard, warm, barrier, queue) -> None:
-    """One independent process of `sweep_ceiling`: warm up, wait for the others, time its part."""
+def _timed_part(config, shard, warm, barrier, queue, folder=None) -> None:
+    """One independent process of `sweep_ceiling`: warm up, wait for the others, time its part (streamed
+    into the checkpoint `folder` if one is given)."""
     from phasediag.engine import sweep
 
-    sweep.run(warm)  # the allocator's heap and the modules warm, as in a long process
-    barrier.wait()
+    sweep.run(warm, checkpoint=None if folder is None else folder.with_name(folder.name + "-warm"))
+    barrier.wait()  # (the allocator's heap and the modules warm, as in a long process)
     t0 = time.perf_counter()
-    result = sweep.run(config, workers=1, shard=shard)
+    result = sweep.run(config, workers=1, shard=shard, checkpoint=folder)
     queue.put(time.perf_counter() - t0)  # (before the result is freed, as in every other timing)
     del result
+
+
+def _streamed_run(config, workers: int, folder: Path) -> float:
+    """`sweep.run` of `config` streamed into the checkpoint `folder` as `phasediag run` does (written into
+    place chunk by chunk, made durable, completed), timed; the folder is then removed (not timed)."""
+    from phasediag.engine import sweep
+
+    t0 = time.perf_counter()
+    sweep.run(config, workers=workers, checkpoint=folder)
+    wall = time.perf_counter() - t0
+    _rmtree(folder)
+    return wall
 
 
 def sweep_ceiling(mode: dict, log) -> dict:
@@ -469,32 +482,48 @@ def sweep_ceiling(mode: dict, log) -> dict:
     n = max(mode["sizes"])
     config, warm = make_config(n), make_config(min(n, 1000))
     ctx = multiprocessing.get_context("fork")
+    scratch = Path(tempfile.mkdtemp(prefix="phasediag-ceiling-"))
 
-    def timed(count: int) -> float:
+    def timed(count: int, streamed: bool = False) -> float:
         barrier, queue = ctx.Barrier(count), ctx.Queue()
         shards = [sweep.Shard(k + 1, count) if count > 1 else None for k in range(count)]
-        procs = [ctx.Process(target=_timed_part, args=(config, shard, warm, barrier, queue)) for shard in shards]
+        folders = [scratch / f"part{k}" if streamed else None for k in range(count)]
+        procs = [ctx.Process(target=_timed_part, args=(config, shard, warm, barrier, queue, folder))
+                 for shard, folder in zip(shards, folders)]
         for proc in procs:
             proc.start()
         walls = [queue.get(timeout=600) for _ in procs]
         for proc in procs:
             proc.join()
+        for entry in scratch.iterdir():
+            _rmtree(entry)
         return max(walls)
 
-    runs: dict[str, list[float]] = {"whole": [], "halves": [], "workers1": [], "workers2": []}
-    for _ in range(mode["big_repeats"]):  # as many as the in-process workers measurement: best of the same k
-        runs["whole"].append(timed(1))
-        runs["halves"].append(timed(2))
-        runs["workers1"] += timed_runs(lambda: sweep.run(config, workers=1), 1)
-        runs["workers2"] += timed_runs(lambda: first_read(sweep.run(config, workers=2)), 1)
+    runs: dict[str, list[float]] = {key: [] for key in ("whole", "halves", "workers1", "workers2", "streamed_whole",
+                                                        "streamed_halves", "streamed_workers1", "streamed_workers2")}
+    try:
+        for _ in range(mode["big_repeats"]):  # as many as the in-process workers measurement: best of the same k
+            runs["whole"].append(timed(1))
+            runs["halves"].append(timed(2))
+            runs["workers1"] += timed_runs(lambda: sweep.run(config, workers=1), 1)
+            runs["workers2"] += timed_runs(lambda: first_read(sweep.run(config, workers=2)), 1)
+            runs["streamed_whole"].append(timed(1, streamed=True))
+            runs["streamed_halves"].append(timed(2, streamed=True))
+            for workers in (1, 2):
+                runs[f"streamed_workers{workers}"].append(_streamed_run(config, workers, scratch / "run"))
+    finally:
+        _rmtree(scratch)
     out = {"points": n * n}
     for key, walls in runs.items():
         _record(out, key + "_s", walls)
-    out["speedup"] = out["whole_s"] / out["halves_s"]
-    out["workers_speedup"] = out["workers1_s"] / out["workers2_s"]
-    log(f"  {n * n:,} points: one process {out['whole_s']:.3f} s, two independent processes on one half each "
-        f"{out['halves_s']:.3f} s: {out['speedup']:.2f}x (perfect sharding: the ceiling of --workers 2 here); "
-        f"workers=1 {out['workers1_s']:.3f} s, workers=2 {out['workers2_s']:.3f} s: {out['workers_speedup']:.2f}x")
+    for prefix in ("", "streamed_"):
+        out[prefix + "speedup"] = out[prefix + "whole_s"] / out[prefix + "halves_s"]
+        out[prefix + "workers_speedup"] = out[prefix + "workers1_s"] / out[prefix + "workers2_s"]
+        log(f"  {n * n:,} points{', streamed' if prefix else ''}: one process {out[prefix + 'whole_s']:.3f} s, two "
+            f"independent processes on one half each {out[prefix + 'halves_s']:.3f} s: "
+            f"{out[prefix + 'speedup']:.2f}x (perfect sharding: the ceiling of --workers 2 here); workers=1 "
+            f"{out[prefix + 'workers1_s']:.3f} s, workers=2 {out[prefix + 'workers2_s']:.3f} s: "
+            f"{out[prefix + 'workers_speedup']:.2f}x")
     return out
 
 
@@ -1226,6 +1255,19 @@ def targets(res: dict) -> list[dict]:
         f"sharding gains here: two independent processes on one half each, {ceiling:.2f}x)", speedup >= need,
         f"{sw1:.2f} s -> {sw2:.2f} s; medians {sw1_median:.2f} s -> {sw2_median:.2f} s; {speedup / ceiling:.0%} of the "
         "ceiling")
+    if "streamed_speedup" in sc:  # (from the JSON of runs since 2026-12-04)
+        ceiling, speedup = sc["streamed_speedup"], sc["streamed_workers_speedup"]
+        need = TARGET_EFFICIENCY * min(2.0, ceiling)
+        add(f"`workers=2` vs 1 on {points:,} points streamed into a run directory's checkpoint as `phasediag run` "
+            "writes it (`sweep.run(checkpoint=...)`: written in place chunk by chunk, made durable, completed; "
+            "one long process, best of k, in turn with its ceiling)", f"{speedup:.2f}x",
+            f">= {TARGET_EFFICIENCY:g} x {min(2.0, ceiling):.2f} = {need:.2f}x ({TARGET_EFFICIENCY:.0%} of perfect "
+            f"sharding streamed the same way: two independent processes each streaming one half, {ceiling:.2f}x)",
+            speedup >= need,
+            f"{sc['streamed_workers1_s']:.2f} s -> {sc['streamed_workers2_s']:.2f} s; medians "
+            f"{sc['streamed_workers1_s_median']:.2f} s -> {sc['streamed_workers2_s_median']:.2f} s; "
+            f"{speedup / ceiling:.0%} of the ceiling (one process {sc['streamed_whole_s']:.2f} s, halves "
+            f"{sc['streamed_halves_s']:.2f} s)")
     add(f"`--workers 2` vs 1 on {big['grid_points']:,} points (`run --no-plot`, fresh processes, best of "
         f"{len(big['runs']['1'])} interleaved): evaluation speed-up", f"{e1 / e2:.2f}x", "(information)", None,
         f"eval {e1:.2f} s -> {e2:.2f} s; user CPU of the whole process {c1:.2f} s -> {c2:.2f} s (workers included)")

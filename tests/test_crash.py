@@ -706,7 +706,7 @@ def test_out_of_inodes_fails_cleanly_naming_a_final_path(mount_tmpfs, tmp_path):
         # a run that fails after its results are computed (at the commit) keeps them for --resume: its checkpoint
         # folder holds the finished results.npz, with every chunk recorded
         kept = [n for n in leftovers(out) if n.startswith(".partial-") and (out / n / "results.npz").is_file()
-                and sum(int(b) - int(a) for a, b in (line.split() for line in recorded_chunks(out))) == 8000]
+                and sum(int(b) - int(a) for a, b, *_ in (line.split() for line in recorded_chunks(out))) == 8000]
         if state_of(out, {"small": small}) != "small" or set(leftovers(out)) - set(kept) or \
                 sorted(json.loads((out / "meta.json").read_text())["files"]) != sorted(set(listing(out)) - set(kept)):
             problems.append(f"nr_inodes={n}: the previous result is not intact and alone: {listing(out)} "

@@ -4,6 +4,7 @@ finished chunks never runs ahead of the values on disk."""
 
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -63,16 +64,51 @@ def test_written_and_streamed_archives_are_zipfiles_bytes(tmp_path_factory, arra
             cuts = sorted(set(rng.integers(0, len(a), 3).tolist()) | {0, len(a)})
             pieces += [(name, lo, hi) for lo, hi in zip(cuts, cuts[1:])]
     fd = os.open(tmp / "streamed.npz", os.O_RDWR)
+    receipts = {}
     for k in rng.permutation(len(pieces)):
         name, lo, hi = pieces[k]
-        npz.write_rows(fd, layout.members[name], lo, arrays[name][lo:hi])
+        receipts[name, lo] = (npz.write_rows(fd, layout.members[name], lo, arrays[name][lo:hi]),
+                              arrays[name][lo:hi].nbytes)
     os.close(fd)
-    npz.finish(tmp / "streamed.npz", layout)
+    (tmp / "read_back.npz").write_bytes((tmp / "streamed.npz").read_bytes())
+    npz.finish(tmp / "read_back.npz", layout)
+    assert (tmp / "read_back.npz").read_bytes() == (tmp / "ref.npz").read_bytes()
+    # the same with each member's CRC-32 combined from those of its pieces, in the order of their rows
+    value_crcs = {}
+    for name in {name for name, _ in receipts}:
+        crc = 0
+        for _, lo in sorted(key for key in receipts if key[0] == name):
+            crc = npz.crc32_combine(crc, *receipts[name, lo])
+        value_crcs[name] = crc
+    npz.finish(tmp / "streamed.npz", layout, value_crcs)
     assert (tmp / "streamed.npz").read_bytes() == (tmp / "ref.npz").read_bytes()
     mapped = npz.open_arrays(tmp / "streamed.npz")
     assert list(mapped) == list(arrays)
     for name, a in arrays.items():
         assert mapped[name].dtype == a.dtype and mapped[name].shape == a.shape and mapped[name].tobytes() == a.tobytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.binary(max_size=3000), second=st.binary(max_size=3000), seed=st.integers(0, 2**32 - 1))
+def test_crc32_combine_is_the_crc32_of_the_concatenation(first, second, seed):
+    """zlib.crc32 of a + b (the independent reference) from the CRC-32s of a and b and the length of b,
+    whatever the CRC-32 a was started from."""
+    start = seed & 0xFFFFFFFF
+    assert npz.crc32_combine(zlib.crc32(first, start), zlib.crc32(second), len(second)) == zlib.crc32(first + second,
+                                                                                                   start)
+
+
+def test_crc32_combine_across_lengths_past_4_gib():
+    """A member past 2^32 bytes (a 1e9-point sweep's): a followed by n = 2^32 + 5 zero bytes, its CRC-32
+    computed by zlib in 4 MiB steps, equals the combination of crc32(a) and crc32(n zeros)."""
+    a, n, block = b"phasediag", (1 << 32) + 5, bytes(1 << 22)
+    zeros, after_a = 0, zlib.crc32(a)
+    for _ in range(n // len(block)):
+        zeros, after_a = zlib.crc32(block, zeros), zlib.crc32(block, after_a)
+    tail = bytes(n % len(block))
+    zeros, after_a = zlib.crc32(tail, zeros), zlib.crc32(tail, after_a)
+    assert npz.crc32_combine(zlib.crc32(a), zeros, n) == after_a
+    assert npz.crc32_combine(zlib.crc32(a), zlib.crc32(b""), 0) == zlib.crc32(a)
 
 
 def test_rows_outside_an_array_are_refused(tmp_path):
@@ -116,8 +152,8 @@ def test_the_record_never_claims_a_chunk_before_its_values_are_on_disk(tmp_path,
     real_fsync, real_write = os.fsync, os.write
     monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", fd)) or real_fsync(fd))
     monkeypatch.setattr(os, "write", lambda fd, data: events.append(("append", fd)) or real_write(fd, data))
-    result.write(0, 5, {"v": np.arange(5.0)})
-    result.record([(0, 5)])
+    receipt = result.write(0, 5, {"v": np.arange(5.0)})
+    result.record([(0, 5, receipt)])
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "fsync" and events[0][1] == result.fd  # the values first...
     assert kinds[1:] == ["append", "fsync"]  # ...then the record, itself made durable
@@ -127,13 +163,75 @@ def test_the_record_never_claims_a_chunk_before_its_values_are_on_disk(tmp_path,
     again.close()
 
 
+def _streamed(folder):
+    return stream.StreamedResult(folder, {"x": np.arange(4.0)}, {"v": ((10,), np.dtype("<f8")),
+                                                                 "k": ((10, 2), np.dtype("|i1"))}, "ab" * 8, 0, 10)
+
+
+VALUES = {"v": np.linspace(-1, 1, 10), "k": np.arange(20, dtype=np.int8).reshape(10, 2)}
+
+
+def _write(result, lo, hi):
+    return result.write(lo, hi, {name: a[lo:hi] for name, a in VALUES.items()})
+
+
+def _read_back(monkeypatch):
+    """The members whose values npz.finish reads back from the file."""
+    names, real = [], npz.member_crc
+    monkeypatch.setattr(npz, "member_crc", lambda fd, member: names.append(member.name) or real(fd, member))
+    return names
+
+
+@pytest.mark.parametrize("chunks", [[(0, 10)], [(0, 3), (3, 7), (7, 10)], [(0, 3), (0, 5), (5, 10), (3, 9)]])
+def test_a_streamed_file_is_completed_from_its_chunks_crcs(tmp_path, monkeypatch, chunks):
+    """The records keep each chunk's CRC-32s; completing the file combines them (the values are not read back)
+    into the CRC-32s zipfile computes (the reference archive), across a resumed run's records too; ranges
+    that overlap (two chunkings) are tiled from the start by the longest range."""
+    result = _streamed(tmp_path / "run")
+    result.open()
+    for lo, hi in chunks[:1]:
+        result.record([(lo, hi, _write(result, lo, hi))])
+    result.close()
+    resumed = _streamed(tmp_path / "run")  # (a resumed run: the first chunk's CRC-32s come from the record)
+    assert resumed.open() == chunks[:1]
+    resumed.record([(lo, hi, _write(resumed, lo, hi)) for lo, hi in chunks[1:]])
+    read_back = _read_back(monkeypatch)
+    resumed.finish()
+    assert read_back == ["x"]  # the coordinates, written at once, have no record
+    reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
+    assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+
+
+@pytest.mark.parametrize("line", [b"0 5", b"0 5 0a1b2c", b"0 5 " + b"g" * 16])
+def test_a_record_line_without_whole_crcs_is_read_back(tmp_path, monkeypatch, line):
+    """A range recorded without CRC-32s (an older record) is resumed and its values are read back when the file
+    is completed; a line whose CRC-32s are cut short or not hexadecimal claims nothing (computed again)."""
+    result = _streamed(tmp_path / "run")
+    result.open()
+    _write(result, 0, 5)
+    result.record([(5, 10, _write(result, 5, 10))])
+    with open(result.folder / stream.RECORD, "ab") as fh:
+        fh.write(line + b"\n")
+    result.close()
+    resumed = _streamed(tmp_path / "run")
+    done = resumed.open()
+    assert done == ([(5, 10), (0, 5)] if line == b"0 5" else [(5, 10)])
+    if len(done) == 1:
+        resumed.record([(0, 5, _write(resumed, 0, 5))])
+    read_back = _read_back(monkeypatch)
+    resumed.finish()
+    assert read_back == (["x", "v", "k"] if len(done) == 2 else ["x"])
+    reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
+    assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+
+
 def test_completing_a_file_cut_short_underneath_names_it(tmp_path):
     """A results.npz truncated by someone else before it is completed: an OSError naming the file (and the
     member it ends in), not a wrong CRC-32."""
     result = stream.StreamedResult(tmp_path, {"x": np.arange(4.0)}, {"v": ((10,), np.dtype("<f8"))}, "ab" * 8, 0, 10)
     result.open()
-    result.write(0, 10, {"v": np.arange(10.0)})
-    result.record([(0, 10)])
+    receipt = result.write(0, 10, {"v": np.arange(10.0)})
+    result.record([(0, 10, receipt)])
     os.truncate(result.path, 200)
     with pytest.raises(OSError) as info:
         result.finish()

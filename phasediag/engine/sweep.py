@@ -397,8 +397,8 @@ def _fill(config: Config, sink, all_chunks: list[tuple[int, int]], done: list[tu
     pending: list[tuple[int, int]] = []
     last_save = time.perf_counter()
     try:
-        for lo, hi in execute_chunks(config, todo, workers, sink):
-            pending.append((lo, hi))
+        for lo, hi, receipt in execute_chunks(config, todo, workers, sink):
+            pending.append((lo, hi, receipt))
             if time.perf_counter() - last_save >= checkpoint_every:
                 sink.record(pending)
                 pending, last_save = [], time.perf_counter()
@@ -470,13 +470,13 @@ _JOBS: dict[int, tuple] = {}
 
 
 def execute_chunks(config: Config, todo: list[tuple[int, int]], workers: int, sink):
-    """Evaluate the chunks `todo` (flat ranges) and write each into `sink`; yield each (lo, hi), in order,
-    once it is written.
+    """Evaluate the chunks `todo` (flat ranges) and write each into `sink`; yield each (lo, hi, the receipt
+    sink.write returned), in order, once it is written.
 
     With workers > 1 the chunks are evaluated by forked processes (engine.workers.ordered_map), each
     writing its chunk into the sink itself (with os.pwrite to an inherited file descriptor): nothing but
-    the range comes back. Every chunk is written once, into rows nobody else writes, so the results are
-    the same bits for any number of workers."""
+    the range and the receipt (its CRC-32s) come back. Every chunk is written once, into rows nobody else
+    writes, so the results are the same bits for any number of workers."""
     from phasediag.engine.workers import ordered_map  # (in this process for one worker or one chunk)
 
     token = id(sink)
@@ -487,11 +487,10 @@ def execute_chunks(config: Config, todo: list[tuple[int, int]], workers: int, si
         _JOBS.pop(token, None)
 
 
-def _evaluate_into(task: tuple[int, int, int]) -> tuple[int, int]:
+def _evaluate_into(task: tuple[int, int, int]) -> tuple[int, int, object]:
     token, lo, hi = task
     config, sink = _JOBS[token]
-    sink.write(lo, hi, evaluate_chunk(config, lo, hi))
-    return lo, hi
+    return lo, hi, sink.write(lo, hi, evaluate_chunk(config, lo, hi))
 
 
 def _union(ranges: list[tuple[int, int]]) -> list[list[int]]:

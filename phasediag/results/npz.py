@@ -4,7 +4,9 @@ An ``.npz`` file is a zip archive of ``.npy`` files. With no compression each me
 so once the shapes and dtypes are known, the offset of every value is known: :class:`Layout` computes the
 archive's headers, a run writes them and its coordinates first (:func:`create`, the rest of the file left
 as a hole), its chunks go straight to their rows from any process (:func:`write_rows`, ``os.pwrite``), and
-:func:`finish` fills in the one thing that needs the values, each member's CRC-32. The file is
+:func:`finish` fills in the one thing that needs the values, each member's CRC-32 (combined from the CRC-32s
+of the chunks that :func:`write_rows` returns where the writer kept them, :func:`crc32_combine`; read back
+otherwise). The file is
 byte-for-byte what ``np.savez`` with fixed timestamps writes (``zipfile``, ZIP64 records forced), so
 ``np.load`` reads it, and :func:`open_arrays` maps it without reading it (``mmap_mode`` for an archive).
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Member", "Layout", "create", "write_rows", "pwrite_all", "finish", "write", "extents", "open_arrays",
-           "copy_bytes", "read_blocks", "code_counts", "same_head"]
+           "copy_bytes", "read_blocks", "code_counts", "same_head", "crc32_combine"]
 
 _LOCAL = struct.Struct("<4s2B4HL2L2H")          # zipfile.structFileHeader
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")      # zipfile.structCentralDir
@@ -175,14 +177,51 @@ def _write_archive(fd: int, layout: Layout, values: dict[str, np.ndarray], crcs:
     pwrite_all(fd, layout.central_directory(crcs), layout.central_offset)
 
 
-def write_rows(fd: int, member: Member, lo: int, values: np.ndarray) -> None:
+def write_rows(fd: int, member: Member, lo: int, values: np.ndarray) -> int:
     """Write `values` into `member` as its flat rows lo, lo+1, ... (a row: one point; its size is that of
-    values[0]; broadcast views are expanded)."""
+    values[0]; broadcast views are expanded). Returns the CRC-32 of the bytes written, computed while they
+    are in the cache, so that :func:`finish` need not read them back (:func:`crc32_combine`)."""
     data = np.ascontiguousarray(values, dtype=member.dtype)
     row = data.nbytes // len(data) if len(data) else 0
     if lo < 0 or (lo + len(data)) * row > member.nbytes:
         raise ValueError(f"{member.name}: rows [{lo}, {lo + len(data)}) are outside the array")
     pwrite_all(fd, data, member.data_offset + lo * row)
+    return zlib.crc32(_raw(data))
+
+
+_CRC_POLYNOMIAL = 0xEDB88320  # CRC-32's, bit-reflected (zlib's POLY)
+
+
+def _multiply_mod(a: int, b: int) -> int:
+    """a * b modulo the CRC-32 polynomial, both bit-reflected; a != 0 (zlib's multmodp)."""
+    m, product = 1 << 31, 0
+    while True:
+        if a & m:
+            product ^= b
+            if not a & (m - 1):
+                return product
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLYNOMIAL if b & 1 else b >> 1
+
+
+@functools.lru_cache(maxsize=64)  # (a result's chunks have a few lengths: each power is computed once)
+def _shift(length: int) -> int:
+    """x^(8 length) modulo the CRC-32 polynomial: appending `length` bytes multiplies a CRC by it."""
+    power, square = 1 << 31, 1 << 30  # x^0, and x^1 squared below to x^(2^k)
+    bits = 8 * length
+    while bits:
+        if bits & 1:
+            power = _multiply_mod(square, power)
+        square = _multiply_mod(square, square)
+        bits >>= 1
+    return power
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of the bytes a + b from crc1 = zlib.crc32(a), crc2 = zlib.crc32(b) and length2 = len(b)
+    (zlib's crc32_combine, which Python's zlib does not offer). CRC-32 is linear over GF(2): appending b
+    multiplies crc(a) by x^(8 len(b)) modulo the polynomial and adds crc(b)."""
+    return _multiply_mod(_shift(length2), crc1) ^ crc2
 
 
 def member_crc(fd: int, member: Member) -> int:
@@ -199,18 +238,36 @@ def member_crc(fd: int, member: Member) -> int:
     return crc
 
 
-def finish(path: Path, layout: Layout) -> None:
-    """Complete an archive whose values are all written: set every member's CRC-32, flush it to disk."""
+def finish(path: Path, layout: Layout, value_crcs: dict[str, int] | None = None) -> None:
+    """Complete an archive whose values are all written: set every member's CRC-32, flush it to disk.
+    `value_crcs`: name -> the CRC-32 of a member's values (without its .npy header) where the writers know
+    it (combined from what :func:`write_rows` returned); the other members are read back."""
+    known = value_crcs or {}
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
+        _check_length(fd, layout)
         crcs = {}
         for member in layout.members.values():
-            crcs[member.name] = crc = member_crc(fd, member)
+            if member.name in known:
+                crc = crc32_combine(zlib.crc32(member.npy_header), known[member.name], member.nbytes)
+            else:
+                crc = member_crc(fd, member)
+            crcs[member.name] = crc
             pwrite_all(fd, struct.pack("<L", crc), member.offset + _CRC_AT)
         pwrite_all(fd, layout.central_directory(crcs), layout.central_offset)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _check_length(fd: int, layout: Layout) -> None:
+    """OSError if the file is shorter than its layout (cut short by someone else): completing it would
+    extend it with zeros where values were."""
+    length = os.fstat(fd).st_size
+    if length < layout.size:
+        inside = next((m.filename.decode() for m in layout.members.values() if length < m.data_offset + m.nbytes),
+                      "its central directory")
+        raise OSError(errno.EIO, f"the file ends inside {inside}")  # (callers add its name)
 
 
 def write(path: Path, arrays: dict[str, np.ndarray]) -> None:

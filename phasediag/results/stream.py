@@ -35,7 +35,8 @@ __all__ = ["StreamedResult", "MemoryResult", "RECORD", "RECORDS", "DATA", "shard
 DATA = "results.npz"
 RECORD = "chunks"
 RECORDS = re.compile(r"chunks(-[0-9]{4,}-of-[0-9]{4,})?")  # this run's record, and shards' (shard_record)
-_RECORD_VERSION = 1
+_RECORD_VERSION = 1  # (a line "lo hi" or "lo hi <CRC-32s>": a record of either kind is read)
+_CRC_FIELD = re.compile(rb"[0-9a-f]+")
 
 
 def shard_record(index: int, count: int) -> str:
@@ -78,6 +79,7 @@ class MemoryResult:
         return result
 
     def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> None:
+        """Write the chunk of flat points [lo, hi); no receipt (see StreamedResult.write)."""
         for name, values in chunk.items():
             rows = self.arrays[name][lo - self.start:hi - self.start]
             fd = self.files.get(name)
@@ -90,12 +92,12 @@ class MemoryResult:
     def discard(self) -> None:
         self.close()
 
-    def record(self, finished: list[tuple[int, int]]) -> None:
+    def record(self, finished: list[tuple[int, int, None]]) -> None:
         """Map the `finished` rows that workers wrote through the files into this process now, while they
         compute the next chunks: left to the first read after the run, those page faults (0.1-0.15 s per
         1.5 GB here, fault-around included) would be serial. Nothing is recorded: a run in memory cannot be
         resumed."""
-        for lo, hi in finished:
+        for lo, hi, _ in finished:
             for name in self.files:
                 _map_pages(self.arrays[name][lo - self.start:hi - self.start])
 
@@ -178,6 +180,8 @@ class StreamedResult:
         self.path = self.folder / DATA
         self.fd: int | None = None
         self.done: list[tuple[int, int]] = []
+        self.values = list(specs)  # the data variables, in the order of a record's CRC-32s
+        self.crcs: dict[tuple[int, int], tuple[int, ...]] = {}  # a finished range -> its rows' CRC-32s
 
     # ---- opening: a new file, or the one an interrupted run left
     def open(self, warn: Callable[[str], None] | None = None) -> list[tuple[int, int]]:
@@ -289,23 +293,31 @@ class StreamedResult:
                         return "its arrays are not the ones this run stores"
         except OSError as exc:
             return f"unreadable ({exc.strerror})"
-        done = []
+        done, crcs = [], {}
         for lines in records.values():  # a line cut short by a kill is not a record: its points are computed again
             for line in lines[1:]:
                 parts = line.split()
-                if len(parts) == 2 and all(p.isdigit() for p in parts):
-                    lo, hi = int(parts[0]), int(parts[1])
-                    if self.start <= lo < hi <= self.stop:
-                        done.append((lo, hi))
-        self.done = done
+                if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:2]):
+                    continue
+                lo, hi = int(parts[0]), int(parts[1])
+                if len(parts) == 3:
+                    if not _CRC_FIELD.fullmatch(parts[2]) or len(parts[2]) != 8 * len(self.values):
+                        continue
+                    crcs[(lo, hi)] = tuple(int(parts[2][k:k + 8], 16) for k in range(0, len(parts[2]), 8))
+                if self.start <= lo < hi <= self.stop:
+                    done.append((lo, hi))
+        self.done, self.crcs = done, crcs
         return None
 
     # ---- writing
-    def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> None:
-        """Write the chunk of flat points [lo, hi) into place (from any process that inherited the file)."""
+    def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> tuple[int, ...] | None:
+        """Write the chunk of flat points [lo, hi) into place (from any process that inherited the file).
+        Returns the receipt that `record` keeps with the range: the CRC-32 of each data variable's rows, in
+        the order of `values` (None if the chunk does not hold them all)."""
         with self._naming(self.path):
-            for name, values in chunk.items():
-                npz.write_rows(self.fd, self.layout.members[name], lo - self.start, values)
+            crcs = {name: npz.write_rows(self.fd, self.layout.members[name], lo - self.start, values)
+                    for name, values in chunk.items()}
+        return tuple(crcs[name] for name in self.values) if crcs.keys() == set(self.values) else None
 
     @staticmethod
     @contextlib.contextmanager
@@ -318,14 +330,16 @@ class StreamedResult:
                 raise OSError(exc.errno, exc.strerror, str(path)) from None
             raise
 
-    def record(self, finished: list[tuple[int, int]]) -> None:
-        """Make the chunks `finished` durable, then list them in the record (in that order: the record never
-        claims a chunk whose values might not be on disk)."""
+    def record(self, finished: list[tuple[int, int, tuple[int, ...] | None]]) -> None:
+        """Make the chunks `finished` ((lo, hi, the receipt `write` returned)) durable, then list them in the
+        record with their CRC-32s (in that order: the record never claims a chunk whose values might not be
+        on disk)."""
         if not finished:
             return
         with self._naming(self.path):
             os.fsync(self.fd)
-        text = "".join(f"{lo} {hi}\n" for lo, hi in finished)
+        text = "".join(f"{lo} {hi}" + (" " + "".join(f"{c:08x}" for c in crcs) if crcs else "") + "\n"
+                       for lo, hi, crcs in finished)
         fd = os.open(self.folder / self.record_name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
             with self._naming(self.folder / self.record_name):
@@ -333,16 +347,41 @@ class StreamedResult:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        self.done.extend(finished)
+        self.done.extend((lo, hi) for lo, hi, _ in finished)
+        self.crcs.update(((lo, hi), crcs) for lo, hi, crcs in finished if crcs)
 
     def finish(self) -> dict[str, np.ndarray]:
         """Complete the file (CRC-32s) and return its data variables, memory-mapped read-only."""
         with self._naming(self.path):
-            npz.finish(self.path, self.layout)
+            npz.finish(self.path, self.layout, self._value_crcs())
         os.close(self.fd)
         self.fd = None
         arrays = npz.open_arrays(self.path)
         return {name: arrays[name] for name in self.layout.members if name not in self.coords}
+
+    def _value_crcs(self) -> dict[str, int]:
+        """name -> the CRC-32 of each data variable's values, combined from the records' CRC-32s of ranges
+        that tile [start, stop) (from each start the longest range); {} where they do not (a record without
+        them, ranges of different chunkings that do not line up): finish then reads the values back."""
+        longest: dict[int, tuple[int, tuple[int, ...]]] = {}
+        for (lo, hi), crcs in self.crcs.items():
+            if self.start <= lo < hi <= self.stop and hi > longest.get(lo, (lo,))[0]:
+                longest[lo] = (hi, crcs)
+        pieces, at = [], self.start
+        while at < self.stop:
+            if at not in longest:
+                return {}
+            hi, crcs = longest[at]
+            pieces.append((hi - at, crcs))
+            at = hi
+        out = {}
+        for k, name in enumerate(self.values):
+            row = self.layout.members[name].nbytes // (self.stop - self.start)
+            crc = 0  # (of no bytes)
+            for points, crcs in pieces:
+                crc = npz.crc32_combine(crc, crcs[k], points * row)
+            out[name] = crc
+        return out
 
     def discard(self) -> None:
         """Close and remove the file and its record (a result that can never be completed: a bad value)."""
