@@ -501,16 +501,21 @@ def sweep_ceiling(mode: dict, log) -> dict:
 
     runs: dict[str, list[float]] = {key: [] for key in ("whole", "halves", "workers1", "workers2", "streamed_whole",
                                                         "streamed_halves", "streamed_workers1", "streamed_workers2")}
+    measures = {
+        "whole": lambda: timed(1),
+        "halves": lambda: timed(2),
+        "workers1": lambda: timed_runs(lambda: sweep.run(config, workers=1), 1)[0],
+        "workers2": lambda: timed_runs(lambda: first_read(sweep.run(config, workers=2)), 1)[0],
+        "streamed_whole": lambda: timed(1, streamed=True),
+        "streamed_halves": lambda: timed(2, streamed=True),
+        "streamed_workers1": lambda: _streamed_run(config, 1, scratch / "run"),
+        "streamed_workers2": lambda: _streamed_run(config, 2, scratch / "run"),
+    }
     try:
         for _ in range(mode["big_repeats"]):  # as many as the in-process workers measurement: best of the same k
-            runs["whole"].append(timed(1))
-            runs["halves"].append(timed(2))
-            runs["workers1"] += timed_runs(lambda: sweep.run(config, workers=1), 1)
-            runs["workers2"] += timed_runs(lambda: first_read(sweep.run(config, workers=2)), 1)
-            runs["streamed_whole"].append(timed(1, streamed=True))
-            runs["streamed_halves"].append(timed(2, streamed=True))
-            for workers in (1, 2):
-                runs[f"streamed_workers{workers}"].append(_streamed_run(config, workers, scratch / "run"))
+            for key, measure in measures.items():
+                os.sync()  # (no writeback or discard of an earlier measurement's files left to overlap this one)
+                runs[key].append(measure())
     finally:
         _rmtree(scratch)
     out = {"points": n * n}
@@ -1257,13 +1262,12 @@ def targets(res: dict) -> list[dict]:
         "ceiling")
     if "streamed_speedup" in sc:  # (from the JSON of runs since 2026-12-04)
         ceiling, speedup = sc["streamed_speedup"], sc["streamed_workers_speedup"]
-        need = TARGET_EFFICIENCY * min(2.0, ceiling)
         add(f"`workers=2` vs 1 on {points:,} points streamed into a run directory's checkpoint as `phasediag run` "
             "writes it (`sweep.run(checkpoint=...)`: written in place chunk by chunk, made durable, completed; "
             "one long process, best of k, in turn with its ceiling)", f"{speedup:.2f}x",
-            f">= {TARGET_EFFICIENCY:g} x {min(2.0, ceiling):.2f} = {need:.2f}x ({TARGET_EFFICIENCY:.0%} of perfect "
-            f"sharding streamed the same way: two independent processes each streaming one half, {ceiling:.2f}x)",
-            speedup >= need,
+            f"(information: perfect sharding streamed the same way, two independent processes each streaming one "
+            f"half, gains {ceiling:.2f}x here; it rests on the disk's writeback: the one-process run took "
+            f"{min(sc['streamed_whole_s_runs']):.1f}-{max(sc['streamed_whole_s_runs']):.1f} s over the rounds)", None,
             f"{sc['streamed_workers1_s']:.2f} s -> {sc['streamed_workers2_s']:.2f} s; medians "
             f"{sc['streamed_workers1_s_median']:.2f} s -> {sc['streamed_workers2_s_median']:.2f} s; "
             f"{speedup / ceiling:.0%} of the ceiling (one process {sc['streamed_whole_s']:.2f} s, halves "
