@@ -499,8 +499,6 @@ def sweep_ceiling(mode: dict, log) -> dict:
             _rmtree(entry)
         return max(walls)
 
-    runs: dict[str, list[float]] = {key: [] for key in ("whole", "halves", "workers1", "workers2", "streamed_whole",
-                                                        "streamed_halves", "streamed_workers1", "streamed_workers2")}
     measures = {
         "whole": lambda: timed(1),
         "halves": lambda: timed(2),
@@ -511,6 +509,7 @@ def sweep_ceiling(mode: dict, log) -> dict:
         "streamed_workers1": lambda: _streamed_run(config, 1, scratch / "run"),
         "streamed_workers2": lambda: _streamed_run(config, 2, scratch / "run"),
     }
+    runs: dict[str, list[float]] = {key: [] for key in measures}
     try:
         for _ in range(mode["big_repeats"]):  # as many as the in-process workers measurement: best of the same k
             for key, measure in measures.items():

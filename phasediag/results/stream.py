@@ -300,12 +300,12 @@ class StreamedResult:
                 if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:2]):
                     continue
                 lo, hi = int(parts[0]), int(parts[1])
-                if len(parts) == 3:
-                    if not _CRC_FIELD.fullmatch(parts[2]) or len(parts[2]) != 8 * len(self.values):
-                        continue
-                    crcs[(lo, hi)] = tuple(int(parts[2][k:k + 8], 16) for k in range(0, len(parts[2]), 8))
+                if len(parts) == 3 and (not _CRC_FIELD.fullmatch(parts[2]) or len(parts[2]) != 8 * len(self.values)):
+                    continue
                 if self.start <= lo < hi <= self.stop:
                     done.append((lo, hi))
+                    if len(parts) == 3:
+                        crcs[(lo, hi)] = tuple(int(parts[2][k:k + 8], 16) for k in range(0, len(parts[2]), 8))
         self.done, self.crcs = done, crcs
         return None
 
@@ -364,8 +364,8 @@ class StreamedResult:
         that tile [start, stop) (from each start the longest range); {} where they do not (a record without
         them, ranges of different chunkings that do not line up): finish then reads the values back."""
         longest: dict[int, tuple[int, tuple[int, ...]]] = {}
-        for (lo, hi), crcs in self.crcs.items():
-            if self.start <= lo < hi <= self.stop and hi > longest.get(lo, (lo,))[0]:
+        for (lo, hi), crcs in self.crcs.items():  # (every range in [start, stop), as `check` and `record` keep)
+            if hi > longest.get(lo, (lo,))[0]:
                 longest[lo] = (hi, crcs)
         pieces, at = [], self.start
         while at < self.stop:
