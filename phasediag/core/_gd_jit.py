@@ -117,12 +117,15 @@ def _loss_ratio(peak_gap, d0):
 
 
 def outcome(k: rules.Flat, start: rules.State, max_steps: int, settle: bool, tail: bool = True):
-    """(outcome, steps, stopped, state where stopped, loss_peak, tail-ready, deferred) of every point; outcome
-    UNDECIDED where undecided (gd.gd_outcome takes the tails and the deferred points on from here)."""
+    """(outcome, steps, stopped, state where stopped (a stall's: its limit), loss_peak, tail-ready, deferred) of
+    every point; outcome UNDECIDED where undecided (gd.gd_outcome takes the tails and the deferred points on
+    from here)."""
     n = k.a.size
     end = [np.array(x, dtype=float, copy=True) for x in start]
     codes, taken, stopped = np.empty(n, dtype=np.int8), np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     peak, ready, deferred = np.empty(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     _run(*(np.ascontiguousarray(x) for x in k), *end, max_steps, settle, tail, codes, taken, stopped, peak, ready,
          deferred)
-    return codes, taken, stopped, rules.State(*end), peak, ready, deferred
+    end = rules.State(*end)
+    rules.stall_limit(end, k, (codes == rules.STALLS) & ~deferred)  # (as the vectorized loop: the exact limit)
+    return codes, taken, stopped, end, peak, ready, deferred

@@ -192,6 +192,15 @@ def stops(code):
     return (code == STALLS) | (code == OSCILLATES) | (code == DIVERGES)
 
 
+def stall_limit(st: State, k: Flat, stalled: np.ndarray) -> None:
+    """In place, on arrays: the end state of every `stalled` run set to its exact limit (docs/theory.md section
+    9), whichever step decided it. The nonzero one of alpha, beta decays to 0 (by (1 - c r)^2 per step) and the
+    other stays 0, so m = 0 and delta = -m* exactly; G = Delta = 0 on the saddle, where P is not carried."""
+    at = np.flatnonzero(stalled)
+    st.alpha[at], st.beta[at], st.slope[at] = 0.0, 0.0, 0.0
+    st.delta[at] = -k.m_star[at]
+
+
 def is_settled(st: State, k: Flat) -> np.ndarray:
     """m = m* to a few roundings, or so close that a step (relative change 2 c a |m - m*| of alpha and
     beta) no longer moves alpha and beta in float64: float GD has stopped."""

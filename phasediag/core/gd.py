@@ -20,17 +20,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from phasediag.core._gd_rules import (CATAPULT, CHECK_EVERY, CONVERGES, DIVERGES, GD_CODE, UNDECIDED, Flat, State,
-                                      advance, decide, flatten, is_settled, stops, tail_end, tail_ready)
+from phasediag.core._gd_rules import (CATAPULT, CHECK_EVERY, CONVERGES, DIVERGES, GD_CODE, STALLS, UNDECIDED, Flat,
+                                      State, advance, decide, flatten, is_settled, stall_limit, stops, tail_end,
+                                      tail_ready)
 from phasediag.core.flow import (FlowState, Invariants, cosine, flow_state, kernel_prediction, layer_norms,
                                  with_time_axis)
 
 class GDResult(NamedTuple):
     """Outcome of exact GD per point: `outcome` codes into GD_OUTCOMES, `steps` = the step at which it was
-    decided (a check, or the step past the divergence bound), the end state (alpha, beta, delta = m - m*, P;
-    see gd_outcome), `loss_peak` = max excess loss / initial excess loss over the run (1 when nothing rose;
-    0/0 := 1), the slope m there, and `stopped` = the step where the run was left (its tail taken, settled,
-    decided, past the divergence bound or max_steps)."""
+    decided (a check, or the step past the divergence bound), the end state (alpha, beta, delta = m - m*, P and
+    the slope m; see gd_outcome), `loss_peak` = max excess loss / initial excess loss over the steps 0 ..
+    `stopped` (1 when nothing rose; 0/0 := 1): the whole run's peak when it converges or stalls (the loss never
+    rises after the certificate), but an oscillating run's only up to its certificate (a lower bound on its
+    orbit's peak), and `stopped` = the step where the run was left (its tail taken, settled, decided, past the
+    divergence bound or max_steps; a stall's end state is its limit, not the state at `stopped`)."""
 
     outcome: np.ndarray
     steps: np.ndarray
@@ -48,9 +51,11 @@ def gd_outcome(inv: Invariants, max_steps: int = 100_000, settle: bool = True, t
 
     With `settle` the returned state of a converging run is its end of training: it steps on until the rest of
     the run can be summed in closed form (the exact tail, docs/theory.md section 9; m = m* exactly there), or,
-    without `tail`, until m = m* to rounding (or max_steps). Certificates are checked every `CHECK_EVERY` steps
-    (they stay true once true), the divergence bound and the tail at every step. An oscillating run reports
-    its state where certified (or at max_steps), a diverging one at the first step past the bound. Every rule
+    without `tail`, until m = m* to rounding (or max_steps). A stalling run's state is its exact limit (m = 0,
+    alpha = beta = 0: docs/theory.md section 9), whichever step decided it. Certificates are checked every
+    `CHECK_EVERY` steps (they stay true once true), the divergence bound and the tail at every step. An
+    oscillating run reports its state where certified (or at max_steps), a diverging one at the first step
+    past the bound. Every rule
     is per point, so a point's result never depends on the others. With the `fast` extra (numba) the points
     run compiled (core/_gd_jit.py, bit-identical), else in one vectorized loop.
     Shapes: all fields have the points' broadcast shape.
@@ -153,6 +158,7 @@ def _outcome_vectorized(k: Flat, state: State, max_steps: int, settle: bool, tai
     for full, part in zip(final, st):
         full[active] = part
     peak[active], outcome[active], steps[active] = pk, code, decided
+    stall_limit(final, k, outcome == STALLS)
     return outcome, steps, stopped, final, peak, ready
 
 
@@ -218,8 +224,9 @@ def gd_state(inv: Invariants, steps, max_steps: int = 100_000) -> FlowState:
 
 def gd_end_state(inv: Invariants, result: GDResult) -> FlowState:
     """The state where each run of `result` (= gd_outcome(inv, ...)) stopped: the end of training of a converging
-    run, where an oscillating one was certified (or step max_steps), and for a diverging run the first step
-    past the divergence bound (finite values, where gd_state reports inf). Shapes: the points' broadcast shape."""
+    run (of a stall: its limit), where an oscillating one was certified (or step max_steps), and for a diverging
+    run the first step past the divergence bound (finite values, where gd_state reports inf). Shapes: the
+    points' broadcast shape."""
     return _state(inv, State(result.alpha, result.beta, result.delta, result.scale, result.slope))
 
 

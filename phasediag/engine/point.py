@@ -294,7 +294,10 @@ def _evaluate(h: Hyperparameters, init, gram, seed, times, steps, horizon, ntk_t
         end = _gd_states(inv, [horizon], gd_max_steps)
         ntk0 = _scalar(start.ntk)
         ntk_end = _scalar(end.ntk)
-        ntk_change = (ntk_end - ntk0) / ntk0 if ntk0 > 0 and math.isfinite(ntk_end) else math.nan
+        if not math.isfinite(ntk_end):  # diverged before the horizon: null
+            ntk_change = math.nan
+        else:  # 0 when Theta0 = 0 (docs/theory.md section 6), as on a GD sweep
+            ntk_change = (ntk_end - ntk0) / ntk0 if ntk0 > 0 else 0.0
     else:
         end = core.flow_state(inv, np.asarray([horizon]))
         ntk_change = _scalar(core.ntk_change(inv, np.asarray([horizon])))
