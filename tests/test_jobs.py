@@ -365,3 +365,28 @@ def test_a_run_into_a_directory_another_process_writes_exits_75_at_once_and_chan
             assert result.output.count("\n") == 1 and "another phasediag process" in result.output
         assert phasediag.load(out)["phase"].shape  # readers are not blocked by a writer
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_merge_copies_only_the_shard_files_it_checked(tmp_path, monkeypatch):
+    """A shard's results.npz replaced after merge checked it (another commit into that shard directory) is not
+    copied into the merged result: one line, exit status 2, and no merged result."""
+    from phasediag.results import npz, store
+
+    run_case(tmp_path, "sweep")
+    shards = [tmp_path / f"part{k}" for k in (1, 2)]
+    for k, shard in enumerate(shards, 1):
+        cli("run", tmp_path / "sweep.yaml", "--shard", f"{k}/2", "--out", shard, "-q")
+    other = tmp_path / "other.npz"
+    other.write_bytes((shards[1] / store.RESULTS_FILE).read_bytes())
+    real_create = npz.create
+
+    def create(*args, **kwargs):  # (the merged file is laid out after every shard was checked)
+        (shards[1] / store.RESULTS_FILE).unlink()
+        other.rename(shards[1] / store.RESULTS_FILE)  # the same bytes, another file
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(npz, "create", create)
+    result = cli("merge", *shards, "--out", tmp_path / "merged", code=2)
+    assert result.output.strip().splitlines() == [
+        f"Error: {shards[1] / store.RESULTS_FILE}: changed while it was being merged"]
+    assert not (tmp_path / "merged" / "results.npz").exists()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from phasediag.errors import ResultsError
 from phasediag.results import npz, stream
 
 
@@ -203,9 +204,9 @@ def test_a_streamed_file_is_completed_from_its_chunks_crcs(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("line", [b"0 5", b"0 5 0a1b2c", b"0 5 " + b"g" * 16])
-def test_a_record_line_without_whole_crcs_is_read_back(tmp_path, monkeypatch, line):
-    """A range recorded without CRC-32s (an older record) is resumed and its values are read back when the file
-    is completed; a line whose CRC-32s are cut short or not hexadecimal claims nothing (computed again)."""
+def test_a_record_line_without_whole_crcs_claims_nothing(tmp_path, monkeypatch, line):
+    """A range recorded without CRC-32s (an older record, a hand-written line), or with CRC-32s cut short or
+    not hexadecimal, claims nothing: its rows cannot be checked, so they are computed again."""
     result = _streamed(tmp_path / "run")
     result.open()
     _write(result, 0, 5)
@@ -214,15 +215,87 @@ def test_a_record_line_without_whole_crcs_is_read_back(tmp_path, monkeypatch, li
         fh.write(line + b"\n")
     result.close()
     resumed = _streamed(tmp_path / "run")
-    done = resumed.open()
-    assert done == ([(5, 10), (0, 5)] if line == b"0 5" else [(5, 10)])
-    if len(done) == 1:
-        resumed.record([(0, 5, _write(resumed, 0, 5))])
+    assert resumed.open() == [(5, 10)]
+    resumed.record([(0, 5, _write(resumed, 0, 5))])
     read_back = _read_back(monkeypatch)
     resumed.finish()
-    assert read_back == (["x", "v", "k"] if len(done) == 2 else ["x"])
+    assert read_back == ["x"]
     reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
     assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+
+
+def _damage_record(result, line_number: int) -> None:
+    """Change one hexadecimal digit of the CRC-32s on record line `line_number` (1: the first range)."""
+    lines = (result.folder / stream.RECORD).read_bytes().split(b"\n")
+    lo, hi, crcs = lines[line_number].split()
+    lines[line_number] = b" ".join([lo, hi, (b"0" if crcs[:1] != b"0" else b"1") + crcs[1:]])
+    (result.folder / stream.RECORD).write_bytes(b"\n".join(lines))
+
+
+def _damage_rows(result, name: str, point: int) -> None:
+    """Overwrite the bytes of variable `name` at flat point `point` in the file, as a failing disk might."""
+    member = result.layout.members[name]
+    row = member.nbytes // (result.stop - result.start)
+    with open(result.path, "r+b") as fh:
+        fh.seek(member.data_offset + point * row)
+        fh.write(bytes(255 - b for b in fh.read(row)))
+
+
+@pytest.mark.parametrize("damage", ["record", "rows"])
+def test_a_resumed_run_computes_again_the_chunks_whose_rows_fail_their_crcs(tmp_path, monkeypatch, damage):
+    """A resumed run reads back its recorded rows and keeps only the ranges whose bytes have their record's
+    CRC-32s: a damaged CRC-32 (which would otherwise be stamped into the completed archive) or damaged values
+    (which would otherwise be committed) send the range's points to be computed again, with a warning. The
+    completed file is then the reference archive, byte for byte."""
+    result = _streamed(tmp_path / "run")
+    result.open()
+    result.record([(lo, hi, _write(result, lo, hi)) for lo, hi in [(0, 3), (3, 7), (7, 10)]])
+    result.close()
+    if damage == "record":
+        _damage_record(result, 2)  # (3, 7)
+    else:
+        _damage_rows(result, "k", 4)
+    warnings = []
+    resumed = _streamed(tmp_path / "run")
+    assert resumed.open(warnings.append) == [(0, 3), (7, 10)]
+    assert len(warnings) == 1 and "1 recorded chunk(s) do not hold the values" in warnings[0]
+    resumed.record([(3, 7, _write(resumed, 3, 7))])
+    read_back = _read_back(monkeypatch)
+    resumed.finish()
+    assert read_back == ["x"]
+    reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
+    assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+
+
+def test_a_shared_writer_checks_only_the_ranges_of_its_own_shard(tmp_path):
+    """open_shared reads back the recorded ranges that meet its own flat range; others' stay listed but give
+    no CRC-32s to complete the file from (the writer that completes it reads them back)."""
+    result = _streamed(tmp_path / "run")
+    result.open()
+    result.record([(lo, hi, _write(result, lo, hi)) for lo, hi in [(0, 5), (5, 10)]])
+    result.close()
+    _damage_rows(result, "v", 1)
+    _damage_rows(result, "v", 8)
+    shard = _streamed(tmp_path / "run")
+    assert shard.open_shared((5, 10), wait=0) == [(0, 5)]
+    assert list(shard.crcs) == []
+    shard.close()
+
+
+def test_a_checkpoint_folder_that_is_a_symbolic_link_is_refused_and_left_alone(tmp_path):
+    """A `.partial-*` name that is a symbolic link is not the run's folder: refused (a ResultsError, exit status
+    2 in the CLI), and nothing is written or removed where it points."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "precious").write_text("mine")
+    (target / stream.RECORD).write_text("not a record")
+    link = tmp_path / ".partial-0123456789abcdef"
+    link.symlink_to(target)
+    for open_it in (lambda r: r.open(), lambda r: r.open_shared((0, 10), wait=0)):
+        with pytest.raises(ResultsError, match="not a folder phasediag made"):
+            open_it(_streamed(link))
+        assert sorted(p.name for p in target.iterdir()) == [stream.RECORD, "precious"]
+        assert (target / stream.RECORD).read_text() == "not a record" and link.is_symlink()
 
 
 def test_completing_a_file_cut_short_underneath_names_it(tmp_path):

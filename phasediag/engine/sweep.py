@@ -422,7 +422,7 @@ def run_shared_shard(config: Config, shard: Shard, folder: Path, *, chunk_size: 
     length = chunk_length(config, chunk_size)
     shard_chunks = list(chunks(*shard.bounds(n), length))
     sink = _streamed(config, folder, record=stream.shard_record(shard.index, shard.count))
-    done = sink.open_shared()
+    done = sink.open_shared(shard.bounds(n))
     try:
         _fill(config, sink, shard_chunks, done, workers_for(workers, len(shard_chunks)), checkpoint_every,
               progress)

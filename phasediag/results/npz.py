@@ -24,6 +24,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -283,13 +284,25 @@ def write(path: Path, arrays: dict[str, np.ndarray]) -> None:
         os.close(fd)
 
 
-def extents(path: Path) -> dict[str, tuple[int, tuple[int, ...], np.dtype, bool]]:
+def extents(path: Path | BinaryIO) -> dict[str, tuple[int, tuple[int, ...], np.dtype, bool]]:
     """name -> (offset of its first value, shape, dtype, Fortran order) of every array of an uncompressed
-    .npz, from its headers; ValueError for a compressed member or anything that is not an array."""
+    .npz (a path, or a file open for binary reading: its position is kept), from its headers; ValueError for a
+    compressed member or anything that is not an array."""
+    if isinstance(path, (str, os.PathLike)):
+        with open(path, "rb") as fh:  # (one open: the archive's directory and its headers are one file)
+            return _extents_of(fh)
+    position = path.tell()
+    try:
+        return _extents_of(path)
+    finally:
+        path.seek(position)
+
+
+def _extents_of(fh: BinaryIO) -> dict[str, tuple[int, tuple[int, ...], np.dtype, bool]]:
     import zipfile
 
     out = {}
-    with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+    with zipfile.ZipFile(fh) as archive:  # (a file passed in is left open)
         for info in archive.infolist():
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             if info.compress_type != zipfile.ZIP_STORED:
@@ -348,16 +361,28 @@ def _read_npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
     return read_header(fh)
 
 
-def open_arrays(path: Path) -> dict[str, np.ndarray]:
+def open_arrays(path: Path | BinaryIO) -> dict[str, np.ndarray]:
     """The arrays of an uncompressed .npz as read-only memory maps (none of the values is read). ValueError
-    for a compressed member or anything that is not an array."""
+    for a compressed member or anything that is not an array. `path` may be a file open for binary reading
+    (its position is kept): the maps are then of that very file (its inode), even if its name has been given
+    to another file since it was opened (a reader that verified the open file maps what it verified)."""
+    if isinstance(path, (str, os.PathLike)):
+        with open(path, "rb") as fh:  # (one open for all: numpy resolves a path anew for every map)
+            return _map_arrays(fh)
+    position = path.tell()
+    try:
+        return _map_arrays(path)
+    finally:
+        path.seek(position)
+
+
+def _map_arrays(fh: BinaryIO) -> dict[str, np.ndarray]:
     out = {}
-    with open(path, "rb") as fh:  # (one open for all: numpy resolves a path anew for every map)
-        for name, (offset, shape, dtype, fortran) in extents(path).items():
-            if int(np.prod(shape)) == 0:
-                out[name] = np.empty(shape, dtype)
-                continue
-            out[name] = np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    for name, (offset, shape, dtype, fortran) in extents(fh).items():
+        if int(np.prod(shape)) == 0:
+            out[name] = np.empty(shape, dtype)
+            continue
+        out[name] = np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
     return out
 
 

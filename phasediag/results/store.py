@@ -401,19 +401,23 @@ def load(out_dir: Path, only: set[str] | None = None, meta: dict | None = None, 
          mmap: bool = False) -> Result:
     """Read a results directory written by `save` (`only`: just these arrays, and the coordinates; `meta`:
     its meta.json, if already read; `verify`: see :func:`open_data`; `mmap`: the data variables memory-mapped
-    read-only instead of read, for results larger than memory; the coordinates are read)."""
+    read-only instead of read, for results larger than memory; the coordinates are read). Every value comes
+    from the one open results.npz whose bytes were verified against `meta`'s manifest (meta.json is read
+    first, so a commit in between is a ManifestError, which phasediag.load retries), never by its name anew."""
     meta = load_meta(out_dir) if meta is None else meta
     keep = None if only is None else set(only) | set(_coord_names(meta))
     try:
         with open_data(out_dir, meta, RESULTS_FILE, verify) as fh, np.load(fh, allow_pickle=False) as data:
             coord_names = set(_coord_names(meta))
-            lazy = npz.open_arrays(Path(out_dir) / RESULTS_FILE) if mmap else {}
+            lazy = npz.open_arrays(fh) if mmap else {}  # (the verified file itself: a commit since may have
+            #                                             given its name to another run's file)
             stored = {name: lazy[name] if name in lazy and name not in coord_names else data[name]
                       for name in data.files if keep is None or name in keep}
     except ResultsError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ResultsError(f"{out_dir}: unreadable {RESULTS_FILE}: {' '.join(str(exc).split())[:200] or 'empty'}") from None
+        detail = " ".join(str(exc).split())[:200] or "empty"
+        raise ResultsError(f"{out_dir}: unreadable {RESULTS_FILE}: {detail}") from None
     coords = {name: stored.pop(name) for name in _coord_names(meta) if name in stored}
     return Result(coords=coords, arrays=stored, meta=meta, tables=_tables(out_dir, meta, verify))
 
@@ -517,14 +521,15 @@ def merge_files(directories: list[Path], out_dir: Path, verified: bool = False) 
     ordered = [Path(directories[i]) for i in order]
     meta = merged_meta([metas[i] for i in order])
     shape = tuple(meta["shape"])
-    parts, coords = [], {}
+    parts, coords, checked = [], {}, []  # (checked: the identity of each shard file read and checked)
     try:
         for d, i in zip(ordered, order):
             with open_data(d, metas[i], RESULTS_FILE, verify=not verified) as fh, \
                     np.load(fh, allow_pickle=False) as data:
-                extents = npz.extents(d / RESULTS_FILE)
+                extents = npz.extents(fh)
                 names = [n for n in _coord_names(meta) if n in extents]
                 part_coords = {n: data[n] for n in names}
+                checked.append(_identity(os.fstat(fh.fileno())))
             parts.append(extents)
             if not coords:
                 coords = part_coords
@@ -557,9 +562,11 @@ def merge_files(directories: list[Path], out_dir: Path, verified: bool = False) 
     written = {name: 0 for name in data_names}  # bytes of each joined array filled so far, in shard order
     out_fd = os.open(target, os.O_RDWR | os.O_CLOEXEC)
     try:
-        for d, extents in zip(ordered, parts):
+        for d, extents, identity in zip(ordered, parts, checked):
             in_fd = os.open(d / RESULTS_FILE, os.O_RDONLY | os.O_CLOEXEC)
             try:
+                if _identity(os.fstat(in_fd)) != identity:  # (replaced since it was checked: not copied)
+                    raise ResultsError(f"{d / RESULTS_FILE}: changed while it was being merged")
                 for name in data_names:
                     offset, part_shape, dtype, _ = extents[name]
                     size = int(np.prod(part_shape)) * dtype.itemsize
@@ -571,6 +578,11 @@ def merge_files(directories: list[Path], out_dir: Path, verified: bool = False) 
         os.close(out_fd)
     npz.finish(target, layout)
     return meta
+
+
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    """What tells one file from another that took its name (a commit swaps in a new file)."""
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 class _Joined:

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -35,8 +36,9 @@ __all__ = ["StreamedResult", "MemoryResult", "RECORD", "RECORDS", "DATA", "shard
 DATA = "results.npz"
 RECORD = "chunks"
 RECORDS = re.compile(r"chunks(-[0-9]{4,}-of-[0-9]{4,})?")  # this run's record, and shards' (shard_record)
-_RECORD_VERSION = 1  # (a line "lo hi" or "lo hi <CRC-32s>": a record of either kind is read)
+_RECORD_VERSION = 1  # (a line "lo hi <CRC-32s>"; a line "lo hi" of an older record claims nothing)
 _CRC_FIELD = re.compile(rb"[0-9a-f]+")
+_VERIFY_BLOCK = 8 << 20  # bytes read at a time when a resumed run checks its recorded rows
 
 
 def shard_record(index: int, count: int) -> str:
@@ -196,14 +198,15 @@ class StreamedResult:
             self.close()
             raise
 
-    def open_shared(self, wait: float = 30.0) -> list[tuple[int, int]]:
+    def open_shared(self, within: tuple[int, int], wait: float = 30.0) -> list[tuple[int, int]]:
         """Open the file as one of several shards writing into it at once (on a shared file system): the
         first lays it out (an exclusive create), the others wait up to `wait` seconds for its structure and
         check it. This writer's chunks go to its own record (`record_name`); nothing is ever removed, and a file
         that does not check out is an error, not replaced (another shard may be writing it). Returns the
-        finished ranges of every record."""
+        finished ranges of every record; those meeting this shard's flat range `within` are read back and
+        checked against their CRC-32s first (`verify`)."""
         self.shared = True
-        self.folder.mkdir(exist_ok=True)
+        self._make_folder()
         with contextlib.suppress(FileExistsError), self._naming(self.path):
             npz.create(self.path, self.layout, self.coords)
         if self._records().get(self.record_name) is None:
@@ -213,14 +216,28 @@ class StreamedResult:
             time.sleep(0.1)  # (another shard is still laying the file out, or writing its record's header)
         if problem is not None:
             raise ResultsError(f"shared result {self.path}: {problem}; remove {self.folder} to start again")
+        self.verify(within)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         return list(self.done)
 
+    def _make_folder(self) -> None:
+        """Create the checkpoint folder if it is missing; refuse one that is not a plain folder (a symbolic
+        link would have the run write, and later remove, files elsewhere)."""
+        with contextlib.suppress(FileExistsError):
+            self.folder.mkdir()
+        if self.folder.is_symlink() or not self.folder.is_dir():
+            raise ResultsError(f"{self.folder} is not a folder phasediag made (a symbolic link or a file); "
+                               f"move it away to run here")
+
     def _open(self, warn) -> list[tuple[int, int]]:
-        self.folder.mkdir(exist_ok=True)
+        self._make_folder()
         if self.path.exists() or self._records():
             problem = self.check()
             if problem is None:
+                dropped = self.verify()
+                if dropped and warn is not None:
+                    warn(f"checkpoint {self.path}: {dropped} recorded chunk(s) do not hold the values their record "
+                         f"lists; their points are computed again")
                 if self._records().get(self.record_name) is None:  # (a folder shards wrote into)
                     self._write_record_header()
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
@@ -294,20 +311,54 @@ class StreamedResult:
         except OSError as exc:
             return f"unreadable ({exc.strerror})"
         done, crcs = [], {}
-        for lines in records.values():  # a line cut short by a kill is not a record: its points are computed again
+        # A line cut short by a kill, or without the CRC-32s its rows are checked against (an older record), is
+        # not a record: its points are computed again.
+        for lines in records.values():
             for line in lines[1:]:
                 parts = line.split()
-                if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:2]):
+                if len(parts) != 3 or not all(p.isdigit() for p in parts[:2]) or not _CRC_FIELD.fullmatch(parts[2]) \
+                        or len(parts[2]) != 8 * len(self.values):
                     continue
                 lo, hi = int(parts[0]), int(parts[1])
-                if len(parts) == 3 and (not _CRC_FIELD.fullmatch(parts[2]) or len(parts[2]) != 8 * len(self.values)):
-                    continue
                 if self.start <= lo < hi <= self.stop:
                     done.append((lo, hi))
-                    if len(parts) == 3:
-                        crcs[(lo, hi)] = tuple(int(parts[2][k:k + 8], 16) for k in range(0, len(parts[2]), 8))
+                    crcs[(lo, hi)] = tuple(int(parts[2][k:k + 8], 16) for k in range(0, len(parts[2]), 8))
         self.done, self.crcs = done, crcs
         return None
+
+    def verify(self, within: tuple[int, int] | None = None) -> int:
+        """Read back the rows of every recorded range (those meeting the flat range `within`, if given) and
+        keep only the ranges whose bytes have the CRC-32s their record gives: a resumed run then computes the
+        others again instead of completing the file with values, or CRC-32s, that are not what was computed
+        (a damaged disk or record). Ranges outside `within` stay listed, with no CRC-32s to complete the file
+        from. Returns the number of ranges dropped."""
+        keep, trusted, dropped = [], {}, 0
+        with open(self.path, "rb") as fh:
+            for lo, hi in self.done:
+                if within is not None and not (lo < within[1] and within[0] < hi):
+                    keep.append((lo, hi))
+                    continue
+                crcs = self.crcs[(lo, hi)]
+                if all(self._rows_crc(fh, name, lo, hi) == crc for name, crc in zip(self.values, crcs)):
+                    keep.append((lo, hi))
+                    trusted[(lo, hi)] = crcs
+                else:
+                    dropped += 1
+        self.done, self.crcs = keep, trusted
+        return dropped
+
+    def _rows_crc(self, fh, name: str, lo: int, hi: int) -> int:
+        """The CRC-32 of the bytes of variable `name` at the flat points [lo, hi), read in bounded blocks."""
+        member = self.layout.members[name]
+        row = member.nbytes // (self.stop - self.start)
+        fh.seek(member.data_offset + (lo - self.start) * row)
+        crc, left = 0, (hi - lo) * row
+        while left:
+            block = fh.read(min(left, _VERIFY_BLOCK))
+            if not block:
+                return -1  # (shorter than its layout: `check` refuses such a file first)
+            crc, left = zlib.crc32(block, crc), left - len(block)
+        return crc
 
     # ---- writing
     def write(self, lo: int, hi: int, chunk: dict[str, np.ndarray]) -> tuple[int, ...] | None:
@@ -399,6 +450,8 @@ class StreamedResult:
                 self.folder.rmdir()
 
     def _remove_files(self) -> None:
+        if self.folder.is_symlink():  # (not ours: refused by _make_folder, never emptied)
+            return
         for name in [DATA, *self._records()]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.folder / name)
