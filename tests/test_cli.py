@@ -136,8 +136,8 @@ def test_json_keys_types_and_strictness():
 
 
 def test_json_default_point_matches_theory():
-    """Defaults: U = W = 1, V = 0, kappa = 1, eta = 0.1, a = m* = 1. By hand (docs/theory.md sections 3-5): c = 0.1, g = 1,
-    Theta0 = 0.2, Theta_inf = 2c hypot(m*, g) = 0.2 sqrt(2), zeta_inf = 1/sqrt(2), tau = 1/(a Theta_inf)."""
+    """Defaults: U = W = 1, V = 0, kappa = 1, eta = 0.1, a = m* = 1. By hand (docs/theory.md sections 3-5): c = 0.1,
+    g = 1, Theta0 = 0.2, Theta_inf = 2c hypot(m*, g) = 0.2 sqrt(2), zeta_inf = 1/sqrt(2), tau = 1/(a Theta_inf)."""
     out = run_json()
     assert out["init"]["U"] == pytest.approx(1.0, rel=1e-15)
     assert out["init"]["W"] == pytest.approx(1.0, rel=1e-15)
@@ -202,8 +202,8 @@ def test_json_agrees_with_direct_core_calls():
 
 
 def test_explicit_gram_gives_initial_state_of_theory():
-    """--gram U,W,V: m0 = kappa V, Theta0 = kappa^2 (eta_w U + eta_u W), zeta0 = V / sqrt(U W) (docs/theory.md sections 1-3);
-    m(inf) = m* and zeta_inf = m*/sqrt(m*^2 + kappa^2 G) (docs/theory.md section 5)."""
+    """--gram U,W,V: m0 = kappa V, Theta0 = kappa^2 (eta_w U + eta_u W), zeta0 = V / sqrt(U W) (docs/theory.md
+    sections 1-3); m(inf) = m* and zeta_inf = m*/sqrt(m*^2 + kappa^2 G) (docs/theory.md section 5)."""
     p = POINT
     out = run_json(*point_args())
     assert (out["init"]["U"], out["init"]["W"], out["init"]["V"]) == (p["U"], p["W"], p["V"])
@@ -710,8 +710,10 @@ def test_limit_quiet_prints_nothing():
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("name: x\nmodel: {}\n", "experiment: is required at the top level (one of nonlinear, sgd_drift, activations, deep)"),
-    ("name: x\nexperiment: sgd_drif\n", "experiment (line 2): unknown experiment 'sgd_drif' (did you mean 'sgd_drift'?)"),
+    ("name: x\nmodel: {}\n",
+     "experiment: is required at the top level (one of nonlinear, sgd_drift, activations, deep)"),
+    ("name: x\nexperiment: sgd_drif\n",
+     "experiment (line 2): unknown experiment 'sgd_drif' (did you mean 'sgd_drift'?)"),
     ("- a\n- b\n", "must be a mapping"),
 ])
 def test_experiment_without_a_known_study_is_bad_input(tmp_path, text, needle):
@@ -723,18 +725,66 @@ def test_experiment_without_a_known_study_is_bad_input(tmp_path, text, needle):
     assert not (tmp_path / "out").exists()
 
 
-def _readme_console_examples():
-    """(command, printed text) of the README's ```console blocks that run `solve` or `simulate` (exact text)."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    examples = []
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _readme_console_commands():
+    """(words after `phasediag`, printed text) of every `$ phasediag ...` command in the README's ```console
+    blocks."""
+    readme = (REPO / "README.md").read_text()
+    commands = []
     for block in readme.split("```console\n")[1:]:
         body = block.split("```", 1)[0]
         for chunk in body.split("$ ")[1:]:
             command, _, printed = chunk.partition("\n")
             words = command.split()
-            if words[:2] in (["phasediag", "solve"], ["phasediag", "simulate"]) and "--json" not in words:
-                examples.append((words[1:], printed))
-    return examples
+            if words[:1] == ["phasediag"]:
+                commands.append((words[1:], printed))
+    return commands
+
+
+def _readme_console_examples():
+    """(command, printed text) of the README's ```console blocks that run `solve` or `simulate` (exact text)."""
+    return [(args, printed) for args, printed in _readme_console_commands()
+            if args[:1] in (["solve"], ["simulate"]) and "--json" not in args]
+
+
+def _readme_json_examples():
+    """(command, printed JSON) of the README's ```console blocks that run `solve` or `simulate` with `--json`."""
+    return [(args, printed) for args, printed in _readme_console_commands()
+            if args[:1] in (["solve"], ["simulate"]) and "--json" in args]
+
+
+def _readme_validate_examples():
+    """(command, printed text) of the README's ```console blocks that run `validate`."""
+    return [(args, printed) for args, printed in _readme_console_commands() if args[:1] == ["validate"]]
+
+
+#: keys whose values are wall-clock times, which differ from run to run (dropped at any depth)
+TIMING_KEYS = frozenset({"elapsed_s", "timing", "train_s", "save_s", "total_s"})
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def _json_differences(shown, got, where="") -> list[str]:
+    """Where two parsed JSON values differ (key paths), so that a failure names the stale entry of the README."""
+    if isinstance(shown, dict) and isinstance(got, dict):
+        out = [f"{where}.{k}: missing from the output" for k in shown if k not in got]
+        out += [f"{where}.{k}: printed but not shown" for k in got if k not in shown]
+        for k in shown:
+            if k in got:
+                out += _json_differences(shown[k], got[k], f"{where}.{k}")
+        return out
+    if isinstance(shown, list) and isinstance(got, list) and len(shown) == len(got):
+        return [d for i, (a, b) in enumerate(zip(shown, got)) for d in _json_differences(a, b, f"{where}[{i}]")]
+    same = shown == got and type(shown) is type(got)
+    return [] if same else [f"{where or '(top)'}: README shows {shown!r}, the program prints {got!r}"]
 
 
 @pytest.mark.parametrize("args, printed", _readme_console_examples(), ids=lambda x: " ".join(x)[:60]
@@ -747,6 +797,46 @@ def test_readme_examples_print_what_the_readme_shows(args, printed):
     if args[0] == "simulate":  # the `exact:` line repeats the sampled Gram to 17 digits (BLAS-dependent)
         shown, got = ([line for line in lines if not line.startswith("exact:")] for lines in (shown, got))
     assert got == shown
+
+
+def test_readme_console_examples_are_all_checked():
+    """Every `$ phasediag ...` command of the README's ```console blocks is one the tests below run (an empty
+    parameter list would skip them silently)."""
+    kinds = (_readme_console_examples(), _readme_json_examples(), _readme_validate_examples())
+    assert all(kinds)
+    unchecked = [args for args, _ in _readme_console_commands() if not any(args in [a for a, _ in k] for k in kinds)]
+    assert unchecked == [], "README console examples no test runs: extend the tests above"
+
+
+@pytest.mark.parametrize("args, printed", _readme_json_examples(), ids=lambda x: " ".join(x)[:60]
+                         if isinstance(x, list) else "")
+def test_readme_json_examples_print_what_the_readme_shows(args, printed):
+    """The README's `--json` examples (wrapped over several lines there) parse to the object the program prints,
+    timing keys aside."""
+    assert len(_readme_json_examples()) >= 1
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, "--json must print exactly one line (one object)"
+    got = json.loads(lines[0], parse_constant=_reject_constant)
+    shown = json.loads("".join(printed.splitlines()), parse_constant=_reject_constant)
+    assert _json_differences(_without_timing(shown), _without_timing(got)) == []
+
+
+@pytest.mark.parametrize("args, printed", _readme_validate_examples(), ids=lambda x: " ".join(x)[:60]
+                         if isinstance(x, list) else "")
+def test_readme_validate_example_prints_what_the_readme_shows(args, printed, tmp_path, monkeypatch):
+    """The README's `validate` example, run as written (its default output directory under a copy of the
+    config's folder in tmp_path, so the repository's outputs/ is not touched), prints the README's text."""
+    assert len(_readme_validate_examples()) >= 1
+    for word in args[1:]:
+        if not word.startswith("-") and (REPO / word).is_file():  # the bundled config the example names
+            (tmp_path / word).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / word).write_bytes((REPO / word).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.rstrip("\n").splitlines() == printed.rstrip("\n").splitlines()
 
 
 @pytest.mark.parametrize("module", ["sgd_drift", "nonlinear"])

@@ -720,7 +720,8 @@ for kind in ("scaling", "sgd_drift"):
             case(name, kind, reader, CONTENT[name], refused())
     for reader in ("load", "export"):
         case("data-symlink-to-identical-copy", kind, reader, replace_with(data_name, link_to_copy), refused())
-case("meta-not-json", "scaling", "resume", CONTENT["meta-not-json"], fresh())
+# (a meta.json that is not one the tool wrote is not replaced: tests/test_user_files.py)
+case("meta-not-json", "scaling", "resume", CONTENT["meta-not-json"], refused())
 case("limit-phase-code-99", "scaling", "load", npz_edit(lambda a: _set(a, "limit_phase", np.full_like(
     a["limit_phase"], 99))), refused())
 case("limit-phase-code-minus-1", "scaling", "export", npz_edit(lambda a: _set(a, "limit_phase", np.full_like(

@@ -170,6 +170,7 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
         return result, _summary(module, result, None, [])
     out = Path(out)
     with _final_names(out), rundir.writer(out) as directory:
+        _check_targets(out, module, spec, options.shard, directory.owned)  # (before anything is removed)
         partial = directory.partial(digest)  # (leftovers of killed runs go: temporaries, others' checkpoints)
         result = _current(out, kind, digest, options.shard) if options.resume else None
         if result is not None:
@@ -180,17 +181,43 @@ def run(source: str | Path | dict, *, out: str | Path | None = DEFAULT, options:
             return result, _up_to_date(module, result, out)
         if not options.resume:
             directory.remove_partial(partial)
-        _check_targets(out)
+        ours = not partial.exists()  # (a checkpoint folder this run starts: a refused write removes it)
         result = _execute(module, spec, options, partial, kind, digest, source)
-        write(module, result, directory, plot=options.plot, started=started, partial=partial,
-              workers=options.workers)
+        try:
+            write(module, result, directory, plot=options.plot, started=started, partial=partial,
+                  workers=options.workers)
+        except BadInput:  # (refused before anything was written: leave the directory as it was)
+            if ours:
+                directory.remove_partial(partial)
+            raise
     return result, _summary(module, result, out, _paths(out, result.meta))
 
 
-def _check_targets(out: Path) -> None:
-    """The files a run commits, refused before the computation if something else has their names."""
+def _check_targets(out: Path, module, spec, shard: Shard | None, owned: set[str] | None = None) -> None:
+    """The files a run commits, refused before the computation if something else has their names: a file
+    that is not a regular file, or one the tool did not write (`owned`: the tool's files of `out`, see
+    rundir.tool_files). The figures, whose names depend on the result, are checked before it is written."""
     for name in (store.META_FILE, store.RESULTS_FILE):
         rundir.check_regular_target(out / name)
+    rundir.check_owned(out, [store.META_FILE, *_data_names(module, spec, shard)], owned)
+
+
+def _data_names(module, spec=None, shard: Shard | None = None) -> list[str]:
+    """The data files a job of `module` writes, as far as they are known before it runs (spec None: a merge):
+    the kind's `data_names(spec, shard)`, else results.npz unless the kind writes its own data (then its
+    commit refuses them: rundir.Transaction.commit)."""
+    if hasattr(module, "data_names"):
+        return list(module.data_names(spec, shard))
+    return [] if hasattr(module, "write_data") else [store.RESULTS_FILE]
+
+
+def _figure_names(module, result: Result, formats: Sequence[str] | None = None) -> list[str]:
+    """The files drawing `result`'s figures writes (in `formats`, default the config's)."""
+    try:
+        chosen = figure_formats(result.meta, formats)
+    except ValueError as exc:
+        raise ConfigError(f"formats: {exc}") from None
+    return [f"{stem}.{fmt}" for stem, _ in module.figures(result) for fmt in chosen]
 
 
 def _up_to_date(module, result: Result, out: Path) -> Summary:
@@ -215,7 +242,7 @@ def _run_shared_shard(source, module, spec, options: Options, out: Path | None, 
     with _final_names(out), rundir.shard_writer(out):
         current = _current(out, kind, digest, None)
         if current is None:
-            _check_targets(out)
+            _check_targets(out, module, spec, None)  # (the result all shards commit)
             done, total = module.execute_shared(spec, options, out / f"{rundir.PARTIAL_PREFIX}{digest}")
     if current is not None:
         return current, _up_to_date(module, current, out)
@@ -258,11 +285,12 @@ def write(module, result: Result, directory: rundir.RunDirectory, *, plot: bool,
     """Commit a result to its run directory: first the data with meta.json (its figures recorded as pending,
     so that --resume draws them if the run is stopped while drawing), then the figures with meta.json
     again. The previous result's figures and tables are dropped with the first commit; checkpoints too."""
+    drawing = plot and not result.is_shard
+    directory.check_owned([store.META_FILE, *(_figure_names(module, result) if drawing else [])])
     txn = directory.begin()
     saved = time.perf_counter()
     data = getattr(module, "write_data", _write_npz)(result, txn.dir)
     result.meta["timing"]["save_s"] = round(time.perf_counter() - saved, 6)
-    drawing = plot and not result.is_shard
     result.meta["files"] = [p.name for p in data]
     result.meta["figures"] = []
     if drawing:
@@ -281,6 +309,7 @@ def _draw_commit(module, result: Result, directory: rundir.RunDirectory, formats
                  workers: int = 1) -> list[str]:
     """Draw the figures of a committed result and commit them (with meta.json) beside its data; returns the
     names drawn. `keep_figures`: keep the earlier figures this drawing does not replace (`plot --formats`)."""
+    directory.check_owned(_figure_names(module, result, formats))  # (before drawing: never over a user's file)
     txn = directory.begin()
     paths = draw(module, result, txn.dir, formats, timing=timing, workers=workers)
     new = [p.name for p in paths]
@@ -488,7 +517,7 @@ def plot(directory: str | Path, formats: Sequence[str] | None = None,
         if unknown:
             raise OptionError(unknown[0], "not a figure setting; settings: labels, title, size, style, dpi")
         options = figure_option_values(**options)
-    with _final_names(directory), rundir.writer(directory, create=False) as held:
+    with _final_names(directory), rundir.writer(directory, create=False, field=None) as held:
         result = load(directory)
         if result.is_shard:
             raise ResultsError(f"{directory} holds shard {result.meta['shard']['index']}/"
@@ -546,10 +575,13 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     for d in directories:
         _load_once(d, None, mmap=True)  # each shard verified, one at a time, in bounded memory
     with _final_names(out), rundir.writer(out) as held:
+        rundir.check_owned(out, [store.META_FILE, *_data_names(module)], held.owned)  # (before any I/O)
         held.clean_leftovers()
         txn = held.begin()
         with _reading(directories[0].parent if len(directories) > 1 else directories[0]):
             result = module.merge(directories, txn.dir, plot)
+            if plot:  # (its figures, refused before the data are committed)
+                held.check_owned(_figure_names(module, result))
         result.meta["kind"] = kind
         result.meta["schema"] = SCHEMA
         result.meta.setdefault("timing", {})
@@ -600,7 +632,7 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
                                  errno.ENOENT):
                 raise
             raise OptionError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
-    with _final_names(directory), rundir.writer(directory, create=False) as held:
+    with _final_names(directory), rundir.writer(directory, create=False, field=None) as held:
         result = _exportable(directory)
         name = f"{result.name}.csv" if out is None else Path(out).name
         paths = _table_paths(result, Path(name))
@@ -611,6 +643,8 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
                 raise OptionError("out", f"{path.name}: not a table name this run directory can take "
                                          f"(it must end in .csv and must not be one of its files)"
                                          + ("; give the table's name with --out" if out is None else ""))
+        rundir.check_owned(directory, [p.name for p in [*paths.values(), *side.values()]], held.owned,
+                           hint="move it or choose another table name")
         txn = held.begin()
         for (dims, variables), path in paths.items():
             _write_table(txn.path(path.name), result, dims, variables)

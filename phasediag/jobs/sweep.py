@@ -138,6 +138,13 @@ def execute_shared(config: Config, options, folder: Path) -> tuple[int, int]:
                                   progress=options.progress)
 
 
+def data_names(config: Config | None, shard=None) -> list[str]:
+    """The data files a run of `config` (None: a merge, whose config is the shards') writes, known before it
+    runs: results.npz, and the boundaries table if the config asks for boundaries (not in a shard)."""
+    found = config is not None and config.boundaries and shard is None
+    return [store.RESULTS_FILE] + ([BOUNDARIES_FILE] if found else [])
+
+
 def write_data(result: Result, out: Path) -> list[Path]:
     """results.npz into the staging folder `out`: the file the run streamed its chunks into is linked there
     (written once; until the commit it stays in the checkpoint folder too, so a commit that fails leaves the

@@ -15,6 +15,12 @@ meta.json last, the previous run's files that the new manifest drops are removed
 tool's own kinds whose bytes are still the ones it recorded), and ``.phasediag.txn/`` is deleted. A process
 killed before the commit point leaves the previous result untouched (the next writer discards the staged
 files); killed after it, the next process to open the directory finishes the moves, which are idempotent.
+
+The tool never overwrites or deletes a file it did not write. Its files are meta.json (if it is one the tool
+wrote) and the files that meta.json lists (:func:`tool_files`), read when a writer takes the directory, before
+it does anything; a writer refuses (:func:`check_owned`, and again in :meth:`Transaction.commit`) to create a
+file whose name another file already has, and the clean-up of leftovers removes only names of the tool's own
+making (:meth:`RunDirectory.clean_leftovers`).
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from phasediag.errors import BusyError, FieldError, ResultsError
 from phasediag.results.stream import RECORDS
 
 __all__ = ["LOCK", "STAGING", "RunDirectory", "Transaction", "writer", "shard_writer", "file_entry", "hash_open",
-           "plain_name", "check_regular_target", "recover", "commit_pending", "json_default"]
+           "plain_name", "check_regular_target", "tool_files", "check_owned", "recover", "commit_pending",
+           "json_default"]
 
 LOCK = ".phasediag.lock"
 STAGING = ".phasediag.txn"
@@ -51,6 +58,10 @@ FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 REMOVABLE_SUFFIXES = frozenset({".png", ".pdf", ".svg", ".csv"})
 #: temporary files of an interrupted atomic write (tempfile.mkstemp names, see results/atomic.py)
 TEMPORARY = re.compile(r"\.(?P<final>[A-Za-z0-9][A-Za-z0-9_.-]*)\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?")
+#: the kinds of file a run directory's temporaries can become (data, meta.json, figures, tables)
+TEMPORARY_SUFFIXES = frozenset({".npz", ".json"}) | REMOVABLE_SUFFIXES
+#: what the tool writes into its lock file: nothing (a shard) or a writer's pid
+_LOCK_TEXT = re.compile(rb"[0-9]{1,20}\n?")
 _PARTIAL = re.compile(r"\.partial-[0-9a-f]{16}")
 #: what a checkpoint folder holds: the results.npz being filled and its record of finished chunks (and the
 #: chunk files of earlier versions, which kept each chunk in a file of its own)
@@ -103,6 +114,62 @@ def check_regular_target(path: Path) -> None:
         raise ResultsError(f"{path}: is {kind}; phasediag writes and replaces regular files only")
 
 
+def _refusal(field: str | None, message: str) -> Exception:
+    """Bad input about the run directory: named by the option that chose it (`field`, e.g. out), or, for
+    one given as the command's argument (field None), by its own path, which the message starts with."""
+    return FieldError(field, message) if field else ResultsError(message)
+
+
+def _tool_meta(meta) -> bool:
+    """Whether parsed meta.json content is one phasediag wrote: an object with its manifest, a list of files
+    that names meta.json itself, or (the first versions) a config hash."""
+    if not isinstance(meta, dict):
+        return False
+    files = meta.get("files")
+    return (isinstance(meta.get("manifest"), dict) or isinstance(files, list) and META_FILE in files
+            or isinstance(meta.get("config_hash"), str))
+
+
+def tool_files(directory: Path) -> set[str]:
+    """The names of the files in run directory `directory` that phasediag wrote: meta.json if the tool wrote
+    it, and the plain names it lists (manifest, files, figures, tables; a directory of the first versions, which
+    listed no files: its data file). Empty if there is no meta.json of the tool's."""
+    path = Path(directory) / META_FILE
+    try:
+        regular = stat.S_ISREG(os.lstat(path).st_mode)  # (never read through a link, a FIFO, a device)
+    except OSError:
+        regular = False
+    meta = _read_json(path) if regular else None
+    if not _tool_meta(meta):
+        return set()
+    names = {META_FILE}
+    for key in ("manifest", "files", "figures", "tables"):
+        listed = meta.get(key)
+        if isinstance(listed, (list, dict)):
+            names |= {n for n in listed if isinstance(n, str) and FILE_NAME.fullmatch(n)}
+    if not isinstance(meta.get("files"), list) and not isinstance(meta.get("manifest"), dict):
+        names.add("validation.json" if "settings" in meta else "results.npz")
+    return names
+
+
+def check_owned(directory: Path, names, owned: set[str] | None = None, *, field: str | None = "out",
+                hint: str = "move it or choose another output directory") -> None:
+    """Refuse (FieldError of `field`; ResultsError if None) to create or replace any of the files `names` of
+    `directory` that exists and is not the tool's (`owned`, default :func:`tool_files`): phasediag never
+    overwrites a file it did not write."""
+    directory = Path(directory)
+    owned = tool_files(directory) if owned is None else owned
+    for name in names:
+        path = directory / name
+        if name in owned or not os.path.lexists(path):
+            continue
+        if name == META_FILE:
+            raise _refusal(field, f"{path} was not written by phasediag; {hint}")
+        where = (f"not in {directory / META_FILE}" if META_FILE in owned
+                 else f"{directory} has no {META_FILE} of phasediag")
+        raise _refusal(field, f"{path} was not written by phasediag ({where}); {hint}")
+
+
 def _fsync(path: Path, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
@@ -145,6 +212,7 @@ class Transaction:
         for name in names:
             check_regular_target(self.run.path / plain_name(name))
         check_regular_target(self.run.path / META_FILE)
+        self.run.check_owned([*staged, META_FILE])  # (refused before anything is moved)
         manifest = {}
         for name in names:
             manifest[name] = file_entry(self.dir / name) if name in staged else keep[name]
@@ -160,6 +228,7 @@ class Transaction:
         self._write(COMMITTED, {"committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         _fsync(self.dir, directory=True)
         self.run.roll_forward()
+        self.run.owned.update(meta["files"])  # (the tool's now)
         return meta["files"]
 
     def _write(self, name: str, data) -> None:
@@ -187,10 +256,26 @@ def json_default(value):
 
 
 class RunDirectory:
-    """A run directory held by this process's writer lock (see :func:`writer`)."""
+    """A run directory held by this process's writer lock (see :func:`writer`); `field`: the option that
+    names it (None: the command's argument), for the messages of what it refuses."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, field: str | None = "out"):
         self.path = Path(path)
+        self.field = field
+        self._owned: set[str] | None = None
+
+    @property
+    def owned(self) -> set[str]:
+        """The files of the directory the tool wrote (:func:`tool_files`), as they were when the writer took
+        it (:func:`writer` reads them before anything is done), and those it has committed since."""
+        if self._owned is None:
+            self._owned = tool_files(self.path)
+        return self._owned
+
+    def check_owned(self, names, hint: str = "move it or choose another output directory") -> None:
+        """Refuse to create or replace any of the files `names` that exists and is not the tool's."""
+        check_owned(self.path, names, self.owned, field=self.field,
+                    hint=hint if self.field else "move it out of the run directory")
 
     def manifest(self) -> dict[str, dict]:
         """The committed manifest (name -> size and SHA-256); {} for none or a directory of older versions."""
@@ -261,7 +346,7 @@ class RunDirectory:
         """Remove what interrupted runs of the tool left: temporary files of atomic writes, and checkpoint
         folders (all but `keep_partial`) that hold nothing but the tool's own chunk files."""
         for entry in os.scandir(self.path):
-            if TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            if _tool_temporary(entry):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
             elif (_PARTIAL.fullmatch(entry.name) and entry.name != keep_partial
@@ -287,6 +372,25 @@ class RunDirectory:
         name = f"{PARTIAL_PREFIX}{config_hash}"
         self.clean_leftovers(keep_partial=name)
         return self.path / name
+
+
+def _tool_temporary(entry: os.DirEntry) -> bool:
+    """Whether `entry` is a temporary file an interrupted atomic write of the tool left (the current version
+    stages everything in .phasediag.txn/; older ones wrote beside the files): exactly the name atomic_path
+    gives (``.<final>.<8 characters of mkstemp>.tmp<the final's suffix>``) of a kind of file the tool writes in
+    a run directory (data, meta.json, a figure, a table), a regular file, the user's own. A look-alike that is
+    not all of these is left alone."""
+    match = TEMPORARY.fullmatch(entry.name)
+    if not match:
+        return False
+    suffix = Path(match.group("final")).suffix
+    if suffix not in TEMPORARY_SUFFIXES or not entry.name.endswith(f".tmp{suffix}"):
+        return False
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
 
 
 def final_name(filename, out: Path) -> Path | None:
@@ -363,9 +467,10 @@ def _make_dirs(path: Path) -> list[Path]:
     return created
 
 
-def _lock(path: Path, shared: bool = False) -> int:
+def _lock(path: Path, shared: bool = False, field: str | None = "out") -> int:
     """Take the writer lock of run directory `path` (BusyError at once if another process holds it);
-    `shared`: one of several shards writing into one result (they exclude writers, not each other)."""
+    `shared`: one of several shards writing into one result (they exclude writers, not each other). A file
+    of the lock's name that holds anything but what the tool writes there (nothing, or a pid) is refused."""
     lock = path / LOCK
     while True:
         try:
@@ -390,6 +495,10 @@ def _lock(path: Path, shared: bool = False) -> int:
             same = os.path.samestat(os.fstat(fd), os.lstat(lock))
         except FileNotFoundError:
             same = False
+        if same and (os.fstat(fd).st_size > 64 or not _LOCK_TEXT.fullmatch(os.pread(fd, 64, 0) or b"0")):
+            os.close(fd)  # (not the tool's file: neither written to nor removed)
+            raise _refusal(field, f"{lock} was not written by phasediag (it holds what a lock file of phasediag "
+                                  f"does not); move it or choose another output directory")
         if same and shared:  # (the pid is a writer's: shards leave it alone)
             return fd
         if same:  # (not a lock file its previous holder removed while we waited for it)
@@ -405,45 +514,65 @@ def _lock(path: Path, shared: bool = False) -> int:
         os.close(fd)
 
 
-def _take(out: Path, *, create: bool, shared: bool = False) -> tuple[list[Path], int]:
+def _take(out: Path, *, create: bool, shared: bool = False, field: str | None = "out") -> tuple[list[Path], int]:
     """Create `out` (if `create`) and take its lock: (the folders created, the lock's descriptor); a path
-    that cannot be written is a FieldError naming `out`."""
+    that cannot be written is a FieldError naming `field` (None: a ResultsError naming `out`, a directory the
+    command was given as its argument)."""
+    named = "" if field else f"{out}: "
     if out.exists() and not out.is_dir():
-        raise FieldError("out", f"{out} is a file, not a directory")
+        raise _refusal(field, f"{out} is a file, not a directory")
     try:
         created = _make_dirs(out) if create else []
-        return created, _lock(out, shared=shared)
+        return created, _lock(out, shared=shared, field=field)
     except PermissionError as exc:
-        raise FieldError("out", f"cannot write {exc.filename or out}: permission denied") from None
+        raise _refusal(field, f"{named}cannot write {exc.filename or out}: permission denied") from None
     except OSError as exc:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR):
-            raise FieldError("out", f"cannot write {exc.filename or out}: {exc.strerror}") from None
+            raise _refusal(field, f"{named}cannot write {exc.filename or out}: {exc.strerror}") from None
         raise
 
 
 @contextlib.contextmanager
 def shard_writer(out: str | Path) -> Iterator[Path]:
     """Hold `out` as one of the shards writing into one shared result: beside other shards, never beside
-    a writer (a writer, or a shard while a writer works, fails at once with BusyError). The lock file stays:
-    the writer that commits the result removes it."""
+    a writer (a writer, or a shard while a writer works, fails at once with BusyError). The last holder out
+    removes the lock file (:func:`_release_shared`), whichever way it leaves."""
     out = Path(out)
     _, fd = _take(out, create=True, shared=True)
     try:
         yield out
     finally:
+        _release_shared(out, fd)
+
+
+def _release_shared(out: Path, fd: int) -> None:
+    """Release a shard's shared lock; if no other process holds the lock (the exclusive lock is free to take
+    at once), remove the lock file too, as a writer does: a process that opened it meanwhile finds it gone
+    once it holds it (see :func:`_lock`) and takes a new one."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (conversion: ours is given up first, then tried)
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.lstat(out / LOCK)):
+                os.unlink(out / LOCK)
+    except OSError:  # another shard (or a writer) holds it: the last one out removes it
+        pass
+    finally:
         os.close(fd)
 
 
 @contextlib.contextmanager
-def writer(out: str | Path, *, create: bool = True) -> Iterator[RunDirectory]:
+def writer(out: str | Path, *, create: bool = True, field: str | None = "out") -> Iterator[RunDirectory]:
     """Hold `out` as its one writer: create it (`create`), take the lock, finish or discard what an
-    interrupted process left. On exit an uncommitted transaction is discarded, the lock released and
-    removed, and the folders this call created are removed again if nothing was committed in them."""
+    interrupted process left, and read which of its files are the tool's (:attr:`RunDirectory.owned`) before
+    anything else is done. On exit an uncommitted transaction is discarded, the lock released and removed, and
+    the folders this call created are removed again if nothing was committed in them. `field`: the option
+    that named `out`, for messages (None: the command's argument, named by its path)."""
     out = Path(out)
-    created, fd = _take(out, create=create)
+    created, fd = _take(out, create=create, field=field)
     try:
-        run = RunDirectory(out)
+        run = RunDirectory(out, field)
         run.recover()
+        run.owned  # (read now: what the tool wrote, before this writer writes anything)
         yield run
     finally:
         with contextlib.suppress(OSError, ResultsError):  # an uncommitted transaction (a failure) goes
