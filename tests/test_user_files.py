@@ -227,3 +227,69 @@ def test_the_readme_quotes_the_message_a_run_prints(config, tmp_path):
     (out / "results.npz").write_bytes(USER)
     result = cli("run", config, "-q", "--out", out)
     assert result.stderr.strip().replace(str(out), "DIR") == shown
+
+
+def test_export_outside_the_run_directory_replaces_only_a_table_of_the_same_columns(config, tmp_path):
+    out = tmp_path / "out"
+    other = tmp_path / "other"
+    for d in (out, other):
+        assert cli("run", config, "-q", "--no-plot", "--out", d).exit_code == 0
+    mine = tmp_path / "mine.csv"
+    mine.write_bytes(USER)
+    assert_refused(cli("export", out, "--csv", "--out", mine), "is not a table of these columns")
+    assert mine.read_bytes() == USER
+    before = snapshot(other)
+    for name in ("results.npz", "meta.json"):  # another run directory's files: not a table's name
+        assert_refused(cli("export", out, "--csv", "--out", other / name), "a table's name must end in .csv")
+    assert snapshot(other) == before
+    table = tmp_path / "table.csv"
+    assert cli("export", out, "--csv", "--out", table).exit_code == 0
+    first = table.read_bytes()
+    table.write_bytes(first.splitlines(keepends=True)[0] + b"an older export of these columns\n")
+    assert cli("export", out, "--csv", "--out", table).exit_code == 0  # (replaced: a table of the same columns)
+    assert table.read_bytes() == first
+
+
+def test_a_staging_folder_the_tool_did_not_make_is_refused_and_kept(config, tmp_path):
+    for command in (lambda d: ["run", config, "-q", "--out", d], lambda d: ["plot", d]):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert cli("run", config, "-q", "--no-plot", "--out", out).exit_code == 0
+        (out / ".phasediag.txn").mkdir()
+        (out / ".phasediag.txn" / "notes.txt").write_bytes(USER)
+        before = snapshot(out)
+        assert_refused(cli(*command(out)), ".phasediag.txn is not a folder phasediag made (it holds notes.txt)")
+        assert snapshot(out) == before
+
+
+def test_a_lock_file_with_other_names_is_never_written_through(config, tmp_path):
+    kept = tmp_path / "kept"
+    kept.write_bytes(b"42")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(kept, out / LOCK)
+    assert_refused(cli("run", config, "-q", "--out", out), "has other names")
+    assert kept.read_bytes() == b"42" and (out / LOCK).exists()
+
+
+def test_a_meta_json_that_only_looks_like_the_first_versions_is_not_the_tools(config, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "meta.json").write_text('{"config_hash": "x"}')
+    (out / "results.npz").write_bytes(USER)
+    assert_refused(cli("run", config, "-q", "--out", out), "meta.json was not written by phasediag")
+    assert (out / "results.npz").read_bytes() == USER
+
+
+def test_the_figures_of_a_directory_without_a_manifest_stay_the_tools(config, tmp_path):
+    out = tmp_path / "out"
+    assert cli("run", config, "-q", "--out", out).exit_code == 0
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["manifest"]
+    meta["schema"] = 1  # (as the first versions wrote it: files and figures listed, no hashes)
+    (out / "meta.json").write_text(json.dumps(meta))
+    for args in (["--no-plot"], [], ["--no-plot"]):  # its figures are kept, replaced, then removed as the tool's
+        result = cli("run", config, "-q", "--out", out, *args)
+        assert result.exit_code == 0, result.output
+        assert (out / FIGURE).exists() == (args == [] or "manifest" not in meta)
+        meta = json.loads((out / "meta.json").read_text())
+    assert {p.name for p in out.iterdir()} == {"meta.json", "results.npz"}

@@ -618,6 +618,8 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
             for path in [*paths.values(), *side.values()]:
                 if os.path.realpath(path) in inputs:
                     raise OptionError("out", f"{path} is a file of the run directory {directory}")
+                if path.suffix != ".csv":
+                    raise OptionError("out", f"{path}: a table's name must end in .csv")
                 rundir.check_regular_target(path)  # (all checked before any is written)
             # every table to a temporary first, all moved into place once all are written: together or none
             with contextlib.ExitStack() as stack:
@@ -626,6 +628,8 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
                     _write_table(staged[path], result, dims, variables)
                 for key, path in side.items():
                     store.write_columns(staged[path], result.tables[key])
+                for path, tmp in staged.items():  # (an error here removes every temporary: nothing written)
+                    _check_replaceable_table(path, tmp)
             return [str(path) for path in staged]
         except OSError as exc:  # the place the user chose cannot take a file: bad input, like a run directory's
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENAMETOOLONG,
@@ -656,6 +660,25 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
         result.meta["files"] = [n for n in result.meta.get("files", []) if n in keep] + names
         txn.commit(result.meta, keep=keep)
     return [str(directory / n) for n in names]
+
+
+def _check_replaceable_table(path: Path, staged: Path) -> None:
+    """Outside a run directory there is no manifest to say whose a file is: an existing `path` is replaced only
+    if it is a table of the same columns (its first line is the header of the table `staged` holds), i.e. an
+    earlier export of this kind of result, never another file that happens to have the name."""
+    try:
+        with open(path, "rb") as fh:
+            current = fh.readline(65536)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OptionError("out", f"cannot read {path}: {exc.strerror}") from None
+    with open(staged, "rb") as fh:
+        header = fh.readline(65536)
+    if current != header:
+        raise OptionError("out", f"{path} exists and is not a table of these columns (its first line is not "
+                                 f"their header): phasediag replaces only its own tables; move it or choose "
+                                 f"another name")
 
 
 def _exportable(directory: Path) -> Result:

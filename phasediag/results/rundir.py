@@ -48,6 +48,8 @@ __all__ = ["LOCK", "STAGING", "RunDirectory", "Transaction", "writer", "shard_wr
 LOCK = ".phasediag.lock"
 STAGING = ".phasediag.txn"
 COMMITTED = "COMMITTED"
+#: written into the staging folder when it is made: the folder is the tool's (see RunDirectory.recover)
+STAGING_MARK = ".phasediag-staging"
 PREVIOUS = "previous.json"
 META_FILE = "meta.json"
 PARTIAL_PREFIX = ".partial-"
@@ -127,7 +129,8 @@ def _tool_meta(meta) -> bool:
         return False
     files = meta.get("files")
     return (isinstance(meta.get("manifest"), dict) or isinstance(files, list) and META_FILE in files
-            or isinstance(meta.get("config_hash"), str))
+            or isinstance(meta.get("config_hash"), str) and re.fullmatch(r"[0-9a-f]{16}", meta["config_hash"])
+            is not None and isinstance(meta.get("name"), str))
 
 
 def tool_files(directory: Path) -> set[str]:
@@ -206,13 +209,13 @@ class Transaction:
         keep = dict(keep or {})
         staged = sorted(p.name for p in self.dir.iterdir()
                         if p.is_file() and not p.is_symlink() and FILE_NAME.fullmatch(p.name))
+        keep.update(self.run.adopted(set(staged) | set(keep)))
         order = [n for n in meta.get("files", []) if n in staged or n in keep]
         names = list(dict.fromkeys(order + sorted(set(staged) | set(keep))))
         names = [n for n in names if n != META_FILE]
         for name in names:
             check_regular_target(self.run.path / plain_name(name))
         check_regular_target(self.run.path / META_FILE)
-        self.run.check_owned([*staged, META_FILE])  # (refused before anything is moved)
         manifest = {}
         for name in names:
             manifest[name] = file_entry(self.dir / name) if name in staged else keep[name]
@@ -225,6 +228,9 @@ class Transaction:
         previous = self.run.manifest()
         self._write(PREVIOUS, {"manifest": previous})
         self._write(META_FILE, meta)
+        # (refused before the commit point, and as late as can be: a user's file that appears after this check,
+        # in the milliseconds until its name is taken, is the one race left; hashing the data takes longer)
+        self.run.check_owned([*staged, META_FILE])
         self._write(COMMITTED, {"committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         _fsync(self.dir, directory=True)
         self.run.roll_forward()
@@ -286,12 +292,28 @@ class RunDirectory:
         return {n: e for n, e in manifest.items() if isinstance(n, str) and FILE_NAME.fullmatch(n)
                 and isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)}
 
+    def adopted(self, committed: set[str]) -> dict[str, dict]:
+        """In a directory of the first versions (a meta.json of the tool's without a manifest), its figures
+        and tables that a commit of `committed` does not replace (name -> manifest entry): recorded in the new
+        manifest, so that they stay the tool's (a later run replaces or removes them as its own)."""
+        if self.manifest() or not (self.path / META_FILE).is_file():
+            return {}
+        found = {}
+        for name in sorted(self.owned - committed - {META_FILE}):
+            path = self.path / name
+            with contextlib.suppress(OSError):
+                if Path(name).suffix in REMOVABLE_SUFFIXES and stat.S_ISREG(os.lstat(path).st_mode):
+                    found[name] = file_entry(path)
+        return found
+
     def begin(self) -> Transaction:
         """A new, empty transaction (an earlier uncommitted one is discarded)."""
         txn = Transaction(self)
-        _own_folder(txn.dir)
+        if _own_folder(txn.dir):
+            self._check_staging(txn.dir)
         txn.discard()
         txn.dir.mkdir()
+        (txn.dir / STAGING_MARK).write_bytes(b"")
         return txn
 
     def roll_forward(self) -> None:
@@ -337,10 +359,27 @@ class RunDirectory:
         staging = self.path / STAGING
         if not _own_folder(staging):
             return
+        self._check_staging(staging)
         if (staging / COMMITTED).is_file():
             self.roll_forward()
         else:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _check_staging(self, staging: Path) -> None:
+        """Refuse (before it is finished or deleted) a staging folder that is not the tool's: the tool's holds
+        its mark (older versions': nothing but regular files of the names and kinds it stages)."""
+        try:
+            entries = list(os.scandir(staging))
+        except OSError as exc:
+            raise _refusal(self.field, f"{staging}: cannot read it: {exc.strerror}") from None
+        if any(e.name == STAGING_MARK and e.is_file(follow_symlinks=False) for e in entries):
+            return
+        for e in entries:
+            name = e.name[1:-4] if e.name.startswith(".") and e.name.endswith(".tmp") else e.name
+            staged = name in (COMMITTED, PREVIOUS) or Path(name).suffix in TEMPORARY_SUFFIXES
+            if not (staged and FILE_NAME.fullmatch(name) and e.is_file(follow_symlinks=False)):
+                raise _refusal(self.field, f"{staging} is not a folder phasediag made (it holds {e.name}); "
+                                           f"move it out of the run directory")
 
     def clean_leftovers(self, keep_partial: str | None = None) -> None:
         """Remove what interrupted runs of the tool left: temporary files of atomic writes, and checkpoint
@@ -399,7 +438,7 @@ def final_name(filename, out: Path) -> Path | None:
     if not filename:
         return None
     path = Path(str(filename))
-    if path.name in (STAGING, LOCK) and path.parent == out:
+    if path.name in (STAGING, LOCK) and path.parent == out or path.name == STAGING_MARK and path.parent.name == STAGING:
         return out
     if _PARTIAL.fullmatch(path.name) and path.parent == out or _PARTIAL.fullmatch(path.parent.name) \
             and path.parent.parent == out:  # a checkpoint folder and its files: the results being written
@@ -495,10 +534,12 @@ def _lock(path: Path, shared: bool = False, field: str | None = "out") -> int:
             same = os.path.samestat(os.fstat(fd), os.lstat(lock))
         except FileNotFoundError:
             same = False
-        if same and (os.fstat(fd).st_size > 64 or not _LOCK_TEXT.fullmatch(os.pread(fd, 64, 0) or b"0")):
+        info = os.fstat(fd)
+        if same and (info.st_size > 64 or info.st_nlink != 1
+                     or not _LOCK_TEXT.fullmatch(os.pread(fd, 64, 0) or b"0")):
             os.close(fd)  # (not the tool's file: neither written to nor removed)
             raise _refusal(field, f"{lock} was not written by phasediag (it holds what a lock file of phasediag "
-                                  f"does not); move it or choose another output directory")
+                                  f"does not, or has other names); move it or choose another output directory")
         if same and shared:  # (the pid is a writer's: shards leave it alone)
             return fd
         if same:  # (not a lock file its previous holder removed while we waited for it)
@@ -575,7 +616,7 @@ def writer(out: str | Path, *, create: bool = True, field: str | None = "out") -
         run.owned  # (read now: what the tool wrote, before this writer writes anything)
         yield run
     finally:
-        with contextlib.suppress(OSError, ResultsError):  # an uncommitted transaction (a failure) goes
+        with contextlib.suppress(OSError, ResultsError, FieldError):  # an uncommitted transaction goes
             RunDirectory(out).recover()
         with contextlib.suppress(OSError):
             os.unlink(out / LOCK)
