@@ -63,11 +63,14 @@ GD_STEP = 0.01          # a Theta_max h of the explicit GD (Euler) simulation
 REL_BAD = 1e-6          # "off by more than" threshold of the accuracy counts
 
 # the issue's targets
-TARGET_RATE = 1e7                 # final-state grid points / s / core
-TARGET_TRAJ = TARGET_RATE / 2     # trajectories at a finite horizon: within 2x
+# Every target is a ratio against a reference measured in the same run (issue 16): the absolute figures of
+# one machine are examples only. The earlier absolute targets (1e7 final-state points/s per core, 5e6 at a
+# finite horizon, 300 ms start-up) became these ratios on the machine they were set on.
+TARGET_NAIVE_RATIO = 1.0          # final-state evaluation (exact) no slower than the naive pass (not exact)
+TARGET_HORIZON_RATIO = 2.0        # a finite horizon, per point or per (point, time): within 2x of t = inf
 TARGET_RUN_RATIO = 3.0            # whole `run --no-plot` vs a naive pass in one process
-TARGET_RUN_PLOT_S = 5.0           # `run` with the default figures
-TARGET_STARTUP_S = 0.3
+TARGET_STARTUP_RATIO = 3.0        # start-up vs a bare `python -c "import numpy"` (the floor of any numpy CLI)
+TARGET_GD_FLOW_RATIO = 5.0        # "exact GD maps cost about what flow maps cost": within 5x on the same grid
 TARGET_MEM_EXTRA = 400e6          # peak <= 2 x result arrays + 400 MB
 TARGET_EFFICIENCY = 0.85          # "near-linear": >= 85 % of the speed-up this machine gives independent work
 MERGE_TIME_RATIO = 2.0            # merge of 100 shards vs one `run --no-plot` of the grid (our criterion)
@@ -984,11 +987,12 @@ def process_benchmarks(mode: dict, tmp: Path, log) -> dict:
         f"(with np.savez {naive_save['best_s']:.3f} s); run with figures {run_plot['best_s']:.3f} s")
     # start-up
     runs = mode["startup_runs"]
-    for key, args in (("help", ("--help",)), ("solve", ("solve",))):
-        run_process(phasediag_cmd(*args), tmp, 1)  # warm the page cache
-        r = run_process(phasediag_cmd(*args), tmp, runs)
+    for key, cmd in (("numpy", [sys.executable, "-c", "import numpy"]), ("help", phasediag_cmd("--help")),
+                     ("solve", phasediag_cmd("solve"))):
+        run_process(cmd, tmp, 1)  # warm the page cache
+        r = run_process(cmd, tmp, runs)
         out[f"startup_{key}"] = _proc(r)
-        log(f"  phasediag {' '.join(args)}: median {r['median_s']:.3f} s")
+        log(f"  {' '.join(cmd[1:])}: median {r['median_s']:.3f} s")
     # the big sweep: workers 1 (peak memory) and 2 (speed-up, same bytes)
     nb = mode["big_n"]
     big = tmp / f"grid{nb}.yaml"
@@ -1172,10 +1176,12 @@ def targets(res: dict) -> list[dict]:
         rows.append({"target": name, "measured": value, "required": required, "pass": ok, "note": note})
 
     rate = N / at["core_inf"]
-    add(f"final-state metrics, 1 process, {N:,} points (t = inf)", f"{rate:.3g} points/s", ">= 1e7 points/s",
-        rate >= TARGET_RATE, f"median {N / at['core_inf_median']:.3g}/s; {largest['points']:,} points: "
-        f"{largest['points'] / largest['core_inf']:.3g}/s (median {largest['points'] / largest['core_inf_median']:.3g}"
-        f"/s); naive pass {N / at['naive_inf']:.3g}/s")
+    naive = at["core_inf"] / at["naive_inf"]
+    add(f"final-state metrics, 1 process, {N:,} points (t = inf) / the naive pass (same run)",
+        f"{at['core_inf']:.3f} s / {at['naive_inf']:.3f} s = {naive:.2f}x", f"<= {TARGET_NAIVE_RATIO:g}x",
+        naive <= TARGET_NAIVE_RATIO, f"here {rate:.3g} points/s (median {N / at['core_inf_median']:.3g}/s); "
+        f"{largest['points']:,} points: {largest['core_inf'] / largest['naive_inf']:.2f}x, "
+        f"{largest['points'] / largest['core_inf']:.3g}/s")
     floor = at["core_inf"] / at["floor_inf"]
     add(f"final-state evaluation / the fresh-memory write floor of its bytes, {N:,} points (same run)",
         f"{at['core_inf']:.3f} s / {at['floor_inf']:.3f} s = {floor:.2f}x", f"<= {TARGET_FLOOR_RATIO:g}x",
@@ -1184,11 +1190,14 @@ def targets(res: dict) -> list[dict]:
     if "gd_maps" in res:  # (absent from the JSON of runs before it was measured)
         g = res["gd_maps"]
         rate_gd = g["points"] / g["gd"]
-        add(f"exact GD map, config 7 on {g['points']:,} points, 1 process", f"{rate_gd:.3g} points/s",
-            f">= {TARGET_GD_RATE:.0e} points/s", rate_gd >= TARGET_GD_RATE,
-            f"{g['gd'] / g['flow']:.1f}x the gradient-flow map of the same grid (same run); outcomes decided at "
-            f"step {g['mean_steps']:.1f}, runs left at step {g.get('mean_run_steps', float('nan')):.1f} on average "
-            f"(max_steps {g['max_steps']:,})")
+        add(f"exact GD map, config 7 on {g['points']:,} points, 1 process / the gradient-flow map of the same "
+            "grid (same run)", f"{g['gd']:.3f} s / {g['flow']:.3f} s = {g['gd'] / g['flow']:.1f}x",
+            f"<= {TARGET_GD_FLOW_RATIO:g}x", g["gd"] / g["flow"] <= TARGET_GD_FLOW_RATIO,
+            f"outcomes decided at step {g['mean_steps']:.1f}, runs left at step "
+            f"{g.get('mean_run_steps', float('nan')):.1f} on average (max_steps {g['max_steps']:,})")
+        add(f"exact GD map, config 7 on {g['points']:,} points, 1 process (the issue's absolute figure)",
+            f"{rate_gd:.3g} points/s", f">= {TARGET_GD_RATE:.0e} points/s", rate_gd >= TARGET_GD_RATE,
+            "on this machine; the ratio above is the target that holds on any machine")
     for key, b in (res.get("boundaries") or {}).items():  # (absent from the JSON of earlier runs)
         add(f"exact phase boundaries of config 17 on {b['grid_points']:,} points"
             + (f" x {b['seeds']} sampled initializations" if key == "seeds" else ""),
@@ -1198,13 +1207,18 @@ def targets(res: dict) -> list[dict]:
     if with_traj:
         tr = max(with_traj, key=lambda r: r["points"])
         traj = tr["points"] * TRAJ_TIMES / tr["core_traj"]
+        per = (tr["core_traj"] / TRAJ_TIMES) / tr["core_inf"]
         add(f"trajectories at a finite horizon, {tr['points']:,} points x {TRAJ_TIMES} times to T = {FINITE_T:g} "
-            "(plus the metrics at T)", f"{traj:.3g} (point, time)/s", ">= 5e6 (point, time)/s", traj >= TARGET_TRAJ,
-            f"median {tr['points'] * TRAJ_TIMES / tr['core_traj_median']:.3g}/s; {tr['points'] / tr['core_traj']:.3g} "
-            "points/s")
+            "(plus the metrics at T): time per (point, time) / per final-state point (same run)", f"{per:.2f}x",
+            f"<= {TARGET_HORIZON_RATIO:g}x", per <= TARGET_HORIZON_RATIO,
+            f"here {traj:.3g} (point, time)/s (median {tr['points'] * TRAJ_TIMES / tr['core_traj_median']:.3g}/s); "
+            f"{tr['points'] / tr['core_traj']:.3g} points/s")
     rate_T = N / at["core_T"]
-    add(f"final-state metrics at the finite horizon T = {FINITE_T:g}", f"{rate_T:.3g} points/s", ">= 5e6 points/s",
-        rate_T >= TARGET_TRAJ, f"median {N / at['core_T_median']:.3g}/s; naive pass {N / at['naive_T']:.3g}/s")
+    horizon = at["core_T"] / at["core_inf"]
+    add(f"final-state metrics at the finite horizon T = {FINITE_T:g} / at t = inf, {N:,} points (same run)",
+        f"{at['core_T']:.3f} s / {at['core_inf']:.3f} s = {horizon:.2f}x", f"<= {TARGET_HORIZON_RATIO:g}x",
+        horizon <= TARGET_HORIZON_RATIO, f"here {rate_T:.3g} points/s (median {N / at['core_T_median']:.3g}/s); "
+        f"naive pass {N / at['naive_T']:.3g}/s")
     p = res["process"]
     ratio = p["run_noplot"]["best_s"] / p["naive_process"]["best_s"]
     ratio_save = p["run_noplot"]["best_s"] / p["naive_process_save"]["best_s"]
@@ -1214,7 +1228,7 @@ def targets(res: dict) -> list[dict]:
         f"({p['naive_process_save']['best_s']:.2f} s): {ratio_save:.2f}x")
     t = p["run_plot"]["timing"]
     add(f"`phasediag run` with the default figures, {p['grid_points']:,} points", f"{p['run_plot']['best_s']:.2f} s",
-        "< 5 s", p["run_plot"]["best_s"] < TARGET_RUN_PLOT_S,
+        "(information: the ratio to --no-plot below is the target)", None,
         f"eval {t['eval_s']:.2f} s, save {t['save_s']:.2f} s, plot {t.get('plot_s', 0):.2f} s")
     if "figures" in res:
         f = res["figures"]
@@ -1233,10 +1247,17 @@ def targets(res: dict) -> list[dict]:
         f"{peak / 1e9:.2f} GB", f"<= 2 x {arrays / 1e9:.2f} GB + 0.4 GB = {limit / 1e9:.2f} GB", peak <= limit,
         f"{peak / arrays:.2f}x the result arrays; with --workers 2: {big['workers2']['peak_rss'] / 1e9:.2f} GB "
         "(largest process)")
+    bare = p.get("startup_numpy")
     for key, label in (("help", "`phasediag --help`"), ("solve", "`phasediag solve`")):
         s = p[f"startup_{key}"]
-        add(f"{label} start-up (median of {len(s['runs_s'])})", f"{s['median_s'] * 1e3:.0f} ms", "< 300 ms",
-            s["median_s"] < TARGET_STARTUP_S, f"best {s['best_s'] * 1e3:.0f} ms")
+        if bare is None:  # (the JSON of a run before the reference was measured)
+            add(f"{label} start-up (median of {len(s['runs_s'])})", f"{s['median_s'] * 1e3:.0f} ms", "(information)",
+                None, f"best {s['best_s'] * 1e3:.0f} ms")
+            continue
+        ratio = s["median_s"] / bare["median_s"]
+        add(f"{label} start-up / `python -c \"import numpy\"` (medians of {len(s['runs_s'])}, same run)",
+            f"{s['median_s'] * 1e3:.0f} ms / {bare['median_s'] * 1e3:.0f} ms = {ratio:.2f}x",
+            f"<= {TARGET_STARTUP_RATIO:g}x", ratio <= TARGET_STARTUP_RATIO, f"best {s['best_s'] * 1e3:.0f} ms")
     e1, e2 = big["workers1"]["eval_best_s"], big["workers2"]["eval_best_s"]
     w1, w2 = big["workers1"]["best_s"], big["workers2"]["best_s"]
     c1 = big["workers1"]["user_s"]
@@ -1354,8 +1375,6 @@ def draw_figure(res: dict, path: Path) -> None:
         ax.loglog([r["sample"]], [r["total_s"]], "*", color=color, ms=12,
                   label=f"{label}: measured on its {r['sample']}-point sample")
         bx.loglog(xs, np.full_like(xs, 1 / r["mean_s"]), ":", color=color)
-    ax.loglog(xs, xs / TARGET_RATE, color="0.6", lw=1.2, label="target: 1e7 points/s per core")
-    bx.axhline(TARGET_RATE, color="0.6", lw=1.2)
     ax.set(xlabel="grid points N", ylabel="wall time [s]", title="time against grid size (best of k)")
     bx.set(xlabel="grid points N", ylabel="points per second", title="throughput")
     for a in (ax, bx):
@@ -1520,7 +1539,10 @@ def markdown(res: dict, figure_path: Path, out_path: Path) -> str:
                        ("naive_process_save", "the same + `np.savez` of the 20 arrays"),
                        ("run_noplot", f"`phasediag run --no-plot`, {p['grid_points']:,} points"),
                        ("run_plot", "`phasediag run` (4 default maps, png)"),
+                       ("startup_numpy", "`python -c \"import numpy\"` (the start-up reference)"),
                        ("startup_help", "`phasediag --help`"), ("startup_solve", "`phasediag solve`")):
+        if key not in p:  # (the JSON of a run before the reference was measured)
+            continue
         r = p[key]
         inside = _timing(r.get("timing"))
         add(f"| {label} | {r['best_s']:.3f} s | {r['peak_rss'] / 1e6:.0f} MB | {inside} |")

@@ -293,3 +293,17 @@ def test_the_figures_of_a_directory_without_a_manifest_stay_the_tools(config, tm
         assert (out / FIGURE).exists() == (args == [] or "manifest" not in meta)
         meta = json.loads((out / "meta.json").read_text())
     assert {p.name for p in out.iterdir()} == {"meta.json", "results.npz"}
+
+
+def test_a_link_at_a_figure_name_is_refused_before_the_new_data_are_committed(config, tmp_path):
+    out = tmp_path / "out"
+    assert cli("run", config, "-q", "--out", out).exit_code == 0
+    (out / FIGURE).unlink()
+    elsewhere = tmp_path / "elsewhere.png"
+    elsewhere.write_bytes(USER)
+    (out / FIGURE).symlink_to(elsewhere)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(MINI.replace("[1e-6, 1e-3, 1]", "[1e-5, 1e-3, 1]"))  # (new data: the figures are redrawn)
+    before = snapshot(out)
+    assert_refused(cli("run", changed, "-q", "--out", out), "is a symbolic link")
+    assert snapshot(out) == before and elsewhere.read_bytes() == USER

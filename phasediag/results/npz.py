@@ -288,14 +288,7 @@ def extents(path: Path | BinaryIO) -> dict[str, tuple[int, tuple[int, ...], np.d
     """name -> (offset of its first value, shape, dtype, Fortran order) of every array of an uncompressed
     .npz (a path, or a file open for binary reading: its position is kept), from its headers; ValueError for a
     compressed member or anything that is not an array."""
-    if isinstance(path, (str, os.PathLike)):
-        with open(path, "rb") as fh:  # (one open: the archive's directory and its headers are one file)
-            return _extents_of(fh)
-    position = path.tell()
-    try:
-        return _extents_of(path)
-    finally:
-        path.seek(position)
+    return _on_file(path, _extents_of)  # (one open: the archive's directory and its headers are one file)
 
 
 def _extents_of(fh: BinaryIO) -> dict[str, tuple[int, tuple[int, ...], np.dtype, bool]]:
@@ -366,12 +359,17 @@ def open_arrays(path: Path | BinaryIO) -> dict[str, np.ndarray]:
     for a compressed member or anything that is not an array. `path` may be a file open for binary reading
     (its position is kept): the maps are then of that very file (its inode), even if its name has been given
     to another file since it was opened (a reader that verified the open file maps what it verified)."""
+    return _on_file(path, _map_arrays)  # (one open for all: numpy resolves a path anew for every map)
+
+
+def _on_file(path: Path | BinaryIO, read):
+    """`read(fh)` of the file `path` names (opened once), or of the open file `path` (its position kept)."""
     if isinstance(path, (str, os.PathLike)):
-        with open(path, "rb") as fh:  # (one open for all: numpy resolves a path anew for every map)
-            return _map_arrays(fh)
+        with open(path, "rb") as fh:
+            return read(fh)
     position = path.tell()
     try:
-        return _map_arrays(path)
+        return read(path)
     finally:
         path.seek(position)
 

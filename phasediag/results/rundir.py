@@ -159,12 +159,15 @@ def check_owned(directory: Path, names, owned: set[str] | None = None, *, field:
                 hint: str = "move it or choose another output directory") -> None:
     """Refuse (FieldError of `field`; ResultsError if None) to create or replace any of the files `names` of
     `directory` that exists and is not the tool's (`owned`, default :func:`tool_files`): phasediag never
-    overwrites a file it did not write."""
+    overwrites a file it did not write; nor anything but a regular file (ResultsError, check_regular_target)."""
     directory = Path(directory)
     owned = tool_files(directory) if owned is None else owned
     for name in names:
         path = directory / name
-        if name in owned or not os.path.lexists(path):
+        if not os.path.lexists(path):
+            continue
+        check_regular_target(path)  # (a link, FIFO or device at the name: refused, even at a name of the tool's)
+        if name in owned:
             continue
         if name == META_FILE:
             raise _refusal(field, f"{path} was not written by phasediag; {hint}")
