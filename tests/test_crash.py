@@ -779,6 +779,7 @@ def test_a_committed_staging_folder_is_rolled_forward_by_the_next_reader(refs, t
     else:
         staging = out / ".phasediag.txn"
         staging.mkdir()
+        (staging / ".phasediag-staging").write_bytes(b"")  # (the mark of a staging folder the tool made)
         shutil.copy(b.dir / "results.npz", out / "results.npz")  # moved already
         shutil.copy(b.dir / "meta.json", staging / "meta.json")
         (staging / "previous.json").write_text(json.dumps({"manifest": json.loads(

@@ -1094,8 +1094,11 @@ case("cleans-a-checkpoint-folder-of-chunks", "sweep", "rerun",
 case("keeps-a-checkpoint-folder-with-a-user-file", "sweep", "rerun",
      both(plant(f"run/.partial-0123456789abcdef/{CHUNK}", user_file),
           plant("run/.partial-0123456789abcdef/notes.txt", user_file)), fresh())
-case("cleans-uncommitted-staging", "sweep", "rerun", plant("run/.phasediag.txn/results.npz", user_file),
-     fresh(".phasediag.txn"))
+case("cleans-uncommitted-staging", "sweep", "rerun", both(plant("run/.phasediag.txn/.phasediag-staging", user_file),
+                                                          plant("run/.phasediag.txn/results.npz", user_file)),
+     fresh(".phasediag.txn"))  # (a killed writer's, with the mark the tool puts in its own)
+case("keeps-a-staging-folder-without-the-mark", "sweep", "rerun", plant("run/.phasediag.txn/results.npz", user_file),
+     refused())
 
 
 # ---------------------------------------------------------------------------------------------------- stale files

@@ -392,6 +392,10 @@ def gd_points(draw):
 
 
 @given(gd_points())
+@example(Case(kappa=0.03162277660168379, lr_u=22.1106010589532, lr_w=22.1106010589532, a=1.0, mstar=-1.0,
+              kind="typical", U=79.14755439411161, W=79.14755439411161, V=0.0, G=None, width=1000,
+              var_u=0.07914755439411161, var_w=0.07914755439411161, seed=None, index=None,
+              label="a catapult at D = 1.1e-2 (x = -0.7): alignment_final off by 1390 eps, 15 eps / D"))
 @settings(max_examples=60, **SETTINGS)
 def test_gd_end_state_metrics_within_resolution(case):
     """ntk_change and alignment_final of a GD sweep (GD_END_STATE) against the 50-digit iteration of the
@@ -405,15 +409,30 @@ def test_gd_end_state_metrics_within_resolution(case):
     outcome = int(np.ravel(points.gd.outcome)[0])
     if core.GD_OUTCOMES[outcome] not in ("converges", "catapult"):
         return
+    steps = int(np.ravel(points.gd.stopped)[0])
     if np.ravel(points.gd.delta)[0] == 0:  # the tail was summed: the limit of the run
         exact = Reference(case.point).gd_limit()
         assume(exact is not None)
     else:
-        steps = int(np.ravel(points.gd.stopped)[0])
         exact = Reference(case.point).gd(steps, keep=[steps])[steps]  # (adaptive precision)
     got = {name: float(np.ravel(GD_END_STATE[name].compute(points))[0]) for name in ("ntk_change", "alignment_final")}
     with mp.workdps(50):
         errors = {"ntk_change": abs(got["ntk_change"] - exact["ntk_change"]),
                   "alignment_final": abs(got["alignment_final"] - exact["zeta"])}
+    # a catapult amplifies each step's rounding by ~1/D, D its distance below the window's edge (docs/theory.md
+    # section 8): C eps / D, C measured up to 6e2 for ntk_change and 7x that for alignment_final
+    allowance = {"ntk_change": 600 * EPS / _catapult_distance(case), "alignment_final": 4200 * EPS
+                 / _catapult_distance(case)} if core.GD_OUTCOMES[outcome] == "catapult" else {}
     for name, error in errors.items():
-        assert error <= GD_END_STATE[name].resolution, (name, float(error), steps)
+        bound = max(GD_END_STATE[name].resolution, allowance.get(name, 0.0))
+        assert error <= bound, (name, float(error), bound, steps)
+
+
+def _catapult_distance(case) -> float:
+    """D = -Phi0 = 4 - a^2 c^2 m* (m* - m0) - a Theta0 (docs/theory.md sections 8-9), in 50 digits."""
+    with mp.workdps(50):
+        kappa, a, mstar = mp.mpf(case.kappa), mp.mpf(case.a), mp.mpf(case.mstar)
+        c = kappa * mp.sqrt(mp.mpf(case.lr_u) * mp.mpf(case.lr_w))
+        m0 = kappa * mp.mpf(case.V)
+        theta0 = kappa ** 2 * (mp.mpf(case.lr_w) * mp.mpf(case.U) + mp.mpf(case.lr_u) * mp.mpf(case.W))
+        return float(4 - a ** 2 * c ** 2 * mstar * (mstar - m0) - a * theta0)

@@ -118,7 +118,8 @@ def test_an_uncommitted_transaction_is_discarded_and_the_previous_result_kept(tm
             txn = held.begin()
             txn.path("results.npz").write_bytes(b"half")
             raise KeyboardInterrupt  # killed before the commit point
-    (out / STAGING).mkdir()  # as SIGKILL would leave it
+    (out / STAGING).mkdir()  # as SIGKILL would leave it (with the mark begin() puts in it)
+    (out / STAGING / rundir.STAGING_MARK).write_bytes(b"")
     (out / STAGING / "results.npz").write_bytes(b"half")
     with rundir.writer(out):
         pass

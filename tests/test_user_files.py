@@ -118,7 +118,8 @@ def test_a_directory_of_the_first_versions_is_the_tools_and_can_be_run_into(conf
 def test_a_user_meta_json_that_is_no_phasediag_meta_json_is_refused(config, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    for text in ('{"files": ["results.npz"]}', "[1, 2]", "not json"):
+    for text in ('{"files": ["results.npz"]}', "[1, 2]", "not json", '{"files": ["meta.json", "results.npz"]}',
+                 '{"dataset": "mine", "manifest": {"images": 3}}'):
         (out / "meta.json").write_text(text)
         (out / "results.npz").write_bytes(USER)
         before = snapshot(out)
@@ -239,9 +240,10 @@ def test_export_outside_the_run_directory_replaces_only_a_table_of_the_same_colu
     assert_refused(cli("export", out, "--csv", "--out", mine), "is not a table of these columns")
     assert mine.read_bytes() == USER
     before = snapshot(other)
-    for name in ("results.npz", "meta.json"):  # another run directory's files: not a table's name
-        assert_refused(cli("export", out, "--csv", "--out", other / name), "a table's name must end in .csv")
+    for name in ("results.npz", "meta.json", "mini.csv"):  # into another run directory: refused whatever the name
+        assert_refused(cli("export", out, "--csv", "--out", other / name), f"{other} is a run directory")
     assert snapshot(other) == before
+    assert_refused(cli("export", out, "--csv", "--out", tmp_path / "results.npz"), "a table's name must end in .csv")
     table = tmp_path / "table.csv"
     assert cli("export", out, "--csv", "--out", table).exit_code == 0
     first = table.read_bytes()
@@ -250,14 +252,18 @@ def test_export_outside_the_run_directory_replaces_only_a_table_of_the_same_colu
     assert table.read_bytes() == first
 
 
-def test_a_staging_folder_the_tool_did_not_make_is_refused_and_kept(config, tmp_path):
+@pytest.mark.parametrize("held", [{"notes.txt": USER}, {"thesis.pdf": USER, "data.csv": USER},
+                                  {"COMMITTED": b"x", "meta.json": b'{"files": ["results.npz", "meta.json"]}',
+                                   "results.npz": b"other"}])
+def test_a_staging_folder_the_tool_did_not_make_is_refused_and_kept(held, config, tmp_path):
     for command in (lambda d: ["run", config, "-q", "--out", d], lambda d: ["plot", d]):
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
         assert cli("run", config, "-q", "--no-plot", "--out", out).exit_code == 0
         (out / ".phasediag.txn").mkdir()
-        (out / ".phasediag.txn" / "notes.txt").write_bytes(USER)
+        for name, data in held.items():
+            (out / ".phasediag.txn" / name).write_bytes(data)
         before = snapshot(out)
-        assert_refused(cli(*command(out)), ".phasediag.txn is not a folder phasediag made (it holds notes.txt)")
+        assert_refused(cli(*command(out)), f".phasediag.txn is not a folder phasediag made (it holds {min(held)})")
         assert snapshot(out) == before
 
 
@@ -281,18 +287,40 @@ def test_a_meta_json_that_only_looks_like_the_first_versions_is_not_the_tools(co
 
 
 def test_the_figures_of_a_directory_without_a_manifest_stay_the_tools(config, tmp_path):
+    """A directory of the first versions (no manifest) goes through plot and run exactly as one with a manifest:
+    the same files after every step, the user's own file beside them untouched."""
+    dirs = {kind: tmp_path / kind for kind in ("manifest", "legacy")}
+    for kind, out in dirs.items():
+        assert cli("run", config, "-q", "--out", out).exit_code == 0
+        (out / "mine.png").write_bytes(USER)  # (the user's: meta.json does not list it)
+    meta = json.loads((dirs["legacy"] / "meta.json").read_text())
+    del meta["manifest"]
+    meta["schema"] = 1  # (as the first versions wrote it: files and figures listed, no hashes)
+    (dirs["legacy"] / "meta.json").write_text(json.dumps(meta))
+    steps = [["plot", "{}", "--formats", "pdf"], ["plot", "{}", "--formats", "svg", "--dpi", "90"],
+             ["run", config, "-q", "--out", "{}"], ["run", config, "-q", "--no-plot", "--out", "{}"]]
+    for step in steps:
+        listings = {}
+        for kind, out in dirs.items():
+            result = cli(*[out if a == "{}" else a for a in step])
+            assert result.exit_code == 0, (kind, step, result.output)
+            listings[kind] = {p.name for p in out.iterdir()}
+        assert listings["legacy"] == listings["manifest"], step
+        assert (dirs["legacy"] / "mine.png").read_bytes() == USER
+    assert listings["legacy"] == {"meta.json", "results.npz", "mine.png"}
+
+
+def test_a_figure_changed_after_a_manifestless_run_is_kept_as_the_users(config, tmp_path):
     out = tmp_path / "out"
     assert cli("run", config, "-q", "--out", out).exit_code == 0
     meta = json.loads((out / "meta.json").read_text())
     del meta["manifest"]
-    meta["schema"] = 1  # (as the first versions wrote it: files and figures listed, no hashes)
+    meta["schema"] = 1
     (out / "meta.json").write_text(json.dumps(meta))
-    for args in (["--no-plot"], [], ["--no-plot"]):  # its figures are kept, replaced, then removed as the tool's
-        result = cli("run", config, "-q", "--out", out, *args)
-        assert result.exit_code == 0, result.output
-        assert (out / FIGURE).exists() == (args == [] or "manifest" not in meta)
-        meta = json.loads((out / "meta.json").read_text())
-    assert {p.name for p in out.iterdir()} == {"meta.json", "results.npz"}
+    os.utime(out / "meta.json", ns=(1, 1))  # (written long before the figure below was changed)
+    (out / FIGURE).write_bytes(USER)
+    assert cli("run", config, "-q", "--no-plot", "--out", out).exit_code == 0
+    assert (out / FIGURE).read_bytes() == USER
 
 
 def test_a_link_at_a_figure_name_is_refused_before_the_new_data_are_committed(config, tmp_path):

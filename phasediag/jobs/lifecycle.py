@@ -609,6 +609,9 @@ def export_csv(directory: str | Path, out: str | Path | None = None) -> list[str
     inside = out is None or os.path.realpath(Path(out).parent) == os.path.realpath(directory)
     if not inside and Path(os.path.realpath(Path(out).parent)).is_relative_to(os.path.realpath(directory)):
         raise OptionError("out", f"{out}: write tables into the run directory {directory} itself or outside it")
+    if not inside and rundir.tool_files(Path(out).parent):  # (another run directory: its manifest, its lock)
+        raise OptionError("out", f"{Path(out).parent} is a run directory of phasediag: export its own results "
+                                 f"there with 'phasediag export {Path(out).parent} --csv', or choose another folder")
     if not inside:
         result = _exportable(directory)
         paths = _table_paths(result, Path(out))

@@ -123,14 +123,19 @@ def _refusal(field: str | None, message: str) -> Exception:
 
 
 def _tool_meta(meta) -> bool:
-    """Whether parsed meta.json content is one phasediag wrote: an object with its manifest, a list of files
-    that names meta.json itself, or (the first versions) a config hash."""
-    if not isinstance(meta, dict):
+    """Whether parsed meta.json content is one phasediag wrote: an object with a name and the tool's config
+    hash (16 hex digits), or its schema and a manifest of sizes and SHA-256s, or its kind and a list of files
+    naming meta.json."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
         return False
-    files = meta.get("files")
-    return (isinstance(meta.get("manifest"), dict) or isinstance(files, list) and META_FILE in files
-            or isinstance(meta.get("config_hash"), str) and re.fullmatch(r"[0-9a-f]{16}", meta["config_hash"])
-            is not None and isinstance(meta.get("name"), str))
+    digest = meta.get("config_hash")
+    if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{16}", digest):
+        return True
+    manifest, files = meta.get("manifest"), meta.get("files")
+    if isinstance(manifest, dict) and isinstance(meta.get("schema"), int):
+        return all(isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
+                   and re.fullmatch(r"[0-9a-f]{64}", e["sha256"]) for e in manifest.values())
+    return isinstance(meta.get("kind"), str) and isinstance(files, list) and META_FILE in files
 
 
 def tool_files(directory: Path) -> set[str]:
@@ -212,7 +217,6 @@ class Transaction:
         keep = dict(keep or {})
         staged = sorted(p.name for p in self.dir.iterdir()
                         if p.is_file() and not p.is_symlink() and FILE_NAME.fullmatch(p.name))
-        keep.update(self.run.adopted(set(staged) | set(keep)))
         order = [n for n in meta.get("files", []) if n in staged or n in keep]
         names = list(dict.fromkeys(order + sorted(set(staged) | set(keep))))
         names = [n for n in names if n != META_FILE]
@@ -228,7 +232,7 @@ class Transaction:
         meta["manifest"] = manifest
         if not isinstance(meta.get("schema"), int) or meta["schema"] < 2:
             meta["schema"] = 2  # (a directory of an older version: it has a manifest from now on)
-        previous = self.run.manifest()
+        previous = self.run.manifest() or self.run.unrecorded()
         self._write(PREVIOUS, {"manifest": previous})
         self._write(META_FILE, meta)
         # (refused before the commit point, and as late as can be: a user's file that appears after this check,
@@ -295,17 +299,22 @@ class RunDirectory:
         return {n: e for n, e in manifest.items() if isinstance(n, str) and FILE_NAME.fullmatch(n)
                 and isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)}
 
-    def adopted(self, committed: set[str]) -> dict[str, dict]:
-        """In a directory of the first versions (a meta.json of the tool's without a manifest), its figures
-        and tables that a commit of `committed` does not replace (name -> manifest entry): recorded in the new
-        manifest, so that they stay the tool's (a later run replaces or removes them as its own)."""
-        if self.manifest() or not (self.path / META_FILE).is_file():
+    def unrecorded(self) -> dict[str, dict]:
+        """A directory of the first versions (a meta.json of the tool's without a manifest): the manifest it
+        would have had, for the figures and tables its meta.json lists (name -> entry of the bytes there now)
+        that are regular files not changed since that meta.json was written; a commit that drops them
+        removes them as it removes those of a manifest (a file changed later is somebody else's: kept)."""
+        try:
+            written = os.lstat(self.path / META_FILE).st_mtime_ns
+        except OSError:
             return {}
         found = {}
-        for name in sorted(self.owned - committed - {META_FILE}):
+        for name in sorted(self.owned - {META_FILE}):
             path = self.path / name
             with contextlib.suppress(OSError):
-                if Path(name).suffix in REMOVABLE_SUFFIXES and stat.S_ISREG(os.lstat(path).st_mode):
+                info = os.lstat(path)
+                if (Path(name).suffix in REMOVABLE_SUFFIXES and stat.S_ISREG(info.st_mode)
+                        and info.st_mtime_ns <= written):
                     found[name] = file_entry(path)
         return found
 
@@ -370,19 +379,15 @@ class RunDirectory:
 
     def _check_staging(self, staging: Path) -> None:
         """Refuse (before it is finished or deleted) a staging folder that is not the tool's: the tool's holds
-        its mark (older versions': nothing but regular files of the names and kinds it stages)."""
+        its mark from the moment it is made (an empty folder is taken as one whose mark was never written)."""
         try:
             entries = list(os.scandir(staging))
         except OSError as exc:
             raise _refusal(self.field, f"{staging}: cannot read it: {exc.strerror}") from None
-        if any(e.name == STAGING_MARK and e.is_file(follow_symlinks=False) for e in entries):
-            return
-        for e in entries:
-            name = e.name[1:-4] if e.name.startswith(".") and e.name.endswith(".tmp") else e.name
-            staged = name in (COMMITTED, PREVIOUS) or Path(name).suffix in TEMPORARY_SUFFIXES
-            if not (staged and FILE_NAME.fullmatch(name) and e.is_file(follow_symlinks=False)):
-                raise _refusal(self.field, f"{staging} is not a folder phasediag made (it holds {e.name}); "
-                                           f"move it out of the run directory")
+        if entries and not any(e.name == STAGING_MARK and e.is_file(follow_symlinks=False) for e in entries):
+            held = sorted(e.name for e in entries)[0]
+            raise _refusal(self.field, f"{staging} is not a folder phasediag made (it holds {held}); move it "
+                                       f"out of the run directory")
 
     def clean_leftovers(self, keep_partial: str | None = None) -> None:
         """Remove what interrupted runs of the tool left: temporary files of atomic writes, and checkpoint
