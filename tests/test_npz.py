@@ -183,6 +183,16 @@ def _read_back(monkeypatch):
     return names
 
 
+def _assert_finishes_as_the_reference(resumed, tmp_path, monkeypatch) -> None:
+    """Completing `resumed` reads back only the coordinate `x` (written at once, it has no record) and gives
+    the reference archive, byte for byte."""
+    read_back = _read_back(monkeypatch)
+    resumed.finish()
+    assert read_back == ["x"]
+    reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
+    assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+
+
 @pytest.mark.parametrize("chunks", [[(0, 10)], [(0, 3), (3, 7), (7, 10)], [(0, 3), (0, 5), (5, 10), (3, 9)]])
 def test_a_streamed_file_is_completed_from_its_chunks_crcs(tmp_path, monkeypatch, chunks):
     """The records keep each chunk's CRC-32s; completing the file combines them (the values are not read back)
@@ -196,11 +206,7 @@ def test_a_streamed_file_is_completed_from_its_chunks_crcs(tmp_path, monkeypatch
     resumed = _streamed(tmp_path / "run")  # (a resumed run: the first chunk's CRC-32s come from the record)
     assert resumed.open() == chunks[:1]
     resumed.record([(lo, hi, _write(resumed, lo, hi)) for lo, hi in chunks[1:]])
-    read_back = _read_back(monkeypatch)
-    resumed.finish()
-    assert read_back == ["x"]  # the coordinates, written at once, have no record
-    reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
-    assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+    _assert_finishes_as_the_reference(resumed, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("line", [b"0 5", b"0 5 0a1b2c", b"0 5 " + b"g" * 16])
@@ -217,11 +223,7 @@ def test_a_record_line_without_whole_crcs_claims_nothing(tmp_path, monkeypatch, 
     resumed = _streamed(tmp_path / "run")
     assert resumed.open() == [(5, 10)]
     resumed.record([(0, 5, _write(resumed, 0, 5))])
-    read_back = _read_back(monkeypatch)
-    resumed.finish()
-    assert read_back == ["x"]
-    reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
-    assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+    _assert_finishes_as_the_reference(resumed, tmp_path, monkeypatch)
 
 
 def _damage_record(result, line_number: int) -> None:
@@ -260,11 +262,7 @@ def test_a_resumed_run_computes_again_the_chunks_whose_rows_fail_their_crcs(tmp_
     assert resumed.open(warnings.append) == [(0, 3), (7, 10)]
     assert len(warnings) == 1 and "1 recorded chunk(s) do not hold the values" in warnings[0]
     resumed.record([(3, 7, _write(resumed, 3, 7))])
-    read_back = _read_back(monkeypatch)
-    resumed.finish()
-    assert read_back == ["x"]
-    reference_npz(tmp_path / "ref.npz", {"x": np.arange(4.0), **VALUES})
-    assert resumed.path.read_bytes() == (tmp_path / "ref.npz").read_bytes()
+    _assert_finishes_as_the_reference(resumed, tmp_path, monkeypatch)
 
 
 def test_a_shared_writer_checks_only_the_ranges_of_its_own_shard(tmp_path):

@@ -575,7 +575,7 @@ def merge(directories: Sequence[str | Path], out: str | Path, plot: bool = True)
     for d in directories:
         _load_once(d, None, mmap=True)  # each shard verified, one at a time, in bounded memory
     with _final_names(out), rundir.writer(out) as held:
-        rundir.check_owned(out, [store.META_FILE, *_data_names(module)], held.owned)  # (before any I/O)
+        held.check_owned([store.META_FILE, *_data_names(module)])  # (before any I/O)
         held.clean_leftovers()
         txn = held.begin()
         with _reading(directories[0].parent if len(directories) > 1 else directories[0]):

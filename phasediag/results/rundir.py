@@ -133,9 +133,13 @@ def _tool_meta(meta) -> bool:
         return True
     manifest, files = meta.get("manifest"), meta.get("files")
     if isinstance(manifest, dict) and isinstance(meta.get("schema"), int):
-        return all(isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
-                   and re.fullmatch(r"[0-9a-f]{64}", e["sha256"]) for e in manifest.values())
+        return all(_is_entry(e) and re.fullmatch(r"[0-9a-f]{64}", e["sha256"]) for e in manifest.values())
     return isinstance(meta.get("kind"), str) and isinstance(files, list) and META_FILE in files
+
+
+def _is_entry(entry) -> bool:
+    """Whether `entry` has the shape of a manifest entry: {"size": int, "sha256": str}."""
+    return isinstance(entry, dict) and isinstance(entry.get("size"), int) and isinstance(entry.get("sha256"), str)
 
 
 def tool_files(directory: Path) -> set[str]:
@@ -296,8 +300,7 @@ class RunDirectory:
         manifest = meta.get("manifest") if isinstance(meta, dict) else None
         if not isinstance(manifest, dict):
             return {}
-        return {n: e for n, e in manifest.items() if isinstance(n, str) and FILE_NAME.fullmatch(n)
-                and isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)}
+        return {n: e for n, e in manifest.items() if isinstance(n, str) and FILE_NAME.fullmatch(n) and _is_entry(e)}
 
     def unrecorded(self) -> dict[str, dict]:
         """A directory of the first versions (a meta.json of the tool's without a manifest): the manifest it
@@ -538,11 +541,11 @@ def _lock(path: Path, shared: bool = False, field: str | None = "out") -> int:
             what = "another phasediag process" + who if who or not shared else "a phasediag process"
             raise BusyError(f"{path}: {what} is writing this run directory; wait for it to finish or choose "
                             f"another output directory") from None
+        info = os.fstat(fd)
         try:
-            same = os.path.samestat(os.fstat(fd), os.lstat(lock))
+            same = os.path.samestat(info, os.lstat(lock))
         except FileNotFoundError:
             same = False
-        info = os.fstat(fd)
         if same and (info.st_size > 64 or info.st_nlink != 1
                      or not _LOCK_TEXT.fullmatch(os.pread(fd, 64, 0) or b"0")):
             os.close(fd)  # (not the tool's file: neither written to nor removed)
